@@ -1,0 +1,228 @@
+"""The face-detector interface: :class:`Face`, :class:`Detector`, the registry and ``create_detector``.
+
+Every backend returns faces in one convention: ``bbox`` (x1, y1, x2, y2) and 5 ``landmarks``
+``[5, 2]`` in input-image pixels, in the order left eye, right eye, nose tip, left mouth corner,
+right mouth corner, where "left" is the smaller x in a frontal face (the order of the ArcFace
+template, see :mod:`faceforge.align.templates`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceforge.errors import FaceforgeError
+from faceforge.registry import Registry
+
+__all__ = [
+    "DETECTORS",
+    "Detector",
+    "Face",
+    "create_detector",
+    "letterbox",
+    "list_detectors",
+    "nms",
+    "to_rgb_uint8",
+]
+
+DETECTORS: Registry[Detector] = Registry("detector")
+
+
+@dataclass
+class Face:
+    """One detected face: box, confidence and landmarks in input-image pixels."""
+
+    bbox: np.ndarray  # [4] float: x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray  # [5, 2] float: left eye, right eye, nose tip, left/right mouth corner
+    landmarks_extra: np.ndarray | None = field(default=None)  # backend-specific extra points [K, 2]
+
+    @property
+    def area(self) -> float:
+        """Box area in pixels²."""
+        x1, y1, x2, y2 = (float(v) for v in self.bbox)
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (lists of floats rounded to 0.01 px)."""
+        out: dict[str, Any] = {
+            "bbox": [round(float(v), 2) for v in self.bbox],
+            "score": round(float(self.score), 4),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+        }
+        if self.landmarks_extra is not None:
+            out["landmarks_extra"] = [
+                [round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks_extra
+            ]
+        return out
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Normalise an image array to contiguous RGB uint8 ``[H, W, 3]``.
+
+    Accepts gray ``[H, W]`` / ``[H, W, 1]``, RGB, RGBA (alpha dropped), uint8, uint16 (scaled by
+    1/257), bool, and float in [0, 1] (scaled by 255) or [0, 255].
+    """
+    if not isinstance(image, np.ndarray):
+        raise FaceforgeError(f"image must be a numpy array (RGB uint8 H×W×3), got {type(image).__name__}")
+    img = image
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    elif not (img.ndim == 3 and img.shape[2] == 3):
+        raise FaceforgeError(f"image must be H×W, H×W×3 (RGB) or H×W×4 (RGBA), got shape {image.shape}")
+    if img.dtype == np.uint8:
+        pass
+    elif img.dtype == np.uint16:
+        # 65535 / 257 = 255: the exact 16 → 8 bit map.
+        img = (img.astype(np.uint32) // 257).astype(np.uint8)
+    elif img.dtype == np.bool_:
+        img = img.astype(np.uint8) * 255
+    elif np.issubdtype(img.dtype, np.floating):
+        f = np.nan_to_num(img.astype(np.float32))
+        if f.size and float(f.max()) <= 1.0:
+            f = f * 255.0
+        img = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    elif np.issubdtype(img.dtype, np.integer):
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    else:
+        raise FaceforgeError(f"image dtype {image.dtype} is not supported; expected uint8 RGB")
+    return np.ascontiguousarray(img)
+
+
+def letterbox(rgb: np.ndarray, size: tuple[int, int], upscale: bool = True) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio into a ``size`` = (w, h) canvas, padded bottom/right with 0.
+
+    Returns the canvas and the scale (canvas pixels per input pixel); input coords = canvas / scale.
+    """
+    h, w = rgb.shape[:2]
+    tw, th = size
+    scale = min(tw / w, th / h)
+    if not upscale:
+        scale = min(scale, 1.0)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else rgb
+    canvas = np.zeros((th, tw, 3), dtype=np.uint8)
+    canvas[:nh, :nw] = resized
+    return canvas, scale
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class Detector:
+    """Base class: validates the image, calls :meth:`_detect`, sorts faces by score.
+
+    Subclasses implement ``_detect(rgb) -> list[Face]`` on a contiguous RGB uint8 image at least
+    ``min_image_side`` pixels on each side.
+    """
+
+    name = "base"
+    #: smaller images give an empty list (no backend finds a face in fewer pixels).
+    min_image_side = 16
+
+    def __init__(self, score_threshold: float = 0.5, nms_threshold: float = 0.4) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise FaceforgeError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if not 0.0 < nms_threshold <= 1.0:
+            raise FaceforgeError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in ``image`` (RGB uint8 H×W×3; gray, RGBA, 16-bit and float are converted)."""
+        rgb = to_rgb_uint8(image)
+        h, w = rgb.shape[:2]
+        if min(h, w) < self.min_image_side:
+            return []
+        faces = self._detect(rgb)
+        for f in faces:
+            f.bbox = np.asarray(f.bbox, dtype=np.float32).copy()
+            f.bbox[[0, 2]] = np.clip(f.bbox[[0, 2]], 0, w)
+            f.bbox[[1, 3]] = np.clip(f.bbox[[1, 3]], 0, h)
+            f.landmarks = np.asarray(f.landmarks, dtype=np.float32).reshape(5, 2)
+            f.score = float(f.score)
+        return sorted(faces, key=lambda f: -f.score)
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(score_threshold={self.score_threshold})"
+
+
+def faces_from_arrays(
+    boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, iou_threshold: float
+) -> list[Face]:
+    """NMS over decoded arrays (boxes [N,4], scores [N], kps [N,5,2]) → list of :class:`Face`."""
+    keep = nms(boxes, scores, iou_threshold)
+    return [Face(bbox=boxes[i], score=float(scores[i]), landmarks=kps[i]) for i in keep]
+
+
+def create_detector(name: str, model_path: str | Path | None = None, **kwargs: Any) -> Detector:
+    """Build the detector registered as ``name`` (see :func:`list_detectors`).
+
+    ``model_path`` overrides the model-store lookup (``$FACEFORGE_HOME`` and
+    ``$FACEFORGE_MODEL_DIRS``); other keywords (``score_threshold``, ``nms_threshold``,
+    ``input_size``, …) go to the backend.
+    """
+    import faceforge.align.detectors  # noqa: F401  (registers the backends)
+
+    return DETECTORS.create(name, model_path=model_path, **kwargs)
+
+
+def list_detectors() -> list[str]:
+    """Names of all registered detector backends (whether or not their dependencies are installed)."""
+    import faceforge.align.detectors  # noqa: F401
+
+    return DETECTORS.names()
+
+
+def require_onnxruntime(detector: str) -> Any:
+    """Import onnxruntime or raise a :class:`FaceforgeError` saying how to install it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise FaceforgeError(
+            f"detector {detector!r} needs onnxruntime: pip install onnxruntime "
+            "(or pip install 'faceforge[detectors]')"
+        ) from None
+    return ort
+
+
+def onnx_session(path: Path, detector: str, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for ``path`` with a clear error for unreadable files."""
+    ort = require_onnxruntime(detector)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise FaceforgeError(f"cannot load {detector} model {path}: {e}; expected an ONNX file") from None

@@ -1,0 +1,304 @@
+"""Model file store: known detector files by name + SHA-256, looked up locally, fetched on request.
+
+Files live in ``$FACEFORGE_HOME/models`` (default ``~/.cache/faceforge/models``); extra read-only
+search folders can be listed in ``$FACEFORGE_MODEL_DIRS`` (``os.pathsep``-separated), e.g. a shared
+team folder. A file counts as present only if its SHA-256 matches the table below.
+
+Nothing is ever downloaded implicitly: :func:`resolve` raises a :class:`FaceforgeError` that says
+what to run (``faceforge models fetch NAME``) or where to put the file; :func:`fetch` downloads with
+``urllib`` into a temporary file next to the destination, checks the size and SHA-256, and only then
+renames it into place (``os.replace`` is atomic on one filesystem), so a broken or wrong download
+never leaves a file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from faceforge.errors import FaceforgeError, did_you_mean
+
+__all__ = [
+    "KNOWN_FILES",
+    "ModelFile",
+    "fetch",
+    "files_status",
+    "find",
+    "home",
+    "models_dir",
+    "resolve",
+    "search_dirs",
+    "sha256_file",
+]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One known model file: store name, file name, SHA-256, official URL and license."""
+
+    name: str
+    filename: str
+    sha256: str
+    url: str
+    license: str
+    description: str = ""
+    #: other names under which the same bytes are distributed (accepted when the hash matches).
+    alt_filenames: tuple[str, ...] = ()
+
+
+_LFD = "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/master/onnx/"
+_LFD_LICENSE = "Apache-2.0 (libfacedetection.train)"
+_MTCNN = "https://raw.githubusercontent.com/timesler/facenet-pytorch/master/data/"
+
+_FILES = [
+    ModelFile(
+        "yunet",
+        "face_detection_yunet_2023mar.onnx",
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+        "face_detection_yunet_2023mar.onnx",
+        "MIT (OpenCV Zoo); same bytes as libfacedetection.train yunet_s_640_640.onnx",
+        "YuNet-s 640x640 (OpenCV Zoo 2023mar)",
+        ("yunet_s_640_640.onnx",),
+    ),
+    ModelFile(
+        "yunet_s_640_640",
+        "yunet_s_640_640.onnx",
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        _LFD + "yunet_s_640_640.onnx",
+        _LFD_LICENSE,
+        "YuNet-s 640x640",
+    ),
+    ModelFile(
+        "yunet_s_320_320",
+        "yunet_s_320_320.onnx",
+        "beb05bf2378aee45cd7c41056da07265b7bb91041ed1b06f923819a9c744ec36",
+        _LFD + "yunet_s_320_320.onnx",
+        _LFD_LICENSE,
+        "YuNet-s 320x320",
+    ),
+    ModelFile(
+        "yunet_n_640_640",
+        "yunet_n_640_640.onnx",
+        "25a606a145a5b6d7271ae138fbd00eba91dad8b83222ae3f2c7ecd0f4a7b0e31",
+        _LFD + "yunet_n_640_640.onnx",
+        _LFD_LICENSE,
+        "YuNet-n 640x640",
+    ),
+    ModelFile(
+        "yunet_n_320_320",
+        "yunet_n_320_320.onnx",
+        "81dbde155e982455488235acb8ec2dec5d647edf7cf7080d33e4abb69b93a0d2",
+        _LFD + "yunet_n_320_320.onnx",
+        _LFD_LICENSE,
+        "YuNet-n 320x320",
+    ),
+    ModelFile(
+        "scrfd",
+        "scrfd_500m_bnkps.onnx",
+        "6c6ba7956684796d7d582bfa1ab95dfe01dd280159f6bff1e23c1bc32bcc8431",
+        _LFD + "scrfd_500m_bnkps.onnx",
+        _LFD_LICENSE,
+        "SCRFD-0.5GF with 5 keypoints, dynamic input",
+    ),
+    ModelFile(
+        "retinaface",
+        "retinaface_mbnet0.25.onnx",
+        "13a69f2cb3012162ccce8466b1cd9e445ae1337ae641f31c90419e6179f13650",
+        _LFD + "retinaface_mbnet0.25.onnx",
+        _LFD_LICENSE,
+        "RetinaFace MobileNet-0.25, dynamic input",
+    ),
+    ModelFile(
+        "yolo5face",
+        "yolo5face_500m_320x320.onnx",
+        "846d579eee380280daeed62170ce918fd0fcee0eb0778b4bee61d8a9b5f57698",
+        _LFD + "yolo5face_500m_320x320.onnx",
+        _LFD_LICENSE,
+        "YOLOv5-Face 0.5 GFLOPs, 320x320",
+    ),
+    ModelFile(
+        "mtcnn_pnet",
+        "pnet.pt",
+        "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+        _MTCNN + "pnet.pt",
+        "MIT (facenet-pytorch)",
+        "MTCNN P-Net state dict",
+    ),
+    ModelFile(
+        "mtcnn_rnet",
+        "rnet.pt",
+        "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+        _MTCNN + "rnet.pt",
+        "MIT (facenet-pytorch)",
+        "MTCNN R-Net state dict",
+    ),
+    ModelFile(
+        "mtcnn_onet",
+        "onet.pt",
+        "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+        _MTCNN + "onet.pt",
+        "MIT (facenet-pytorch)",
+        "MTCNN O-Net state dict",
+    ),
+]
+KNOWN_FILES: dict[str, ModelFile] = {f.name: f for f in _FILES}
+
+
+def home() -> Path:
+    """``$FACEFORGE_HOME`` or ``~/.cache/faceforge``."""
+    env = os.environ.get("FACEFORGE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "faceforge"
+
+
+def models_dir() -> Path:
+    """Where :func:`fetch` writes: ``home()/models``."""
+    return home() / "models"
+
+
+def search_dirs() -> list[Path]:
+    """``models_dir()`` then every folder of ``$FACEFORGE_MODEL_DIRS``."""
+    dirs = [models_dir()]
+    extra = os.environ.get("FACEFORGE_MODEL_DIRS", "")
+    dirs += [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
+    return dirs
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=256)
+def _sha_cached(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed on size and mtime so a replaced file is hashed again.
+    return sha256_file(path)
+
+
+def _spec(name: str | ModelFile) -> ModelFile:
+    if isinstance(name, ModelFile):
+        return name
+    try:
+        return KNOWN_FILES[name]
+    except KeyError:
+        raise FaceforgeError(
+            f"unknown model file {name!r}{did_you_mean(name, KNOWN_FILES)}; known: {', '.join(KNOWN_FILES)}"
+        ) from None
+
+
+def find(name: str | ModelFile) -> Path | None:
+    """The first verified copy of ``name`` in :func:`search_dirs`, or ``None``."""
+    spec = _spec(name)
+    for d in search_dirs():
+        for fn in (spec.filename, *spec.alt_filenames):
+            p = d / fn
+            if p.is_file():
+                st = p.stat()
+                if _sha_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256:
+                    return p
+    return None
+
+
+def resolve(name: str | ModelFile, what: str = "") -> Path:
+    """Like :func:`find` but raise a :class:`FaceforgeError` with fetch instructions when missing."""
+    spec = _spec(name)
+    p = find(spec)
+    if p is not None:
+        return p
+    where = ", ".join(str(d) for d in search_dirs())
+    bad = [str(d / spec.filename) for d in search_dirs() if (d / spec.filename).is_file()]
+    note = f" ({', '.join(bad)} exists but its SHA-256 does not match)" if bad else ""
+    raise FaceforgeError(
+        f"{what or 'model'} file {spec.filename!r} not found in {where}{note}. "
+        f"Fetch it with `faceforge models fetch {spec.name}` (downloads {spec.url}, license "
+        f"{spec.license}), or download it yourself into {models_dir()} (sha256 {spec.sha256}), "
+        "or pass model_path= / --model-path."
+    )
+
+
+def fetch(
+    name: str | ModelFile,
+    *,
+    force: bool = False,
+    timeout: float = 60.0,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """Download ``name`` into :func:`models_dir` (verified), unless a verified copy is already there.
+
+    ``progress(done_bytes, total_bytes_or_None)`` is called per chunk. Raises
+    :class:`FaceforgeError` on network errors, truncated downloads and checksum mismatches; in every
+    failure the partial file is removed.
+    """
+    spec = _spec(name)
+    dest_dir = models_dir()
+    dest = dest_dir / spec.filename
+    if not force and dest.is_file() and sha256_file(dest) == spec.sha256:
+        return dest
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest_dir)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        done = 0
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(spec.url, timeout=timeout) as resp:
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() else None
+                    while True:
+                        chunk = resp.read(1 << 16)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        h.update(chunk)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, total)
+            except http.client.IncompleteRead:
+                raise FaceforgeError(
+                    f"downloading {spec.name} from {spec.url} was cut off after {done} bytes"
+                ) from None
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+                raise FaceforgeError(
+                    f"downloading {spec.name} from {spec.url} failed: {e}; check the network, or "
+                    f"download the file yourself into {dest_dir} (sha256 {spec.sha256})"
+                ) from None
+        if total is not None and done != total:
+            raise FaceforgeError(
+                f"downloading {spec.name} from {spec.url} was cut off: got {done} of {total} bytes"
+            )
+        digest = h.hexdigest()
+        if digest != spec.sha256:
+            raise FaceforgeError(
+                f"downloaded {spec.filename} from {spec.url} has sha256 {digest}, expected {spec.sha256}; "
+                "the file was not kept (the URL may serve a different version)"
+            )
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def files_status() -> list[dict[str, Any]]:
+    """Every known file with where a verified copy is (``path``, or ``None``)."""
+    rows = []
+    for spec in KNOWN_FILES.values():
+        p = find(spec)
+        row = asdict(spec)
+        row["path"] = str(p) if p else None
+        rows.append(row)
+    return rows

@@ -1,0 +1,384 @@
+"""``faceforge detect`` / ``faceforge align`` and the model-store actions ``models fetch|files``.
+
+``register(subparsers)`` adds ``detect`` and ``align``; ``add_store_commands(models_subparsers)``
+adds ``fetch`` and ``files`` under the ``models`` command (whose parser belongs to
+``cli/models_cmd.py``). Every action sets ``func(args) -> int``.
+
+Usage::
+
+    faceforge detect IMG... [--detector yunet] [--json] [--out PNG|DIR] [--model-path P]
+    faceforge align SRC DST [--detector yunet] [--size 112] [--template arcface]
+                            [--largest|--all] [--workers N] [--retry-failed]
+    faceforge models fetch NAME [--force]
+    faceforge models files [--json]
+
+``align`` mirrors SRC's folder tree into DST (one crop per image, ``name.jpg``; with ``--all``
+``name_0.jpg``, ``name_1.jpg``, …). Per-file problems (not an image, unreadable, no face, …) are
+written to ``DST/failures.jsonl`` as ``{"file", "reason"}`` and never stop the run. A re-run skips
+files whose crop exists and, unless ``--retry-failed``, files listed in ``failures.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceforge.errors import FaceforgeError
+
+__all__ = [
+    "add_store_commands",
+    "cmd_align",
+    "cmd_detect",
+    "cmd_models_fetch",
+    "cmd_models_files",
+    "register",
+]
+
+FAILURES = "failures.jsonl"
+
+
+def _detector_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if getattr(args, "model_path", None):
+        kw["model_path"] = args.model_path
+    if getattr(args, "score_threshold", None) is not None:
+        kw["score_threshold"] = args.score_threshold
+    return kw
+
+
+def _draw(rgb: np.ndarray, faces: list) -> np.ndarray:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    colours = [(255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 0, 255), (0, 255, 255)]
+    t = max(1, round(max(rgb.shape[:2]) / 400))
+    for f in faces:
+        x1, y1, x2, y2 = (round(float(v)) for v in f.bbox)
+        cv2.rectangle(bgr, (x1, y1), (x2, y2), (0, 200, 0), t)
+        cv2.putText(
+            bgr, f"{f.score:.2f}", (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t, (0, 200, 0), t
+        )
+        for (x, y), c in zip(f.landmarks, colours):
+            cv2.circle(bgr, (round(float(x)), round(float(y))), 2 * t, c, -1)
+    return bgr
+
+
+# --------------------------------------------------------------------------------------------- detect
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Detect faces in each image; print one JSON object (or a text line) per image."""
+    from faceforge.align import create_detector
+    from faceforge.align.io import read_image
+
+    det = create_detector(args.detector, **_detector_kwargs(args))
+    out = Path(args.out) if args.out else None
+    many = len(args.images) > 1
+    if out is not None and many:
+        out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for name in args.images:
+        rec: dict[str, Any] = {"file": name}
+        try:
+            rgb = read_image(name)
+            faces = det.detect(rgb)
+            rec.update(width=int(rgb.shape[1]), height=int(rgb.shape[0]), faces=[f.to_dict() for f in faces])
+            if out is not None:
+                dst = out / (Path(name).stem + ".png") if many else out
+                if not cv2.imwrite(str(dst), _draw(rgb, faces)):
+                    raise FaceforgeError(
+                        f"cannot write {dst} (expected a .png/.jpg path in an existing folder)"
+                    )
+        except FaceforgeError as e:
+            failed += 1
+            rec["error"] = str(e)
+        if args.json:
+            print(json.dumps(rec))
+        elif "error" in rec:
+            print(f"{name}: error: {rec['error']}")
+        else:
+            print(f"{name}: {len(rec['faces'])} face(s)")
+            for f in rec["faces"]:
+                print(f"  score {f['score']:.3f} bbox {f['bbox']} landmarks {f['landmarks']}")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------- align
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(detector: str, kw: dict[str, Any], settings: dict[str, Any]) -> None:
+    from faceforge.align import create_detector
+
+    # One detector per process; keep each process to one BLAS/ONNX thread so N workers use N cores.
+    cv2.setNumThreads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    _WORKER["det"] = create_detector(detector, **kw)
+    _WORKER.update(settings)
+
+
+def _outputs(rel: Path, n: int, dst: Path, ext: str, all_faces: bool) -> list[Path]:
+    base = dst / rel.parent / rel.stem
+    if not all_faces:
+        return [base.with_name(base.name + ext)]
+    return [base.with_name(f"{base.name}_{i}{ext}") for i in range(n)]
+
+
+def _align_one(job: tuple[str, str]) -> tuple[str, str | None, int]:
+    """Worker: (source path, relative path) → (relative path, failure reason or None, crops written)."""
+    from faceforge.align import similarity_matrix, warp
+    from faceforge.align.io import read_image
+
+    src, rel = job
+    s = _WORKER
+    try:
+        rgb = read_image(src)
+        faces = s["det"].detect(rgb)
+        if not faces:
+            h, w = rgb.shape[:2]
+            return rel, f"no face found ({w}x{h} image)", 0
+        if not s["all"]:
+            faces = [max(faces, key=lambda f: f.area)]
+        outs = _outputs(Path(rel), len(faces), Path(s["dst"]), s["ext"], s["all"])
+        outs[0].parent.mkdir(parents=True, exist_ok=True)
+        for f, o in zip(faces, outs):
+            crop = warp(rgb, similarity_matrix(f.landmarks, s["template"], s["size"]), s["size"])
+            # Write to a temp name then rename, so an interrupted run never leaves a half crop that a
+            # re-run would take as finished.
+            tmp = o.with_name(o.stem + ".tmp" + o.suffix)
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
+                return rel, f"cannot write {o}", 0
+            os.replace(tmp, o)
+        return rel, None, len(outs)
+    except FaceforgeError as e:
+        return rel, str(e), 0
+    except Exception as e:  # a per-file outcome, never a crash of the whole run
+        return rel, f"{type(e).__name__}: {e}", 0
+
+
+def _scan(src: Path, dst: Path) -> Iterator[tuple[Path, Path]]:
+    dst_r = dst.resolve()
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        if Path(root).resolve() == dst_r or dst_r in Path(root).resolve().parents:
+            dirs[:] = []
+            continue
+        for fn in sorted(files):
+            if fn.startswith("."):
+                continue
+            p = Path(root) / fn
+            yield p, p.relative_to(src)
+
+
+def _read_failures(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                out[rec["file"]] = rec["reason"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return out
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    """Detect + align every image under SRC into DST; per-file failures go to DST/failures.jsonl."""
+    from faceforge.align import create_detector
+    from faceforge.align.templates import get_template, parse_size
+
+    src, dst = Path(args.src), Path(args.dst)
+    if not src.is_dir():
+        raise FaceforgeError(f"align source {src} is not a folder (expected a folder of images)")
+    size = parse_size(args.size)
+    get_template(args.template, size)  # fail early on a bad template/size combination
+    ext = "." + args.ext.lstrip(".").lower()
+    if ext not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+        raise FaceforgeError(f"--ext {args.ext!r}: expected jpg, png, bmp or webp")
+    kw = _detector_kwargs(args)
+    create_detector(args.detector, **kw)  # fail early (missing model/dependency) before forking
+    dst.mkdir(parents=True, exist_ok=True)
+
+    failures_path = dst / FAILURES
+    old_failures = _read_failures(failures_path)
+    jobs, skipped, kept_failures = [], 0, {}
+    for p, rel in _scan(src, dst):
+        key = rel.as_posix()
+        first = _outputs(rel, 1, dst, ext, args.all)[0]
+        if first.exists():
+            skipped += 1
+        elif key in old_failures and not args.retry_failed:
+            kept_failures[key] = old_failures[key]
+            skipped += 1
+        else:
+            jobs.append((str(p), key))
+
+    settings = {"dst": str(dst), "ext": ext, "all": args.all, "template": args.template, "size": size}
+    workers = args.workers if args.workers > 0 else max(1, os.cpu_count() or 1)
+    workers = min(workers, max(1, len(jobs)))
+    new_failures: dict[str, str] = {}
+    n_ok = n_crops = 0
+    progress = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(jobs), desc="align", unit="img", file=sys.stderr, dynamic_ncols=True)
+    pool = None
+    try:
+        if workers == 1:
+            _init_worker(args.detector, kw, settings)
+            results: Iterator = map(_align_one, jobs)
+        else:
+            ctx = mp.get_context("spawn")
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(args.detector, kw, settings))
+            results = pool.imap_unordered(_align_one, jobs, chunksize=4)
+        for rel, reason, n in results:
+            if reason is None:
+                n_ok += 1
+                n_crops += n
+            else:
+                new_failures[rel] = reason
+            if progress is not None:
+                progress.update(1)
+    finally:
+        if pool is not None:
+            pool.terminate()
+        if progress is not None:
+            progress.close()
+        # Failures are rewritten whole: old ones still skipped + this run's, none of the now-fixed.
+        allf = {**kept_failures, **new_failures}
+        tmp = failures_path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as f:
+            for k in sorted(allf):
+                f.write(json.dumps({"file": k, "reason": allf[k]}) + "\n")
+        os.replace(tmp, failures_path)
+    summary = {
+        "aligned": n_ok,
+        "crops": n_crops,
+        "failed": len(new_failures),
+        "skipped": skipped,
+        "failures_file": str(failures_path),
+    }
+    print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    """Download a known model file into the store (verified by SHA-256)."""
+    from faceforge.align import store
+
+    progress = None
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="B", unit_scale=True, desc=args.name, file=sys.stderr)
+
+        def progress(done: int, total: int | None) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        path = store.fetch(args.name, force=args.force, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(path)
+    return 0
+
+
+def cmd_models_files(args: argparse.Namespace) -> int:
+    """List the known model files and where a verified copy is."""
+    from faceforge.align import store
+
+    rows = store.files_status()
+    if args.json:
+        print(json.dumps({"search_dirs": [str(d) for d in store.search_dirs()], "files": rows}, indent=2))
+        return 0
+    print("search dirs: " + os.pathsep.join(str(d) for d in store.search_dirs()))
+    for r in rows:
+        where = r["path"] or "missing"
+        print(f"{r['name']:<18} {r['filename']:<36} {r['license']:<40} {where}")
+    return 0
+
+
+def add_store_commands(models_subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fetch`` and ``files`` actions to the ``models`` command's sub-parsers."""
+    from faceforge.align.store import KNOWN_FILES
+
+    p = models_subparsers.add_parser("fetch", help="download a detector model file (SHA-256 verified)")
+    p.add_argument("name", help="one of: " + ", ".join(KNOWN_FILES))
+    p.add_argument("--force", action="store_true", help="download again even if a verified copy exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_models_fetch)
+
+    p = models_subparsers.add_parser("files", help="known detector model files and where they are")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_files)
+
+
+def _threshold(v: str) -> float:
+    x = float(v)
+    if not 0 <= x <= 1:
+        raise argparse.ArgumentTypeError(f"{v} is not in [0, 1]")
+    return x
+
+
+def _non_negative(v: str) -> int:
+    x = int(v)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"{v} is negative")
+    return x
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``detect`` and ``align`` commands to ``subparsers``."""
+    from faceforge.align.detectors.base import list_detectors
+
+    names = ", ".join(list_detectors())
+    p = subparsers.add_parser("detect", help="detect faces and 5 landmarks in images")
+    p.add_argument("images", nargs="+", metavar="IMG")
+    p.add_argument("--detector", default="yunet", help=f"backend: {names}")
+    p.add_argument("--model-path", help="model file (or MTCNN folder) instead of the model store")
+    p.add_argument("--score-threshold", type=_threshold, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--out", help="draw boxes/landmarks: a PNG path (one image) or a folder (several)")
+    p.set_defaults(func=cmd_detect)
+
+    p = subparsers.add_parser("align", help="detect + 5-point align a folder of photos into crops")
+    p.add_argument("src", help="folder of photos (walked recursively)")
+    p.add_argument("dst", help="output folder (mirrors SRC's tree)")
+    p.add_argument("--detector", default="yunet", help=f"backend: {names}")
+    p.add_argument("--model-path", help="model file (or MTCNN folder) instead of the model store")
+    p.add_argument("--score-threshold", type=_threshold, default=None)
+    p.add_argument("--size", default="112", help="crop size: 112, 128, 224, 96x112, 150 (dlib), ...")
+    p.add_argument("--template", default="arcface", help="alignment template: arcface or dlib")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--largest", action="store_true", default=True, help="one crop: the largest face (default)"
+    )
+    g.add_argument("--all", action="store_true", help="one crop per detected face (name_0, name_1, ...)")
+    p.add_argument("--ext", default="jpg", help="crop file type: jpg (default) or png")
+    p.add_argument("--workers", type=_non_negative, default=1, help="processes (0 = all cores)")
+    p.add_argument("--retry-failed", action="store_true", help="retry files listed in failures.jsonl")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_align)

@@ -1,0 +1,39 @@
+"""``faceforge train``: train from a YAML config with dotted overrides."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from faceforge.train.config import dump_config, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` command."""
+    p = sub.add_parser(
+        "train",
+        help="train a model (YAML config + --section.key value overrides)",
+        description="Train a model. Any config key can be overridden: --trainer.max_epochs 3 --model.backbone.width 0.5",
+    )
+    p.add_argument("--config", "-c", help="YAML config file (defaults apply to keys it leaves out)")
+    p.add_argument("--print_config", "--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--no-test", action="store_true", help="skip the test-pair evaluation after training")
+    p.set_defaults(func=run, accepts_overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config, then print it or train."""
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        sys.stdout.write(dump_config(cfg))
+        return 0
+    from faceforge.train.run import train
+
+    result = train(cfg, evaluate_test=not args.no_test)
+    print(f"run directory: {result.run_dir}")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    if result.test:
+        from faceforge.eval.report import format_table
+
+        print(format_table({"test (model)": result.test["model"], "test (raw pixels)": result.test["raw_pixels"]}))
+    return 0

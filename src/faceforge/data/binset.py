@@ -1,0 +1,322 @@
+"""InsightFace ``.bin`` verification sets (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``, ...).
+
+Format (insightface ``recognition/arcface_torch/eval/verification.py`` ``load_bin`` and
+``recognition/_datasets_/lfw2pack.py``): a pickle of the 2-tuple ``(bins, issame_list)`` where ``bins``
+is a list of ``2N`` encoded images (JPEG/PNG bytes; ``str`` in the original Python 2 files, read as
+bytes) and ``issame_list`` is a list of ``N`` bools; pair ``i`` is ``bins[2i]`` and ``bins[2i+1]``.
+
+Pickle is code execution by design, so :func:`read_bin` never calls :func:`pickle.load`. It uses
+:class:`RestrictedUnpickler`, whose ``find_class`` resolves only a fixed whitelist and returns
+argument-checking stand-ins, not the real callables:
+
+* ``_codecs.encode`` (only ``(str, 'latin1')``: how Python 3 pickles ``bytes`` at protocol < 3),
+* ``builtins.bytes`` / ``builtins.bytearray`` (and their Python 2 ``__builtin__`` names),
+* ``numpy.ndarray``, ``numpy.dtype`` (bool dtype only), ``numpy[._]core.multiarray._reconstruct``
+  (``ndarray`` subtype only) and ``numpy[._]core.multiarray.scalar`` (bool only).
+
+Anything else (``os.system``, ``builtins.eval``, object arrays, ...) raises :class:`FaceforgeError`
+before it can run. The loaded value is then checked to be exactly the structure above.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceforge.data.pairs import Pairs, write_pairs_csv
+from faceforge.errors import FaceforgeError
+
+__all__ = [
+    "BinSet",
+    "RestrictedUnpickler",
+    "bin_to_pairs",
+    "pairs_to_bin",
+    "read_bin",
+    "safe_loads",
+    "write_bin",
+]
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+def _safe_codecs_encode(obj: Any, encoding: Any = "utf-8", *rest: Any) -> bytes:
+    if rest or not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused(
+            f"_codecs.encode called with unexpected arguments ({type(obj).__name__}, {encoding!r})"
+        )
+    return obj.encode("latin1")
+
+
+def _safe_bytes(*args: Any) -> bytes:
+    if not args:
+        return b""
+    if len(args) == 2 and isinstance(args[0], str):
+        return _safe_codecs_encode(*args)
+    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+        return bytes(args[0])
+    raise _Refused("bytes() called with unexpected arguments")
+
+
+def _safe_bytearray(*args: Any) -> bytearray:
+    return bytearray(_safe_bytes(*args))
+
+
+def _safe_dtype(obj: Any, align: Any = False, copy: Any = True) -> np.dtype:
+    name = obj.decode("latin1") if isinstance(obj, bytes) else obj
+    if not isinstance(name, str) or name not in ("b1", "?", "bool"):
+        raise _Refused(f"numpy dtype {name!r} is not allowed (only bool arrays are)")
+    return np.dtype(bool)
+
+
+class _NDArrayToken:
+    """Stands in for ``numpy.ndarray`` in a pickle: usable only as ``_reconstruct``'s subtype."""
+
+    def __reduce__(self) -> Any:  # pragma: no cover - never pickled
+        raise TypeError("not picklable")
+
+
+_NDARRAY = _NDArrayToken()
+
+
+def _safe_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
+    if subtype is not _NDARRAY:
+        raise _Refused(f"array subtype {subtype!r} is not allowed")
+    if not isinstance(shape, tuple) or not all(isinstance(s, int) and 0 <= s < 2**31 for s in shape):
+        raise _Refused(f"array shape {shape!r} is not allowed")
+    return np.ndarray((0,), dtype=bool)
+
+
+def _safe_scalar(dtype: Any, data: Any = None) -> np.bool_:
+    if (
+        not isinstance(dtype, np.dtype)
+        or dtype != np.dtype(bool)
+        or not isinstance(data, bytes)
+        or len(data) != 1
+    ):
+        raise _Refused("numpy scalar is not a bool")
+    return np.bool_(data != b"\x00")
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): _safe_codecs_encode,
+    ("builtins", "bytes"): _safe_bytes,
+    ("__builtin__", "bytes"): _safe_bytes,
+    ("builtins", "bytearray"): _safe_bytearray,
+    ("__builtin__", "bytearray"): _safe_bytearray,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _safe_dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _safe_scalar,
+    ("numpy._core.multiarray", "scalar"): _safe_scalar,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the whitelisted globals listed in the module docstring."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Return the stand-in for an allowed global; refuse everything else."""
+        fn = _ALLOWED.get((module, name))
+        if fn is None:
+            raise _Refused(
+                f"global '{module}.{name}' is not allowed (only bytes, lists, tuples, bools, ints and "
+                "numpy bool arrays may appear in a .bin file)"
+            )
+        return fn
+
+    def persistent_load(self, pid: Any) -> Any:
+        """Persistent ids are never allowed."""
+        raise _Refused("persistent ids are not allowed")
+
+
+def safe_loads(data: bytes, source: str = "<bytes>") -> Any:
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`; errors become :class:`FaceforgeError`."""
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except _Refused as e:
+        raise FaceforgeError(f"{source}: refused to load: {e}") from None
+    except Exception as e:  # truncated or malformed pickle
+        raise FaceforgeError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from None
+    _check_types(obj, source)
+    return obj
+
+
+def _check_types(obj: Any, source: str, depth: int = 0) -> None:
+    if depth > 4:
+        raise FaceforgeError(f"{source}: refused to load: nesting deeper than a .bin file has")
+    if isinstance(obj, (bytes, bytearray, bool, int, np.bool_)):
+        return
+    if isinstance(obj, np.ndarray):
+        if obj.dtype != np.dtype(bool):
+            raise FaceforgeError(f"{source}: refused to load: numpy array of dtype {obj.dtype} (only bool)")
+        return
+    if isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_types(v, source, depth + 1)
+        return
+    raise FaceforgeError(f"{source}: refused to load: value of type {type(obj).__name__}")
+
+
+@dataclass
+class BinSet:
+    """A loaded ``.bin`` set: ``images`` (2N encoded images) and ``issame`` (N bools)."""
+
+    images: list[bytes]
+    issame: np.ndarray
+    source: str = ""
+    num_corrupt: int = field(default=0)
+
+    def __len__(self) -> int:
+        return len(self.issame)
+
+    def decode(self, i: int) -> np.ndarray | None:
+        """Decode image ``i`` to RGB ``uint8`` HWC; ``None`` if it does not decode."""
+        data = self.images[i]
+        if not data:
+            return None
+        im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        return None if im is None else cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+
+    def decode_all(self, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode every image to ``[2N, H, W, 3]`` RGB ``uint8`` (resized to ``size`` = (h, w) when
+        given, else the first good image's size). Returns ``(images, ok)``; images that do not decode
+        are zeros with ``ok[i] = False`` and are counted in :attr:`num_corrupt`."""
+        decoded = [self.decode(i) for i in range(len(self.images))]
+        ok = np.array([d is not None for d in decoded], dtype=bool)
+        if size is None:
+            first = next((d for d in decoded if d is not None), None)
+            size = (112, 112) if first is None else (first.shape[0], first.shape[1])
+        h, w = size
+        out = np.zeros((len(decoded), h, w, 3), dtype=np.uint8)
+        for i, d in enumerate(decoded):
+            if d is None:
+                continue
+            if d.shape[:2] != (h, w):
+                d = cv2.resize(d, (w, h), interpolation=cv2.INTER_AREA)
+            out[i] = d
+        self.num_corrupt = int((~ok).sum())
+        return out, ok
+
+
+def read_bin(path: str | os.PathLike[str]) -> BinSet:
+    """Read a ``.bin`` pair set safely (see the module docstring).
+
+    Raises:
+        FaceforgeError: missing file, refused or malformed pickle, wrong structure, odd image count,
+            or an image count that is not twice the number of labels.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FaceforgeError(f".bin file {p} does not exist")
+    obj = safe_loads(p.read_bytes(), str(p))
+    if not isinstance(obj, (tuple, list)) or len(obj) != 2:
+        raise FaceforgeError(f"{p}: expected a pickled (images, issame) pair, got {type(obj).__name__}")
+    bins, issame = obj
+    if not isinstance(bins, (list, tuple)) or not all(isinstance(b, (bytes, bytearray)) for b in bins):
+        raise FaceforgeError(f"{p}: the first element must be a list of encoded images (bytes)")
+    if isinstance(issame, np.ndarray):
+        if issame.ndim != 1:
+            raise FaceforgeError(f"{p}: issame must be 1-D, got shape {issame.shape}")
+        same = issame.astype(bool)
+    elif isinstance(issame, (list, tuple)) and all(
+        isinstance(v, (bool, np.bool_)) or (isinstance(v, int) and v in (0, 1)) for v in issame
+    ):
+        same = np.asarray(issame, dtype=bool)
+    else:
+        raise FaceforgeError(f"{p}: the second element must be a list of bools (issame)")
+    if len(bins) % 2:
+        raise FaceforgeError(f"{p}: holds an odd number of images ({len(bins)}); pairs need an even number")
+    if len(bins) != 2 * len(same):
+        raise FaceforgeError(
+            f"{p}: {len(bins)} images but {len(same)} labels; expected exactly 2 images per label"
+        )
+    return BinSet([bytes(b) for b in bins], same, str(p))
+
+
+def write_bin(
+    path: str | os.PathLike[str], images: Sequence[bytes], issame: Sequence[bool] | np.ndarray
+) -> Path:
+    """Write ``(list of image bytes, list of bools)`` as a ``.bin`` (pickle protocol 4, no globals)."""
+    p = Path(path)
+    same = [bool(v) for v in np.asarray(issame, dtype=bool).ravel()]
+    imgs = [bytes(b) for b in images]
+    if len(imgs) != 2 * len(same):
+        raise FaceforgeError(f"write_bin({p}): {len(imgs)} images for {len(same)} labels; need 2 per label")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "wb") as fh:
+        pickle.dump((imgs, same), fh, protocol=4)
+    return p
+
+
+def _ext_for(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if data[:2] == b"BM":
+        return ".bmp"
+    return ".img"
+
+
+def pairs_to_bin(
+    pairs: Pairs, out: str | os.PathLike[str], image_size: tuple[int, int] | None = None, quality: int = 95
+) -> Path:
+    """Pack a :class:`~faceforge.data.pairs.Pairs` list into a ``.bin``.
+
+    Image bytes are copied unchanged unless ``image_size`` (h, w) is given, in which case every image
+    is decoded, resized and re-encoded as JPEG (``quality``); an image that does not decode then
+    raises :class:`FaceforgeError` naming it.
+    """
+    images: list[bytes] = []
+    cache: dict[str, bytes] = {}
+    for a, b in zip(pairs.paths_a, pairs.paths_b):
+        for q in (a, b):
+            if q not in cache:
+                try:
+                    data = Path(q).read_bytes()
+                except OSError as e:
+                    raise FaceforgeError(f"cannot read image {q}: {e}") from None
+                if image_size is not None:
+                    im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                    if im is None:
+                        raise FaceforgeError(f"image {q} does not decode (corrupt or not an image)")
+                    im = cv2.resize(im, (image_size[1], image_size[0]), interpolation=cv2.INTER_AREA)
+                    data = cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+                cache[q] = data
+            images.append(cache[q])
+    return write_bin(out, images, pairs.issame)
+
+
+def bin_to_pairs(
+    bin_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], n_folds: int = 10
+) -> Pairs:
+    """Unpack a ``.bin`` into ``out_dir/images/NNNNNN.<ext>`` and ``out_dir/pairs.csv``.
+
+    The CSV has ``path_a,path_b,label,fold`` with ``n_folds`` contiguous folds (the split insightface
+    evaluates with); the returned :class:`Pairs` is what :func:`read_pairs` gives for that CSV.
+    """
+    bs = read_bin(bin_path)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    width = max(6, len(str(len(bs.images))))
+    paths = []
+    for i, data in enumerate(bs.images):
+        p = out / "images" / f"{i:0{width}d}{_ext_for(data)}"
+        p.write_bytes(data)
+        paths.append(str(p))
+    n = len(bs.issame)
+    k = max(1, min(n_folds, n))
+    pairs = Pairs(paths[0::2], paths[1::2], bs.issame.copy(), (np.arange(n) * k) // max(n, 1))
+    write_pairs_csv(out / "pairs.csv", pairs, relative_to=out)
+    return pairs

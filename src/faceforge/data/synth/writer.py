@@ -1,0 +1,196 @@
+"""Write SynthFaces to disk as an ImageFolder with landmarks and held-out verification pairs.
+
+Layout (identity folders and file names follow LFW, so the LFW pair reader reads both)::
+
+    OUT/
+      train/id00000/id00000_0001.jpg ...   training identities
+      val/id00300/...                      identities for model selection during training
+      test/id00350/...                     held-out identities for the final report
+      val_pairs.txt  test_pairs.txt        LFW View-2 pair lists (10 identity-disjoint folds)
+      landmarks.csv                        path,x1,y1,...,x5,y5 (pixels; left eye, right eye, nose,
+                                           left mouth corner, right mouth corner)
+      synthfaces.json                      the parameters that reproduce the set
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceforge.data.pairs import write_lfw_pairs
+from faceforge.data.synth.render import SynthFaces
+from faceforge.errors import FaceforgeError
+
+SPLITS = ("train", "val", "test")
+_WORKER: dict[str, Any] = {}
+
+
+def identity_name(i: int) -> str:
+    """Folder name of identity ``i``."""
+    return f"id{i:05d}"
+
+
+def _init_worker(seed: int, mode: str) -> None:
+    cv2.setNumThreads(1)
+    _WORKER["synth"] = SynthFaces(seed=seed, mode=mode)
+
+
+def _render_identity(task: tuple[str, int, int, str]) -> list[str]:
+    out, ident, count, split = task
+    synth: SynthFaces = _WORKER["synth"]
+    name = identity_name(ident)
+    folder = Path(out) / split / name
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k in range(count):
+        img, lms = synth.image(ident, k)
+        # JPEG quality is one more per-image nuisance, drawn from the same seeded stream.
+        q = int(np.random.default_rng([synth.seed, ident, k, 31]).integers(55, 96))
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for {name} image {k}")
+        rel = f"{split}/{name}/{name}_{k + 1:04d}.jpg"
+        (Path(out) / rel).write_bytes(buf.tobytes())
+        rows.append(rel + "," + ",".join(f"{v:.3f}" for v in lms.reshape(-1)))
+    return rows
+
+
+def make_folds(
+    names: Sequence[str], images_per_id: int, n_folds: int, per_fold: int, seed: int
+) -> list[tuple[list[tuple[str, int, int]], list[tuple[str, int, str, int]]]]:
+    """Identity-disjoint folds of ``per_fold`` genuine and ``per_fold`` impostor pairs (LFW View-2 style).
+
+    Identities are dealt round-robin to folds, so no identity appears in two folds (as in LFW).
+    Genuine pairs are distinct image pairs of one identity; impostor pairs join two identities of the
+    same fold. Image numbers are 1-based.
+    """
+    if len(names) < 2 * n_folds:
+        raise FaceforgeError(
+            f"make_folds: need at least {2 * n_folds} identities for {n_folds} folds, got {len(names)}"
+        )
+    if images_per_id < 2:
+        raise FaceforgeError(
+            f"make_folds: need at least 2 images per identity for genuine pairs, got {images_per_id}"
+        )
+    rng = np.random.default_rng([seed, 4242])
+    order = rng.permutation(len(names))
+    folds = []
+    for f in range(n_folds):
+        ids = [names[i] for i in order[f::n_folds]]
+        combos = [(i, j) for i in range(1, images_per_id + 1) for j in range(i + 1, images_per_id + 1)]
+        gen_all = [(n, i, j) for n in ids for (i, j) in combos]
+        if len(gen_all) < per_fold:
+            raise FaceforgeError(
+                f"make_folds: fold {f} has only {len(gen_all)} distinct genuine pairs, {per_fold} requested"
+            )
+        gen = [gen_all[k] for k in rng.choice(len(gen_all), per_fold, replace=False)]
+        imp = []
+        while len(imp) < per_fold:
+            a, b = rng.choice(len(ids), 2, replace=False)
+            i, j = rng.integers(1, images_per_id + 1, 2)
+            imp.append((ids[a], int(i), ids[b], int(j)))
+        folds.append((gen, imp))
+    return folds
+
+
+def write_dataset(
+    out: str | os.PathLike[str],
+    identities: int = 300,
+    images_per_id: int = 40,
+    val_identities: int = 50,
+    test_identities: int = 100,
+    mode: str = "aligned",
+    seed: int = 0,
+    workers: int = 0,
+    test_pairs_per_fold: int = 300,
+    val_pairs_per_fold: int = 100,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Render SynthFaces into ``out`` (see the module docstring) and return its summary dict.
+
+    Re-running with the same arguments into a complete folder does nothing (the summary file is
+    written last, so an interrupted run is redone).
+    """
+    out = Path(out)
+    params = {
+        "identities": identities,
+        "images_per_id": images_per_id,
+        "val_identities": val_identities,
+        "test_identities": test_identities,
+        "mode": mode,
+        "seed": seed,
+        "test_pairs_per_fold": test_pairs_per_fold,
+        "val_pairs_per_fold": val_pairs_per_fold,
+        "format": 1,
+    }
+    meta_path = out / "synthfaces.json"
+    if meta_path.is_file():
+        try:
+            old = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("params") == params:
+            return old
+    if identities < 1 or images_per_id < 2:
+        raise FaceforgeError(
+            f"synth: need identities >= 1 and images_per_id >= 2, got {identities} and {images_per_id}"
+        )
+    counts = {"train": identities, "val": val_identities, "test": test_identities}
+    tasks, start = [], 0
+    split_names: dict[str, list[str]] = {}
+    for split in SPLITS:
+        ids = range(start, start + counts[split])
+        split_names[split] = [identity_name(i) for i in ids]
+        tasks += [(str(out), i, images_per_id, split) for i in ids]
+        start += counts[split]
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    rows: list[str] = []
+    bar = _progress(len(tasks), progress, "SynthFaces identities")
+    if workers == 1:
+        _init_worker(seed, mode)
+        for t in tasks:
+            rows += _render_identity(t)
+            bar.update(1)
+    else:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(seed, mode)) as pool:
+            for r in pool.imap(_render_identity, tasks, chunksize=4):
+                rows += r
+                bar.update(1)
+    bar.close()
+    (out / "landmarks.csv").write_text("path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5\n" + "\n".join(rows) + "\n")
+    for split, per_fold in (("val", val_pairs_per_fold), ("test", test_pairs_per_fold)):
+        if counts[split] >= 20:
+            # Small sets cannot fill the requested pairs: cap at the distinct genuine pairs of a fold.
+            cap = (counts[split] // 10) * images_per_id * (images_per_id - 1) // 2
+            folds = make_folds(split_names[split], images_per_id, 10, min(per_fold, cap), seed + (split == "test"))
+            write_lfw_pairs(out / f"{split}_pairs.txt", folds)
+    summary = {"params": params, "images": len(rows), "splits": {s: counts[s] for s in SPLITS}}
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, meta_path)
+    return summary
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        """No progress output."""
+
+    def close(self) -> None:
+        """No progress output."""
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="id")

@@ -1,0 +1,398 @@
+"""Config-declared image augmentations for face crops.
+
+``build_transforms(cfg)`` turns a list of dicts such as::
+
+    [{"name": "flip", "p": 0.5},
+     {"name": "random_resized_crop", "size": 112, "scale": [0.9, 1.0]},
+     {"name": "color_jitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.02},
+     {"name": "rotation", "degrees": 10, "p": 0.3},
+     {"name": "low_resolution", "factor": [2, 6], "p": 0.2}]
+
+into a :class:`Compose`. Inputs are RGB ``uint8`` HWC numpy arrays or CHW torch tensors (``uint8``,
+or float in ``[0, 1]``); the output has the input's type, layout and dtype (``normalize`` is the
+exception: it always returns a float CHW tensor and must come last). Random numbers are drawn from
+torch's default generator, so ``torch.manual_seed`` makes runs
+repeatable and DataLoader workers draw different augmentations.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from faceforge.errors import FaceforgeError, did_you_mean
+
+__all__ = [
+    "TRANSFORMS",
+    "ColorJitter",
+    "Compose",
+    "Flip",
+    "LowResolution",
+    "Normalize",
+    "RandomResizedCrop",
+    "Resize",
+    "Rotation",
+    "build_transforms",
+]
+
+_INTERP = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST)
+
+
+class _Draw:
+    """Random numbers for one call, taken in blocks from torch's default generator.
+
+    Following torch's generator makes ``torch.manual_seed`` repeat runs and gives DataLoader workers
+    (which torch seeds differently) different draws; one ``torch.rand`` per block keeps it cheap.
+    """
+
+    def __init__(self, block: int = 32) -> None:
+        self.block = block
+        self.buf = torch.rand(block, dtype=torch.float64).tolist()
+        self.pos = 0
+
+    def random(self) -> float:
+        """Uniform in [0, 1)."""
+        if self.pos == len(self.buf):
+            self.buf = torch.rand(self.block, dtype=torch.float64).tolist()
+            self.pos = 0
+        self.pos += 1
+        return self.buf[self.pos - 1]
+
+    def uniform(self, lo: float, hi: float) -> float:
+        """Uniform in [lo, hi)."""
+        return lo + (hi - lo) * self.random()
+
+    def integers(self, lo: int, hi: int | None = None) -> int:
+        """Integer in [lo, hi) (or [0, lo) when ``hi`` is None)."""
+        if hi is None:
+            lo, hi = 0, lo
+        return min(hi - 1, lo + int(self.random() * (hi - lo)))
+
+    def permutation(self, n: int) -> list[int]:
+        """A random order of ``range(n)``."""
+        return sorted(range(n), key=lambda _: self.random())
+
+
+def _pair(v: float | Sequence[float], name: str, lo: float | None = None) -> tuple[float, float]:
+    if isinstance(v, (int, float)):
+        out = (float(v), float(v))
+    else:
+        vals = list(v)
+        if len(vals) != 2:
+            raise FaceforgeError(f"transform option {name}={v!r}: expected a number or [min, max]")
+        out = (float(vals[0]), float(vals[1]))
+    if out[0] > out[1] or (lo is not None and out[0] < lo):
+        raise FaceforgeError(
+            f"transform option {name}={v!r}: expected min <= max"
+            + (f" and min >= {lo}" if lo is not None else "")
+        )
+    return out
+
+
+def _check_p(p: float, name: str) -> float:
+    if not 0.0 <= float(p) <= 1.0:
+        raise FaceforgeError(f"transform {name!r}: p={p} must be in [0, 1]")
+    return float(p)
+
+
+def _size(v: int | Sequence[int], name: str) -> tuple[int, int]:
+    h, w = (v, v) if isinstance(v, int) else tuple(v)
+    if int(h) < 1 or int(w) < 1:
+        raise FaceforgeError(f"transform {name!r}: size={v!r} must be positive (int or [h, w])")
+    return int(h), int(w)
+
+
+class _Op:
+    """Base: ``apply`` works on HWC numpy (uint8 or float32 in [0, 1])."""
+
+    name = ""
+
+    def __init__(self, p: float = 1.0) -> None:
+        self.p = _check_p(p, self.name)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, img: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        return Compose([self])(img)
+
+
+class Flip(_Op):
+    """Horizontal flip with probability ``p`` (default 0.5)."""
+
+    name = "flip"
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__(p)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        return _keep_channels(cv2.flip(img, 1), img)
+
+
+class Resize(_Op):
+    """Resize to ``size`` (int or ``[h, w]``)."""
+
+    name = "resize"
+
+    def __init__(self, size: int | Sequence[int], p: float = 1.0) -> None:
+        super().__init__(p)
+        self.size = _size(size, self.name)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        h, w = self.size
+        interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
+        return _keep_channels(cv2.resize(img, (w, h), interpolation=interp), img)
+
+
+class RandomResizedCrop(_Op):
+    """Crop a random area share ``scale`` with aspect ``ratio`` and resize it to ``size``."""
+
+    name = "random_resized_crop"
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        scale: Sequence[float] = (0.8, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p)
+        self.size = _size(size, self.name)
+        self.scale = _pair(scale, "scale", 1e-6)
+        self.ratio = _pair(ratio, "ratio", 1e-6)
+        if self.scale[1] > 1:
+            raise FaceforgeError(
+                f"transform 'random_resized_crop': scale={list(scale)} must be within (0, 1]"
+            )
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        H, W = img.shape[:2]
+        area = H * W
+        for _ in range(10):
+            a = area * rng.uniform(*self.scale)
+            r = math.exp(rng.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
+            w = round(math.sqrt(a * r))
+            h = round(math.sqrt(a / r))
+            if 0 < w <= W and 0 < h <= H:
+                y = int(rng.integers(0, H - h + 1))
+                x = int(rng.integers(0, W - w + 1))
+                break
+        else:
+            h, w, y, x = H, W, 0, 0
+        crop = img[y : y + h, x : x + w]
+        oh, ow = self.size
+        return _keep_channels(cv2.resize(crop, (ow, oh), interpolation=cv2.INTER_LINEAR), img)
+
+
+class ColorJitter(_Op):
+    """Random brightness, contrast, saturation (factors ``1 ± value``) and hue shift (``± hue``
+    of a full turn, hue <= 0.5), applied in random order."""
+
+    name = "color_jitter"
+
+    def __init__(
+        self,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
+        hue: float = 0.0,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p)
+        for k, v in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            if not 0 <= v:
+                raise FaceforgeError(f"transform 'color_jitter': {k}={v} must be >= 0")
+        if not 0 <= hue <= 0.5:
+            raise FaceforgeError(f"transform 'color_jitter': hue={hue} must be in [0, 0.5]")
+        self.b, self.c, self.s, self.h = float(brightness), float(contrast), float(saturation), float(hue)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        x = img
+        top = 255.0 if img.dtype == np.uint8 else 1.0
+        for op in rng.permutation(4):
+            if op == 0 and self.b:
+                f = rng.uniform(max(0.0, 1 - self.b), 1 + self.b)
+                x = cv2.addWeighted(x, f, x, 0.0, 0.0)
+            elif op == 1 and self.c:
+                f = rng.uniform(max(0.0, 1 - self.c), 1 + self.c)
+                mean = float(cv2.mean(_gray(x))[0])
+                x = cv2.addWeighted(x, f, x, 0.0, (1.0 - f) * mean)
+            elif op == 2 and self.s and x.shape[2] == 3:
+                f = rng.uniform(max(0.0, 1 - self.s), 1 + self.s)
+                g = cv2.cvtColor(_gray(x), cv2.COLOR_GRAY2RGB)
+                x = cv2.addWeighted(x, f, g, 1.0 - f, 0.0)
+            elif op == 3 and self.h and x.shape[2] == 3:
+                x = self._hue(x, rng.uniform(-self.h, self.h))
+            if x.dtype != np.uint8:
+                x = np.clip(x, 0.0, top, out=x)
+            x = _keep_channels(x, img)
+        return x
+
+    @staticmethod
+    def _hue(x: np.ndarray, shift: float) -> np.ndarray:
+        if x.dtype == np.uint8:  # OpenCV 8-bit hue is 0..179
+            hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+            lut = ((np.arange(256) + round(180 * shift)) % 180).astype(np.uint8)
+            hsv[..., 0] = lut[hsv[..., 0]]
+            return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        hsv = cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = (hsv[..., 0] + 360.0 * shift) % 360.0
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(x.dtype)
+
+
+class Rotation(_Op):
+    """Rotate by a uniform angle in ``[-degrees, degrees]`` (or ``[min, max]``) about the centre;
+    the border is replicated."""
+
+    name = "rotation"
+
+    def __init__(self, degrees: float | Sequence[float] = 10.0, p: float = 1.0) -> None:
+        super().__init__(p)
+        self.degrees = _pair(
+            (-abs(degrees), abs(degrees)) if isinstance(degrees, (int, float)) else degrees, "degrees"
+        )
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        h, w = img.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), rng.uniform(*self.degrees), 1.0)
+        out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return _keep_channels(out, img)
+
+
+class LowResolution(_Op):
+    """Degrade resolution: downscale by a random ``factor`` in ``[min, max]`` (>= 1) with a random
+    interpolation, then upscale back to the original size."""
+
+    name = "low_resolution"
+
+    def __init__(self, factor: float | Sequence[float] = (2.0, 4.0), p: float = 0.5) -> None:
+        super().__init__(p)
+        self.factor = _pair(factor, "factor", 1.0)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        h, w = img.shape[:2]
+        f = rng.uniform(*self.factor)
+        sh, sw = max(1, round(h / f)), max(1, round(w / f))
+        small = cv2.resize(img, (sw, sh), interpolation=_INTERP[int(rng.integers(len(_INTERP)))])
+        up = cv2.resize(small, (w, h), interpolation=_INTERP[int(rng.integers(2))])
+        return _keep_channels(up, img)
+
+
+class Normalize(_Op):
+    """``(x / 255 - mean) / std`` per channel; returns a float32 CHW tensor (use last)."""
+
+    name = "normalize"
+
+    def __init__(
+        self, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
+    ) -> None:
+        super().__init__(1.0)
+        if len(mean) != len(std) or any(s <= 0 for s in std):
+            raise FaceforgeError(
+                f"transform 'normalize': mean {list(mean)} / std {list(std)} must match, std > 0"
+            )
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        x = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
+        return (x - self.mean) / self.std
+
+
+def _gray(x: np.ndarray) -> np.ndarray:
+    if x.shape[2] == 1:
+        return x[..., 0]
+    return cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+
+
+def _keep_channels(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    return out[..., None] if out.ndim == 2 and ref.ndim == 3 else out
+
+
+class Compose:
+    """Apply ops in order; converts a CHW tensor to HWC numpy once and back at the end."""
+
+    def __init__(self, ops: Sequence[_Op]) -> None:
+        self.ops = list(ops)
+
+    def __call__(self, img: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        as_tensor = isinstance(img, torch.Tensor)
+        if as_tensor:
+            if img.ndim != 3:
+                raise FaceforgeError(f"transforms expect a CHW tensor, got shape {tuple(img.shape)}")
+            x = img.detach().cpu().permute(1, 2, 0).numpy()
+            if x.dtype not in (np.uint8, np.float32):
+                x = x.astype(np.float32)
+        else:
+            x = np.asarray(img)
+            if x.ndim == 2:
+                x = x[..., None]
+            if x.ndim != 3:
+                raise FaceforgeError(f"transforms expect an HWC array, got shape {x.shape}")
+        x = np.ascontiguousarray(x)
+        rng = _Draw()
+        normalized = False
+        for op in self.ops:
+            if op.p < 1.0 and rng.random() >= op.p:
+                continue
+            x = op.apply(x, rng)
+            normalized = normalized or isinstance(op, Normalize)
+        if normalized:
+            return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        if as_tensor:
+            return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).to(img.dtype)
+        return x
+
+    def __repr__(self) -> str:
+        return f"Compose({[op.name for op in self.ops]})"
+
+
+TRANSFORMS: dict[str, Callable[..., _Op]] = {
+    cls.name: cls
+    for cls in (Flip, Resize, RandomResizedCrop, ColorJitter, Rotation, LowResolution, Normalize)
+}
+_ALIASES = {"hflip": "flip", "horizontal_flip": "flip", "downscale": "low_resolution", "rotate": "rotation"}
+
+
+def build_transforms(cfg: Sequence[dict[str, Any]] | None) -> Compose:
+    """Build a :class:`Compose` from ``[{"name": ..., **options}, ...]`` (``type`` works as ``name``).
+
+    Raises:
+        FaceforgeError: unknown transform name or option, or an invalid value (the message names the
+            entry index, the transform and the option).
+    """
+    ops: list[_Op] = []
+    for i, entry in enumerate(cfg or []):
+        if not isinstance(entry, dict):
+            raise FaceforgeError(f"transforms[{i}]: expected a dict like {{'name': 'flip'}}, got {entry!r}")
+        opts = dict(entry)
+        name = opts.pop("name", None) or opts.pop("type", None)
+        if not isinstance(name, str):
+            raise FaceforgeError(f"transforms[{i}]: missing 'name' (one of {', '.join(TRANSFORMS)})")
+        key = _ALIASES.get(name, name)
+        if key not in TRANSFORMS:
+            raise FaceforgeError(
+                f"transforms[{i}]: unknown transform {name!r}{did_you_mean(name, TRANSFORMS)}; "
+                f"known: {', '.join(TRANSFORMS)}"
+            )
+        cls = TRANSFORMS[key]
+        accepted = [p for p in inspect.signature(cls).parameters]
+        for k in opts:
+            if k not in accepted:
+                raise FaceforgeError(
+                    f"transforms[{i}] ({key}): unknown option {k!r}{did_you_mean(k, accepted)}; "
+                    f"accepted: {', '.join(accepted)}"
+                )
+        try:
+            ops.append(cls(**opts))
+        except FaceforgeError as e:
+            raise FaceforgeError(f"transforms[{i}]: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise FaceforgeError(f"transforms[{i}] ({key}): bad option value: {e}") from None
+    return Compose(ops)

@@ -1,0 +1,23 @@
+"""User-facing errors.
+
+Every error a user can cause by bad input (a path, a name, a config key, a file) is raised as a
+:class:`FaceforgeError`. The CLI prints these as one line (no traceback unless ``--debug``), so the
+message must name the offending thing and say what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class FaceforgeError(ValueError):
+    """An error caused by user input; its message is shown to the user as is."""
+
+
+def did_you_mean(name: str, known: Iterable[str], n: int = 1) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest known name, or ``""`` if none is close."""
+    close = difflib.get_close_matches(name, list(known), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"

@@ -1,0 +1,379 @@
+"""Face-verification metrics for pair lists (LFW-style 10-fold protocol, ROC, EER, TAR@FAR).
+
+The 10-fold accuracy and VAL@FAR numbers reproduce insightface's ``eval/verification.py``
+``evaluate()`` (deepinsight/insightface, arcface_torch) bit for bit on the same inputs, including its
+strict ``dist < threshold`` rule, ``KFold(shuffle=False)`` fold layout and first-best-index tie break.
+ROC, AUC and EER follow scikit-learn's ``roc_curve`` / ``roc_auc_score`` semantics over cosine
+similarity. Only numpy is used at runtime. See ``docs/evaluation.md`` for the exact definitions.
+
+Instead of looping over thresholds, every pair is binned once against the (sorted) threshold grid and
+cumulative counts give, for every fold and every threshold at once, how many genuine / impostor pairs
+have ``dist < threshold``. Training-set counts are totals minus the test fold's counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from faceforge.errors import FaceforgeError, did_you_mean
+
+__all__ = ["equal_error_rate", "evaluate_pairs", "roc_auc", "roc_curve", "tar_at_far"]
+
+MODES = ("grid", "exact")
+DEFAULT_FAR_TARGETS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+# insightface evaluate(): accuracy grid step 0.01, VAL grid step 0.001, VAL at FAR = 1e-3.
+_ACC_GRID = np.arange(0, 4, 0.01)
+_VAL_GRID = np.arange(0, 4, 0.001)
+_VAL_FAR_TARGET = 1e-3
+_MAX_ROC_POINTS = 2000
+
+
+# --------------------------------------------------------------------------------------------------
+# input handling
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    # Duck-typed so that torch stays an optional import for this module.
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu()
+        # numpy has no bfloat16; half-precision tensors are widened here (they become float32 anyway).
+        if x.dtype.is_floating_point and x.element_size() < 4:
+            x = x.float()
+        x = x.numpy()
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise FaceforgeError(f"{name}: cannot convert {type(x).__name__} to an array ({exc})") from exc
+
+
+def _as_embeddings(x: Any, name: str) -> tuple[np.ndarray, bool]:
+    """Contiguous float32 copy-or-view of ``x`` and whether it is a private copy (safe to modify)."""
+    arr = _to_numpy(x, name)
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise FaceforgeError(f"{name} has shape {tuple(arr.shape)}; expected a 2-D [N, E] array with E >= 1")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise FaceforgeError(f"{name} has dtype {arr.dtype}; expected a real-valued (float) array")
+    # Contiguous rows make the row reductions below several times faster than on strided views.
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    return out, not np.shares_memory(out, arr)
+
+
+def _as_labels(x: Any, n: int) -> np.ndarray:
+    arr = _to_numpy(x, "issame")
+    if arr.ndim != 1:
+        raise FaceforgeError(f"issame has shape {tuple(arr.shape)}; expected a 1-D bool array of length {n}")
+    if arr.shape[0] != n:
+        raise FaceforgeError(f"issame has {arr.shape[0]} entries but there are {n} pairs; expected {n}")
+    if arr.dtype == np.bool_:
+        return arr
+    if np.issubdtype(arr.dtype, np.number) and np.isin(arr, (0, 1)).all():
+        return arr.astype(bool)
+    raise FaceforgeError(f"issame has dtype {arr.dtype} with values other than 0/1; expected bool labels")
+
+
+def _normalize_rows(x: np.ndarray, name: str, inplace: bool = False) -> np.ndarray:
+    # Same float32 arithmetic as sklearn.preprocessing.normalize, which arcface_torch applies before
+    # evaluate(); an all-zero row is left as zeros (its norm is treated as 1), as sklearn does.
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    # One finiteness test on the norms instead of a full [N, E] mask: a NaN/Inf entry makes its norm
+    # non-finite, so the per-row scan only runs when something is wrong.
+    if not np.isfinite(norms).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if bad.size:
+            raise FaceforgeError(
+                f"{name} contains NaN or Inf in {bad.size} row(s) (first: row {int(bad[0])}); "
+                "expected finite embeddings"
+            )
+        raise FaceforgeError(f"{name} has values too large to square in float32; expected |value| < 1e19")
+    norms[norms == 0.0] = 1.0
+    if inplace:
+        x /= norms[:, np.newaxis]
+        return x
+    return x / norms[:, np.newaxis]
+
+
+def _kfold_sizes(n: int, n_folds: int) -> np.ndarray:
+    # sklearn KFold(shuffle=False): the first n % k folds get one extra sample.
+    sizes = np.full(n_folds, n // n_folds, dtype=np.int64)
+    sizes[: n % n_folds] += 1
+    return sizes
+
+
+# --------------------------------------------------------------------------------------------------
+# ROC (sklearn semantics), AUC, EER, TAR@FAR
+
+
+def roc_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC of ``score >= t`` at every distinct score (sklearn ``roc_curve``, ``drop_intermediate=False``).
+
+    Returns ``(fpr, tpr, thresholds)``; the first point is (0, 0) with threshold ``+inf`` and tied
+    scores form a single point, exactly as ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``.
+    """
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise FaceforgeError(f"roc_curve: {y.size} labels but {s.size} scores; expected equal lengths")
+    if not np.isfinite(s).all():
+        raise FaceforgeError("roc_curve: scores contain NaN or Inf; expected finite scores")
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        raise FaceforgeError(
+            f"roc_curve: {n_pos} positive of {y.size} labels; expected both positive and negative labels"
+        )
+    order = np.argsort(s, kind="mergesort")[::-1]
+    s_sorted = s[order]
+    # Only the last index of each run of tied scores is a ROC point, so ties never split.
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]
+    tps = np.cumsum(y[order], dtype=np.int64)[last_of_tie]
+    fps = 1 + last_of_tie - tps
+    tps = np.r_[0, tps]
+    fps = np.r_[0, fps]
+    thresholds = np.r_[np.inf, s_sorted[last_of_tie]]
+    return fps / fps[-1], tps / tps[-1], thresholds
+
+
+def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Trapezoidal area under an ROC (sklearn ``auc``/``roc_auc_score``: tied scores count half)."""
+    fpr = np.asarray(fpr, dtype=np.float64)
+    tpr = np.asarray(tpr, dtype=np.float64)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
+
+
+def _finite_threshold(thresholds: np.ndarray, i: int) -> float:
+    # Point 0 of the ROC is "accept nothing" with threshold +inf; report the smallest float above the
+    # top score instead so the value stays usable (score >= t accepts nothing) and JSON-safe.
+    t = thresholds[i]
+    if np.isinf(t):
+        return float(np.nextafter(thresholds[1], np.inf))
+    return float(t)
+
+
+def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    """EER and its score threshold: FPR = 1 − TPR, linearly interpolated between the bracketing ROC points.
+
+    Expects a full ROC from :func:`roc_curve`. Returns ``(eer, threshold)``.
+    """
+    # fpr - (1 - tpr) rises monotonically from -1 at (0, 0) to +1 at (1, 1).
+    gap = fpr + tpr - 1.0
+    hi = int(np.argmax(gap >= 0.0))
+    if gap[hi] == 0.0 or hi == 0:
+        return float(fpr[hi]), _finite_threshold(thresholds, hi)
+    lo = hi - 1
+    alpha = -gap[lo] / (gap[hi] - gap[lo])
+    eer = fpr[lo] + alpha * (fpr[hi] - fpr[lo])
+    if lo == 0:
+        # Interpolating towards +inf is meaningless; the first real ROC point is the operating point.
+        return float(eer), float(thresholds[hi])
+    thr = thresholds[lo] + alpha * (thresholds[hi] - thresholds[lo])
+    return float(eer), float(thr)
+
+
+def tar_at_far(
+    fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, far_target: float
+) -> tuple[float, float, float]:
+    """TAR at the loosest operating point of an all-pairs ROC with FAR <= ``far_target`` (no interpolation).
+
+    Returns ``(tar, far, threshold)`` where ``score >= threshold`` is accepted.
+    """
+    i = int(np.searchsorted(fpr, far_target, side="right")) - 1
+    return float(tpr[i]), float(fpr[i]), _finite_threshold(thresholds, i)
+
+
+def _downsample_roc(fpr: np.ndarray, tpr: np.ndarray, max_points: int) -> tuple[list[float], list[float]]:
+    if fpr.size <= max_points:
+        return fpr.tolist(), tpr.tolist()
+    # Half the points on a log FPR scale (the plots use a log x-axis), half linear; each target maps
+    # to the last ROC point at or below it, so the curve is still made of true operating points.
+    positive = fpr[fpr > 0]
+    half = max_points // 2
+    targets = np.r_[0.0, np.geomspace(positive[0], 1.0, half - 1), np.linspace(0.0, 1.0, half)]
+    # targets hold 0 and 1, so the first and last ROC points are always kept.
+    idx = np.unique(np.searchsorted(fpr, targets, side="right") - 1)
+    return fpr[idx].tolist(), tpr[idx].tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# 10-fold protocol
+
+
+def _counts_below(
+    dist: np.ndarray, impostor: np.ndarray, fold_id: np.ndarray, n_folds: int, thresholds: np.ndarray
+) -> np.ndarray:
+    """``out[f, c, j]``: pairs in fold f of class c (0 genuine, 1 impostor) with ``dist < thresholds[j]``."""
+    n_thr = thresholds.size
+    # A pair whose bin is b satisfies dist < thresholds[j] exactly for j >= b (thresholds ascending).
+    first_above = np.searchsorted(thresholds, dist, side="right")
+    flat = (fold_id * 2 + impostor) * (n_thr + 1) + first_above
+    hist = np.bincount(flat, minlength=n_folds * 2 * (n_thr + 1)).reshape(n_folds, 2, n_thr + 1)
+    return np.cumsum(hist, axis=2)[:, :, :n_thr]
+
+
+def _interp_like_scipy(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    # Same operation order as scipy's degree-1 B-spline (interp1d kind='slinear', which the reference
+    # uses), so the interpolated threshold matches to the last bit.
+    w = 1.0 / (x1 - x0)
+    return 0.0 + y0 * (w * (x1 - x)) + y1 * (w * (x - x0))
+
+
+def _val_threshold(fa_train: np.ndarray, n_impostor_train: int, thresholds: np.ndarray) -> float:
+    """Threshold where the training FAR reaches 1e-3 (insightface ``calculate_val``, de-duplicated)."""
+    if n_impostor_train == 0:
+        return 0.0
+    far = fa_train / n_impostor_train
+    if far[-1] < _VAL_FAR_TARGET:  # far is non-decreasing, so the last value is its max
+        return 0.0
+    hi = int(np.argmax(far >= _VAL_FAR_TARGET))
+    if far[hi] == _VAL_FAR_TARGET or hi == 0:
+        return float(thresholds[hi])
+    # np.unique(far, return_index=True) keeps the first threshold of each distinct FAR value: for the
+    # upper point that is `hi` itself, for the lower one the start of the run before it.
+    lo = int(np.searchsorted(fa_train, fa_train[hi - 1], side="left"))
+    return _interp_like_scipy(_VAL_FAR_TARGET, far[lo], far[hi], thresholds[lo], thresholds[hi])
+
+
+def _exact_thresholds(dist: np.ndarray) -> np.ndarray:
+    u = np.unique(dist)
+    # u[0] accepts nothing (strict <), the midpoints separate every pair of neighbouring distances and
+    # the value just above u[-1] accepts everything: every distinct partition of the pairs is covered.
+    return np.r_[u[0], (u[:-1] + u[1:]) / 2.0, np.nextafter(u[-1], np.inf)]
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def evaluate_pairs(
+    emb_a: Any,
+    emb_b: Any,
+    issame: Any,
+    n_folds: int = 10,
+    mode: str = "grid",
+    far_targets: Sequence[float] = DEFAULT_FAR_TARGETS,
+) -> dict[str, Any]:
+    """Evaluate verification pairs with the LFW 10-fold protocol as implemented by insightface ``evaluate()``.
+
+    ``emb_a[i]`` / ``emb_b[i]`` are the two embeddings of pair ``i`` (numpy arrays or torch tensors,
+    ``[N, E]``); ``issame[i]`` says whether they show the same identity. Embeddings are L2-normalised
+    in float32; the distance is the float32 squared L2 distance and a pair is accepted when
+    ``dist < threshold``. Folds are contiguous (``KFold(n_folds, shuffle=False)``). ``mode="grid"``
+    picks each fold's threshold from ``arange(0, 4, 0.01)`` on the other folds (the reference);
+    ``mode="exact"`` searches every midpoint between sorted distances instead. AUC, EER and TAR@FAR use
+    the ROC over all pairs' cosine similarity. Returns a JSON-serialisable dict (see docs/evaluation.md).
+    """
+    if mode not in MODES:
+        raise FaceforgeError(f"mode {mode!r} is not one of {list(MODES)}{did_you_mean(str(mode), MODES)}")
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+        raise FaceforgeError(f"n_folds={n_folds!r}; expected an integer >= 2")
+    n_folds = int(n_folds)
+    targets = [float(f) for f in far_targets]
+    for f in targets:
+        if not 0.0 < f <= 1.0:
+            raise FaceforgeError(f"far_targets contains {f!r}; expected values in (0, 1]")
+
+    a, a_owned = _as_embeddings(emb_a, "emb_a")
+    b, b_owned = _as_embeddings(emb_b, "emb_b")
+    if a.shape != b.shape:
+        raise FaceforgeError(
+            f"emb_a has shape {a.shape} but emb_b has shape {b.shape}; expected the same [N, E] shape"
+        )
+    n = a.shape[0]
+    same = _as_labels(issame, n)
+    if n < n_folds:
+        raise FaceforgeError(
+            f"{n} pairs is fewer than n_folds={n_folds}; expected at least one pair per fold"
+        )
+    n_gen = int(same.sum())
+    n_imp = n - n_gen
+    if n_gen == 0 or n_imp == 0:
+        raise FaceforgeError(
+            f"issame has {n_gen} genuine and {n_imp} impostor pairs; expected at least one of each"
+        )
+
+    # Never modify the caller's arrays; private copies (strided or non-float32 input) are reused.
+    a = _normalize_rows(a, "emb_a", inplace=a_owned)
+    b = _normalize_rows(b, "emb_b", inplace=b_owned)
+    # Kept in float32 like the reference so that a pair sits on the same side of every threshold;
+    # the comparison itself is done in float64, as numpy 2 does for `float32_array < float64_scalar`.
+    diff = np.subtract(a, b)
+    dist = np.sum(np.square(diff, out=diff), 1).astype(np.float64)
+    cosine = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+
+    sizes = _kfold_sizes(n, n_folds)
+    fold_id = np.repeat(np.arange(n_folds), sizes)
+    impostor = (~same).astype(np.int64)
+    gen_per_fold = np.bincount(fold_id, weights=same, minlength=n_folds).astype(np.int64)
+    imp_per_fold = sizes - gen_per_fold
+
+    # ---- accuracy: threshold chosen on the training folds, measured on the test fold
+    thresholds = _ACC_GRID if mode == "grid" else _exact_thresholds(dist)
+    counts = _counts_below(dist, impostor, fold_id, n_folds, thresholds)
+    gen_lt, imp_lt = counts[:, 0, :], counts[:, 1, :]
+    train_gen_lt = gen_lt.sum(axis=0) - gen_lt
+    train_imp_lt = imp_lt.sum(axis=0) - imp_lt
+    train_correct = train_gen_lt + ((n_imp - imp_per_fold)[:, None] - train_imp_lt)
+    best = np.argmax(train_correct, axis=1)  # first maximum = smallest threshold, as the reference
+    rows = np.arange(n_folds)
+    test_correct = gen_lt[rows, best] + imp_per_fold - imp_lt[rows, best]
+    fold_acc = test_correct / sizes
+    fold_thr = thresholds[best]
+
+    # ---- VAL@FAR=1e-3 (insightface calculate_val with the documented de-duplication fix)
+    vcounts = _counts_below(dist, impostor, fold_id, n_folds, _VAL_GRID)
+    v_imp_lt = vcounts[:, 1, :]
+    fa_train = v_imp_lt.sum(axis=0) - v_imp_lt
+    val_thr = np.array(
+        [_val_threshold(fa_train[k], n_imp - int(imp_per_fold[k]), _VAL_GRID) for k in range(n_folds)]
+    )
+    accepted = dist < val_thr[fold_id]
+    ta = np.bincount(fold_id, weights=accepted & same, minlength=n_folds)
+    fa = np.bincount(fold_id, weights=accepted & ~same, minlength=n_folds)
+    # A test fold without genuine (impostor) pairs has no VAL (FAR); the reference would divide by 0.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val_fold = np.where(gen_per_fold > 0, ta / gen_per_fold, np.nan)
+        far_fold = np.where(imp_per_fold > 0, fa / imp_per_fold, np.nan)
+    val_ok = val_fold[~np.isnan(val_fold)]
+    far_ok = far_fold[~np.isnan(far_fold)]
+
+    # ---- ROC over all pairs (cosine similarity, accept score >= t)
+    fpr, tpr, roc_thr = roc_curve(same, cosine)
+    eer, eer_thr = equal_error_rate(fpr, tpr, roc_thr)
+    tar: dict[str, float] = {}
+    tar_thr: dict[str, float] = {}
+    for f in targets:
+        # With n_imp impostors the FAR moves in steps of 1/n_imp; a smaller target can only be met by
+        # accepting (almost) nothing, which says nothing about the model, so it is left out.
+        if f * n_imp < 1.0:
+            continue
+        tar[str(f)], _, tar_thr[str(f)] = tar_at_far(fpr, tpr, roc_thr, f)
+    roc_fpr, roc_tpr = _downsample_roc(fpr, tpr, _MAX_ROC_POINTS)
+
+    mean_thr = float(np.mean(fold_thr))
+    return {
+        "accuracy": float(np.mean(fold_acc)),
+        "accuracy_std": float(np.std(fold_acc)),
+        "fold_accuracy": fold_acc.tolist(),
+        "fold_threshold": fold_thr.tolist(),
+        "threshold": mean_thr,
+        "threshold_cos": 1.0 - mean_thr / 2.0,
+        "auc": roc_auc(fpr, tpr),
+        "eer": eer,
+        "eer_threshold_cos": eer_thr,
+        "tar_at_far": tar,
+        "tar_at_far_threshold_cos": tar_thr,
+        "val": float(np.mean(val_ok)) if val_ok.size else None,
+        "val_std": float(np.std(val_ok)) if val_ok.size else None,
+        "far": float(np.mean(far_ok)) if far_ok.size else None,
+        "val_per_fold": _nan_to_none(val_fold),
+        "far_per_fold": _nan_to_none(far_fold),
+        "val_threshold": val_thr.tolist(),
+        "roc_fpr": roc_fpr,
+        "roc_tpr": roc_tpr,
+        "n_pairs": n,
+        "n_genuine": n_gen,
+        "n_impostor": n_imp,
+        "n_folds": n_folds,
+        "mode": mode,
+    }

@@ -1,0 +1,203 @@
+"""Reports for verification results: text and Markdown tables, JSON files and ROC plots.
+
+``results`` everywhere is ``{set name: evaluate_pairs() dict}``. Rows may carry only some keys (for
+example a published baseline with just an accuracy); missing numbers are shown as ``-``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceforge.errors import FaceforgeError
+
+__all__ = ["format_table", "plot_roc", "to_markdown", "write_json"]
+
+_MISSING = "-"
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _tar(result: Mapping[str, Any], far: float) -> float | None:
+    table = result.get("tar_at_far") or {}
+    # Keys are str(far) in memory, but compare as numbers so "1e-2" or 0.01 also match.
+    for key, value in table.items():
+        try:
+            if math.isclose(float(key), far, rel_tol=1e-9):
+                return _num(value)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _pct(v: float | None) -> str:
+    return _MISSING if v is None else f"{100.0 * v:.2f}"
+
+
+def _acc(result: Mapping[str, Any]) -> str:
+    acc, std = _num(result.get("accuracy")), _num(result.get("accuracy_std"))
+    if acc is None:
+        return _MISSING
+    return f"{100.0 * acc:.2f}" if std is None else f"{100.0 * acc:.2f} ± {100.0 * std:.2f}"
+
+
+def _fixed(key: str, digits: int) -> Callable[[Mapping[str, Any]], str]:
+    def fmt(result: Mapping[str, Any]) -> str:
+        v = _num(result.get(key))
+        return _MISSING if v is None else f"{v:.{digits}f}"
+
+    return fmt
+
+
+# (header, formatter). Rates are shown in percent because that is how LFW-style results are quoted.
+_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
+    ("Accuracy (%)", _acc),
+    ("Thr (cos)", _fixed("threshold_cos", 4)),
+    ("AUC", _fixed("auc", 5)),
+    ("EER (%)", lambda r: _pct(_num(r.get("eer")))),
+    ("TAR@FAR=1e-2 (%)", lambda r: _pct(_tar(r, 1e-2))),
+    ("TAR@FAR=1e-3 (%)", lambda r: _pct(_tar(r, 1e-3))),
+]
+
+
+def _rows(results: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    if not isinstance(results, Mapping):
+        raise FaceforgeError(
+            f"results is a {type(results).__name__}; expected a dict of set name -> evaluate_pairs() result"
+        )
+    header = ["Set"] + [h for h, _ in _COLUMNS]
+    rows = []
+    for name, result in results.items():
+        if not isinstance(result, Mapping):
+            raise FaceforgeError(
+                f"results[{name!r}] is a {type(result).__name__}; expected a dict of metrics"
+            )
+        rows.append([str(name)] + [fmt(result) for _, fmt in _COLUMNS])
+    return header, rows
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Fixed-width text table of LFW-protocol results: accuracy ± std, threshold, AUC, EER, TAR@FAR."""
+    header, rows = _rows(results)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        # Name left-aligned, numbers right-aligned so decimal points line up.
+        parts = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "  ".join(parts)
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n"
+
+
+def to_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """GitHub Markdown table with the same columns as :func:`format_table` (LFW-protocol results)."""
+    header, rows = _rows(results)
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = "| :--- | " + " | ".join("---:" for _ in header[1:]) + " |"
+    return "\n".join([line(header), align, *(line(r) for r in rows)]) + "\n"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file lives next to the target so os.replace is a same-filesystem rename: readers see
+    # either the old file or the complete new one, never a partial write.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write results as strict JSON (no NaN/Inf), atomically: temp file in the same folder, ``os.replace``."""
+    path = Path(path)
+    if path.is_dir():
+        raise FaceforgeError(
+            f"write_json: {path} is a directory; expected a file path such as {path}/metrics.json"
+        )
+    try:
+        text = json.dumps(results, indent=2, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise FaceforgeError(
+            f"write_json: results cannot be written as JSON ({exc}); expected finite numbers"
+        ) from exc
+    _atomic_write(path, lambda f: f.write(text + "\n"), binary=False)
+    return path
+
+
+def plot_roc(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Plot each entry's ROC (TAR vs log-scale FAR, all pairs) to a PNG; entries without one are skipped."""
+    # Figure + FigureCanvasAgg instead of pyplot: no global backend switch, safe in servers and threads.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise FaceforgeError(f"plot_roc: {path} does not end in .png; expected a PNG file path")
+    fig = Figure(figsize=(6.4, 4.8), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    lowest = 1.0
+    drawn = 0
+    for name, result in results.items():
+        fpr = np.asarray(result.get("roc_fpr") or [], dtype=np.float64)
+        tpr = np.asarray(result.get("roc_tpr") or [], dtype=np.float64)
+        if fpr.size == 0 or fpr.size != tpr.size:
+            continue
+        keep = fpr > 0  # FAR = 0 has no place on a log axis
+        if not keep.any():
+            continue
+        auc = _num(result.get("auc"))
+        label = str(name) if auc is None else f"{name} (AUC {auc:.4f})"
+        ax.plot(fpr[keep], tpr[keep], label=label, linewidth=1.5)
+        lowest = min(lowest, float(fpr[keep].min()))
+        drawn += 1
+    if drawn == 0:
+        raise FaceforgeError(
+            f"plot_roc: none of {list(results)} has 'roc_fpr'/'roc_tpr'; expected evaluate_pairs() results"
+        )
+    ax.set_xscale("log")
+    ax.set_xlim(lowest, 1.0)
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("False accept rate (FAR)")
+    ax.set_ylabel("True accept rate (TAR)")
+    ax.set_title("ROC (cosine similarity, all pairs)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
+    return path

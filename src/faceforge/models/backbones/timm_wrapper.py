@@ -1,0 +1,96 @@
+"""``timm/<name>``: any timm image model as a face backbone, with an embedding neck.
+
+Reference: R. Wightman, "PyTorch Image Models" (timm), https://github.com/huggingface/pytorch-image-models.
+The timm model is built headless (``num_classes=0``); its pooled features go through a neck
+``Linear(num_features, embedding_size, bias=False) -> BatchNorm1d`` (the BN-FC-BN style embedding of
+ArcFace, without the pre-BN). Example: ``create_model("timm/resnet18", embedding_size=256)``.
+Extra keyword arguments are passed to ``timm.create_model`` (e.g. ``img_size=112`` for ViTs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.models.backbones.edgeface import _timm
+from faceforge.models.backbones.iresnet import _pair
+from faceforge.models.backbones.registry import register_prefix
+from faceforge.models.face_cfg import FaceConfig
+
+__all__ = ["TimmBackbone", "create_timm_backbone"]
+
+
+class TimmBackbone(nn.Module):
+    """A headless timm model plus an embedding neck; ``forward`` returns the raw embedding.
+
+    Args:
+        name: timm model name.
+        embedding_size: output dimension.
+        pretrained: load timm's pretrained weights (needs network access or a local cache).
+        **timm_kwargs: passed to ``timm.create_model``.
+    """
+
+    def __init__(
+        self, name: str, embedding_size: int = 512, pretrained: bool = False, **timm_kwargs: Any
+    ) -> None:
+        super().__init__()
+        if not (isinstance(embedding_size, int) and embedding_size > 0):
+            raise FaceforgeError(f"embedding_size must be a positive int, got {embedding_size!r}")
+        timm = _timm()
+        known = timm.list_models()
+        if name not in known and name.split(".")[0] not in known:
+            raise FaceforgeError(f"unknown timm model {name!r}{did_you_mean(name, known)}")
+        try:
+            self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **timm_kwargs)
+        except TypeError as e:
+            raise FaceforgeError(
+                f"timm model {name!r} rejected arguments {sorted(timm_kwargs)}: {e}"
+            ) from None
+        self.embedding_size = embedding_size
+        self.num_features = self.model.num_features
+        self.neck = nn.Sequential(
+            nn.Linear(self.num_features, embedding_size, bias=False), nn.BatchNorm1d(embedding_size)
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batch -> timm's unpooled features."""
+        return self.model.forward_features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled features -> timm pooling -> neck -> embedding."""
+        return self.neck(self.model.forward_head(x, pre_logits=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def create_timm_backbone(
+    name: str,
+    embedding_size: int = 512,
+    input_size: int | Sequence[int] = 112,
+    pretrained: bool = False,
+    **timm_kwargs: Any,
+) -> TimmBackbone:
+    """Build ``timm/<name>``; ``input_size`` only sets ``face_cfg`` unless passed on as ``img_size``."""
+    model = TimmBackbone(name, embedding_size, pretrained, **timm_kwargs)
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    if pretrained:  # keep the normalisation the pretrained weights expect
+        cfg = getattr(model.model, "pretrained_cfg", None) or {}
+        mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+    model.face_cfg = FaceConfig(
+        input_size=_pair(input_size),
+        color="RGB",
+        mean=mean,
+        std=std,
+        template="arcface",
+        embedding_size=embedding_size,
+        extra={"family": "timm", "arch": name},
+    )
+    return model
+
+
+register_prefix("timm/", create_timm_backbone)

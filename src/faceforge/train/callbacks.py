@@ -1,0 +1,110 @@
+"""Training callbacks: verification during training, the epoch summary, atomic checkpoint writes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from faceforge.eval.verification import PairImages, evaluate_model
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file and rename it into place.
+
+    A crash (or SIGKILL) during a save then leaves the previous checkpoint intact instead of a
+    truncated file that the next ``--resume`` would choke on.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+
+class VerificationCallback(L.Callback):
+    """10-fold verification on held-out pairs every ``every_n_steps`` steps (0: every epoch end).
+
+    Logs ``val/acc``, ``val/threshold`` (cosine), ``val/auc`` and ``val/best_acc``; the checkpoint
+    callback monitors ``val/acc`` to keep the best model. The thresholds of the latest evaluation
+    are stored on the module as its calibration (saved in checkpoints).
+    """
+
+    def __init__(self, data: PairImages, every_n_steps: int = 0, flip: bool = True, batch_size: int = 256) -> None:
+        self.data, self.every_n_steps, self.flip, self.batch_size = data, every_n_steps, flip, batch_size
+        self.best = float("-inf")
+        self.last: dict[str, Any] = {}
+
+    def _run(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        was_training = module.training
+        module.eval()
+        try:
+            res = evaluate_model(module, self.data, self.batch_size, self.flip)
+        finally:
+            module.train(was_training)
+        self.best = max(self.best, res["accuracy"])
+        self.last = res
+        module.log("val/acc", res["accuracy"], prog_bar=True)
+        module.log("val/threshold", res["threshold_cos"])
+        module.log("val/auc", res["auc"])
+        module.log("val/best_acc", self.best)
+        module.calibration = {
+            "source": "validation pairs during training",
+            "threshold_cos_best_accuracy": res["threshold_cos"],
+            "tar_at_far_threshold_cos": res.get("tar_at_far_threshold_cos", {}),
+            "accuracy": res["accuracy"],
+        }
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._run(trainer, module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.every_n_steps <= 0:
+            self._run(trainer, module)
+
+
+class EpochSummary(L.Callback):
+    """One line per epoch: loss, accuracy, validation accuracy, skipped images and time."""
+
+    def __init__(self, load_time_skipped: int = 0, verification: VerificationCallback | None = None) -> None:
+        self.load_time_skipped = load_time_skipped
+        self.verification = verification
+        self.t0 = time.perf_counter()
+        self.history: list[dict[str, Any]] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.t0 = time.perf_counter()
+        module.skipped_in_epoch = 0
+        module.epoch_stats = [0.0, 0.0, 0]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        loss_sum, acc_sum, n = module.epoch_stats
+        row: dict[str, Any] = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "loss": loss_sum / n if n else None,
+            "train_acc": acc_sum / n if n else None,
+            "skipped_images": self.load_time_skipped + int(getattr(module, "skipped_in_epoch", 0)),
+            "seconds": round(time.perf_counter() - self.t0, 2),
+        }
+        if self.verification is not None and self.verification.last:
+            row["val_acc"] = self.verification.last["accuracy"]
+            row["val_best_acc"] = self.verification.best
+        self.history.append(row)
+        if trainer.is_global_zero:
+            parts = [f"epoch {row['epoch']}"]
+            if row["loss"] is not None:
+                parts.append(f"loss {row['loss']:.3f}  train acc {row['train_acc']:.3f}")
+            if "val_acc" in row:
+                parts.append(f"val acc {row['val_acc']:.4f} (best {row['val_best_acc']:.4f})")
+            parts.append(f"skipped images {row['skipped_images']}")
+            parts.append(f"{row['seconds']:.1f} s")
+            print(" | ".join(parts), flush=True)

@@ -1,0 +1,80 @@
+"""LightningDataModule over an ImageFolder training set and the verification pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from faceforge.data.folder import ImageFolderDataset
+from faceforge.data.pairs import read_pairs
+from faceforge.errors import FaceforgeError
+from faceforge.eval.verification import PairImages, load_pair_images
+
+
+def resolve(root: str | Path, rel: str | None) -> Path | None:
+    """``rel`` joined to the data root (absolute paths are kept); ``None`` stays ``None``."""
+    if rel is None:
+        return None
+    p = Path(rel)
+    return p if p.is_absolute() else Path(root) / p
+
+
+class FaceDataModule(L.LightningDataModule):
+    """Training images from ``data.root/data.train`` and the validation/test pair sets of the config."""
+
+    def __init__(self, data_cfg: dict[str, Any], color: str = "RGB", seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = data_cfg
+        self.color = color
+        self.seed = seed
+        root = Path(data_cfg["root"])
+        if not root.is_dir():
+            raise FaceforgeError(
+                f"data directory {root} does not exist (set --data.root; `faceforge data synth --out {root}` "
+                "makes a SynthFaces set there)"
+            )
+        self.train_dir = resolve(root, data_cfg["train"])
+        self.train_set = ImageFolderDataset(self.train_dir, data_cfg["image_size"], color, cache=bool(data_cfg["cache"]))
+        if len(self.train_set) < data_cfg["batch_size"]:
+            raise FaceforgeError(
+                f"{self.train_dir} has {len(self.train_set)} decodable images, fewer than one batch "
+                f"(data.batch_size={data_cfg['batch_size']})"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of training identities."""
+        return self.train_set.num_classes
+
+    @property
+    def load_time_skipped(self) -> int:
+        """Images dropped when the cache was filled (undecodable)."""
+        return len(self.train_set.bad_paths)
+
+    def pair_images(self, which: str) -> PairImages | None:
+        """Decoded images of ``data.val_pairs`` or ``data.test_pairs`` (``None`` when not configured)."""
+        path = resolve(self.cfg["root"], self.cfg[f"{which}_pairs"])
+        if path is None:
+            return None
+        if not path.is_file():
+            raise FaceforgeError(f"data.{which}_pairs: pair file {path} does not exist")
+        pairs = read_pairs(path)
+        return load_pair_images(pairs, self.cfg["image_size"], self.color)
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator()
+        g.manual_seed(self.seed)
+        workers = int(self.cfg["num_workers"])
+        return DataLoader(
+            self.train_set,
+            batch_size=int(self.cfg["batch_size"]),
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=g,
+        )

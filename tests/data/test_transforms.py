@@ -1,0 +1,102 @@
+"""Tests for faceforge.data.transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from faceforge.data.transforms import build_transforms
+from faceforge.errors import FaceforgeError
+
+
+def _img() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = np.zeros((32, 24, 3), np.uint8)
+    x[:, :12] = 200  # left half bright
+    return x + rng.integers(0, 20, x.shape, dtype=np.uint8)
+
+
+def test_flip_numpy_and_tensor() -> None:
+    t = build_transforms([{"name": "flip", "p": 1.0}])
+    x = _img()
+    y = t(x)
+    assert isinstance(y, np.ndarray) and y.dtype == np.uint8 and np.array_equal(y, x[:, ::-1])
+    xt = torch.from_numpy(x).permute(2, 0, 1).contiguous()
+    yt = t(xt)
+    assert isinstance(yt, torch.Tensor) and yt.shape == (3, 32, 24) and yt.dtype == torch.uint8
+    assert torch.equal(yt, xt.flip(-1))
+    assert np.array_equal(build_transforms([{"name": "flip", "p": 0.0}])(x), x)
+
+
+def test_float_tensor_stays_float() -> None:
+    x = torch.rand(3, 16, 16)
+    y = build_transforms([{"name": "color_jitter", "brightness": 0.5}, {"name": "rotation", "degrees": 20}])(
+        x
+    )
+    assert y.dtype == torch.float32 and y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert not torch.equal(x, y)
+
+
+def test_random_resized_crop_and_resize_sizes() -> None:
+    torch.manual_seed(0)
+    t = build_transforms([{"name": "random_resized_crop", "size": [20, 10], "scale": [0.5, 0.9]}])
+    outs = [t(_img()) for _ in range(5)]
+    assert all(o.shape == (20, 10, 3) for o in outs)
+    assert any(not np.array_equal(outs[0], o) for o in outs[1:])
+    assert build_transforms([{"name": "resize", "size": 8}])(_img()).shape == (8, 8, 3)
+
+
+def test_color_jitter_changes_brightness() -> None:
+    x = _img()
+    torch.manual_seed(0)
+    y = build_transforms([{"name": "color_jitter", "brightness": 0.9}])(x)
+    assert y.shape == x.shape and y.dtype == np.uint8
+    assert abs(float(y.mean()) - float(x.mean())) > 0.5
+    g = build_transforms([{"name": "color_jitter", "saturation": 0.0, "hue": 0.3}])(x)
+    assert not np.array_equal(g, x)
+
+
+def test_low_resolution_loses_detail_keeps_size() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    y = build_transforms([{"name": "low_resolution", "factor": [4, 4], "p": 1.0}])(x)
+    assert y.shape == x.shape
+    # high-frequency energy drops a lot after 4x down/up-scaling of noise
+    hf = lambda a: float(np.abs(np.diff(a.astype(np.float32), axis=1)).mean())  # noqa: E731
+    assert hf(y) < 0.6 * hf(x)
+
+
+def test_rotation_moves_pixels_and_seeding() -> None:
+    x = _img()
+    t = build_transforms([{"name": "rotate", "degrees": [30, 30]}])
+    y = t(x)
+    assert y.shape == x.shape and not np.array_equal(x, y)
+    torch.manual_seed(3)
+    c = build_transforms([{"name": "flip"}, {"name": "rotation", "degrees": 15}, {"name": "low_resolution"}])
+    a = [c(x) for _ in range(4)]
+    torch.manual_seed(3)
+    b = [c(x) for _ in range(4)]
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_normalize_returns_float_chw() -> None:
+    y = build_transforms([{"name": "normalize", "mean": [0.5] * 3, "std": [0.5] * 3}])(
+        np.full((4, 4, 3), 255, np.uint8)
+    )
+    assert isinstance(y, torch.Tensor) and y.shape == (3, 4, 4) and torch.allclose(y, torch.ones(3, 4, 4))
+
+
+def test_config_errors() -> None:
+    with pytest.raises(
+        FaceforgeError, match=r"transforms\[0\]: unknown transform 'flp' \(did you mean 'flip'\?\)"
+    ):
+        build_transforms([{"name": "flp"}])
+    with pytest.raises(FaceforgeError, match=r"transforms\[1\] \(rotation\): unknown option 'degree'"):
+        build_transforms([{"name": "flip"}, {"name": "rotation", "degree": 3}])
+    with pytest.raises(FaceforgeError, match=r"transforms\[0\]: transform 'flip': p=2 must be in \[0, 1\]"):
+        build_transforms([{"name": "flip", "p": 2}])
+    with pytest.raises(FaceforgeError, match="factor"):
+        build_transforms([{"name": "low_resolution", "factor": [0.5, 2]}])
+    with pytest.raises(FaceforgeError, match="missing 'name'"):
+        build_transforms([{"p": 0.5}])
