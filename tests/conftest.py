@@ -17,4 +17,3 @@ def shared_dir() -> Path:
     if not (SHARED / "reference").is_dir():
         pytest.skip(f"../shared not found at {SHARED} (reference data for this test)")
     return SHARED
-

@@ -49,7 +49,7 @@ def test_landmarks_hit_the_rendered_features(mode: str) -> None:
                 assert len(xs) > 0, f"feature {k} was not drawn"
                 # The dot: a 1-px-radius disc at the landmark, drawn with sub-pixel precision.
                 dot = np.zeros_like(parts)
-                centre = (int(round(lms[k, 0] * 16)), int(round(lms[k, 1] * 16)))
+                centre = (round(lms[k, 0] * 16), round(lms[k, 1] * 16))
                 cv2.circle(dot, centre, 16, 1, -1, cv2.LINE_8, 4)
                 dys, dxs = np.nonzero(dot)
                 err = float(np.hypot(xs.mean() - dxs.mean(), ys.mean() - dys.mean()))
@@ -79,25 +79,34 @@ def test_umeyama_recovers_a_similarity() -> None:
 
 def test_difficulty_zero_is_a_clean_frontal_face() -> None:
     clean = SynthFaces(seed=0, difficulty=0.0)
-    a, la = clean.image(1, 0)
-    b, lb = clean.image(1, 1)
+    _, la = clean.image(1, 0)
+    _, lb = clean.image(1, 1)
     # Without nuisances only the background changes: the landmarks are identical.
     assert np.allclose(la, lb)
 
 
 def test_write_dataset_layout_and_reuse(tmp_path) -> None:
     out = tmp_path / "sf"
-    s = write_dataset(out, identities=4, images_per_id=3, val_identities=0, test_identities=20, workers=1, progress=False)
+    s = write_dataset(
+        out, identities=4, images_per_id=3, val_identities=0, test_identities=20, workers=1, progress=False
+    )
     assert s["images"] == (4 + 20) * 3
     assert len(list((out / "train").iterdir())) == 4
-    assert sorted(p.name for p in (out / "train" / "id00000").iterdir()) == [f"id00000_000{k}.jpg" for k in (1, 2, 3)]
+    assert sorted(p.name for p in (out / "train" / "id00000").iterdir()) == [
+        f"id00000_000{k}.jpg" for k in (1, 2, 3)
+    ]
     rows = (out / "landmarks.csv").read_text().splitlines()
     assert rows[0].startswith("path,x1,y1") and len(rows) == 1 + s["images"]
     pairs = read_pairs(out / "test_pairs.txt")
     assert pairs.n_folds == 10 and pairs.issame.sum() == len(pairs) // 2
     # Folds are identity-disjoint, as in LFW.
     ids_per_fold = [
-        {p.split("/")[-2] for f, a, b in zip(pairs.folds, pairs.paths_a, pairs.paths_b) if f == k for p in (a, b)}
+        {
+            p.split("/")[-2]
+            for f, a, b in zip(pairs.folds, pairs.paths_a, pairs.paths_b)
+            if f == k
+            for p in (a, b)
+        }
         for k in range(10)
     ]
     for i in range(10):
@@ -105,14 +114,25 @@ def test_write_dataset_layout_and_reuse(tmp_path) -> None:
             assert not ids_per_fold[i] & ids_per_fold[j]
     # Re-running with the same parameters does not rewrite anything.
     mtime = (out / "synthfaces.json").stat().st_mtime_ns
-    write_dataset(out, identities=4, images_per_id=3, val_identities=0, test_identities=20, workers=1, progress=False)
+    write_dataset(
+        out, identities=4, images_per_id=3, val_identities=0, test_identities=20, workers=1, progress=False
+    )
     assert (out / "synthfaces.json").stat().st_mtime_ns == mtime
     assert json.loads((out / "synthfaces.json").read_text())["params"]["identities"] == 4
 
 
 def test_written_landmarks_match_the_renderer(tmp_path) -> None:
     out = tmp_path / "sf"
-    write_dataset(out, identities=2, images_per_id=2, val_identities=0, test_identities=0, workers=1, progress=False, seed=5)
+    write_dataset(
+        out,
+        identities=2,
+        images_per_id=2,
+        val_identities=0,
+        test_identities=0,
+        workers=1,
+        progress=False,
+        seed=5,
+    )
     row = (out / "landmarks.csv").read_text().splitlines()[1].split(",")
     _, lms = SynthFaces(seed=5).image(0, 0)
     assert row[0] == "train/id00000/id00000_0001.jpg"

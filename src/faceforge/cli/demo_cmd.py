@@ -9,11 +9,13 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
-    p = sub.add_parser("demo", help="generate SynthFaces, train configs/quickstart.yaml, evaluate on held-out identities")
+    p = sub.add_parser(
+        "demo", help="generate SynthFaces, train configs/quickstart.yaml, evaluate on held-out identities"
+    )
     p.add_argument("--config", default=None, help="training config (default: configs/quickstart.yaml)")
     p.add_argument("--data", default="data/synthfaces", help="where SynthFaces is written")
-    p.add_argument("--identities", type=int, default=300)
-    p.add_argument("--images-per-id", type=int, default=40)
+    p.add_argument("--identities", type=int, default=600)
+    p.add_argument("--images-per-id", type=int, default=20)
     p.add_argument("--test-identities", type=int, default=100)
     p.add_argument("--val-identities", type=int, default=50)
     p.set_defaults(func=run, accepts_overrides=True)
@@ -27,7 +29,9 @@ def _default_config() -> str:
             return str(c)
     from faceforge.errors import FaceforgeError
 
-    raise FaceforgeError("configs/quickstart.yaml not found: run the demo from the faceforge checkout or pass --config")
+    raise FaceforgeError(
+        "configs/quickstart.yaml not found: run the demo from the faceforge checkout or pass --config"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from faceforge.train.run import train
 
     t0 = time.perf_counter()
-    print(f"[1/3] SynthFaces: {args.identities} training + {args.val_identities} validation + "
-          f"{args.test_identities} held-out identities x {args.images_per_id} images -> {args.data}", flush=True)
+    print(
+        f"[1/3] SynthFaces: {args.identities} training + {args.val_identities} validation + "
+        f"{args.test_identities} held-out identities x {args.images_per_id} images -> {args.data}",
+        flush=True,
+    )
     write_dataset(
         args.data,
         identities=args.identities,
@@ -49,15 +56,26 @@ def run(args: argparse.Namespace) -> int:
         test_identities=args.test_identities,
     )
     cfg = load_config(args.config or _default_config(), ["--data.root", args.data, *args.overrides])
-    print(f"[2/3] training {cfg['model']['backbone']['name']} + {cfg['model']['head']['name']} "
-          f"for {cfg['trainer']['max_epochs']} epochs ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    print(
+        f"[2/3] training {cfg['model']['backbone']['name']} + {cfg['model']['head']['name']} "
+        f"for {cfg['trainer']['max_epochs']} epochs ({time.perf_counter() - t0:.0f} s so far)",
+        flush=True,
+    )
     result = train(cfg)
     print(f"[3/3] held-out evaluation ({time.perf_counter() - t0:.0f} s so far)", flush=True)
-    rows = {"SynthFaces held-out (model)": result.test["model"], "SynthFaces held-out (raw pixels)": result.test["raw_pixels"]}
+    rows = {
+        "SynthFaces held-out (model)": result.test["model"],
+        "SynthFaces held-out (raw pixels)": result.test["raw_pixels"],
+    }
     paths = write_report(rows, result.run_dir)
     print(format_table(rows))
     acc, base = result.test["model"]["accuracy"], result.test["raw_pixels"]["accuracy"]
-    print(f"held-out 10-fold accuracy {acc:.4f} vs raw-pixel nearest neighbour {base:.4f} "
-          f"(+{100 * (acc - base):.1f} points)")
-    print(f"report: {paths['md']}   checkpoint: {result.best_checkpoint}   total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"held-out 10-fold accuracy {acc:.4f} vs raw-pixel nearest neighbour {base:.4f} "
+        f"(+{100 * (acc - base):.1f} points)"
+    )
+    print(
+        f"report: {paths['md']}   checkpoint: {result.best_checkpoint}   "
+        f"total {time.perf_counter() - t0:.0f} s"
+    )
     return 0

@@ -11,10 +11,16 @@ from faceforge.errors import FaceforgeError
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``eval`` command."""
-    p = sub.add_parser("eval", help="verification accuracy of a checkpoint on a pair list (table, JSON, ROC PNG)")
+    p = sub.add_parser(
+        "eval", help="verification accuracy of a checkpoint on a pair list (table, JSON, ROC PNG)"
+    )
     p.add_argument("--checkpoint", required=True, help="faceforge checkpoint (.ckpt)")
-    p.add_argument("--pairs", required=True, help="pair list: LFW pairs.txt, 'label p1 p2', 'p1 p2 label' or CSV")
-    p.add_argument("--root", help="image folder the pair list refers to (default: found next to the pair file)")
+    p.add_argument(
+        "--pairs", required=True, help="pair list: LFW pairs.txt, 'label p1 p2', 'p1 p2 label' or CSV"
+    )
+    p.add_argument(
+        "--root", help="image folder the pair list refers to (default: found next to the pair file)"
+    )
     p.add_argument("--out", help="report folder (default: the checkpoint's run directory)")
     p.add_argument("--name", help="name of the set in the report (default: the pair file's name)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -47,7 +53,9 @@ def evaluate_checkpoint(
     pairs = read_pairs(pairs_path, root=root)
     h, w = model.face_cfg.input_size
     if h != w:
-        raise FaceforgeError(f"checkpoint {checkpoint}: non-square input size {h}x{w} is not supported by eval yet")
+        raise FaceforgeError(
+            f"checkpoint {checkpoint}: non-square input size {h}x{w} is not supported by eval yet"
+        )
     data = load_pair_images(pairs, h, model.face_cfg.color)
     label = name or Path(pairs_path).stem
     out = {label: evaluate_model(model.embed, data, batch_size, flip)}
@@ -79,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     for r in results.values():
         if r.get("undecodable_images"):
-            print(f"warning: {r['undecodable_images']} image(s) could not be decoded and were scored as black images")
+            print(
+                f"warning: {r['undecodable_images']} image(s) could not be decoded "
+                "and were scored as black images"
+            )
             break
     paths = write_report(results, Path(args.out) if args.out else default_report_dir(ckpt))
     print(f"report: {paths['md']}  ({paths['json'].name}, {paths['png'].name})")

@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``faceforge`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if not getattr(args, "func", None):

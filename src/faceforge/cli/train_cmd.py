@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from faceforge.train.config import dump_config, load_config
+from faceforge.train.config import dump_config, load_config, validate_components
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,10 +13,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (YAML config + --section.key value overrides)",
-        description="Train a model. Any config key can be overridden: --trainer.max_epochs 3 --model.backbone.width 0.5",
+        description="Train a model. Any config key can be overridden: "
+        "--trainer.max_epochs 3 --model.backbone.width 0.5",
     )
     p.add_argument("--config", "-c", help="YAML config file (defaults apply to keys it leaves out)")
-    p.add_argument("--print_config", "--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument(
+        "--print_config",
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as YAML and exit",
+    )
     p.add_argument("--no-test", action="store_true", help="skip the test-pair evaluation after training")
     p.set_defaults(func=run, accepts_overrides=True)
 
@@ -24,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, then print it or train."""
     cfg = load_config(args.config, args.overrides)
+    validate_components(cfg)
     if args.print_config:
         sys.stdout.write(dump_config(cfg))
         return 0
@@ -35,5 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if result.test:
         from faceforge.eval.report import format_table
 
-        print(format_table({"test (model)": result.test["model"], "test (raw pixels)": result.test["raw_pixels"]}))
+        print(
+            format_table(
+                {"test (model)": result.test["model"], "test (raw pixels)": result.test["raw_pixels"]}
+            )
+        )
     return 0

@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def decode_image(path: str | os.PathLike[str], size: int | None = None, color: str = "RGB") -> np.ndarray | None:
-    """Read an image as uint8 HWC in ``color`` order, resized to ``size``×``size``; ``None`` if undecodable."""
+def decode_image(
+    path: str | os.PathLike[str], size: int | None = None, color: str = "RGB"
+) -> np.ndarray | None:
+    """Read an image as uint8 HWC in ``color`` order, resized to ``size``²; ``None`` if undecodable."""
     try:
         buf = np.fromfile(os.fspath(path), dtype=np.uint8)
     except OSError:
@@ -44,18 +46,23 @@ def scan_folder(root: str | os.PathLike[str]) -> tuple[list[str], list[tuple[str
     root = Path(root)
     if not root.is_dir():
         raise FaceforgeError(
-            f"data directory {root} does not exist (expected an ImageFolder: one sub-folder of images per identity)"
+            f"data directory {root} does not exist "
+            "(expected an ImageFolder: one sub-folder of images per identity)"
         )
     classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
     if not classes:
-        raise FaceforgeError(f"data directory {root} has no identity sub-folders (expected ROOT/<identity>/<image>)")
+        raise FaceforgeError(
+            f"data directory {root} has no identity sub-folders (expected ROOT/<identity>/<image>)"
+        )
     samples = []
     for label, name in enumerate(classes):
         for f in sorted(os.scandir(root / name), key=lambda e: e.name):
             if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS):
                 samples.append((f.path, label))
     if not samples:
-        raise FaceforgeError(f"data directory {root} has identity folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise FaceforgeError(
+            f"data directory {root} has identity folders but no images ({', '.join(IMAGE_EXTENSIONS)})"
+        )
     return classes, samples
 
 
@@ -73,7 +80,9 @@ class ImageFolderDataset(Dataset):
     step drops such samples and counts them.
     """
 
-    def __init__(self, root: str | os.PathLike[str], size: int = 112, color: str = "RGB", cache: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], size: int = 112, color: str = "RGB", cache: bool = False
+    ) -> None:
         self.root, self.size, self.color = Path(root), size, color
         self.classes, self.samples = scan_folder(root)
         self.bad_paths: list[str] = []

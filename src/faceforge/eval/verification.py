@@ -55,7 +55,9 @@ def load_pair_images(pairs: Pairs, size: int, color: str = "RGB") -> PairImages:
 
 
 @torch.no_grad()
-def embed_images(embed: EmbedFn, images: torch.Tensor, batch_size: int = 256, flip: bool = True) -> np.ndarray:
+def embed_images(
+    embed: EmbedFn, images: torch.Tensor, batch_size: int = 256, flip: bool = True
+) -> np.ndarray:
     """Raw embeddings ``[N, E]`` (float32 numpy) of uint8 ``images`` ``[N, 3, H, W]``; flip fusion by sum."""
     out = []
     for s in range(0, len(images), batch_size):

@@ -52,7 +52,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"checkpoint {p} was refused: it holds objects other than tensors and plain types ({first})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise FaceforgeError(f"checkpoint {p} cannot be read (truncated or not a PyTorch file): {e}") from None
+        raise FaceforgeError(
+            f"checkpoint {p} cannot be read (truncated or not a PyTorch file): {e}"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise FaceforgeError(f"checkpoint {p} has no 'state_dict' (expected a faceforge training checkpoint)")
     return ckpt
@@ -74,5 +76,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
     backbone.eval()
-    face_cfg = FaceConfig.from_dict(ckpt["face_cfg"]) if "face_cfg" in ckpt else getattr(backbone, "face_cfg", FaceConfig())
+    face_cfg = (
+        FaceConfig.from_dict(ckpt["face_cfg"])
+        if "face_cfg" in ckpt
+        else getattr(backbone, "face_cfg", FaceConfig())
+    )
     return LoadedModel(backbone, face_cfg, config, dict(ckpt.get("calibration") or {}), str(path))

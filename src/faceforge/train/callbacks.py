@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     truncated file that the next ``--resume`` would choke on.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -37,7 +40,9 @@ class VerificationCallback(L.Callback):
     are stored on the module as its calibration (saved in checkpoints).
     """
 
-    def __init__(self, data: PairImages, every_n_steps: int = 0, flip: bool = True, batch_size: int = 256) -> None:
+    def __init__(
+        self, data: PairImages, every_n_steps: int = 0, flip: bool = True, batch_size: int = 256
+    ) -> None:
         self.data, self.every_n_steps, self.flip, self.batch_size = data, every_n_steps, flip, batch_size
         self.best = float("-inf")
         self.last: dict[str, Any] = {}
@@ -74,14 +79,22 @@ class VerificationCallback(L.Callback):
 class EpochSummary(L.Callback):
     """One line per epoch: loss, accuracy, validation accuracy, skipped images and time."""
 
-    def __init__(self, load_time_skipped: int = 0, verification: VerificationCallback | None = None) -> None:
+    def __init__(
+        self,
+        load_time_skipped: int = 0,
+        verification: VerificationCallback | None = None,
+        runtime_skipped: Callable[[], int] | None = None,
+    ) -> None:
         self.load_time_skipped = load_time_skipped
         self.verification = verification
+        self.runtime_skipped = runtime_skipped or (lambda: 0)
+        self._skip0 = 0
         self.t0 = time.perf_counter()
         self.history: list[dict[str, Any]] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.t0 = time.perf_counter()
+        self._skip0 = self.runtime_skipped()
         module.skipped_in_epoch = 0
         module.epoch_stats = [0.0, 0.0, 0]
 
@@ -92,7 +105,9 @@ class EpochSummary(L.Callback):
             "step": trainer.global_step,
             "loss": loss_sum / n if n else None,
             "train_acc": acc_sum / n if n else None,
-            "skipped_images": self.load_time_skipped + int(getattr(module, "skipped_in_epoch", 0)),
+            "skipped_images": self.load_time_skipped
+            + (self.runtime_skipped() - self._skip0)
+            + int(getattr(module, "skipped_in_epoch", 0)),
             "seconds": round(time.perf_counter() - self.t0, 2),
         }
         if self.verification is not None and self.verification.last:

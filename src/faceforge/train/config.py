@@ -121,7 +121,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Sequence[
         except yaml.YAMLError as e:
             raise FaceforgeError(f"config file {p} is not valid YAML: {e}".splitlines()[0]) from None
         if not isinstance(data, dict):
-            raise FaceforgeError(f"config file {p} must hold a mapping at the top level, got {type(data).__name__}")
+            raise FaceforgeError(
+                f"config file {p} must hold a mapping at the top level, got {type(data).__name__}"
+            )
         _merge(cfg, data, str(p))
     for key, value in parse_overrides(overrides):
         _merge(cfg, _nest(key, value), "command line")
@@ -164,3 +166,22 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
 def dump_config(cfg: dict[str, Any]) -> str:
     """The resolved config as YAML that ``--config`` reads back to the same dict."""
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
+
+
+def validate_components(cfg: dict[str, Any]) -> None:
+    """Check the backbone and head names and options of ``cfg`` without building anything."""
+    from faceforge.heads.base import HEADS, head_options
+    from faceforge.models.build import check_backbone_config
+
+    check_backbone_config(cfg["model"]["backbone"])
+    hcfg = dict(cfg["model"]["head"])
+    name = hcfg.pop("name", None)
+    if not name:
+        raise FaceforgeError("model.head.name is missing (e.g. --model.head.name arcface)")
+    known = head_options(HEADS.get(name))
+    for key in hcfg:
+        if key not in known:
+            raise FaceforgeError(
+                f"unknown config key 'model.head.{key}' for head {name!r}{did_you_mean(key, known)}; "
+                f"known: {', '.join(sorted(known))}"
+            )

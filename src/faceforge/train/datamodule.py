@@ -38,7 +38,14 @@ class FaceDataModule(L.LightningDataModule):
                 "makes a SynthFaces set there)"
             )
         self.train_dir = resolve(root, data_cfg["train"])
-        self.train_set = ImageFolderDataset(self.train_dir, data_cfg["image_size"], color, cache=bool(data_cfg["cache"]))
+        size = int(data_cfg["image_size"])
+        self.train_set: Any
+        if self.train_dir.suffix == ".rec":
+            from faceforge.data.recordio import FaceRecordDataset
+
+            self.train_set = FaceRecordDataset(self.train_dir, transform=_RecordTransform(size, color))
+        else:
+            self.train_set = ImageFolderDataset(self.train_dir, size, color, cache=bool(data_cfg["cache"]))
         if len(self.train_set) < data_cfg["batch_size"]:
             raise FaceforgeError(
                 f"{self.train_dir} has {len(self.train_set)} decodable images, fewer than one batch "
@@ -52,8 +59,14 @@ class FaceDataModule(L.LightningDataModule):
 
     @property
     def load_time_skipped(self) -> int:
-        """Images dropped when the cache was filled (undecodable)."""
-        return len(self.train_set.bad_paths)
+        """Samples dropped before training: undecodable images (cache fill) or truncated records."""
+        if hasattr(self.train_set, "bad_paths"):
+            return len(self.train_set.bad_paths)
+        return int(self.train_set.num_truncated)
+
+    def runtime_skipped(self) -> int:
+        """Records skipped while reading so far (RecordIO, counted in this process; 0 for folders)."""
+        return int(getattr(self.train_set, "num_skipped", 0))
 
     def pair_images(self, which: str) -> PairImages | None:
         """Decoded images of ``data.val_pairs`` or ``data.test_pairs`` (``None`` when not configured)."""
@@ -78,3 +91,19 @@ class FaceDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             generator=g,
         )
+
+
+class _RecordTransform:
+    """RecordIO images (RGB HWC uint8) → the backbone's size and colour order, CHW uint8 tensor."""
+
+    def __init__(self, size: int, color: str) -> None:
+        self.size, self.color = size, color
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        import cv2
+
+        if img.shape[:2] != (self.size, self.size):
+            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        if self.color == "BGR":
+            img = img[:, :, ::-1]
+        return torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous()

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from faceforge.errors import FaceforgeError
-from faceforge.train.config import dump_config
+from faceforge.train.config import dump_config, validate_components
 
 
 @dataclass
@@ -54,7 +54,11 @@ def make_run_dir(cfg: dict[str, Any]) -> Path:
 
 def _quiet_lightning() -> None:
     # Lightning's tips ("consider num_workers", "GPU available but not used") are noise for a CLI.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -72,6 +76,7 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     from faceforge.train.module import FaceRecognitionModule
 
     _quiet_lightning()
+    validate_components(cfg)
     tcfg = cfg["trainer"]
     if int(tcfg.get("num_threads") or 0) > 0:
         torch.set_num_threads(int(tcfg["num_threads"]))
@@ -89,9 +94,11 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     verification = None
     if val is not None:
         vcfg = cfg["verification"]
-        verification = VerificationCallback(val, int(vcfg["every_n_steps"]), bool(vcfg["flip"]), int(vcfg["batch_size"]))
+        verification = VerificationCallback(
+            val, int(vcfg["every_n_steps"]), bool(vcfg["flip"]), int(vcfg["batch_size"])
+        )
         callbacks.append(verification)
-    summary = EpochSummary(dm.load_time_skipped, verification)
+    summary = EpochSummary(dm.load_time_skipped, verification, dm.runtime_skipped)
     callbacks.append(summary)
     ckpt_cb = ModelCheckpoint(
         dirpath=ckpt_dir,

@@ -1,6 +1,6 @@
 """SynthFaces: faceforge's procedural face data set with exact landmarks (see ``render``)."""
 
 from faceforge.data.synth.render import ARCFACE_112, Identity, SynthFaces, Variation, render
-from faceforge.data.synth.writer import make_folds, write_dataset
+from faceforge.data.synth.writer import write_dataset
 
-__all__ = ["ARCFACE_112", "Identity", "SynthFaces", "Variation", "make_folds", "render", "write_dataset"]
+__all__ = ["ARCFACE_112", "Identity", "SynthFaces", "Variation", "render", "write_dataset"]

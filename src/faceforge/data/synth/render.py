@@ -147,46 +147,46 @@ def sample_identity(rng: np.random.Generator) -> Identity:
     """Draw an identity; every draw is independent so identities differ in many ways at once."""
     eye_y = rng.uniform(-0.26, -0.12)
     nose_y = eye_y + rng.uniform(0.34, 0.48)
-    n_marks = rng.integers(0, 4)
+    n_marks = rng.integers(0, 6)
     marks = np.stack(
         [
             rng.uniform(-0.55, 0.55, n_marks),
             rng.uniform(-0.4, 0.75, n_marks),
-            rng.uniform(0.02, 0.045, n_marks),
+            rng.uniform(0.04, 0.07, n_marks),
         ],
         axis=1,
     )
     skin = _pick(rng, SKIN_TONES, 12.0)
     return Identity(
-        face_a=rng.uniform(0.74, 0.98),
+        face_a=rng.uniform(0.70, 1.0),
         face_b=rng.uniform(0.95, 1.12),
         jaw=rng.uniform(0.0, 0.45),
         skin=skin,
         eye_y=eye_y,
-        eye_dx=rng.uniform(0.29, 0.40),
+        eye_dx=rng.uniform(0.27, 0.42),
         eye_w=rng.uniform(0.10, 0.17),
         eye_h=rng.uniform(0.045, 0.085),
         eye_tilt=rng.uniform(-0.18, 0.18),
         iris=_pick(rng, IRIS_COLOURS, 15.0),
         iris_r=rng.uniform(0.045, 0.06),
         brow_dy=rng.uniform(0.09, 0.17),
-        brow_thick=rng.uniform(0.02, 0.06),
+        brow_thick=rng.uniform(0.015, 0.07),
         brow_len=rng.uniform(0.14, 0.24),
         brow_tilt=rng.uniform(-0.25, 0.25),
         brow_arch=rng.uniform(-0.02, 0.06),
         nose_y=nose_y,
-        nose_w=rng.uniform(0.07, 0.15),
+        nose_w=rng.uniform(0.06, 0.18),
         nose_protrude=rng.uniform(0.2, 0.4),
         mouth_y=nose_y + rng.uniform(0.25, 0.38),
-        mouth_hw=rng.uniform(0.21, 0.33),
-        lip_thick=rng.uniform(0.03, 0.075),
+        mouth_hw=rng.uniform(0.19, 0.35),
+        lip_thick=rng.uniform(0.025, 0.085),
         lip_colour=np.clip(skin * rng.uniform(0.55, 0.8) + np.array([rng.uniform(10, 50), 0, 0]), 0, 255),
         hair_style=int(rng.integers(0, 5)),
         hair=_pick(rng, HAIR_COLOURS, 10.0),
         hair_line=rng.uniform(-0.85, -0.55),
-        ear_size=rng.uniform(0.14, 0.24),
+        ear_size=rng.uniform(0.12, 0.26),
         beard=int(rng.choice(4, p=[0.6, 0.15, 0.1, 0.15])),
-        glasses=int(rng.choice(3, p=[0.75, 0.125, 0.125])),
+        glasses=int(rng.choice(3, p=[0.7, 0.15, 0.15])),
         glasses_colour=rng.uniform(0, 120, 3),
         marks=marks,
         cheek=rng.uniform(0.0, 0.25),
@@ -196,24 +196,24 @@ def sample_identity(rng: np.random.Generator) -> Identity:
 def sample_variation(rng: np.random.Generator, mode: str = "aligned", difficulty: float = 1.0) -> Variation:
     """Draw the nuisances of one image; ``difficulty`` scales pose, jitter and degradations."""
     d = difficulty
-    occ = int(rng.choice(4, p=[0.78, 0.1, 0.06, 0.06])) if d > 0 else 0
+    occ = int(rng.choice(4, p=[0.93, 0.04, 0.015, 0.015])) if d > 0 else 0
     return Variation(
-        yaw=math.radians(rng.uniform(-30, 30) * d),
-        pitch=math.radians(rng.uniform(-18, 18) * d),
-        roll=math.radians(rng.uniform(-15, 15) * d) if mode == "wild" else math.radians(rng.normal(0, 4) * d),
+        yaw=math.radians(rng.uniform(-25, 25) * d),
+        pitch=math.radians(rng.uniform(-14, 14) * d),
+        roll=math.radians(rng.uniform(-15, 15) * d) if mode == "wild" else math.radians(rng.normal(0, 3) * d),
         smile=rng.uniform(-0.3, 1.0) * d,
         mouth_open=max(0.0, rng.uniform(-0.6, 1.0)) * d,
         brow_raise=rng.uniform(-0.5, 1.0) * d,
         blink=max(0.0, rng.uniform(-1.5, 0.9)) * d,
-        jitter=rng.normal(0, 1, 4) * np.array([0.06, 0.06, 0.035, 0.035]) * d,
+        jitter=rng.normal(0, 1, 4) * np.array([0.045, 0.045, 0.025, 0.025]) * d,
         light_dir=rng.uniform(0, 2 * math.pi),
-        light_strength=rng.uniform(0.0, 0.7) * d,
-        gain=np.exp(rng.normal(0, 0.12 * d, 3)),
+        light_strength=rng.uniform(0.0, 0.5) * d,
+        gain=np.exp(rng.normal(0, 0.09 * d, 3)),
         brightness=rng.normal(0, 22 * d),
         contrast=math.exp(rng.normal(0, 0.2 * d)),
         blur=max(0.0, rng.uniform(-0.6, 1.4)) * d,
-        noise=rng.uniform(0, 9) * d,
-        gray=bool(rng.random() < 0.08 * d),
+        noise=rng.uniform(0, 7) * d,
+        gray=bool(rng.random() < 0.05 * d),
         occlusion=occ,
         occ_params=rng.random(8),
         bg_seed=int(rng.integers(1 << 31)),

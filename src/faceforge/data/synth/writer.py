@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from faceforge.data.pairs import write_lfw_pairs
+from faceforge.data.pairs import make_pairs, write_lfw_pairs
 from faceforge.data.synth.render import SynthFaces
 from faceforge.errors import FaceforgeError
 
@@ -60,44 +59,6 @@ def _render_identity(task: tuple[str, int, int, str]) -> list[str]:
         (Path(out) / rel).write_bytes(buf.tobytes())
         rows.append(rel + "," + ",".join(f"{v:.3f}" for v in lms.reshape(-1)))
     return rows
-
-
-def make_folds(
-    names: Sequence[str], images_per_id: int, n_folds: int, per_fold: int, seed: int
-) -> list[tuple[list[tuple[str, int, int]], list[tuple[str, int, str, int]]]]:
-    """Identity-disjoint folds of ``per_fold`` genuine and ``per_fold`` impostor pairs (LFW View-2 style).
-
-    Identities are dealt round-robin to folds, so no identity appears in two folds (as in LFW).
-    Genuine pairs are distinct image pairs of one identity; impostor pairs join two identities of the
-    same fold. Image numbers are 1-based.
-    """
-    if len(names) < 2 * n_folds:
-        raise FaceforgeError(
-            f"make_folds: need at least {2 * n_folds} identities for {n_folds} folds, got {len(names)}"
-        )
-    if images_per_id < 2:
-        raise FaceforgeError(
-            f"make_folds: need at least 2 images per identity for genuine pairs, got {images_per_id}"
-        )
-    rng = np.random.default_rng([seed, 4242])
-    order = rng.permutation(len(names))
-    folds = []
-    for f in range(n_folds):
-        ids = [names[i] for i in order[f::n_folds]]
-        combos = [(i, j) for i in range(1, images_per_id + 1) for j in range(i + 1, images_per_id + 1)]
-        gen_all = [(n, i, j) for n in ids for (i, j) in combos]
-        if len(gen_all) < per_fold:
-            raise FaceforgeError(
-                f"make_folds: fold {f} has only {len(gen_all)} distinct genuine pairs, {per_fold} requested"
-            )
-        gen = [gen_all[k] for k in rng.choice(len(gen_all), per_fold, replace=False)]
-        imp = []
-        while len(imp) < per_fold:
-            a, b = rng.choice(len(ids), 2, replace=False)
-            i, j = rng.integers(1, images_per_id + 1, 2)
-            imp.append((ids[a], int(i), ids[b], int(j)))
-        folds.append((gen, imp))
-    return folds
 
 
 def write_dataset(
@@ -171,7 +132,8 @@ def write_dataset(
         if counts[split] >= 20:
             # Small sets cannot fill the requested pairs: cap at the distinct genuine pairs of a fold.
             cap = (counts[split] // 10) * images_per_id * (images_per_id - 1) // 2
-            folds = make_folds(split_names[split], images_per_id, 10, min(per_fold, cap), seed + (split == "test"))
+            groups = {n: list(range(1, images_per_id + 1)) for n in split_names[split]}
+            folds = make_pairs(groups, 10, min(per_fold, cap), seed=seed + (split == "test"))
             write_lfw_pairs(out / f"{split}_pairs.txt", folds)
     summary = {"params": params, "images": len(rows), "splits": {s: counts[s] for s in SPLITS}}
     tmp = meta_path.with_suffix(".tmp")

@@ -114,10 +114,6 @@ def _edgeface(
     model = EdgeFace(arch, gamma, embedding_size, dpr)
     model.face_cfg = FaceConfig(
         input_size=_pair(input_size),
-        color="RGB",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        template="arcface",
         embedding_size=embedding_size,
         extra={"family": "edgeface", "arch": name, "timm_arch": arch, "gamma": gamma},
     )

@@ -317,10 +317,6 @@ def _face_cfg(
 ) -> FaceConfig:
     return FaceConfig(
         input_size=_pair(input_size),
-        color="RGB",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        template="arcface",
         embedding_size=emb,
         extra={"family": "ghostfacenet", "version": version, "width": width, "stride": stride},
     )

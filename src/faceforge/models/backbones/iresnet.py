@@ -135,10 +135,6 @@ def _check_common(
 def _face_cfg(name: str, input_size: int | Sequence[int], embedding_size: int, **extra: object) -> FaceConfig:
     return FaceConfig(
         input_size=_pair(input_size),
-        color="RGB",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        template="arcface",
         embedding_size=embedding_size,
         extra={"family": "iresnet", "arch": name, **extra},
     )

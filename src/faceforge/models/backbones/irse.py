@@ -148,9 +148,6 @@ def _build(
     model.face_cfg = FaceConfig(
         input_size=_pair(input_size),
         color="BGR" if adaface else "RGB",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        template="arcface",
         embedding_size=embedding_size,
         extra={"family": "adaface" if adaface else "evolve", "arch": arch},
     )

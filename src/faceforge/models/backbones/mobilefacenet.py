@@ -42,10 +42,6 @@ def _init(model: nn.Module) -> None:
 def _face_cfg(family: str, input_size: int | Sequence[int], embedding_size: int) -> FaceConfig:
     return FaceConfig(
         input_size=_pair(input_size),
-        color="RGB",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        template="arcface",
         embedding_size=embedding_size,
         extra={"family": family},
     )
