@@ -153,3 +153,19 @@ def test_raw_pixels_cannot_tell_identities_apart() -> None:
     # The two distributions overlap heavily: the gap is a fraction of their spread.
     gap = np.mean(same) - np.mean(diff)
     assert gap < 0.5 * np.std(np.concatenate([same, diff]))
+
+
+def test_closed_form_similarity_equals_svd_umeyama() -> None:
+    """The closed form equals the general SVD solution of Umeyama's least squares."""
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        src = rng.uniform(0, 250, (5, 2))
+        dst = ARCFACE_112 + rng.normal(0, 3, (5, 2))
+        ms, md = src.mean(0), dst.mean(0)
+        cov = (dst - md).T @ (src - ms) / 5
+        u, sig, vt = np.linalg.svd(cov)
+        e = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
+        r = u @ np.diag(e) @ vt
+        scale = (sig * e).sum() / (((src - ms) ** 2).sum() / 5)
+        expected = np.concatenate([scale * r, (md - scale * r @ ms)[:, None]], 1)
+        assert np.allclose(umeyama_similarity(src, dst), expected, atol=1e-9)

@@ -232,23 +232,20 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 
 def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares non-reflective similarity (Umeyama, TPAMI 1991) mapping ``src`` → ``dst``; 2×3."""
+    """Least-squares non-reflective similarity mapping ``src`` → ``dst`` (2-D points); 2×3 matrix.
+
+    Umeyama (TPAMI 1991) restricted to 2-D rotations has the closed form below: with centred points,
+    ``a = Σ s·d / Σ|s|²`` and ``b = Σ s×d / Σ|s|²`` give ``[[a, -b], [b, a]]`` — no SVD needed.
+    """
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
     ms, md = src.mean(0), dst.mean(0)
     s0, d0 = src - ms, dst - md
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    e = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[1] = -1
-    r = u @ np.diag(e) @ vt
-    var = (s0**2).sum() / len(src)
-    scale = (sig * e).sum() / var
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * r
-    m[:, 2] = md - scale * r @ ms
-    return m
+    norm = (s0 * s0).sum()
+    a = (s0 * d0).sum() / norm
+    b = (s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]).sum() / norm
+    r = np.array([[a, -b], [b, a]])
+    return np.concatenate([r, (md - r @ ms)[:, None]], axis=1)
 
 
 class _Canvas:
