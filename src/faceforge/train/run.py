@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -122,7 +123,8 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         log_every_n_steps=int(tcfg["log_every_n_steps"]),
         gradient_clip_val=tcfg["gradient_clip_val"],
         deterministic=bool(tcfg["deterministic"]),
-        enable_progress_bar=bool(tcfg["enable_progress_bar"]),
+        # A progress bar in a log file is thousands of carriage-return lines: only on a terminal.
+        enable_progress_bar=bool(tcfg["enable_progress_bar"]) and sys.stderr.isatty(),
         enable_model_summary=False,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""),
         callbacks=callbacks,
