@@ -204,3 +204,24 @@ def test_truncated_recordio_trains_and_counts(tiny_data, tmp_path) -> None:
     r = train(cfg, evaluate_test=False)
     assert r.history[-1]["skipped_images"] == 2
     assert r.last_checkpoint.is_file()
+
+
+def test_config_augmentations_reach_the_training_images(tiny_data, tmp_path) -> None:
+    from faceforge.train.datamodule import FaceDataModule
+
+    cfg = _cfg(tiny_data, tmp_path, "--data.augment", "[{name: low_resolution, factor: 4, p: 1.0}]")
+    plain = FaceDataModule(_cfg(tiny_data, tmp_path)["data"])
+    aug = FaceDataModule(cfg["data"])
+    x0, y0 = plain.train_set[0]
+    x1, y1 = aug.train_set[0]
+    assert y0 == y1 and x1.dtype == torch.uint8 and x1.shape == x0.shape
+
+    # Downscaled by 4 and back: much less high-frequency detail than the original.
+    def detail(x: torch.Tensor) -> float:
+        return float((x[:, :, 1:].float() - x[:, :, :-1].float()).abs().mean())
+
+    assert detail(x1) < 0.7 * detail(x0)
+    assert aug.num_classes == plain.num_classes
+    bad = _cfg(tiny_data, tmp_path, "--data.augment", "[{name: low_resolutoin}]")
+    with pytest.raises(Exception, match="did you mean 'low_resolution'"):
+        FaceDataModule(bad["data"])

@@ -32,7 +32,8 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 128,
         "num_workers": 0,
         "cache": True,  # decode every training image once into memory
-        "flip": True,  # random horizontal flip
+        "flip": True,  # random horizontal flip (in the batch)
+        "augment": [],  # per-sample transforms: [{name: low_resolution, factor: [2, 6], p: 0.2}]
     },
     "model": {
         "backbone": {"name": "ghostfacenetv1", "embedding_size": 512},

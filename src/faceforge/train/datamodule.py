@@ -46,6 +46,10 @@ class FaceDataModule(L.LightningDataModule):
             self.train_set = FaceRecordDataset(self.train_dir, transform=_RecordTransform(size, color))
         else:
             self.train_set = ImageFolderDataset(self.train_dir, size, color, cache=bool(data_cfg["cache"]))
+        if data_cfg.get("augment"):
+            from faceforge.data.transforms import build_transforms
+
+            self.train_set = _Augmented(self.train_set, build_transforms(data_cfg["augment"]))
         if len(self.train_set) < data_cfg["batch_size"]:
             raise FaceforgeError(
                 f"{self.train_dir} has {len(self.train_set)} decodable images, fewer than one batch "
@@ -55,18 +59,22 @@ class FaceDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         """Number of training identities."""
-        return self.train_set.num_classes
+        return self._base.num_classes
+
+    @property
+    def _base(self) -> Any:
+        return self.train_set.base if isinstance(self.train_set, _Augmented) else self.train_set
 
     @property
     def load_time_skipped(self) -> int:
         """Samples dropped before training: undecodable images (cache fill) or truncated records."""
-        if hasattr(self.train_set, "bad_paths"):
-            return len(self.train_set.bad_paths)
-        return int(self.train_set.num_truncated)
+        if hasattr(self._base, "bad_paths"):
+            return len(self._base.bad_paths)
+        return int(self._base.num_truncated)
 
     def runtime_skipped(self) -> int:
         """Records skipped while reading so far (RecordIO, counted in this process; 0 for folders)."""
-        return int(getattr(self.train_set, "num_skipped", 0))
+        return int(getattr(self._base, "num_skipped", 0))
 
     def pair_images(self, which: str) -> PairImages | None:
         """Decoded images of ``data.val_pairs`` or ``data.test_pairs`` (``None`` when not configured)."""
@@ -107,3 +115,17 @@ class _RecordTransform:
         if self.color == "BGR":
             img = img[:, :, ::-1]
         return torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous()
+
+
+class _Augmented(torch.utils.data.Dataset):
+    """Applies the config's per-sample transforms to a dataset's CHW uint8 images (not to skipped ones)."""
+
+    def __init__(self, base: Any, transform: Any) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, label = self.base[i]
+        return (self.transform(img) if label >= 0 else img), label
