@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -108,7 +109,7 @@ def _size(v: int | Sequence[int], name: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-class _Op:
+class _Op(ABC):
     """Base: ``apply`` works on HWC numpy (uint8 or float32 in [0, 1])."""
 
     name = ""
@@ -116,8 +117,9 @@ class _Op:
     def __init__(self, p: float = 1.0) -> None:
         self.p = _check_p(p, self.name)
 
+    @abstractmethod
     def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
-        raise NotImplementedError
+        """Backend-specific work; every concrete subclass implements it."""
 
     def __call__(self, img: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         return Compose([self])(img)

@@ -8,6 +8,7 @@ template, see :mod:`faceforge.align.templates`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-class Detector:
+class Detector(ABC):
     """Base class: validates the image, calls :meth:`_detect`, sorts faces by score.
 
     Subclasses implement ``_detect(rgb) -> list[Face]`` on a contiguous RGB uint8 image at least
@@ -169,8 +170,9 @@ class Detector:
             f.score = float(f.score)
         return sorted(faces, key=lambda f: -f.score)
 
-    def _detect(self, rgb: np.ndarray) -> list[Face]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        """Backend-specific work; every concrete subclass implements it."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(score_threshold={self.score_threshold})"
