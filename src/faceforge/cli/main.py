@@ -19,6 +19,7 @@ from faceforge.errors import FaceforgeError
 COMMAND_MODULES = (
     "faceforge.cli.train_cmd",
     "faceforge.cli.eval_cmd",
+    "faceforge.cli.compare_cmd",
     "faceforge.cli.demo_cmd",
     "faceforge.cli.data_cmd",
     "faceforge.cli.models_cmd",
