@@ -1,0 +1,314 @@
+"""Embedding retrieval metrics: Recall@K, precision@1, mAP@R and R-precision.
+
+Definitions (for one query with label ``y``; the gallery excludes the query itself in leave-one-out mode):
+
+* **Recall@K** — 1 if at least one of the ``K`` nearest gallery items has label ``y``, else 0; averaged
+  over all queries (the face/metric-learning convention, e.g. Musgrave et al., "A Metric Learning
+  Reality Check", ECCV 2020, Sec. 3.2; it equals precision@1 at ``K = 1``).
+* **precision@1** — fraction of queries whose nearest gallery item has label ``y`` (all queries).
+* **R-precision** and **mAP@R** — as defined in Musgrave et al., ECCV 2020, Sec. 3.2: with ``R`` the number
+  of gallery items labelled ``y``, R-precision is ``r / R`` where ``r`` is the number of them among the
+  ``R`` nearest items, and ``mAP@R = (1/R) * sum_{i=1..R} P(i) * rel(i)`` where ``P(i)`` is the precision
+  of the ``i`` nearest items and ``rel(i)`` is 1 when the ``i``-th nearest item is labelled ``y``.
+  Queries with ``R = 0`` have no defined value; they are left out of these two means and counted in
+  ``n_skipped_queries`` (they still count as misses in Recall@K and precision@1).
+
+Embeddings are L2-normalised and ranked by inner product (cosine similarity). Exact search is exhaustive
+and processed in chunks of queries so that the working memory is ``chunk_size × depth`` rather than
+``n_queries × n_gallery``. It uses :func:`faiss.knn` with ``METRIC_INNER_PRODUCT`` — the same exhaustive
+kernel as ``faiss.IndexFlatIP`` but without copying the gallery into an index (a 1M × 512 float32 gallery is
+2 GB). ``index="ivf"`` uses ``faiss.IndexIVFFlat`` (inner product, ``nlist ≈ 4·sqrt(N)``) for approximate
+search. faiss is optional (``pip install faiss-cpu``): without it exact search falls back to a numpy
+matrix product + partial sort (same results up to float rounding, slower); ``index="ivf"`` then raises
+:class:`~faceforge.errors.FaceforgeError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from faceforge.errors import FaceforgeError
+
+__all__ = ["knn_search", "retrieval_metrics"]
+
+INDEXES = ("flat", "ivf")
+# Upper bound on the number of (query, neighbour) entries held per chunk; the chunk is shrunk when the
+# search depth (driven by the largest class for mAP@R) is large, so memory stays bounded.
+_MAX_CHUNK_ENTRIES = 1 << 25
+# Row block used when normalising / checking a large gallery, to avoid full-size temporaries.
+_ROW_BLOCK = 65536
+
+
+def _import_faiss() -> Any:
+    """Return the faiss module or ``None`` (kept as a function so tests can simulate its absence)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+# --------------------------------------------------------------------------------------------------
+# input handling
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    # Duck-typed so that torch stays an optional import for this module.
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _embeddings(x: Any, name: str) -> np.ndarray:
+    """Validated, L2-normalised float32 C-contiguous ``[N, D]``; no copy if already so."""
+    a = _to_numpy(x)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise FaceforgeError(f"{name} must be a non-empty 2-D array [N, D], got shape {tuple(a.shape)}")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise FaceforgeError(f"{name} must be real numbers, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    norms = np.empty(len(a), np.float32)
+    # Blockwise so that a 2 GB gallery does not get a 2 GB temporary for a*a.
+    for s in range(0, len(a), _ROW_BLOCK):
+        blk = a[s : s + _ROW_BLOCK]
+        if not np.isfinite(blk).all():
+            bad = s + int(np.flatnonzero(~np.isfinite(blk).all(1))[0])
+            raise FaceforgeError(f"{name} contains NaN or infinite values (first at row {bad})")
+        norms[s : s + _ROW_BLOCK] = np.sqrt(np.einsum("ij,ij->i", blk, blk))
+    if (norms == 0).any():
+        raise FaceforgeError(f"{name} has an all-zero row ({int(np.flatnonzero(norms == 0)[0])})")
+    if np.abs(norms - 1).max() <= 1e-4:
+        return a  # already normalised: keep the caller's memory
+    out = np.empty_like(a)
+    for s in range(0, len(a), _ROW_BLOCK):
+        np.divide(a[s : s + _ROW_BLOCK], norms[s : s + _ROW_BLOCK, None], out=out[s : s + _ROW_BLOCK])
+    return out
+
+
+def _labels(y: Any, n: int, name: str) -> np.ndarray:
+    a = _to_numpy(y)
+    if a.ndim != 1:
+        raise FaceforgeError(f"{name} must be 1-D, got shape {tuple(a.shape)}")
+    if len(a) != n:
+        raise FaceforgeError(f"{name} has {len(a)} labels but there are {n} embeddings")
+    return a
+
+
+def _check_ks(ks: Sequence[int], n_gallery: int) -> tuple[int, ...]:
+    ks = tuple(ks) if not isinstance(ks, int) else (ks,)
+    if not ks:
+        raise FaceforgeError("ks must contain at least one K")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise FaceforgeError(f"ks must be positive integers, got {k!r}")
+        if k > n_gallery:
+            raise FaceforgeError(f"K={k} is larger than the gallery ({n_gallery} searchable items per query)")
+    return tuple(sorted({int(k) for k in ks}))
+
+
+# --------------------------------------------------------------------------------------------------
+# search
+
+
+def _numpy_knn(
+    q: np.ndarray, g: np.ndarray, k: int, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    sims = q @ g.T
+    if exclude is not None:
+        sims[np.arange(len(q)), exclude] = -np.inf
+    part = (
+        np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        if k < sims.shape[1]
+        else np.tile(np.arange(k), (len(q), 1))
+    )
+    ps = np.take_along_axis(sims, part, 1)
+    order = np.argsort(-ps, axis=1, kind="stable")
+    return np.take_along_axis(ps, order, 1), np.take_along_axis(part, order, 1)
+
+
+def _drop_self(d: np.ndarray, i: np.ndarray, self_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From ``k + 1`` results per row keep the first ``k`` that are not the query itself.
+
+    Done by id, not by dropping rank 0: duplicates can tie with (and precede) the query itself.
+    """
+    is_self = i == self_ids[:, None]
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
+
+
+class _Searcher:
+    """Top-``k`` inner-product search of query chunks against one gallery."""
+
+    def __init__(self, gallery: np.ndarray, index: str, nlist: int | None, nprobe: int) -> None:
+        if index not in INDEXES:
+            raise FaceforgeError(f"unknown index {index!r}; expected one of {INDEXES}")
+        self.gallery = gallery
+        self.faiss = _import_faiss()
+        self.ivf = None
+        if index == "ivf":
+            if self.faiss is None:
+                raise FaceforgeError("index='ivf' needs faiss: pip install faiss-cpu")
+            self.ivf = _build_ivf(self.faiss, gallery, nlist, nprobe)
+
+    def search(self, q: np.ndarray, k: int, self_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if self.faiss is None:
+            return _numpy_knn(q, self.gallery, k, self_ids)
+        kk = k + (self_ids is not None)
+        if self.ivf is not None:
+            d, i = self.ivf.search(q, kk)
+        else:
+            d, i = self.faiss.knn(q, self.gallery, kk, metric=self.faiss.METRIC_INNER_PRODUCT)
+        if self_ids is not None:
+            d, i = _drop_self(d, i, self_ids, k)
+        return d, i
+
+
+def _build_ivf(faiss: Any, g: np.ndarray, nlist: int | None, nprobe: int) -> Any:
+    n, dim = g.shape
+    if nlist is None:
+        # 4·sqrt(N) lists, but at least 39 training points per centroid (faiss's own minimum).
+        nlist = max(1, min(round(4 * math.sqrt(n)), n // 39))
+    if not 1 <= nlist <= n:
+        raise FaceforgeError(f"nlist must be in [1, {n}] (the gallery size), got {nlist}")
+    if nprobe < 1:
+        raise FaceforgeError(f"nprobe must be >= 1, got {nprobe}")
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(g)
+    ivf.add(g)
+    ivf.nprobe = min(nprobe, nlist)
+    return ivf
+
+
+def knn_search(
+    query_emb: Any,
+    gallery_emb: Any | None = None,
+    k: int = 10,
+    chunk_size: int = 4096,
+    index: str = "flat",
+    nlist: int | None = None,
+    nprobe: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine top-``k`` neighbours: ``(similarities [Q, k], gallery ids [Q, k])``, best first.
+
+    ``gallery_emb=None`` searches the query set against itself with each query's own row excluded.
+    Approximate (``index="ivf"``) search may return id ``-1`` when the probed lists hold fewer than ``k``.
+    """
+    q = _embeddings(query_emb, "query_emb")
+    g = q if gallery_emb is None else _embeddings(gallery_emb, "gallery_emb")
+    if q.shape[1] != g.shape[1]:
+        raise FaceforgeError(f"query dim {q.shape[1]} != gallery dim {g.shape[1]}")
+    n_search = len(g) - (gallery_emb is None)
+    _check_ks((k,), n_search)
+    if chunk_size < 1:
+        raise FaceforgeError(f"chunk_size must be >= 1, got {chunk_size}")
+    searcher = _Searcher(g, index, nlist, nprobe)
+    ds, ids = [], []
+    for s in range(0, len(q), chunk_size):
+        self_ids = np.arange(s, min(s + chunk_size, len(q))) if gallery_emb is None else None
+        d, i = searcher.search(q[s : s + chunk_size], k, self_ids)
+        ds.append(d)
+        ids.append(i)
+    return np.concatenate(ds), np.concatenate(ids)
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+
+
+def retrieval_metrics(
+    query_emb: Any,
+    query_labels: Any,
+    gallery_emb: Any | None = None,
+    gallery_labels: Any | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 4096,
+    index: str = "flat",
+    nlist: int | None = None,
+    nprobe: int = 16,
+) -> dict[str, Any]:
+    """Recall@K, precision@1, mAP@R and R-precision of ``query_emb`` against a gallery.
+
+    ``gallery_emb=None`` is leave-one-out: the query set is also the gallery and each query's own row
+    is excluded. Returns ``recall_at_k`` ({K: value}), ``precision_at_1``, ``map_at_r``, ``r_precision``,
+    ``n_queries``, ``n_gallery``, ``n_skipped_queries`` (queries with no other same-label gallery item,
+    left out of mAP@R / R-precision) and ``index``. ``nlist`` / ``nprobe`` only apply to ``index="ivf"``.
+    """
+    q = _embeddings(query_emb, "query_emb")
+    ql = _labels(query_labels, len(q), "query_labels")
+    loo = gallery_emb is None
+    if loo:
+        if gallery_labels is not None:
+            raise FaceforgeError("gallery_labels given without gallery_emb")
+        g, gl = q, ql
+    else:
+        if gallery_labels is None:
+            raise FaceforgeError("gallery_emb given without gallery_labels")
+        g = _embeddings(gallery_emb, "gallery_emb")
+        gl = _labels(gallery_labels, len(g), "gallery_labels")
+        if q.shape[1] != g.shape[1]:
+            raise FaceforgeError(f"query_emb has dim {q.shape[1]} but gallery_emb has dim {g.shape[1]}")
+    n_search = len(g) - loo
+    ks = _check_ks(ks, n_search)
+    if chunk_size < 1:
+        raise FaceforgeError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    # Integer label codes shared by query and gallery; -1 marks a missing neighbour (IVF) below.
+    try:
+        _, codes = np.unique(np.concatenate([ql, gl]), return_inverse=True)
+    except TypeError as e:
+        raise FaceforgeError(f"query_labels and gallery_labels must be comparable: {e}") from None
+    codes = codes.reshape(-1)
+    qc, gc = codes[: len(ql)], codes[len(ql) :]
+    # R per query: same-label gallery items, minus the query itself in leave-one-out mode.
+    r_all = np.bincount(gc, minlength=codes.max() + 1)[qc] - loo
+    gc_pad = np.append(gc, -1)  # index -1 (faiss "no result") maps to label -1, never relevant
+
+    searcher = _Searcher(g, index, nlist, nprobe)
+    # K=1 is always evaluated because precision@1 is recall@1 (the nearest item is or is not a match).
+    ks_eval = tuple(sorted({1, *ks}))
+    kmax = ks_eval[-1]
+    hits_at = np.zeros(len(ks_eval), np.int64)
+    ap_sum = rp_sum = 0.0
+    # Chunk rows adapt to the depth the largest class needs, so memory stays ~_MAX_CHUNK_ENTRIES.
+    depth_all = np.maximum(r_all, kmax)
+    s = 0
+    while s < len(q):
+        rows = min(chunk_size, len(q) - s)
+        while rows > 1 and rows * int(depth_all[s : s + rows].max()) > _MAX_CHUNK_ENTRIES:
+            rows //= 2
+        e = s + rows
+        r = r_all[s:e]
+        depth = min(int(depth_all[s:e].max()), n_search)
+        self_ids = np.arange(s, e) if loo else None
+        _, ids = searcher.search(q[s:e], depth, self_ids)
+        rel = gc_pad[ids] == qc[s:e, None]  # [rows, depth]
+        first_hit = np.where(rel.any(1), rel.argmax(1), depth)
+        hits_at += (first_hit[:, None] < np.asarray(ks_eval)[None, :]).sum(0)
+        # mAP@R / R-precision: only the first R ranks of each row count.
+        ranks = np.arange(1, depth + 1)
+        in_r = ranks[None, :] <= r[:, None]
+        rel_r = rel & in_r
+        cum = np.cumsum(rel_r, axis=1)
+        valid = r > 0
+        ap = (cum / ranks * rel_r).sum(1)[valid] / r[valid]
+        ap_sum += float(ap.sum())
+        rp_sum += float((cum[:, -1][valid] / r[valid]).sum())
+        s = e
+
+    n_valid = int((r_all > 0).sum())
+    recall = {k: float(h) / len(q) for k, h in zip(ks_eval, hits_at) if k in ks}
+    return {
+        "recall_at_k": recall,
+        "precision_at_1": float(hits_at[0]) / len(q),
+        "map_at_r": ap_sum / n_valid if n_valid else float("nan"),
+        "r_precision": rp_sum / n_valid if n_valid else float("nan"),
+        "n_queries": len(q),
+        "n_gallery": len(g),
+        "n_skipped_queries": len(q) - n_valid,
+        "index": index,
+    }
