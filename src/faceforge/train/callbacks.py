@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from faceforge.eval.calibration import calibration_from_result
 from faceforge.eval.verification import PairImages, evaluate_model
 
 
@@ -60,12 +61,9 @@ class VerificationCallback(L.Callback):
         module.log("val/threshold", res["threshold_cos"])
         module.log("val/auc", res["auc"])
         module.log("val/best_acc", self.best)
-        module.calibration = {
-            "source": "validation pairs during training",
-            "threshold_cos_best_accuracy": res["threshold_cos"],
-            "tar_at_far_threshold_cos": res.get("tar_at_far_threshold_cos", {}),
-            "accuracy": res["accuracy"],
-        }
+        module.calibration = calibration_from_result(
+            res, f"validation pairs during training ({res['n_pairs']} pairs)"
+        )
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
