@@ -21,3 +21,11 @@ def did_you_mean(name: str, known: Iterable[str], n: int = 1) -> str:
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+class ImageDecodeError(FaceforgeError):
+    """Bytes or a file that is not a decodable image (the message names the source)."""
+
+
+class NoFaceError(FaceforgeError):
+    """No face was found in an image that had to contain one (the message names the image)."""
