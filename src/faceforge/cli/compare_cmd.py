@@ -1,4 +1,5 @@
-"""``faceforge compare RUN_A RUN_B ...``: the verification reports of several runs side by side."""
+"""``faceforge compare RUN_A RUN_B ...``: the reports of several runs side by side (verification,
+retrieval and IJB rows each in their own table)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ def load_report(path: str | Path) -> dict[str, dict[str, Any]]:
         data = json.loads(f.read_text())
     except ValueError as e:
         raise FaceforgeError(f"{f} is not valid JSON: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+    if not isinstance(data, dict):
         raise FaceforgeError(f"{f}: expected an object of set name -> metrics")
-    return data
+    # "calibration" is the report's calibration block, not a result row.
+    rows = {k: v for k, v in data.items() if k != "calibration"}
+    if not all(isinstance(v, dict) for v in rows.values()):
+        raise FaceforgeError(f"{f}: expected an object of set name -> metrics")
+    return rows
 
 
 def compare(runs: list[str | Path]) -> dict[str, dict[str, Any]]:
@@ -36,11 +41,11 @@ def compare(runs: list[str | Path]) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the side-by-side table (Markdown with --markdown)."""
-    from faceforge.eval.report import format_table, to_markdown
+    """Print the side-by-side tables, one per kind of row (Markdown with --markdown)."""
+    from faceforge.eval.report import format_report
 
     rows = compare(args.runs)
-    print(to_markdown(rows) if args.markdown else format_table(rows))
+    print(format_report(rows, markdown=args.markdown))
     return 0
 
 

@@ -1,32 +1,117 @@
-"""``faceforge eval``: 10-fold verification of a checkpoint on a pair list, with a report."""
+"""``faceforge eval``: verification on any number of sets, retrieval, IJB-B/C, low resolution, reports.
+
+::
+
+    faceforge eval --checkpoint C --sets lfw=lfw.bin data/cfp_fp.bin mine=pairs.txt:images/
+    faceforge eval --checkpoint C --pairs pairs.txt [--root DIR]        (one pair list, as before)
+    faceforge eval --checkpoint C --bin lfw.bin --bin agedb_30.bin --lowres 2,4,8 [--sr mod:fn]
+    faceforge eval retrieval --checkpoint C --split DIR | --query DIR --gallery DIR
+    faceforge eval ijb --checkpoint C --root IJB_ROOT --target IJBC
+
+Every command adds its rows to ``report.json`` / ``report.md`` (and ``roc.png`` / ``det.png``) in the
+report folder (default: the checkpoint's run directory); rows of the same name are replaced.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from faceforge.errors import FaceforgeError
 
+# Top-level keys of report.json that are not result rows.
+RESERVED_KEYS = ("calibration",)
+
+
+def _common(p: argparse.ArgumentParser, sub: bool) -> None:
+    # In a sub-command an option left out must not overwrite the value given before the sub-command
+    # name (``faceforge eval --checkpoint C ijb ...``), hence SUPPRESS there.
+    d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
+    p.add_argument("--checkpoint", default=d(None), help="faceforge checkpoint (.ckpt)")
+    p.add_argument("--out", default=d(None), help="report folder (default: the checkpoint's run directory)")
+    p.add_argument("--batch-size", type=int, default=d(256))
+    p.add_argument(
+        "--flip",
+        choices=("none", "sum", "concat", "norm"),
+        default=d("sum"),
+        help="flip-test fusion of an image and its mirror (see docs/evaluation.md; default sum)",
+    )
+    p.add_argument("--no-flip", action="store_true", default=d(False), help="same as --flip none")
+    p.add_argument(
+        "--cache-dir",
+        default=d(None),
+        help="embedding cache (default: $FACEFORGE_HOME/cache/embeddings)",
+    )
+    p.add_argument("--no-cache", action="store_true", default=d(False), help="do not read or write the cache")
+    p.add_argument(
+        "--fresh", action="store_true", default=d(False), help="start a new report instead of adding rows"
+    )
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` command."""
+    """Add the ``eval`` command and its ``retrieval`` / ``ijb`` sub-commands."""
     p = sub.add_parser(
-        "eval", help="verification accuracy of a checkpoint on a pair list (table, JSON, ROC PNG)"
+        "eval",
+        help="verification (any number of sets), retrieval, IJB-B/C, low-resolution; report with calibration",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="faceforge checkpoint (.ckpt)")
+    _common(p, sub=False)
     p.add_argument(
-        "--pairs", required=True, help="pair list: LFW pairs.txt, 'label p1 p2', 'p1 p2 label' or CSV"
+        "--sets",
+        nargs="+",
+        default=[],
+        metavar="SPEC",
+        help="verification sets: [NAME=]PATH.bin or [NAME=]PAIRS[:IMAGE_ROOT]",
     )
+    p.add_argument("--bin", action="append", default=[], help="a .bin pair set (repeatable)")
     p.add_argument(
-        "--root", help="image folder the pair list refers to (default: found next to the pair file)"
+        "--pairs",
+        action="append",
+        default=[],
+        help="pair list: LFW pairs.txt, 'label p1 p2', 'p1 p2 label' or CSV (repeatable)",
     )
-    p.add_argument("--out", help="report folder (default: the checkpoint's run directory)")
-    p.add_argument("--name", help="name of the set in the report (default: the pair file's name)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--no-flip", action="store_true", help="disable flip-test fusion")
+    p.add_argument("--root", help="image folder of the --pairs lists (default: found next to the pair file)")
+    p.add_argument("--name", help="report name of the set when exactly one is given")
+    p.add_argument("--mode", choices=("grid", "exact"), default="grid", help="10-fold threshold search")
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument(
+        "--far", type=float, default=1e-3, help="operating point of the calibration (default 1e-3)"
+    )
+    p.add_argument("--calibrate-on", help="set whose thresholds become the calibration (default: the first)")
+    p.add_argument(
+        "--write-calibration",
+        action="store_true",
+        help="store the calibration in the checkpoint (atomically) so inference uses it",
+    )
+    p.add_argument("--lowres", help="also evaluate each set downscaled by these factors, e.g. 2,4,8")
+    p.add_argument("--sr", help="super-resolution MODULE:CALLABLE applied to the low-resolution images")
     p.add_argument("--baseline", action="store_true", help="add the raw-pixel nearest-neighbour baseline row")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, eval_task=None)
+
+    tasks = p.add_subparsers(dest="eval_task", metavar="TASK", required=False)
+    r = tasks.add_parser("retrieval", help="Recall@K, precision@1, mAP@R of ImageFolder trees (Faiss)")
+    _common(r, sub=True)
+    r.add_argument("--split", help="one ImageFolder: every image queries all others")
+    r.add_argument("--query", help="query ImageFolder (with --gallery)")
+    r.add_argument("--gallery", help="gallery ImageFolder (with --query)")
+    r.add_argument("--ks", default="1,5,10", help="K values of Recall@K (default 1,5,10)")
+    r.add_argument("--index", choices=("flat", "ivf"), default="flat", help="exact (flat) or IVF search")
+    r.add_argument("--name", dest="retrieval_name", help="report row name (default: the folder name)")
+    r.set_defaults(func=run_retrieval)
+
+    j = tasks.add_parser("ijb", help="IJB-B/C 1:1 TAR@FAR (and 1:N when its meta files are present)")
+    _common(j, sub=True)
+    j.add_argument("--root", dest="ijb_root", required=True, help="IJB folder (holding IJBC/ or meta/)")
+    j.add_argument("--target", default="IJBC", help="IJBB or IJBC (default IJBC)")
+    j.add_argument("--no-faceness", action="store_true", help="do not weight images by their faceness score")
+    j.set_defaults(func=run_ijb)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
 
 
 def default_report_dir(checkpoint: Path) -> Path:
@@ -35,63 +120,310 @@ def default_report_dir(checkpoint: Path) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    pairs_path: str | Path,
-    root: str | Path | None = None,
-    batch_size: int = 256,
-    flip: bool = True,
-    baseline: bool = False,
-    name: str | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Results keyed by row name: the model on the pairs (and the raw-pixel baseline)."""
-    from faceforge.data.pairs import read_pairs
-    from faceforge.eval.verification import evaluate_model, load_pair_images, pixel_baseline
+def _flip(args: argparse.Namespace) -> str:
+    return "none" if args.no_flip else args.flip
+
+
+def _load_model(checkpoint: str | Path) -> tuple[Any, Any]:
+    """(LoadedModel, suite.ModelInfo) of a checkpoint."""
+    from faceforge.eval.cache import model_fingerprint
+    from faceforge.eval.suite import ModelInfo
     from faceforge.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint)
-    pairs = read_pairs(pairs_path, root=root)
     h, w = model.face_cfg.input_size
     if h != w:
         raise FaceforgeError(
             f"checkpoint {checkpoint}: non-square input size {h}x{w} is not supported by eval yet"
         )
-    data = load_pair_images(pairs, h, model.face_cfg.color)
-    label = name or Path(pairs_path).stem
-    out = {label: evaluate_model(model.embed, data, batch_size, flip)}
-    if baseline:
-        out[f"{label} (raw pixels)"] = pixel_baseline(data)
-    return out
+    info = ModelInfo(
+        model.embed,
+        int(h),
+        model.face_cfg.color,
+        model_fingerprint(model.backbone, model.face_cfg.to_dict()),
+        model.face_cfg.template,
+    )
+    return model, info
 
 
-def write_report(results: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
-    """``report.json``, ``report.md`` and ``roc.png`` in ``out``."""
-    from faceforge.eval.report import plot_roc, to_markdown, write_json
+def _cache(args: argparse.Namespace) -> Any:
+    from faceforge.eval.cache import EmbeddingCache, default_cache_dir
+
+    if args.no_cache:
+        return EmbeddingCache(None)
+    return EmbeddingCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+
+
+def _checkpoint(args: argparse.Namespace) -> Path:
+    if not args.checkpoint:
+        raise FaceforgeError("faceforge eval: --checkpoint is required")
+    return Path(args.checkpoint)
+
+
+def _out(args: argparse.Namespace, ckpt: Path) -> Path:
+    return Path(args.out) if args.out else default_report_dir(ckpt)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """An existing ``report.json`` (``{}`` when absent); unreadable ones are an error, never overwritten."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise FaceforgeError(f"{path} is not valid JSON ({e}); move it away or pass --fresh") from None
+    if not isinstance(data, dict):
+        raise FaceforgeError(
+            f"{path}: expected an object of set name -> metrics; move it away or pass --fresh"
+        )
+    return data
+
+
+def write_report(
+    results: dict[str, Any],
+    out: Path,
+    calibration: dict[str, Any] | None = None,
+    merge: bool = False,
+) -> dict[str, Path]:
+    """``report.json``, ``report.md``, ``roc.png`` and ``det.png`` in ``out``.
+
+    ``report.json`` is ``{row name: metrics}`` plus, when given, the top-level ``"calibration"``
+    block (:mod:`faceforge.eval.calibration`). With ``merge`` the rows (and calibration) of an
+    existing report are kept unless replaced by a row of the same name.
+    """
+    from faceforge.eval.report import format_report, plot_det, plot_roc, split_rows, write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": write_json(results, out / "report.json"), "png": plot_roc(results, out / "roc.png")}
-    md = out / "report.md"
-    md.write_text("# Verification report\n\n" + to_markdown(results) + "\n\n![ROC](roc.png)\n")
-    paths["md"] = md
+    data: dict[str, Any] = read_report(out / "report.json") if merge else {}
+    data.update(results)
+    if calibration is not None:
+        data["calibration"] = calibration
+    rows = {k: v for k, v in data.items() if k not in RESERVED_KEYS and isinstance(v, dict)}
+    paths: dict[str, Path] = {"json": write_json(data, out / "report.json")}
+    curves = {
+        k: v for kind, g in split_rows(rows).items() if kind in ("verification", "ijb") for k, v in g.items()
+    }
+    curves = {k: v for k, v in curves.items() if v.get("roc_fpr")}
+    md = ["# Evaluation report", "", format_report(rows, markdown=True)]
+    cal = data.get("calibration")
+    if isinstance(cal, dict):
+        md += ["", "## Calibration", "", _calibration_text(cal)]
+    if curves:
+        paths["png"] = plot_roc(curves, out / "roc.png")
+        md += ["", "![ROC](roc.png)"]
+        try:
+            paths["det"] = plot_det(curves, out / "det.png")
+            md += ["", "![DET](det.png)"]
+        except FaceforgeError:
+            pass  # every curve error-free: nothing a log-log DET can show
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    paths["md"] = out / "report.md"
     return paths
 
 
-def run(args: argparse.Namespace) -> int:
-    """Evaluate, print the table, write the report."""
-    from faceforge.eval.report import format_table
+def _calibration_text(cal: dict[str, Any]) -> str:
+    far = cal.get("far_target")
+    at = f"FAR = {far:g}" if far is not None else "best 10-fold accuracy (the FAR could not be measured)"
+    lines = [
+        f"- source: {cal.get('source')}",
+        f"- default threshold (cosine, accept `>=`): {cal.get('threshold'):.4f} at {at}",
+        f"- best-accuracy threshold: {cal.get('threshold_cos_best_accuracy'):.4f}",
+    ]
+    for k, v in (cal.get("tar_at_far_threshold_cos") or {}).items():
+        lines.append(f"- threshold at FAR = {float(k):g}: {v:.4f}")
+    return "\n".join(lines)
 
-    ckpt = Path(args.checkpoint)
-    results = evaluate_checkpoint(
-        ckpt, args.pairs, args.root, args.batch_size, not args.no_flip, args.baseline, args.name
+
+def _print_paths(paths: dict[str, Path]) -> None:
+    extra = ", ".join(p.name for k, p in paths.items() if k != "md")
+    print(f"report: {paths['md']}  ({extra})")
+
+
+# --------------------------------------------------------------------------------------------------
+# verification
+
+
+def _specs(args: argparse.Namespace) -> list[Any]:
+    from faceforge.eval.suite import SetSpec, guess_set_name, parse_set_spec
+
+    specs = [parse_set_spec(s) for s in args.sets]
+    for b in args.bin:
+        p = Path(b).expanduser()
+        if not p.is_file():
+            raise FaceforgeError(f"--bin {b}: .bin file does not exist")
+        specs.append(SetSpec(guess_set_name(p), p, "bin"))
+    for q in args.pairs:
+        p = Path(q).expanduser()
+        if not p.is_file():
+            raise FaceforgeError(f"pair file {p} does not exist or is not a file")
+        root = Path(args.root).expanduser() if args.root else None
+        # The old single-list behaviour: the row is named after the file.
+        specs.append(SetSpec(p.stem, p, "bin" if p.suffix.lower() == ".bin" else "pairs", root))
+    if not specs:
+        raise FaceforgeError("faceforge eval: give at least one set (--sets, --bin or --pairs), or a TASK")
+    if args.name:
+        if len(specs) != 1:
+            raise FaceforgeError(f"--name applies to a single set, but {len(specs)} sets were given")
+        specs[0] = SetSpec(args.name, specs[0].path, specs[0].kind, specs[0].root)
+    return specs
+
+
+def _factors(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise FaceforgeError(
+            f"--lowres {text!r}: expected comma-separated factors >= 1, e.g. 2,4,8"
+        ) from None
+    if not vals or any(not v >= 1 for v in vals):
+        raise FaceforgeError(f"--lowres {text!r}: expected comma-separated factors >= 1, e.g. 2,4,8")
+    return vals
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    pairs_path: str | Path,
+    root: str | Path | None = None,
+    batch_size: int = 256,
+    flip: bool | str = True,
+    baseline: bool = False,
+    name: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Results keyed by row name: the model on one pair list (and the raw-pixel baseline), no cache."""
+    from faceforge.eval.suite import SetSpec, evaluate_sets
+
+    _, info = _load_model(checkpoint)
+    p = Path(pairs_path)
+    spec = SetSpec(
+        name or p.stem, p, "bin" if p.suffix.lower() == ".bin" else "pairs", Path(root) if root else None
     )
-    print(format_table(results))
-    for r in results.values():
-        if r.get("undecodable_images"):
+    return evaluate_sets([spec], info, flip, batch_size=batch_size, baseline=baseline)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate every set, print the table, write the report (and the checkpoint's calibration)."""
+    from faceforge.eval.calibration import calibration_from_result
+    from faceforge.eval.report import format_report
+    from faceforge.eval.suite import evaluate_sets, load_sr_module, write_checkpoint_calibration
+
+    ckpt = _checkpoint(args)
+    specs = _specs(args)
+    factors = _factors(args.lowres)
+    if args.sr and not factors:
+        raise FaceforgeError(
+            "--sr needs --lowres FACTORS (the super-resolution input is the low-resolution image)"
+        )
+    if not 0.0 < args.far <= 1.0:
+        raise FaceforgeError(f"--far {args.far}: expected a false accept rate in (0, 1], e.g. 1e-3")
+    sr = load_sr_module(args.sr) if args.sr else None
+    flip = _flip(args)
+    if args.write_calibration and flip != "sum":
+        raise FaceforgeError(
+            f"--write-calibration with --flip {flip}: inference embeds with flip sum, so its threshold "
+            "must come from --flip sum"
+        )
+    _, info = _load_model(ckpt)
+    cache = _cache(args)
+    results = evaluate_sets(
+        specs, info, flip, args.mode, args.folds, args.batch_size, cache, args.baseline, factors, sr
+    )
+    names = [n for n, r in results.items() if "lowres_factor" not in r and not n.endswith("(raw pixels)")]
+    target = args.calibrate_on or names[0]
+    if target not in results:
+        from faceforge.errors import did_you_mean
+
+        raise FaceforgeError(
+            f"--calibrate-on {target!r} is not an evaluated set{did_you_mean(target, names)}; sets: {names}"
+        )
+    r = results[target]
+    source = f"{target} ({r['n_pairs']} pairs, flip {flip}, {args.mode} mode, checkpoint {ckpt.name})"
+    cal = calibration_from_result(r, source, args.far)
+    print(format_report(results))
+    if cache.hits:
+        print(f"embeddings: {cache.hits} set(s) from the cache ({cache.directory})")
+    for name, row in results.items():
+        if row.get("undecodable_images"):
             print(
-                f"warning: {r['undecodable_images']} image(s) could not be decoded "
+                f"warning: {name}: {row['undecodable_images']} image(s) could not be decoded "
                 "and were scored as black images"
             )
-            break
-    paths = write_report(results, Path(args.out) if args.out else default_report_dir(ckpt))
-    print(f"report: {paths['md']}  ({paths['json'].name}, {paths['png'].name})")
+    if cal["far_target"] is None:
+        print(
+            f"calibration: FAR={args.far:g} cannot be measured on {target} "
+            f"({r['n_impostor']} impostor pairs); "
+            f"using the best-accuracy threshold {cal['threshold']:.4f}"
+        )
+    else:
+        print(f"calibration: threshold {cal['threshold']:.4f} (cosine) at FAR={args.far:g} on {target}")
+    if flip != "sum":
+        print(
+            f"note: calibrated with --flip {flip}; FaceRecognizer fuses flips by sum, "
+            "so use --flip sum for its threshold"
+        )
+    paths = write_report(results, _out(args, ckpt), cal, merge=not args.fresh)
+    _print_paths(paths)
+    if args.write_calibration:
+        write_checkpoint_calibration(ckpt, cal)
+        print(f"calibration written into {ckpt}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# retrieval and IJB
+
+
+def run_retrieval(args: argparse.Namespace) -> int:
+    """Retrieval metrics of ImageFolder trees, added to the report."""
+    from faceforge.eval.report import format_report
+    from faceforge.eval.suite import evaluate_retrieval_folders
+
+    ckpt = _checkpoint(args)
+    try:
+        ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    except ValueError:
+        raise FaceforgeError(f"--ks {args.ks!r}: expected comma-separated integers, e.g. 1,5,10") from None
+    if args.split and (args.query or args.gallery):
+        raise FaceforgeError("retrieval: give --split DIR, or --query DIR and --gallery DIR, not both")
+    if not args.split and not (args.query and args.gallery):
+        raise FaceforgeError("retrieval: give --split DIR, or both --query DIR and --gallery DIR")
+    _, info = _load_model(ckpt)
+    cache = _cache(args)
+    res = evaluate_retrieval_folders(
+        info, args.split, args.query, args.gallery, _flip(args), ks, args.index, args.batch_size, cache
+    )
+    name = args.retrieval_name or f"{Path(args.split or args.query).name} (retrieval)"
+    rows = {name: res}
+    print(format_report(rows))
+    paths = write_report(rows, _out(args, ckpt), merge=not args.fresh)
+    _print_paths(paths)
+    return 0
+
+
+def run_ijb(args: argparse.Namespace) -> int:
+    """IJB-B/C 1:1 (and 1:N) of a checkpoint, added to the report."""
+    from faceforge.eval.ijb import embed_ijb, evaluate_ijb_features, read_ijb_meta
+    from faceforge.eval.report import format_report
+
+    ckpt = _checkpoint(args)
+    meta = read_ijb_meta(args.ijb_root, args.target)
+    _, info = _load_model(ckpt)
+    flip = _flip(args)
+    cache = _cache(args)
+    size = (info.size, info.size)
+    parts = {"what": "ijb", "model": info.fingerprint, "meta": meta.fingerprint(), "flip": flip,
+             "size": info.size, "color": info.color, "template": info.template}  # fmt: skip
+    feats = cache.get(parts)
+    if feats is None or len(feats) != len(meta.image_names):
+        feats = embed_ijb(meta, info.embed, size, info.template, info.color, flip, args.batch_size)
+        cache.put(parts, feats)
+    else:
+        print(f"embeddings: {len(feats)} IJB images from the cache ({cache.directory})")
+    rows = evaluate_ijb_features(meta, feats, faceness=not args.no_faceness)
+    for r in rows.values():
+        r["flip"] = flip
+    print(format_report(rows))
+    paths = write_report(rows, _out(args, ckpt), merge=not args.fresh)
+    _print_paths(paths)
     return 0

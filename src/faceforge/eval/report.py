@@ -1,7 +1,8 @@
-"""Reports for verification results: text and Markdown tables, JSON files and ROC plots.
+"""Reports for verification results: text and Markdown tables, JSON files, ROC and DET plots.
 
 ``results`` everywhere is ``{set name: evaluate_pairs() dict}``. Rows may carry only some keys (for
-example a published baseline with just an accuracy); missing numbers are shown as ``-``.
+example a published baseline with just an accuracy); missing numbers are shown as ``-``. Rows with
+``"kind": "retrieval"``, ``"ijb"`` or ``"ijb_1n"`` have their own tables (:func:`format_report`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from faceforge.errors import FaceforgeError
 
-__all__ = ["format_table", "plot_roc", "to_markdown", "write_json"]
+__all__ = ["format_report", "format_table", "plot_det", "plot_roc", "split_rows", "to_markdown", "write_json"]
 
 _MISSING = "-"
 
@@ -75,25 +76,32 @@ _COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
 ]
 
 
-def _rows(results: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def _rows(
+    results: Mapping[str, Mapping[str, Any]],
+    columns: list[tuple[str, Callable[[Mapping[str, Any]], str]]] | None = None,
+) -> tuple[list[str], list[list[str]]]:
+    columns = _COLUMNS if columns is None else columns
     if not isinstance(results, Mapping):
         raise FaceforgeError(
             f"results is a {type(results).__name__}; expected a dict of set name -> evaluate_pairs() result"
         )
-    header = ["Set"] + [h for h, _ in _COLUMNS]
+    header = ["Set"] + [h for h, _ in columns]
     rows = []
     for name, result in results.items():
         if not isinstance(result, Mapping):
             raise FaceforgeError(
                 f"results[{name!r}] is a {type(result).__name__}; expected a dict of metrics"
             )
-        rows.append([str(name)] + [fmt(result) for _, fmt in _COLUMNS])
+        rows.append([str(name)] + [fmt(result) for _, fmt in columns])
     return header, rows
 
 
-def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+def format_table(
+    results: Mapping[str, Mapping[str, Any]],
+    columns: list[tuple[str, Callable[[Mapping[str, Any]], str]]] | None = None,
+) -> str:
     """Fixed-width text table of LFW-protocol results: accuracy ± std, threshold, AUC, EER, TAR@FAR."""
-    header, rows = _rows(results)
+    header, rows = _rows(results, columns)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -105,15 +113,91 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n"
 
 
-def to_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
+def to_markdown(
+    results: Mapping[str, Mapping[str, Any]],
+    columns: list[tuple[str, Callable[[Mapping[str, Any]], str]]] | None = None,
+) -> str:
     """GitHub Markdown table with the same columns as :func:`format_table` (LFW-protocol results)."""
-    header, rows = _rows(results)
+    header, rows = _rows(results, columns)
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     align = "| :--- | " + " | ".join("---:" for _ in header[1:]) + " |"
     return "\n".join([line(header), align, *(line(r) for r in rows)]) + "\n"
+
+
+def _sub(key: str, sub: str) -> Callable[[Mapping[str, Any]], str]:
+    def fmt(result: Mapping[str, Any]) -> str:
+        table = result.get(key) or {}
+        for k, v in table.items():
+            try:
+                if math.isclose(float(k), float(sub), rel_tol=1e-9):
+                    return _pct(_num(v))
+            except (TypeError, ValueError):
+                continue
+        return _MISSING
+
+    return fmt
+
+
+def _count(key: str) -> Callable[[Mapping[str, Any]], str]:
+    def fmt(result: Mapping[str, Any]) -> str:
+        v = _num(result.get(key))
+        return _MISSING if v is None else str(int(v))
+
+    return fmt
+
+
+RETRIEVAL_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
+    ("Queries", _count("n_queries")),
+    ("Gallery", _count("n_gallery")),
+    ("R@1 (%)", _sub("recall_at_k", "1")),
+    ("R@5 (%)", _sub("recall_at_k", "5")),
+    ("R@10 (%)", _sub("recall_at_k", "10")),
+    ("P@1 (%)", lambda r: _pct(_num(r.get("precision_at_1")))),
+    ("mAP@R (%)", lambda r: _pct(_num(r.get("map_at_r")))),
+]
+IJB_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
+    ("Pairs", _count("n_pairs")),
+    *[(f"TAR@FAR={f} (%)", _sub("tar_at_far", f)) for f in ("1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1")],
+    ("AUC", _fixed("auc", 5)),
+]
+IJB_1N_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
+    ("Probes", _count("n_probes")),
+    ("Rank-1 (%)", _sub("rank", "1")),
+    ("Rank-5 (%)", _sub("rank", "5")),
+    ("TPIR@FPIR=1e-2 (%)", _sub("tpir_at_fpir", "1e-2")),
+    ("TPIR@FPIR=1e-1 (%)", _sub("tpir_at_fpir", "1e-1")),
+]
+_KIND_TABLES = {
+    "verification": ("Verification (10-fold)", None),
+    "retrieval": ("Retrieval", RETRIEVAL_COLUMNS),
+    "ijb": ("IJB 1:1 verification", IJB_COLUMNS),
+    "ijb_1n": ("IJB 1:N identification", IJB_1N_COLUMNS),
+}
+
+
+def split_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """Rows grouped by their ``"kind"`` (missing = ``"verification"``); non-dict entries are skipped."""
+    out: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for name, r in results.items():
+        if isinstance(r, Mapping):
+            out.setdefault(str(r.get("kind", "verification")), {})[name] = r
+    return out
+
+
+def format_report(results: Mapping[str, Any], markdown: bool = False) -> str:
+    """One table per kind of row (verification, retrieval, IJB 1:1, IJB 1:N), titled when several."""
+    groups = split_rows(results)
+    parts = []
+    for kind, rows in groups.items():
+        title, cols = _KIND_TABLES.get(kind, (kind, None))
+        table = to_markdown(rows, cols) if markdown else format_table(rows, cols)
+        if len(groups) > 1 or kind != "verification":
+            table = (f"### {title}\n\n" if markdown else f"{title}\n") + table
+        parts.append(table)
+    return "\n".join(parts)
 
 
 def _json_default(obj: Any) -> Any:
@@ -198,6 +282,53 @@ def plot_roc(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[s
     ax.set_title("ROC (cosine similarity, all pairs)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
+    return path
+
+
+def plot_det(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """DET curves to a PNG: false non-match rate (1 − TAR) against false match rate (FAR), both log axes.
+
+    The detection error trade-off plot of Martin et al., "The DET curve in assessment of detection task
+    performance", Eurospeech 1997 (here on log-log axes, as ISO/IEC 19795-1 allows). Uses each entry's
+    ``roc_fpr``/``roc_tpr``; points where either rate is 0 cannot be drawn on a log axis and are left out.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise FaceforgeError(f"plot_det: {path} does not end in .png; expected a PNG file path")
+    fig = Figure(figsize=(6.4, 4.8), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    lo_x, lo_y, drawn = 1.0, 1.0, 0
+    for name, result in results.items():
+        fpr = np.asarray(result.get("roc_fpr") or [], dtype=np.float64)
+        tpr = np.asarray(result.get("roc_tpr") or [], dtype=np.float64)
+        if fpr.size == 0 or fpr.size != tpr.size:
+            continue
+        fnmr = 1.0 - tpr
+        keep = (fpr > 0) & (fnmr > 0)
+        if not keep.any():
+            continue
+        eer = _num(result.get("eer"))
+        label = str(name) if eer is None else f"{name} (EER {100 * eer:.2f}%)"
+        ax.plot(fpr[keep], fnmr[keep], label=label, linewidth=1.5)
+        lo_x, lo_y = min(lo_x, float(fpr[keep].min())), min(lo_y, float(fnmr[keep].min()))
+        drawn += 1
+    if drawn == 0:
+        raise FaceforgeError(f"plot_det: none of {list(results)} has a ROC with non-zero error rates to draw")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo_x, 1.0)
+    ax.set_ylim(lo_y, 1.0)
+    ax.set_xlabel("False match rate (FMR = FAR)")
+    ax.set_ylabel("False non-match rate (FNMR = 1 − TAR)")
+    ax.set_title("DET (cosine similarity, all pairs)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
     return path

@@ -1,12 +1,24 @@
 """Verification runner: embed the images of a pair list with a model and score the pairs.
 
 Embeddings are extracted once per distinct image (LFW repeats images across pairs), with optional
-flip-test fusion: the embedding of an image is the sum of the raw embeddings of the image and its
-mirror (insightface's evaluation), which the metrics then L2-normalise.
+flip-test fusion of the raw embedding ``e`` of an image and ``f`` of its mirror (``FLIP_MODES``):
+
+* ``none``:   ``e``
+* ``sum``:    ``e + f`` (insightface's evaluation; the default)
+* ``concat``: ``[e, f]`` (twice the embedding size; the score of two images is then
+  ``(e·e' + f·f') / (|[e, f]| |[e', f']|)``)
+* ``norm``:   ``(|e| e + |f| f) / (|e| + |f|)``: each view weighted by its feature norm, the quality
+  proxy of MagFace (Meng et al., CVPR 2021) and AdaFace (Kim et al., CVPR 2022, Sec. 3.2). Its
+  direction is ``|e|^2 ê + |f|^2 f̂`` where ``sum`` gives ``|e| ê + |f| f̂``, so the view the model
+  is more confident about counts more; its norm is the norm-weighted mean norm, so it still carries
+  the quality for template pooling (IJB).
+
+The metrics L2-normalise whatever comes out.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +28,11 @@ import torch
 
 from faceforge.data.folder import decode_image
 from faceforge.data.pairs import Pairs
-from faceforge.errors import FaceforgeError
+from faceforge.errors import FaceforgeError, did_you_mean
 from faceforge.eval.metrics import evaluate_pairs
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
+FLIP_MODES = ("none", "sum", "concat", "norm")
 
 
 @dataclass
@@ -54,38 +67,106 @@ def load_pair_images(pairs: Pairs, size: int, color: str = "RGB") -> PairImages:
     return PairImages(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), ia, ib, pairs.issame, bad)
 
 
+def flip_mode(flip: bool | str) -> str:
+    """Normalise a flip argument: ``True`` is ``"sum"``, ``False`` is ``"none"``, names are checked."""
+    if flip is True:
+        return "sum"
+    if flip is False or flip is None:
+        return "none"
+    if flip not in FLIP_MODES:
+        raise FaceforgeError(
+            f"flip mode {flip!r} is not one of {list(FLIP_MODES)}{did_you_mean(str(flip), FLIP_MODES)}"
+        )
+    return str(flip)
+
+
+def fuse_flip(e: torch.Tensor, f: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """Fuse raw embeddings ``e`` of images and ``f`` of their mirrors (formulas: module docstring)."""
+    if mode == "none" or f is None:
+        return e
+    if mode == "sum":
+        return e + f
+    if mode == "concat":
+        return torch.cat([e, f], dim=1)
+    if mode == "norm":
+        ne, nf = e.norm(dim=1, keepdim=True), f.norm(dim=1, keepdim=True)
+        # An all-zero pair of views stays zero instead of dividing by zero.
+        return (ne * e + nf * f) / (ne + nf).clamp_min(1e-12)
+    raise FaceforgeError(f"flip mode {mode!r} is not one of {list(FLIP_MODES)}")
+
+
+def _progress(total: int, desc: str, enabled: bool | None) -> Any:
+    # A bar only on an interactive terminal: logs and CI output stay free of carriage returns.
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
 @torch.no_grad()
 def embed_images(
-    embed: EmbedFn, images: torch.Tensor, batch_size: int = 256, flip: bool = True
+    embed: EmbedFn,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    flip: bool | str = True,
+    progress: bool | None = None,
+    desc: str = "embedding",
 ) -> np.ndarray:
-    """Raw embeddings ``[N, E]`` (float32 numpy) of uint8 ``images`` ``[N, 3, H, W]``; flip fusion by sum."""
+    """Embeddings ``[N, E]`` (float32 numpy) of uint8 ``images`` ``[N, 3, H, W]`` with flip fusion.
+
+    ``flip`` is a mode of ``FLIP_MODES`` (``True`` = ``"sum"``, ``False`` = ``"none"``). Images go
+    through ``embed`` in batches of ``batch_size``; ``progress`` shows a bar (default: on a TTY only).
+    """
+    mode = flip_mode(flip)
+    if batch_size < 1:
+        raise FaceforgeError(f"batch_size={batch_size}; expected an integer >= 1")
+    bar = _progress(len(images), desc, progress)
     out = []
-    for s in range(0, len(images), batch_size):
-        x = images[s : s + batch_size]
-        e = embed(x).float()
-        if flip:
-            e = e + embed(x.flip(-1)).float()
-        out.append(e.cpu())
+    try:
+        for s in range(0, len(images), batch_size):
+            x = images[s : s + batch_size]
+            e = embed(x).float()
+            f = embed(x.flip(-1)).float() if mode != "none" else None
+            out.append(fuse_flip(e, f, mode).cpu())
+            if bar is not None:
+                bar.update(len(x))
+    finally:
+        if bar is not None:
+            bar.close()
+    if not out:
+        raise FaceforgeError("no images to embed")
     return torch.cat(out).numpy()
 
 
-def evaluate_embeddings(emb: np.ndarray, data: PairImages, n_folds: int = 10) -> dict[str, Any]:
+def evaluate_embeddings(
+    emb: np.ndarray, data: PairImages, n_folds: int = 10, mode: str = "grid"
+) -> dict[str, Any]:
     """10-fold verification metrics (see :func:`faceforge.eval.metrics.evaluate_pairs`)."""
     if not np.isfinite(emb).all():
         raise FaceforgeError("the model produced NaN or infinite embeddings; the checkpoint is unusable")
-    res = evaluate_pairs(emb[data.index_a], emb[data.index_b], data.issame, n_folds=n_folds)
+    res = evaluate_pairs(emb[data.index_a], emb[data.index_b], data.issame, n_folds=n_folds, mode=mode)
     res["undecodable_images"] = len(data.bad_paths)
     return res
 
 
 def evaluate_model(
-    embed: EmbedFn, data: PairImages, batch_size: int = 256, flip: bool = True, n_folds: int = 10
+    embed: EmbedFn,
+    data: PairImages,
+    batch_size: int = 256,
+    flip: bool | str = True,
+    n_folds: int = 10,
+    mode: str = "grid",
 ) -> dict[str, Any]:
     """Embed ``data`` with ``embed`` and return the verification metrics."""
-    return evaluate_embeddings(embed_images(embed, data.images, batch_size, flip), data, n_folds)
+    return evaluate_embeddings(embed_images(embed, data.images, batch_size, flip), data, n_folds, mode)
 
 
-def pixel_baseline(data: PairImages, n_folds: int = 10) -> dict[str, Any]:
+def pixel_baseline(data: PairImages, n_folds: int = 10, mode: str = "grid") -> dict[str, Any]:
     """Raw-pixel nearest-neighbour baseline: each image's mean-centred pixels are its embedding.
 
     This is what a model must beat by far to show that it learnt identity rather than colour or
@@ -93,4 +174,4 @@ def pixel_baseline(data: PairImages, n_folds: int = 10) -> dict[str, Any]:
     """
     x = data.images.reshape(len(data.images), -1).float()
     x = x - x.mean(1, keepdim=True)
-    return evaluate_embeddings(x.numpy(), data, n_folds)
+    return evaluate_embeddings(x.numpy(), data, n_folds, mode)

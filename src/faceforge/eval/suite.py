@@ -1,0 +1,416 @@
+"""Evaluate one model on several verification sets, retrieval folders and degraded copies in one run.
+
+A verification *set* is an insightface ``.bin`` (``lfw.bin``, ``cfp_fp.bin``, ...) or a pair list
+with its image folder (any format :func:`faceforge.data.pairs.read_pairs` reads). Set specs, as the
+CLI takes them::
+
+    lfw=data/lfw.bin            NAME=PATH.bin
+    data/agedb_30.bin           PATH.bin (name from the file name)
+    mine=pairs.txt:images/      NAME=PAIRS[:ROOT]
+
+Known set names (``KNOWN_SETS``) are recognised in file and folder names (``CFP-FP.bin`` -> ``cfp_fp``).
+Embeddings go through :class:`~faceforge.eval.cache.EmbeddingCache`, keyed by the model's weights,
+the set's identity, the flip mode and the input size, so a second evaluation with another metric
+mode or FAR never runs the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from faceforge.errors import FaceforgeError
+from faceforge.eval.cache import EmbeddingCache, file_sha256
+from faceforge.eval.verification import EmbedFn, PairImages, embed_images, evaluate_embeddings, flip_mode
+
+__all__ = [
+    "KNOWN_SETS",
+    "SetSpec",
+    "evaluate_retrieval_folders",
+    "evaluate_sets",
+    "guess_set_name",
+    "load_sr_module",
+    "parse_set_spec",
+    "write_checkpoint_calibration",
+]
+
+KNOWN_SETS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One verification set: ``kind`` is ``"bin"`` or ``"pairs"``; ``root`` only for pair lists."""
+
+    name: str
+    path: Path
+    kind: str
+    root: Path | None = None
+
+
+def guess_set_name(path: str | os.PathLike[str]) -> str:
+    """``lfw``, ``cfp_fp``, ... when the file (or, for a generic ``pairs.txt``, its folder) names a
+    known set; else the file's stem."""
+    p = Path(path)
+    for cand in (p.stem, p.parent.name):
+        norm = re.sub(r"[^a-z0-9]+", "_", cand.lower()).strip("_")
+        for known in sorted(KNOWN_SETS, key=len, reverse=True):
+            if norm == known or norm.startswith(known + "_") or norm.endswith("_" + known):
+                return known
+        # agedb30 / cfpfp written without separators
+        squashed = norm.replace("_", "")
+        for known in KNOWN_SETS:
+            if squashed == known.replace("_", ""):
+                return known
+    return p.stem
+
+
+def parse_set_spec(spec: str) -> SetSpec:
+    """Parse ``[NAME=]PATH.bin`` or ``[NAME=]PAIRS[:ROOT]`` (see the module docstring)."""
+    name = None
+    rest = spec
+    m = re.match(r"^([A-Za-z0-9_.+-]+)=(.+)$", spec)
+    if m and not Path(spec).exists():
+        name, rest = m.group(1), m.group(2)
+    path, root = Path(rest).expanduser(), None
+    if not path.is_file():
+        # PAIRS:ROOT -- split at the first ':' whose left side is an existing file.
+        for i in [k for k, c in enumerate(rest) if c == ":"]:
+            left = Path(rest[:i]).expanduser()
+            if left.is_file():
+                path, root = left, Path(rest[i + 1 :]).expanduser()
+                break
+        else:
+            raise FaceforgeError(
+                f"set {spec!r}: {rest!r} is not an existing file "
+                "(expected NAME=PATH.bin or NAME=PAIRS.txt[:IMAGE_ROOT])"
+            )
+    kind = "bin" if path.suffix.lower() == ".bin" else "pairs"
+    if kind == "bin" and root is not None:
+        raise FaceforgeError(f"set {spec!r}: a .bin holds its images; drop ':{root}'")
+    if root is not None and not root.is_dir():
+        raise FaceforgeError(f"set {spec!r}: image root {root} is not a folder")
+    return SetSpec(name or guess_set_name(path), path, kind, root)
+
+
+def unique_names(specs: Sequence[SetSpec]) -> list[SetSpec]:
+    """Rename repeated names ``lfw``, ``lfw-2``, ... so report rows never overwrite each other."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in specs:
+        n = seen.get(s.name, 0) + 1
+        seen[s.name] = n
+        out.append(s if n == 1 else replace(s, name=f"{s.name}-{n}"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# opening sets
+
+
+@dataclass
+class _Opened:
+    spec: SetSpec
+    issame: np.ndarray
+    index_a: np.ndarray
+    index_b: np.ndarray
+    n_images: int
+    identity: dict[str, Any]
+    load: Callable[[int, str], tuple[torch.Tensor, list[str]]]
+
+
+def _open_bin(spec: SetSpec) -> _Opened:
+    from faceforge.data.binset import read_bin
+
+    bs = read_bin(spec.path)
+    n = len(bs.issame)
+
+    def load(size: int, color: str) -> tuple[torch.Tensor, list[str]]:
+        arr, ok = bs.decode_all((size, size))
+        if color == "BGR":
+            arr = np.ascontiguousarray(arr[..., ::-1])
+        bad = [f"{spec.path}[{i}]" for i in np.flatnonzero(~ok)]
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), bad
+
+    ident = {"type": "bin", "sha256": file_sha256(spec.path)}
+    return _Opened(spec, bs.issame, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), 2 * n, ident, load)
+
+
+def _open_pairs(spec: SetSpec) -> _Opened:
+    from faceforge.data.pairs import read_pairs
+    from faceforge.eval.verification import load_pair_images
+
+    pairs = read_pairs(spec.path, root=spec.root)
+    paths = pairs.unique_paths()
+    where = {p: i for i, p in enumerate(paths)}
+    listing = []
+    for p in paths:
+        st = os.stat(p)
+        listing.append(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}")
+    ident = {
+        "type": "pairs",
+        "sha256": file_sha256(spec.path),
+        "images": hashlib.sha256("\n".join(listing).encode()).hexdigest(),
+    }
+
+    def load(size: int, color: str) -> tuple[torch.Tensor, list[str]]:
+        data = load_pair_images(pairs, size, color)
+        return data.images, data.bad_paths
+
+    ia = np.array([where[p] for p in pairs.paths_a])
+    ib = np.array([where[p] for p in pairs.paths_b])
+    return _Opened(spec, pairs.issame, ia, ib, len(paths), ident, load)
+
+
+def open_set(spec: SetSpec) -> _Opened:
+    """Read a set's labels and identity (no image decoding yet)."""
+    return _open_bin(spec) if spec.kind == "bin" else _open_pairs(spec)
+
+
+# --------------------------------------------------------------------------------------------------
+# verification
+
+
+@dataclass
+class ModelInfo:
+    """What the suite needs of a model: ``embed`` (uint8 NCHW -> raw embeddings) and its facts."""
+
+    embed: EmbedFn
+    size: int
+    color: str = "RGB"
+    fingerprint: str = ""
+    template: str = "arcface"
+
+
+def _embeddings(
+    opened: _Opened,
+    model: ModelInfo,
+    flip: str,
+    batch_size: int,
+    cache: EmbeddingCache,
+    images: tuple[torch.Tensor, list[str]] | None = None,
+    variant: str = "clean",
+) -> tuple[np.ndarray, int]:
+    """(embeddings of every image of the set, number of undecodable images), from the cache if there."""
+    parts = {
+        "what": "verification",
+        "model": model.fingerprint,
+        "set": opened.identity,
+        "flip": flip,
+        "size": model.size,
+        "color": model.color,
+        "variant": variant,
+    }
+    emb = cache.get(parts) if model.fingerprint else None
+    if emb is not None and emb.shape[0] == opened.n_images:
+        return emb, int(cache.info(parts).get("extra", {}).get("undecodable_images", 0))
+    x, bad = images if images is not None else opened.load(model.size, model.color)
+    emb = embed_images(model.embed, x, batch_size, flip, desc=f"{opened.spec.name} ({variant})")
+    if model.fingerprint:
+        cache.put(parts, emb, {"undecodable_images": len(bad)})
+    return emb, len(bad)
+
+
+def load_sr_module(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Import ``module:attr`` (a super-resolution ``nn.Module``, a class or factory taking no
+    arguments that returns one, or a function ``float [0,1] NCHW small -> full size``)."""
+    if ":" not in spec:
+        raise FaceforgeError(f"--sr {spec!r}: expected MODULE:CALLABLE, e.g. mypkg.sr:ESRGANx4")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise FaceforgeError(f"--sr {spec!r}: cannot import module {mod_name!r} ({e})") from None
+    obj: Any = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise FaceforgeError(f"--sr {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if isinstance(obj, type):
+        obj = obj()
+    if isinstance(obj, torch.nn.Module):
+        obj.eval()
+        return obj
+    if callable(obj):
+        return obj
+    raise FaceforgeError(f"--sr {spec!r}: {attr!r} is a {type(obj).__name__}, not a module or callable")
+
+
+def evaluate_sets(
+    specs: Sequence[SetSpec],
+    model: ModelInfo,
+    flip: bool | str = "sum",
+    mode: str = "grid",
+    n_folds: int = 10,
+    batch_size: int = 256,
+    cache: EmbeddingCache | None = None,
+    baseline: bool = False,
+    lowres_factors: Sequence[float] = (),
+    sr: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Verification rows for every set (plus ``"<set> (raw pixels)"`` and ``"<set> x<f>[+sr]"``)."""
+    from faceforge.eval.lowres import _super_resolve, degrade
+    from faceforge.eval.verification import pixel_baseline
+
+    fm = flip_mode(flip)
+    cache = cache or EmbeddingCache(None)
+    rows: dict[str, dict[str, Any]] = {}
+    for spec in unique_names(specs):
+        opened = open_set(spec)
+        data = PairImages(
+            torch.empty(0, dtype=torch.uint8), opened.index_a, opened.index_b, opened.issame, []
+        )
+        loaded = None
+        if baseline or lowres_factors:
+            loaded = opened.load(model.size, model.color)
+            data.images, data.bad_paths = loaded
+        emb, n_bad = _embeddings(opened, model, fm, batch_size, cache, loaded)
+        res = evaluate_embeddings(emb, data, n_folds, mode)
+        res.update(
+            kind="verification", set=str(spec.path), flip=fm, embedding_size=int(emb.shape[1]),
+            undecodable_images=n_bad,
+        )  # fmt: skip
+        rows[spec.name] = res
+        if baseline:
+            rows[f"{spec.name} (raw pixels)"] = {
+                **pixel_baseline(data, n_folds, mode),
+                "kind": "verification",
+            }
+        for f in lowres_factors:
+            deg = degrade(data.images, f)
+            e, _ = _embeddings(opened, model, fm, batch_size, cache, (deg, data.bad_paths), variant=f"x{f:g}")
+            rows[f"{spec.name} x{f:g}"] = {
+                **evaluate_embeddings(e, data, n_folds, mode), "kind": "verification", "lowres_factor": f,
+            }  # fmt: skip
+            if sr is not None and f != 1:
+                up = _super_resolve(sr, data.images, f, "bilinear", batch_size)
+                # A user module is opaque (it may change between runs): its output is never cached.
+                e = embed_images(model.embed, up, batch_size, fm, desc=f"{spec.name} x{f:g}+sr")
+                rows[f"{spec.name} x{f:g}+sr"] = {
+                    **evaluate_embeddings(e, data, n_folds, mode), "kind": "verification", "lowres_factor": f,
+                    "super_resolution": True,
+                }  # fmt: skip
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# retrieval
+
+
+def _folder_images(root: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    from faceforge.data.folder import scan_folder
+
+    classes, samples = scan_folder(root)
+    paths = [p for p, _ in samples]
+    labels = np.array([classes[lab] for _, lab in samples])
+    listing = []
+    for p in paths:
+        st = os.stat(p)
+        listing.append(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}")
+    ident = {"type": "folder", "images": hashlib.sha256("\n".join(listing).encode()).hexdigest()}
+    return paths, labels, ident
+
+
+def _embed_folder(
+    root: Path, model: ModelInfo, flip: str, batch_size: int, cache: EmbeddingCache
+) -> tuple[np.ndarray, np.ndarray]:
+    from faceforge.data.folder import decode_image
+
+    paths, labels, ident = _folder_images(root)
+    parts = {"what": "folder", "model": model.fingerprint, "set": ident, "flip": flip, "size": model.size,
+             "color": model.color}  # fmt: skip
+    emb = cache.get(parts) if model.fingerprint else None
+    if emb is not None and len(emb) == len(paths):
+        return emb, labels
+    arr = np.zeros((len(paths), model.size, model.size, 3), np.uint8)
+    bad = []
+    for i, p in enumerate(paths):
+        img = decode_image(p, model.size, model.color)
+        if img is None:
+            bad.append(p)
+        else:
+            arr[i] = img
+    if bad:
+        raise FaceforgeError(f"{len(bad)} image(s) under {root} cannot be decoded; first: {bad[0]}")
+    images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    emb = embed_images(model.embed, images, batch_size, flip, desc=root.name)
+    if model.fingerprint:
+        cache.put(parts, emb)
+    return emb, labels
+
+
+def evaluate_retrieval_folders(
+    model: ModelInfo,
+    split: str | os.PathLike[str] | None = None,
+    query: str | os.PathLike[str] | None = None,
+    gallery: str | os.PathLike[str] | None = None,
+    flip: bool | str = "sum",
+    ks: Sequence[int] = (1, 5, 10),
+    index: str = "flat",
+    batch_size: int = 256,
+    cache: EmbeddingCache | None = None,
+) -> dict[str, Any]:
+    """Retrieval metrics (:func:`faceforge.eval.retrieval.retrieval_metrics`) of ImageFolder trees.
+
+    ``split``: one folder, every image queries all others (leave-one-out). ``query`` + ``gallery``:
+    two folders; labels are the identity sub-folder names.
+    """
+    from faceforge.eval.retrieval import retrieval_metrics
+
+    fm = flip_mode(flip)
+    cache = cache or EmbeddingCache(None)
+    if (split is None) == (query is None and gallery is None) or (
+        split is None and (query is None or gallery is None)
+    ):
+        raise FaceforgeError("retrieval needs either a split folder or both a query and a gallery folder")
+    if split is not None:
+        emb, lab = _embed_folder(Path(split), model, fm, batch_size, cache)
+        res = retrieval_metrics(emb, lab, ks=ks, index=index)
+        res["query"] = res["gallery"] = str(split)
+    else:
+        q, ql = _embed_folder(Path(query), model, fm, batch_size, cache)  # type: ignore[arg-type]
+        g, gl = _embed_folder(Path(gallery), model, fm, batch_size, cache)  # type: ignore[arg-type]
+        res = retrieval_metrics(q, ql, g, gl, ks=ks, index=index)
+        res["query"], res["gallery"] = str(query), str(gallery)
+    res["recall_at_k"] = {str(k): v for k, v in res["recall_at_k"].items()}
+    res.update(kind="retrieval", flip=fm)
+    return res
+
+
+# --------------------------------------------------------------------------------------------------
+# calibration into the checkpoint
+
+
+def write_checkpoint_calibration(checkpoint: str | os.PathLike[str], calibration: dict[str, Any]) -> Path:
+    """Store ``calibration`` as ``checkpoint["calibration"]``, keeping every other key.
+
+    Written to a temporary file next to the checkpoint and moved over it with ``os.replace``, so a
+    crash never leaves a truncated checkpoint; only plain types are added, so the file still loads
+    with ``torch.load(weights_only=True)``.
+    """
+    import tempfile
+
+    from faceforge.models.checkpoint import read_checkpoint
+
+    p = Path(checkpoint)
+    ckpt = read_checkpoint(p)
+    ckpt["calibration"] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in calibration.items()}
+    mode = p.stat().st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        os.chmod(tmp, mode)  # mkstemp makes 0600; keep the checkpoint's own permissions
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
