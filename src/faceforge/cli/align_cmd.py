@@ -203,7 +203,8 @@ def cmd_align(args: argparse.Namespace) -> int:
     src, dst = Path(args.src), Path(args.dst)
     if not src.is_dir():
         raise FaceforgeError(f"align source {src} is not a folder (expected a folder of images)")
-    size = parse_size(args.size)
+    # The dlib template is defined at 150 px (dlib's chip); arcface at 112.
+    size = parse_size(args.size if args.size is not None else (150 if args.template == "dlib" else 112))
     get_template(args.template, size)  # fail early on a bad template/size combination
     ext = "." + args.ext.lstrip(".").lower()
     if ext not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
@@ -369,7 +370,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default="yunet", help=f"backend: {names}")
     p.add_argument("--model-path", help="model file (or MTCNN folder) instead of the model store")
     p.add_argument("--score-threshold", type=_threshold, default=None)
-    p.add_argument("--size", default="112", help="crop size: 112, 128, 224, 96x112, 150 (dlib), ...")
+    p.add_argument(
+        "--size",
+        default=None,
+        help="crop size: 112 (default; 150 with --template dlib), 128, 224, 96x112, ...",
+    )
     p.add_argument("--template", default="arcface", help="alignment template: arcface or dlib")
     g = p.add_mutually_exclusive_group()
     g.add_argument(

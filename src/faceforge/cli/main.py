@@ -24,6 +24,10 @@ COMMAND_MODULES = (
     "faceforge.cli.data_cmd",
     "faceforge.cli.models_cmd",
     "faceforge.cli.align_cmd",
+    "faceforge.cli.infer_cmd",
+    "faceforge.cli.export_cmd",
+    "faceforge.cli.bench_align_cmd",
+    "faceforge.cli.serve_cmd",
 )
 
 

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model (YAML config + --section.key value overrides)",
         description="Train a model. Any config key can be overridden: "
-        "--trainer.max_epochs 3 --model.backbone.width 0.5",
+        "--trainer.max_epochs 3 --model.backbone.width 0.5. Resume with --resume auto (newest run of "
+        "the same name) or --resume PATH/last.ckpt.",
     )
     p.add_argument("--config", "-c", help="YAML config file (defaults apply to keys it leaves out)")
     p.add_argument(
@@ -34,9 +35,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(dump_config(cfg))
         return 0
-    from faceforge.train.run import train
+    from faceforge.train.run import env_rank, train
 
     result = train(cfg, evaluate_test=not args.no_test)
+    if env_rank() != 0:  # the other processes of a distributed run stay quiet
+        return 0
     print(f"run directory: {result.run_dir}")
     print(f"best checkpoint: {result.best_checkpoint}")
     if result.test:

@@ -289,20 +289,28 @@ class PartialFC(nn.Module):
     @torch.no_grad()
     def gather_full_weight(self) -> Tensor:
         """The full ``[C, D]`` centre matrix on CPU (collective: every rank must call it)."""
+        return self.gather_full(self.weight.detach())
+
+    @torch.no_grad()
+    def gather_full(self, local: Tensor) -> Tensor:
+        """Concatenate every rank's ``[n_r, ...]`` shard-shaped tensor (e.g. an optimizer state) on CPU.
+
+        Collective: every rank must call it with its tensor for its own shard.
+        """
         if not self.distributed:
-            return self.weight.detach().cpu().clone()
-        full = torch.empty(self.num_classes, self.embedding_size, dtype=self.weight.dtype)
+            return local.detach().cpu().clone()
+        full = torch.empty(self.num_classes, *local.shape[1:], dtype=local.dtype)
         for r in range(self.world_size):
             start, count = shard_range(self.num_classes, self.world_size, r)
-            buf = (
-                self.weight.detach().contiguous()
-                if r == self.rank
-                else self.weight.new_empty(count, self.embedding_size)
-            )
+            buf = local.detach().contiguous() if r == self.rank else local.new_empty(count, *local.shape[1:])
             src = r if self.process_group is None else dist.get_global_rank(self.process_group, r)
             dist.broadcast(buf, src=src, group=self.process_group)
             full[start : start + count] = buf.cpu()
         return full
+
+    def local_rows(self, full: Tensor) -> Tensor:
+        """This rank's slice of a full ``[C, ...]`` tensor (the inverse of :meth:`gather_full`)."""
+        return full[self.class_start : self.class_start + self.num_local]
 
     @staticmethod
     def _state_dict_hook(

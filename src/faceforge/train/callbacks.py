@@ -1,4 +1,4 @@
-"""Training callbacks: verification during training, the epoch summary, atomic checkpoint writes."""
+"""Training callbacks: verification during training, the epoch summary, checkpoints for resuming."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from faceforge.eval.calibration import calibration_from_result
@@ -49,12 +50,20 @@ class VerificationCallback(L.Callback):
         self.last: dict[str, Any] = {}
 
     def _run(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        was_training = module.training
-        module.eval()
-        try:
-            res = evaluate_model(module, self.data, self.batch_size, self.flip)
-        finally:
-            module.train(was_training)
+        # Rank 0 evaluates while the other ranks wait in the broadcast: the embedding pass uses the
+        # bare module (no DDP wrapper, so no collectives that could deadlock), and every rank then
+        # logs the same numbers, which keeps checkpoint and early-stopping decisions identical.
+        res: dict[str, Any] | None = None
+        if trainer.is_global_zero:
+            was_training = module.training
+            module.eval()
+            try:
+                res = evaluate_model(module, self.data, self.batch_size, self.flip)
+            finally:
+                module.train(was_training)
+        if trainer.world_size > 1:
+            res = trainer.strategy.broadcast(res, src=0)
+        assert res is not None
         self.best = max(self.best, res["accuracy"])
         self.last = res
         module.log("val/acc", res["accuracy"], prog_bar=True)
@@ -73,6 +82,12 @@ class VerificationCallback(L.Callback):
         if self.every_n_steps <= 0:
             self._run(trainer, module)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": float(self.best)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = float(state_dict.get("best", float("-inf")))
+
 
 class EpochSummary(L.Callback):
     """One line per epoch: loss, accuracy, validation accuracy, skipped images and time."""
@@ -86,6 +101,7 @@ class EpochSummary(L.Callback):
         self.load_time_skipped = load_time_skipped
         self.verification = verification
         self.runtime_skipped = runtime_skipped or (lambda: 0)
+        self.verbose = True
         self._skip0 = 0
         self.t0 = time.perf_counter()
         self.history: list[dict[str, Any]] = []
@@ -102,7 +118,7 @@ class EpochSummary(L.Callback):
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "loss": loss_sum / n if n else None,
-            "train_acc": acc_sum / n if n else None,
+            "train_acc": acc_sum / n if n and getattr(module, "pfc", None) is None else None,
             "skipped_images": self.load_time_skipped
             + (self.runtime_skipped() - self._skip0)
             + int(getattr(module, "skipped_in_epoch", 0)),
@@ -112,12 +128,58 @@ class EpochSummary(L.Callback):
             row["val_acc"] = self.verification.last["accuracy"]
             row["val_best_acc"] = self.verification.best
         self.history.append(row)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.verbose:
             parts = [f"epoch {row['epoch']}"]
             if row["loss"] is not None:
-                parts.append(f"loss {row['loss']:.3f}  train acc {row['train_acc']:.3f}")
+                acc = "" if row["train_acc"] is None else f"  train acc {row['train_acc']:.3f}"
+                parts.append(f"loss {row['loss']:.3f}{acc}")
             if "val_acc" in row:
                 parts.append(f"val acc {row['val_acc']:.4f} (best {row['val_best_acc']:.4f})")
             parts.append(f"skipped images {row['skipped_images']}")
             parts.append(f"{row['seconds']:.1f} s")
             print(" | ".join(parts), flush=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(r) for r in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(r) for r in state_dict.get("history", [])]
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Write ``last.ckpt`` (atomically, see :class:`AtomicCheckpointIO`) for ``--resume``.
+
+    Saved every ``every_n_steps`` optimizer steps (0: never mid-epoch), at the end of every epoch and
+    when ``max_steps`` ends training. A subclass of Lightning's ``Checkpoint``, so it runs after the
+    other callbacks of the same hook (the best-model checkpoint has already seen the new score).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], every_n_steps: int = 0) -> None:
+        self.path = Path(path)
+        self.every_n_steps = int(every_n_steps)
+        self._saved_step = -1
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # Only right after an optimizer step: a checkpoint between accumulated micro-batches would
+        # lose the gradients summed so far.
+        if (batch_idx + 1) % max(
+            1, trainer.accumulate_grad_batches
+        ) and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        step = trainer.global_step
+        due = self.every_n_steps > 0 and step % self.every_n_steps == 0
+        end = 0 < trainer.max_steps <= step
+        if (due or end) and step != self._saved_step:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path)}

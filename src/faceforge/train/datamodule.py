@@ -1,4 +1,11 @@
-"""LightningDataModule over an ImageFolder training set and the verification pairs."""
+"""LightningDataModule over an ImageFolder training set and the verification pairs.
+
+The training order comes from :class:`ResumableSampler`: one permutation per ``(seed, epoch)``
+of the whole set, cut into global batches of ``batch_size · world_size`` images, rank ``r`` taking
+the ``r``-th slice of each. The data module saves how many global batches of the current epoch
+were trained (``state_dict``), so a run resumed from a mid-epoch checkpoint continues with the very
+next batch, also at another world size (the position is kept in images).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from faceforge.data.folder import ImageFolderDataset
 from faceforge.data.pairs import read_pairs
@@ -31,6 +38,8 @@ class FaceDataModule(L.LightningDataModule):
         self.cfg = data_cfg
         self.color = color
         self.seed = seed
+        self._resume: dict[str, Any] | None = None
+        self.sampler: ResumableSampler | None = None
         root = Path(data_cfg["root"])
         if not root.is_dir():
             raise FaceforgeError(
@@ -86,19 +95,118 @@ class FaceDataModule(L.LightningDataModule):
         pairs = read_pairs(path)
         return load_pair_images(pairs, self.cfg["image_size"], self.color)
 
+    def make_sampler(self, world_size: int = 1, rank: int = 0) -> ResumableSampler:
+        """The training sampler for this rank, positioned where a loaded checkpoint left off."""
+        sampler = ResumableSampler(
+            len(self.train_set),
+            int(self.cfg["batch_size"]),
+            world_size=world_size,
+            rank=rank,
+            seed=self.seed,
+            with_seed=isinstance(self.train_set, _Augmented),
+        )
+        if self._resume is not None:
+            sampler.resume(int(self._resume["epoch"]), int(self._resume["consumed_samples"]))
+        return sampler
+
     def train_dataloader(self) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        self.sampler = self.make_sampler(world, rank)
+        # The loader's own generator (not torch's global one) seeds worker processes, so fetching
+        # batches never moves the global RNG that the training step draws from.
         g = torch.Generator()
         g.manual_seed(self.seed)
-        workers = int(self.cfg["num_workers"])
+        workers = int(self.cfg["num_workers"]) if self.cfg["num_workers"] != "auto" else 0
         return DataLoader(
             self.train_set,
             batch_size=int(self.cfg["batch_size"]),
-            shuffle=True,
+            sampler=self.sampler,
             drop_last=True,
             num_workers=workers,
             persistent_workers=workers > 0,
             generator=g,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training position: epoch and images of it already trained (over all ranks)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or getattr(self, "sampler", None) is None:
+            return {}
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return {
+            "epoch": int(trainer.current_epoch),
+            "batches_done": done,
+            "consumed_samples": done * self.sampler.global_batch,
+            "global_micro_batch": self.sampler.global_batch,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Remember the position; :meth:`train_dataloader` starts the sampler there."""
+        self._resume = dict(state_dict) if state_dict else None
+
+
+class ResumableSampler(Sampler):
+    """Seeded per-epoch permutation, sharded over ranks by global batch, that can start mid-epoch.
+
+    Args:
+        n: dataset length.
+        batch_size: images per rank per step.
+        world_size, rank: the data-parallel group.
+        seed: permutation seed (the same on every rank).
+        with_seed: yield ``(index, sample_seed)`` pairs for datasets whose augmentation must not draw
+            from the global RNG (see :class:`_Augmented`).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        with_seed: bool = False,
+    ) -> None:
+        self.n, self.batch_size, self.world_size, self.rank = n, batch_size, world_size, rank
+        self.seed, self.with_seed = seed, with_seed
+        self.global_batch = batch_size * world_size
+        self.num_batches = n // self.global_batch
+        if self.num_batches == 0:
+            raise FaceforgeError(
+                f"the training set has {n} images, fewer than one global batch (data.batch_size "
+                f"{batch_size} x {world_size} devices)"
+            )
+        self.epoch = 0
+        self.resume_epoch = -1
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch`` (Lightning calls this before each epoch)."""
+        self.epoch = int(epoch)
+
+    def resume(self, epoch: int, consumed_samples: int) -> None:
+        """Skip the first ``consumed_samples`` images of ``epoch`` (rounded down to whole global batches)."""
+        start = consumed_samples // self.global_batch
+        if start >= self.num_batches:  # saved at the end of the epoch: the next one starts afresh
+            epoch, start = epoch + 1, 0
+        self.epoch = self.resume_epoch = int(epoch)
+        self.start_batch = int(start)
+
+    def __len__(self) -> int:
+        # A full epoch, also when resuming: Lightning counts the batches already done itself.
+        return self.num_batches * self.batch_size
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        skip = self.start_batch if self.epoch == self.resume_epoch else 0
+        for k in range(skip, self.num_batches):
+            base = k * self.global_batch + self.rank * self.batch_size
+            for i in perm[base : base + self.batch_size]:
+                yield (i, (self.seed * 1_000_003 + self.epoch) * 2_654_435_761 + i) if self.with_seed else i
 
 
 class _RecordTransform:
@@ -118,7 +226,12 @@ class _RecordTransform:
 
 
 class _Augmented(torch.utils.data.Dataset):
-    """Applies the config's per-sample transforms to a dataset's CHW uint8 images (not to skipped ones)."""
+    """Applies the config's per-sample transforms to a dataset's CHW uint8 images (not to skipped ones).
+
+    Indexed with ``(index, sample_seed)`` (from :class:`ResumableSampler`), the transforms draw from
+    torch's RNG re-seeded for that sample and the global RNG is restored afterwards: an image's
+    augmentation depends on (seed, epoch, index) only, not on worker count, prefetching or resume.
+    """
 
     def __init__(self, base: Any, transform: Any) -> None:
         self.base, self.transform = base, transform
@@ -126,6 +239,13 @@ class _Augmented(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, sample_seed = key if isinstance(key, tuple) else (key, None)
         img, label = self.base[i]
-        return (self.transform(img) if label >= 0 else img), label
+        if label < 0:
+            return img, label
+        if sample_seed is None:
+            return self.transform(img), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed % 2**63)
+            return self.transform(img), label

@@ -12,6 +12,7 @@ Run directory::
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -64,31 +65,171 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*isinstance.*treespec.*")
+    # The data module restores the sampler position itself (Lightning cannot see that).
+    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def env_rank() -> int:
+    """Global rank of this process from the launcher's environment (0 outside distributed launches)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def find_resume_checkpoint(cfg: dict[str, Any]) -> Path | None:
+    """The checkpoint that ``cfg["resume"]`` names: ``auto`` → newest ``last.ckpt`` of a run of this name.
+
+    ``auto`` with no previous run returns ``None`` (start afresh: a re-queued job's first attempt).
+    """
+    r = cfg.get("resume")
+    if r is None:
+        return None
+    if r == "auto":
+        base = Path(cfg["run_root"]) / str(cfg["name"])
+        found = sorted(base.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
+    p = Path(r)
+    if not p.is_file():
+        raise FaceforgeError(f"resume: checkpoint {p} does not exist (use --resume auto or a .ckpt path)")
+    return p
+
+
+def resolve_run_dir(cfg: dict[str, Any], resume: Path | None) -> Path:
+    """Where this run writes: explicit ``run_dir``, the launcher's shared choice, the resumed run, or new.
+
+    Every process of a distributed job must agree: processes started by Lightning inherit
+    ``FACEFORGE_RUN_DIR`` from rank 0; torchrun/SLURM jobs derive it from the job id.
+    """
+    if cfg.get("run_dir"):
+        run = Path(cfg["run_dir"])
+    elif os.environ.get("FACEFORGE_RUN_DIR"):
+        run = Path(os.environ["FACEFORGE_RUN_DIR"])
+    elif resume is not None and resume.parent.name == "checkpoints":
+        run = resume.parent.parent
+    elif os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        run = Path(cfg["run_root"]) / str(cfg["name"]) / f"slurm-{os.environ['SLURM_JOB_ID']}"
+    elif os.environ.get("TORCHELASTIC_RUN_ID", "none") not in ("", "none"):
+        run = Path(cfg["run_root"]) / str(cfg["name"]) / f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    elif env_rank() != 0:
+        raise FaceforgeError(
+            "a distributed launch needs a shared run directory: pass --run_dir (or torchrun --rdzv-id)"
+        )
+    else:
+        return make_run_dir(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def make_loggers(cfg: dict[str, Any], run_dir: Path) -> list[Any]:
+    """The loggers of ``trainer.logger``; wandb and mlflow are optional packages."""
+    import importlib.util
+
+    from lightning.pytorch import loggers as pl_loggers
+
+    names = cfg["trainer"]["logger"]
+    names = [] if names is None else names if isinstance(names, list) else [names]
+    out: list[Any] = []
+    for name in names:
+        if name in ("wandb", "mlflow") and importlib.util.find_spec(name) is None:
+            raise FaceforgeError(
+                f"trainer.logger {name!r} needs the {name} package, which is not installed: pip install {name}"
+            )
+        if name == "tensorboard":
+            out.append(pl_loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""))
+        elif name == "csv":
+            out.append(pl_loggers.CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        elif name == "wandb":
+            # WANDB_MODE=offline writes under the run directory and never opens a connection.
+            out.append(
+                pl_loggers.WandbLogger(
+                    name=run_dir.name,
+                    project=str(cfg["name"]),
+                    save_dir=str(run_dir),
+                    offline=os.environ.get("WANDB_MODE", "") in ("offline", "disabled"),
+                )
+            )
+        elif name == "mlflow":
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri()
+            out.append(
+                pl_loggers.MLFlowLogger(
+                    experiment_name=str(cfg["name"]), run_name=run_dir.name, tracking_uri=uri
+                )
+            )
+        else:
+            raise FaceforgeError(f"config key 'trainer.logger' has an unknown value {name!r}")
+    return out
+
+
+def _early_stopping(cfg: dict[str, Any], has_val: bool) -> Any:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    es = dict(cfg["trainer"]["early_stopping"])
+    monitor = es.get("monitor") or ("val/acc" if has_val else "train/loss_epoch")
+    if monitor.startswith("val/") and not has_val:
+        raise FaceforgeError(
+            f"trainer.early_stopping.monitor {monitor!r} needs validation pairs (data.val_pairs is null)"
+        )
+    return EarlyStopping(
+        monitor=monitor,
+        patience=int(es.get("patience", 3)),
+        mode=es.get("mode") or ("max" if "acc" in monitor else "min"),
+        min_delta=float(es.get("min_delta", 0.0)),
+        check_on_train_epoch_end=True,
+        strict=True,
+    )
 
 
 def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
-    """Train the model described by ``cfg``; evaluate the best checkpoint on the test pairs."""
+    """Train the model described by ``cfg``; evaluate the best checkpoint on the test pairs.
+
+    ``cfg["resume"]`` (``auto`` or a path) continues a run from its ``last.ckpt``: weights, head
+    shards, optimizer, scheduler, sampler position, RNG states, epoch and step.
+    """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
-    from faceforge.train.callbacks import AtomicCheckpointIO, EpochSummary, VerificationCallback
+    from faceforge.train.callbacks import (
+        AtomicCheckpointIO,
+        EpochSummary,
+        ResumeCheckpoint,
+        VerificationCallback,
+    )
     from faceforge.train.datamodule import FaceDataModule
     from faceforge.train.module import FaceRecognitionModule
+    from faceforge.train.presets import apply_preset
 
     _quiet_lightning()
     validate_components(cfg)
+    cfg = copy.deepcopy(cfg)
     tcfg = cfg["trainer"]
     if int(tcfg.get("num_threads") or 0) > 0:
         torch.set_num_threads(int(tcfg["num_threads"]))
+    rank0 = env_rank() == 0
+    preset = apply_preset(cfg)
+    if rank0:
+        print(preset.summary, flush=True)
+    resume = find_resume_checkpoint(cfg)
+    if os.environ.get("FACEFORGE_RESUME"):  # chosen by rank 0 for the processes it launched
+        resume = Path(os.environ["FACEFORGE_RESUME"])
+    if rank0 and cfg.get("resume") is not None:
+        print(
+            f"resume: {resume}"
+            if resume
+            else f"resume auto: no earlier run of {cfg['name']!r}; starting afresh"
+        )
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     dm = FaceDataModule(cfg["data"], seed=int(cfg["seed"]))
     module = FaceRecognitionModule(cfg, dm.num_classes)
     if module.face_cfg.color != "RGB":
         dm = FaceDataModule(cfg["data"], color=module.face_cfg.color, seed=int(cfg["seed"]))
     val = dm.pair_images("val")
-    run_dir = make_run_dir(cfg)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    run_dir = resolve_run_dir(cfg, resume)
+    if rank0:
+        (run_dir / "config.yaml").write_text(dump_config({**cfg, "resume": None}))
     ckpt_dir = run_dir / "checkpoints"
 
     callbacks: list[Any] = []
@@ -99,20 +240,28 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
             val, int(vcfg["every_n_steps"]), bool(vcfg["flip"]), int(vcfg["batch_size"])
         )
         callbacks.append(verification)
+    if tcfg["early_stopping"] is not None:
+        callbacks.append(_early_stopping(cfg, val is not None))
     summary = EpochSummary(dm.load_time_skipped, verification, dm.runtime_skipped)
+    summary.verbose = rank0
     callbacks.append(summary)
     ckpt_cb = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
         monitor="val/acc" if val is not None else None,
         mode="max",
-        save_last=True,
+        save_last=False,
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
         every_n_train_steps=int(cfg["verification"]["every_n_steps"]) or None if val is not None else None,
     )
     callbacks.append(ckpt_cb)
+    callbacks.append(ResumeCheckpoint(ckpt_dir / "last.ckpt", int(tcfg["checkpoint_every_n_steps"])))
+    strategy = tcfg["strategy"]
+    if strategy == "ddp" and int(tcfg["freeze_backbone_epochs"]) > 0:
+        # The frozen backbone gets no gradients: DDP must not wait for them.
+        strategy = "ddp_find_unused_parameters_true"
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=int(tcfg["max_epochs"]),
@@ -120,24 +269,42 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         precision=tcfg["precision"],
         accelerator=tcfg["accelerator"],
         devices=tcfg["devices"],
+        num_nodes=int(tcfg["num_nodes"]),
+        strategy=strategy,
+        accumulate_grad_batches=int(tcfg["accumulate_grad_batches"]),
         log_every_n_steps=int(tcfg["log_every_n_steps"]),
         gradient_clip_val=tcfg["gradient_clip_val"],
         deterministic=bool(tcfg["deterministic"]),
         # A progress bar in a log file is thousands of carriage-return lines: only on a terminal.
         enable_progress_bar=bool(tcfg["enable_progress_bar"]) and sys.stderr.isatty(),
         enable_model_summary=False,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""),
+        logger=make_loggers(cfg, run_dir) or False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
+        # The data module's sampler shards by rank itself (and can resume mid-epoch).
+        use_distributed_sampler=False,
     )
-    trainer.fit(module, datamodule=dm)
+    saved_env = {k: os.environ.get(k) for k in ("FACEFORGE_RUN_DIR", "FACEFORGE_RESUME")}
+    os.environ["FACEFORGE_RUN_DIR"] = str(run_dir)
+    if resume is not None:
+        os.environ["FACEFORGE_RESUME"] = str(resume)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
     last = ckpt_dir / "last.ckpt"
     best = ckpt_dir / "best.ckpt"
     if not best.exists():
         best = last
     result = RunResult(run_dir, best, last, summary.history)
+    if not trainer.is_global_zero:
+        return result
     if verification is not None:
         result.val = {"best_accuracy": verification.best}
     if evaluate_test:

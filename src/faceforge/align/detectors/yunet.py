@@ -3,9 +3,14 @@
 Implements: W. Wu, H. Peng, S. Yu, "YuNet: A Tiny Millisecond-level Face Detector", Machine
 Intelligence Research 2023; model files from libfacedetection.train / OpenCV Zoo (ONNX).
 
-The fixed-size files (``yunet_*_640_640.onnx``, ``*_320_320``, the Zoo's 2023mar file = s 640)
-are fed a letterboxed copy of the image at the file's input size, and boxes/landmarks are mapped
-back. ``cv2.FaceDetectorYN`` returns per face ``x, y, w, h``, then 5 points that OpenCV calls
+Input sizing: by default (``input_size=None``) the image is fed at its own scale — downscaled only
+if its longer side exceeds ``max_side`` (640) — padded bottom/right to a multiple of 32, and the
+network is reshaped to that size (``setInputSize``; OpenCV's DNN reshapes the "fixed-size" files
+``yunet_*_640_640.onnx``, ``*_320_320`` and the Zoo's 2023mar file too). On 250×250 LFW images this
+is 256×256 instead of a 640×640 letterbox: ~6× faster, same detections. ``input_size=640`` or
+``(w, h)`` letterboxes to that size instead (upscaling small images, which finds smaller faces).
+Boxes/landmarks are mapped back to the input image.
+``cv2.FaceDetectorYN`` returns per face ``x, y, w, h``, then 5 points that OpenCV calls
 "right eye, left eye, nose tip, right mouth corner, left mouth corner" in the *subject's* terms —
 i.e. the first eye is the one with the smaller image x. That is exactly our order (left eye =
 smaller x), so the points are kept as they come (checked on a real photo in the tests).
@@ -32,7 +37,7 @@ def _input_size_from_name(path: Path) -> tuple[int, int] | None:
 
 
 class YuNetDetector(Detector):
-    """YuNet (OpenCV DNN); ``input_size`` defaults to the size in the file name, else 640×640."""
+    """YuNet (OpenCV DNN); ``input_size=None`` runs at the image's scale (see the module docstring)."""
 
     name = "yunet"
 
@@ -44,6 +49,7 @@ class YuNetDetector(Detector):
         input_size: tuple[int, int] | int | None = None,
         top_k: int = 5000,
         upscale: bool = True,
+        max_side: int = 640,
     ) -> None:
         super().__init__(score_threshold, nms_threshold)
         self.model_path = model_file(model_path, "yunet", "yunet")
@@ -54,11 +60,16 @@ class YuNetDetector(Detector):
             )
         if isinstance(input_size, int):
             input_size = (input_size, input_size)
-        self.input_size = tuple(input_size or _input_size_from_name(self.model_path) or (640, 640))
+        self.input_size: tuple[int, int] | None = tuple(input_size) if input_size else None  # type: ignore[assignment]
         self.upscale = upscale
+        self.max_side = int(max_side)
+        if self.max_side < 32:
+            raise FaceforgeError(f"yunet max_side={max_side}: expected at least 32")
+        create_size = self.input_size or _input_size_from_name(self.model_path) or (640, 640)
+        self._net_size = tuple(create_size)
         try:
             self._net = cv2.FaceDetectorYN.create(
-                str(self.model_path), "", self.input_size, self.score_threshold, self.nms_threshold, top_k
+                str(self.model_path), "", create_size, self.score_threshold, self.nms_threshold, top_k
             )
         except cv2.error as e:
             raise FaceforgeError(
@@ -66,8 +77,27 @@ class YuNetDetector(Detector):
                 "expected a YuNet ONNX file"
             ) from None
 
+    def _native_canvas(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        if scale < 1.0:
+            rgb = cv2.resize(
+                rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+            )
+        h2, w2 = rgb.shape[:2]
+        canvas = np.zeros((-(-h2 // 32) * 32, -(-w2 // 32) * 32, 3), dtype=np.uint8)
+        canvas[:h2, :w2] = rgb
+        return canvas, scale
+
     def _detect(self, rgb: np.ndarray) -> list[Face]:
-        canvas, scale = letterbox(rgb, self.input_size, upscale=self.upscale)
+        if self.input_size is not None:
+            canvas, scale = letterbox(rgb, self.input_size, upscale=self.upscale)
+        else:
+            canvas, scale = self._native_canvas(rgb)
+        size = (canvas.shape[1], canvas.shape[0])
+        if size != self._net_size:
+            self._net.setInputSize(size)
+            self._net_size = size
         _, out = self._net.detect(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
         if out is None:
             return []

@@ -1,0 +1,290 @@
+"""MediaPipe BlazeFace (+ face-mesh refinement) run with the LiteRT interpreter; our own decoding.
+
+Implements: V. Bazarevsky et al., "BlazeFace: Sub-millisecond Neural Face Detection on Mobile GPUs",
+CVPR-W 2019, and Y. Kartynnik et al., "Real-time Facial Surface Geometry from Monocular Video on
+Mobile GPUs", CVPR-W 2019 (the 468-point face mesh). Model files: ``face_detection_short_range.tflite``
+(128×128 input), ``face_detection_full_range_sparse.tflite`` (192×192) and ``face_landmark.tflite``
+(192×192) from the mediapipe 0.10.21 wheel (Apache-2.0), run with ``ai_edge_litert`` (the
+``mediapipe`` package itself is not used: it pins numpy<2 and installs a second OpenCV).
+
+Facts taken from mediapipe's graph configs (``face_detection_short_range.pbtxt``,
+``face_detection_full_range.pbtxt``, ``face_landmark_cpu.pbtxt``), re-implemented here:
+
+* SSD anchors (``SsdAnchorsCalculator``), ``fixed_anchor_size`` (every anchor is 1×1 in normalised
+  units, only its centre matters): short range = strides (8, 16, 16, 16), 2 anchors per layer per
+  cell, layers of equal stride merged → 16·16·2 + 8·8·6 = 896 anchors; full range = stride 4, one
+  anchor per cell → 48·48 = 2304. Anchor centre = ((x + 0.5)/W, (y + 0.5)/H), order: stride group,
+  row, column, anchor.
+* Decoding (``TensorsToDetectionsCalculator``, ``reverse_output_order``): per anchor 16 values
+  ``cx, cy, w, h`` then 6 keypoints ``(x, y)``, all in input pixels relative to the anchor centre
+  (divide by the input size, add the anchor centre). Score = sigmoid(clip(logit, ±100)); minimum
+  score 0.5 (short) / 0.6 (full).
+* Weighted NMS (``NonMaxSuppressionCalculator``, ``WEIGHTED``, IoU 0.3): the best box absorbs every
+  box overlapping it by more than the threshold; box and keypoints are the score-weighted mean of
+  the cluster, the score is the best one's.
+* Input: the image letterboxed to the model size (zero border), RGB scaled to [-1, 1]. The 6
+  BlazeFace keypoints are: the subject's right eye, left eye, nose tip, mouth centre, right ear
+  tragion, left ear tragion — the subject's right eye is the one with the smaller image x, i.e.
+  our "left eye".
+* Face mesh ROI (``face_detection_front_detection_to_roi``): the detection box centre, a square of
+  1.5 × the box's longer side, rotated so that the eye line (keypoint 0 → 1) is horizontal; the
+  crop is resampled to 192×192 (RGB in [0, 1], border replicated), the mesh returns 468 (x, y, z)
+  points in crop pixels plus a face-presence logit.
+
+The 5 points: eyes and nose tip are BlazeFace keypoints 0, 1, 2. With ``refine="mesh"`` (default)
+the mouth corners are face-mesh points 61 (subject's right mouth corner, smaller x) and 291
+(subject's left). BlazeFace has no mouth corners, so with ``refine="none"`` (or when the mesh says
+"no face", presence < 0.5) they are estimated from the mouth centre: centre ± 0.414 × (right eye −
+left eye), the ratio of mouth width to eye distance in the ArcFace template (29.18 / 35.24 / 2).
+``landmarks_extra`` holds the 6 BlazeFace keypoints.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceforge.align.detectors._model import model_file
+from faceforge.align.detectors.base import DETECTORS, Detector, Face, letterbox
+from faceforge.errors import FaceforgeError
+
+__all__ = [
+    "MESH_MOUTH_LEFT",
+    "MESH_MOUTH_RIGHT",
+    "MediaPipeDetector",
+    "blazeface_anchors",
+    "mouth_corners_from_centre",
+    "weighted_nms",
+]
+
+#: face-mesh indices of the mouth corners: image-left (subject's right) and image-right.
+MESH_MOUTH_LEFT = 61
+MESH_MOUTH_RIGHT = 291
+#: half the mouth width over the eye distance in the ArcFace 112 template ((70.73-41.55)/(73.53-38.29)/2).
+MOUTH_HALF_WIDTH_PER_EYE_DISTANCE = 0.414
+
+_VARIANTS: dict[str, dict[str, Any]] = {
+    # strides per layer; layers of one stride share a feature map (mediapipe merges them).
+    "short": {"store": "mediapipe_short", "size": 128, "strides": (8, 16, 16, 16), "per_layer": 2,
+              "min_score": 0.5},
+    "full": {"store": "mediapipe_full_sparse", "size": 192, "strides": (4,), "per_layer": 1,
+             "min_score": 0.6},
+}  # fmt: skip
+
+
+def blazeface_anchors(input_size: int, strides: tuple[int, ...], anchors_per_layer: int) -> np.ndarray:
+    """SSD anchor centres ``[N, 2]`` (normalised x, y) as mediapipe's ``SsdAnchorsCalculator`` makes them.
+
+    ``fixed_anchor_size`` anchors: only centres; consecutive layers with the same stride are merged
+    into one feature map with ``anchors_per_layer`` anchors per layer per cell.
+    """
+    out = []
+    i = 0
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        n_per_cell = anchors_per_layer * (j - i)
+        fm = math.ceil(input_size / strides[i])
+        ys, xs = np.meshgrid(np.arange(fm), np.arange(fm), indexing="ij")
+        centres = np.stack([(xs + 0.5) / fm, (ys + 0.5) / fm], -1).reshape(-1, 1, 2)
+        out.append(np.repeat(centres, n_per_cell, axis=1).reshape(-1, 2))
+        i = j
+    return np.concatenate(out).astype(np.float32)
+
+
+def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    w = np.maximum(0.0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]))
+    h = np.maximum(0.0, np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]))
+    inter = w * h
+    a = max(0.0, float(box[2] - box[0])) * max(0.0, float(box[3] - box[1]))
+    b = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    return inter / np.maximum(a + b - inter, 1e-12)
+
+
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float
+) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Mediapipe's weighted NMS: each kept box is the score-weighted mean of the boxes it suppresses.
+
+    ``boxes`` ``[N, 4]`` (x1, y1, x2, y2), ``keypoints`` ``[N, K, 2]``; returns (box, best score,
+    keypoints) per cluster, best score first.
+    """
+    order = np.argsort(-scores, kind="stable")
+    out = []
+    while order.size:
+        top = order[0]
+        iou = _iou_one(boxes[top], boxes[order])
+        # The top box belongs to its own cluster even when degenerate (zero area → IoU 0 with itself).
+        absorbed = (iou > iou_threshold) | (order == top)
+        members = order[absorbed]
+        w = scores[members].astype(np.float64)
+        w = w / w.sum()
+        box = (boxes[members] * w[:, None]).sum(0)
+        kps = (keypoints[members] * w[:, None, None]).sum(0)
+        out.append((box.astype(np.float32), float(scores[top]), kps.astype(np.float32)))
+        order = order[~absorbed]
+    return out
+
+
+def mouth_corners_from_centre(
+    left_eye: np.ndarray, right_eye: np.ndarray, mouth_centre: np.ndarray
+) -> np.ndarray:
+    """Mouth corners ``[2, 2]`` estimated as the mouth centre ± 0.414 × the eye vector (see module doc)."""
+    half = MOUTH_HALF_WIDTH_PER_EYE_DISTANCE * (np.asarray(right_eye) - np.asarray(left_eye))
+    c = np.asarray(mouth_centre, dtype=np.float64)
+    return np.stack([c - half, c + half]).astype(np.float32)
+
+
+def _require_litert() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise FaceforgeError(
+            "detector 'mediapipe' needs the LiteRT interpreter: pip install ai-edge-litert "
+            "(or pip install 'faceforge[detectors]')"
+        ) from None
+    return Interpreter
+
+
+def _interpreter(path: Path, threads: int | None) -> Any:
+    interp_cls = _require_litert()
+    try:
+        it = interp_cls(model_path=str(path), num_threads=threads or 1)
+        it.allocate_tensors()
+    except Exception as e:  # LiteRT raises ValueError/RuntimeError with its own text
+        raise FaceforgeError(f"cannot load mediapipe model {path}: {e}; expected a .tflite file") from None
+    return it
+
+
+class MediaPipeDetector(Detector):
+    """BlazeFace short range (``variant="short"``, default) or full range sparse (``"full"``).
+
+    ``refine="mesh"`` runs the face mesh on each face for the mouth corners (default);
+    ``refine="none"`` estimates them from BlazeFace's mouth centre. ``model_path`` is the BlazeFace
+    file, ``mesh_model_path`` the face-mesh file; both default to the model store.
+    """
+
+    name = "mediapipe"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        variant: str = "short",
+        refine: str = "mesh",
+        mesh_model_path: str | Path | None = None,
+        score_threshold: float | None = None,
+        nms_threshold: float = 0.3,
+        threads: int | None = 1,
+    ) -> None:
+        if variant not in _VARIANTS:
+            raise FaceforgeError(f"mediapipe variant {variant!r}: expected one of {', '.join(_VARIANTS)}")
+        if refine not in ("mesh", "none"):
+            raise FaceforgeError(f"mediapipe refine={refine!r}: expected 'mesh' or 'none'")
+        v = _VARIANTS[variant]
+        super().__init__(v["min_score"] if score_threshold is None else score_threshold, nms_threshold)
+        self.variant, self.refine = variant, refine
+        self.model_path = model_file(model_path, v["store"], self.name)
+        self._det = _interpreter(self.model_path, threads)
+        inp = self._det.get_input_details()[0]
+        self.size = int(v["size"])
+        if tuple(inp["shape"]) != (1, self.size, self.size, 3):
+            raise FaceforgeError(
+                f"{self.model_path}: input shape {tuple(inp['shape'])}, expected "
+                f"(1, {self.size}, {self.size}, 3) for the {variant}-range BlazeFace model"
+            )
+        self._det_in = inp["index"]
+        outs = sorted(self._det.get_output_details(), key=lambda d: -int(d["shape"][-1]))
+        self._reg_out, self._cls_out = outs[0]["index"], outs[1]["index"]
+        self.anchors = blazeface_anchors(self.size, v["strides"], v["per_layer"])
+        if int(outs[0]["shape"][1]) != len(self.anchors):
+            raise FaceforgeError(
+                f"{self.model_path}: {int(outs[0]['shape'][1])} outputs but {len(self.anchors)} anchors; "
+                f"not the {variant}-range BlazeFace model"
+            )
+        self._mesh = None
+        if refine == "mesh":
+            self.mesh_model_path = model_file(mesh_model_path, "mediapipe_face_mesh", self.name)
+            self._mesh = _interpreter(self.mesh_model_path, threads)
+            m_in = self._mesh.get_input_details()[0]
+            if tuple(m_in["shape"]) != (1, 192, 192, 3):
+                raise FaceforgeError(
+                    f"{self.mesh_model_path}: input {tuple(m_in['shape'])}; not face_landmark"
+                )
+            self._mesh_in = m_in["index"]
+            m_out = sorted(self._mesh.get_output_details(), key=lambda d: -int(np.prod(d["shape"])))
+            self._mesh_pts, self._mesh_flag = m_out[0]["index"], m_out[1]["index"]
+
+    # ------------------------------------------------------------------ BlazeFace
+    def _blazeface(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
+        canvas, scale = letterbox(rgb, (self.size, self.size))
+        x = canvas.astype(np.float32)[None] / 127.5 - 1.0
+        self._det.set_tensor(self._det_in, x)
+        self._det.invoke()
+        raw = self._det.get_tensor(self._reg_out)[0].astype(np.float64)
+        logit = self._det.get_tensor(self._cls_out)[0, :, 0].astype(np.float64)
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logit, -100.0, 100.0)))
+        keep = scores >= self.score_threshold
+        if not keep.any():
+            return []
+        raw, scores, anchors = raw[keep], scores[keep], self.anchors[keep].astype(np.float64)
+        s = float(self.size)
+        c = raw[:, 0:2] / s + anchors
+        wh = raw[:, 2:4] / s
+        boxes = np.concatenate([c - wh / 2, c + wh / 2], 1) * s / scale
+        kps = (raw[:, 4:16].reshape(-1, 6, 2) / s + anchors[:, None, :]) * s / scale
+        return weighted_nms(boxes, scores, kps, self.nms_threshold)
+
+    # ------------------------------------------------------------------ face mesh
+    def _mesh_points(self, rgb: np.ndarray, box: np.ndarray, kps: np.ndarray) -> tuple[np.ndarray, float]:
+        """468 mesh points ``[468, 2]`` in image pixels and the face-presence probability."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        side = 1.5 * max(box[2] - box[0], box[3] - box[1])
+        ex, ey = kps[1] - kps[0]
+        theta = math.atan2(ey, ex)  # rotate the crop so the eye line is horizontal in it
+        cos, sin = math.cos(theta), math.sin(theta)
+        # crop pixel (u, v) → image: centre + side · R(θ) · ((u, v) / 192 − 0.5)
+        k = side / 192.0
+        to_img = np.array(
+            [
+                [k * cos, -k * sin, cx - side / 2 * (cos - sin)],
+                [k * sin, k * cos, cy - side / 2 * (sin + cos)],
+            ]
+        )
+        crop = cv2.warpAffine(
+            rgb, to_img, (192, 192), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
+        self._mesh.set_tensor(self._mesh_in, crop.astype(np.float32)[None] / 255.0)
+        self._mesh.invoke()
+        pts = self._mesh.get_tensor(self._mesh_pts).reshape(-1, 3)[:, :2].astype(np.float64)
+        flag = float(self._mesh.get_tensor(self._mesh_flag).reshape(-1)[0])
+        presence = 1.0 / (1.0 + math.exp(-max(-100.0, min(100.0, flag))))
+        return pts @ to_img[:, :2].T + to_img[:, 2], presence
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        faces = []
+        for box, score, kps in self._blazeface(rgb):
+            mouth = mouth_corners_from_centre(kps[0], kps[1], kps[3])
+            if self._mesh is not None:
+                mesh, presence = self._mesh_points(rgb, box, kps)
+                if presence >= 0.5:
+                    mouth = mesh[[MESH_MOUTH_LEFT, MESH_MOUTH_RIGHT]].astype(np.float32)
+            lm = np.concatenate([kps[:3], mouth]).astype(np.float32)
+            faces.append(Face(bbox=box, score=score, landmarks=lm, landmarks_extra=kps.copy()))
+        return faces
+
+
+@DETECTORS.register("mediapipe")
+def _mediapipe(model_path: str | Path | None = None, **kwargs: Any) -> MediaPipeDetector:
+    return MediaPipeDetector(model_path=model_path, **kwargs)
+
+
+@DETECTORS.register("mediapipe_full")
+def _mediapipe_full(model_path: str | Path | None = None, **kwargs: Any) -> MediaPipeDetector:
+    kwargs.setdefault("variant", "full")
+    return MediaPipeDetector(model_path=model_path, **kwargs)

@@ -1,0 +1,103 @@
+"""``faceforge bench-align``: compare detectors by what a recogniser makes of their alignment.
+
+Usage::
+
+    faceforge bench-align --pairs ../shared/data/lfw/pairs.txt --root ../shared/data/lfw/lfw-deepfunneled \\
+        --detectors yunet,scrfd,retinaface --recognizer dlib --out runs/bench_align [--folds 1]
+
+Per detector: detection success rate, time per image (median, p95), peak RSS, GPU memory, and the
+recogniser's 10-fold accuracy, AUC and EER on that detector's crops (see
+:mod:`faceforge.eval.align_bench` for how failures and memory are handled). With ``--recognizer
+dlib`` a ``dlib-native`` baseline row is added (``--no-native`` drops it). Writes ``results.csv``,
+``results.md``, ``results.json``, ``outcomes.jsonl`` and ``align_bench.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+__all__ = ["cmd_bench_align", "register"]
+
+
+def _positive(v: str) -> int:
+    x = int(v)
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
+    return x
+
+
+def cmd_bench_align(args: argparse.Namespace) -> int:
+    """Run the benchmark and print its table (and the img/s of each detector)."""
+    from faceforge.errors import FaceforgeError
+    from faceforge.eval.align_bench import NATIVE_ROW, bench_align, to_markdown
+
+    if args.model_dir:
+        os.environ["FACEFORGE_MODEL_DIRS"] = os.pathsep.join(
+            p for p in (args.model_dir, os.environ.get("FACEFORGE_MODEL_DIRS", "")) if p
+        )
+    dets = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    if NATIVE_ROW in dets:
+        raise FaceforgeError(
+            f"{NATIVE_ROW!r} is the baseline row, added with --recognizer dlib; not a detector"
+        )
+    from faceforge.align import list_detectors
+    from faceforge.errors import did_you_mean
+
+    known = list_detectors()
+    for d in dets:
+        if d not in known:
+            raise FaceforgeError(f"unknown detector {d!r}{did_you_mean(d, known)}; known: {', '.join(known)}")
+    log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    rows = bench_align(
+        args.pairs,
+        dets,
+        args.recognizer,
+        root=args.root,
+        out=args.out,
+        folds=args.folds,
+        weights=args.weights,
+        native=False if args.no_native else None,
+        select=args.select,
+        use_cache=not args.no_cache,
+        log=log,
+    )
+    if args.json:
+        print(json.dumps(rows, default=float))
+    else:
+        print(to_markdown(rows), end="")
+        for r in rows:
+            print(f"{r['detector']}: {r['img_per_s']:.1f} img/s (detection only, 1 thread)")
+        print(f"results: {args.out}/results.md, results.csv, align_bench.png")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench-align`` command."""
+    p = subparsers.add_parser(
+        "bench-align", help="alignment benchmark: detectors × one recogniser on a pair list"
+    )
+    p.add_argument("--pairs", required=True, help="pair list (LFW pairs.txt, CSV, ...)")
+    p.add_argument("--root", default=None, help="image folder the pair list refers to")
+    p.add_argument(
+        "--detectors", default="yunet", help="comma list, e.g. yunet,scrfd,retinaface,mediapipe,dlib"
+    )
+    p.add_argument(
+        "--recognizer", default="dlib", help="'dlib' (dlib ResNet), a faceforge .ckpt, or a backbone name"
+    )
+    p.add_argument("--weights", default=None, help="weights file for a backbone-name recogniser")
+    p.add_argument("--out", default="runs/bench_align", help="output folder")
+    p.add_argument(
+        "--folds", type=_positive, default=None, help="use only the first N folds (1 = 600 LFW pairs)"
+    )
+    p.add_argument(
+        "--select", default="center", choices=("center", "largest", "score"), help="face kept per image"
+    )
+    p.add_argument("--model-dir", default=None, help="extra model-file folders (os.pathsep-separated)")
+    p.add_argument("--no-native", action="store_true", help="leave out the dlib-native baseline row")
+    p.add_argument("--no-cache", action="store_true", help="ignore OUT/cache/*.npz from an earlier run")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_bench_align)

@@ -1,0 +1,328 @@
+"""``faceforge verify`` / ``embed`` / ``gallery build|add|remove|search|info``: use a trained model.
+
+Usage::
+
+    faceforge verify A B --model M [--threshold T | --far F] [--detector D] [--json]
+    faceforge embed DIR|IMG... --model M --out emb.npz [--json]
+    faceforge gallery build DIR --model M --out G [--index auto|flat|ivf|ivfpq] [--json]
+    faceforge gallery add DIR|IMG... --gallery G [--model M] [--label L] [--json]
+    faceforge gallery remove LABEL... --gallery G [--json]
+    faceforge gallery search IMG --gallery G [--model M] [-k 5] [--json]
+    faceforge gallery info G [--json]
+
+``M`` is a training checkpoint (``.ckpt``) or an ONNX file from ``faceforge export`` (``.onnx``).
+Labels come from the folder layout: ``DIR/<label>/*.jpg`` gives each image its sub-folder's name;
+images directly in ``DIR`` are labelled by their file stem. A gallery remembers the model that
+built it, so ``--model`` may be left out of ``gallery add|search``. Images that cannot be decoded
+or hold no face are skipped with a note (``--json``: listed under ``"skipped"``), never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceforge.errors import FaceforgeError
+
+__all__ = ["collect_images", "load_recognizer", "register"]
+
+
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "--model",
+        required=required,
+        help="checkpoint (.ckpt) or ONNX file (.onnx)"
+        + ("" if required else " (default: the gallery's model)"),
+    )
+    p.add_argument(
+        "--detector",
+        default="auto",
+        help="face detector: auto (yunet, else scrfd), a detector name or a model file path",
+    )
+    p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibration)")
+    p.add_argument("--far", type=float, help="use the calibration's threshold at this false accept rate")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``verify``, ``embed`` and ``gallery``."""
+    p = sub.add_parser("verify", help="are two photos the same person? (similarity vs calibrated threshold)")
+    p.add_argument("a", help="first image")
+    p.add_argument("b", help="second image")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("embed", help="embeddings of a folder of images into an .npz")
+    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="output .npz (embeddings, paths, labels)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_embed)
+
+    g = sub.add_parser("gallery", help="build, edit and search a Faiss face gallery")
+    gs = g.add_subparsers(dest="gallery_command", metavar="ACTION")
+    p = gs.add_parser("build", help="a gallery from DIR/<label>/*.jpg")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="gallery directory to write")
+    p.add_argument("--index", default="auto", help="auto (by size), flat, ivf or ivfpq")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_gallery_build)
+
+    p = gs.add_parser("add", help="add images to a gallery")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--gallery", required=True, help="gallery directory")
+    p.add_argument("--label", help="label for every added image (default: from the folder layout)")
+    _add_model_args(p, required=False)
+    p.set_defaults(func=cmd_gallery_add)
+
+    p = gs.add_parser("remove", help="remove every entry with the given labels")
+    p.add_argument("labels", nargs="+", help="labels to remove")
+    p.add_argument("--gallery", required=True, help="gallery directory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_gallery_remove)
+
+    p = gs.add_parser("search", help="the k most similar gallery entries to the face in IMG")
+    p.add_argument("image", help="query image")
+    p.add_argument("--gallery", required=True, help="gallery directory")
+    p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    _add_model_args(p, required=False)
+    p.set_defaults(func=cmd_gallery_search)
+
+    p = gs.add_parser("info", help="what a gallery holds")
+    p.add_argument("gallery", help="gallery directory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_gallery_info)
+
+    g.set_defaults(func=lambda args: _gallery_help(g))
+
+
+def _gallery_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 1
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def load_recognizer(
+    model: str | Path, detector: str = "auto", threshold: float | None = None, far: float | None = None
+) -> Any:
+    """A :class:`~faceforge.infer.FaceRecognizer` for a ``.ckpt`` or ``.onnx`` file."""
+    from faceforge.infer import FaceRecognizer
+
+    p = Path(model)
+    if not p.is_file():
+        raise FaceforgeError(f"model {p} does not exist (expected a .ckpt checkpoint or an .onnx file)")
+    if p.suffix.lower() == ".onnx":
+        return FaceRecognizer.from_onnx(p, detector=detector, threshold=threshold, far=far)
+    return FaceRecognizer.from_checkpoint(p, detector=detector, threshold=threshold, far=far)
+
+
+def collect_images(inputs: list[str]) -> list[tuple[Path, str]]:
+    """``(path, label)`` for every image under ``inputs`` (sorted); labels from the folder layout."""
+    from faceforge.align.io import IMAGE_EXTENSIONS
+
+    out: list[tuple[Path, str]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_file():
+            out.append((p, p.stem))
+        elif p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            for f in files:
+                label = f.parent.name if f.parent != p else f.stem
+                out.append((f, label))
+        else:
+            raise FaceforgeError(f"{p} does not exist (expected an image file or a folder of images)")
+    if not out:
+        raise FaceforgeError(
+            f"no images found in {', '.join(inputs)} (extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return out
+
+
+def _embed_files(
+    rec: Any, files: list[tuple[Path, str]]
+) -> tuple[np.ndarray, list[tuple[Path, str]], list[dict]]:
+    """Embed each file; returns embeddings, the files kept and ``{"file", "reason"}`` for those skipped."""
+    embs, kept, skipped = [], [], []
+    for path, label in files:
+        try:
+            embs.append(rec.embed(path)[0])
+            kept.append((path, label))
+        except FaceforgeError as e:
+            skipped.append({"file": str(path), "reason": str(e)})
+    dim = int(rec.face_cfg.embedding_size)
+    return (np.stack(embs) if embs else np.zeros((0, dim), np.float32)), kept, skipped
+
+
+def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(text)
+
+
+def _note_skipped(args: argparse.Namespace, skipped: list[dict]) -> None:
+    if skipped and not args.json:
+        print(f"skipped {len(skipped)} image(s):", file=sys.stderr)
+        for s in skipped[:20]:
+            print(f"  {s['file']}: {s['reason']}", file=sys.stderr)
+
+
+def _gallery_model(args: argparse.Namespace, gallery: Any) -> Any:
+    model = args.model or gallery.model_info.get("source")
+    if not model:
+        raise FaceforgeError(f"gallery {args.gallery} does not record its model; pass --model")
+    if not Path(model).is_file():
+        raise FaceforgeError(f"the gallery's model {model} does not exist any more; pass --model")
+    rec = load_recognizer(model, args.detector, args.threshold, args.far)
+    if int(rec.face_cfg.embedding_size) != gallery.dim:
+        raise FaceforgeError(
+            f"model {model} gives {rec.face_cfg.embedding_size}-d embeddings but gallery {args.gallery} "
+            f"holds {gallery.dim}-d ones; use the model that built the gallery"
+        )
+    return rec
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Print whether A and B show the same person."""
+    rec = load_recognizer(args.model, args.detector, args.threshold, args.far)
+    res = rec.verify(args.a, args.b)
+    faces = {k: {kk: vv for kk, vv in f.items() if kk != "aligned"} for k, f in res["faces"].items()}
+    payload = {**{k: v for k, v in res.items() if k != "faces"}, "faces": faces, "model": rec.info()}
+    word = "SAME person" if res["verified"] else "DIFFERENT people"
+    _print(
+        args,
+        payload,
+        f"{word}: similarity {res['similarity']:.4f} {'>=' if res['verified'] else '<'} "
+        f"threshold {res['threshold']:.4f} ({rec.info()['threshold_source']})",
+    )
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Write ``embeddings``, ``paths`` and ``labels`` of the images into an .npz."""
+    rec = load_recognizer(args.model, args.detector, args.threshold, args.far)
+    files = collect_images(args.inputs)
+    emb, kept, skipped = _embed_files(rec, files)
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        out,
+        embeddings=emb.astype(np.float32),
+        paths=np.array([str(p) for p, _ in kept], dtype=str),
+        labels=np.array([lab for _, lab in kept], dtype=str),
+    )
+    _note_skipped(args, skipped)
+    _print(
+        args,
+        {"out": str(out), "count": len(kept), "dim": int(emb.shape[1]), "skipped": skipped},
+        f"wrote {len(kept)} embeddings ({emb.shape[1]}-d) to {out}",
+    )
+    return 0
+
+
+def cmd_gallery_build(args: argparse.Namespace) -> int:
+    """Embed a folder and save it as a gallery."""
+    from faceforge.infer import Gallery
+
+    rec = load_recognizer(args.model, args.detector, args.threshold, args.far)
+    emb, kept, skipped = _embed_files(rec, collect_images(args.inputs))
+    if not kept:
+        raise FaceforgeError(f"no face could be embedded from {', '.join(args.inputs)}; nothing to build")
+    info = {**rec.info(), "source": str(Path(args.model).resolve())}
+    g = Gallery.build(
+        emb, [lab for _, lab in kept], [{"path": str(p)} for p, _ in kept], index=args.index, model_info=info
+    )
+    path = g.save(args.out)
+    _note_skipped(args, skipped)
+    _print(
+        args,
+        {"gallery": str(path), "count": len(g), "index": g.params, "skipped": skipped},
+        f"gallery {path}: {len(g)} entries, {len(set(g.labels))} labels, index {g.kind}",
+    )
+    return 0
+
+
+def cmd_gallery_add(args: argparse.Namespace) -> int:
+    """Embed images and append them to a gallery."""
+    from faceforge.infer import Gallery
+
+    g = Gallery.load(args.gallery)
+    rec = _gallery_model(args, g)
+    emb, kept, skipped = _embed_files(rec, collect_images(args.inputs))
+    labels = [args.label or lab for _, lab in kept]
+    g.add(emb, labels, [{"path": str(p)} for p, _ in kept])
+    g.save(args.gallery)
+    _note_skipped(args, skipped)
+    _print(
+        args,
+        {"gallery": args.gallery, "added": len(kept), "count": len(g), "skipped": skipped},
+        f"added {len(kept)} entries; gallery {args.gallery} now holds {len(g)}",
+    )
+    return 0
+
+
+def cmd_gallery_remove(args: argparse.Namespace) -> int:
+    """Remove entries by label."""
+    from faceforge.infer import Gallery
+
+    g = Gallery.load(args.gallery)
+    n = g.remove(args.labels)
+    if n:
+        g.save(args.gallery)
+    _print(
+        args,
+        {"gallery": args.gallery, "removed": n, "count": len(g)},
+        f"removed {n} entries; gallery {args.gallery} now holds {len(g)}",
+    )
+    return 0
+
+
+def cmd_gallery_search(args: argparse.Namespace) -> int:
+    """The k nearest gallery entries to the largest face of IMG."""
+    from faceforge.infer import Gallery
+
+    if args.k < 1:
+        raise FaceforgeError(f"-k must be >= 1, got {args.k}")
+    g = Gallery.load(args.gallery)
+    rec = _gallery_model(args, g)
+    hits = rec.find(args.image, g, args.k)
+    thr = rec.threshold
+    for h in hits:
+        h["match"] = None if thr is None else bool(h["similarity"] >= thr)
+    lines = [f"{i + 1}. {h['label']}  similarity {h['similarity']:.4f}" for i, h in enumerate(hits)]
+    if thr is not None:
+        lines.append(f"(threshold {thr:.4f}: {sum(bool(h['match']) for h in hits)} match)")
+    _print(
+        args, {"query": args.image, "threshold": thr, "results": hits}, "\n".join(lines) or "(empty gallery)"
+    )
+    return 0
+
+
+def cmd_gallery_info(args: argparse.Namespace) -> int:
+    """Print a gallery's manifest."""
+    from faceforge.infer import Gallery
+
+    g = Gallery.load(args.gallery)
+    man = g.manifest()
+    man["labels"] = len(set(g.labels))
+    params = ", ".join(f"{k} {v}" for k, v in g.params.items() if k != "kind")
+    _print(
+        args,
+        man,
+        f"{args.gallery}: {len(g)} entries, {man['labels']} labels, dim {g.dim}, index {g.kind}"
+        f"{f' ({params})' if params else ''}, model {g.model_info.get('name', '?')} "
+        f"({g.model_info.get('source', '?')})",
+    )
+    return 0

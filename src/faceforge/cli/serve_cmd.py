@@ -1,0 +1,101 @@
+"""``faceforge serve``: the REST service and its verify page under uvicorn (``docs/serve.md``).
+
+Usage::
+
+    faceforge serve --model M [--gallery G] [--host 127.0.0.1] [--port 8000] [--api-key-env VAR]
+                    [--max-body-mb 10] [--threshold T | --far F] [--detector auto] [--threads N]
+
+``M`` is a training checkpoint (``.ckpt``) or an ONNX file (``.onnx``). The API key is read from the
+environment variable named by ``--api-key-env`` (never from the command line, where ``ps`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from faceforge.errors import FaceforgeError
+
+__all__ = ["build_app", "register"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command."""
+    p = sub.add_parser("serve", help="REST service (verify / embed / search) with a verify page at /")
+    p.add_argument("--model", required=True, help="checkpoint (.ckpt) or ONNX file (.onnx)")
+    p.add_argument("--gallery", help="gallery directory for /v1/search (faceforge gallery build)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require the X-API-Key header to equal the value of this environment variable",
+    )
+    p.add_argument("--max-body-mb", type=float, default=10.0, help="request size limit in MiB (default 10)")
+    p.add_argument("--detector", default="auto", help="face detector: auto, a detector name or a model file")
+    p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibration)")
+    p.add_argument("--far", type=float, help="use the calibration's threshold at this false accept rate")
+    p.add_argument("--threads", type=int, help="PyTorch / ONNX Runtime CPU threads (default: the library's)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
+def build_app(args: argparse.Namespace) -> Any:
+    """The FastAPI app for parsed ``serve`` arguments (model, gallery and API key loaded and checked)."""
+    try:
+        from faceforge.serve.app import create_app
+    except ImportError as e:
+        raise FaceforgeError(
+            f"faceforge serve needs {e.name or 'fastapi'}: pip install 'faceforge[serve]'"
+        ) from None
+    from faceforge.cli.infer_cmd import load_recognizer
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key:
+            raise FaceforgeError(
+                f"--api-key-env {args.api_key_env}: the environment variable {args.api_key_env} is not set "
+                "or empty; export it with the key clients must send in X-API-Key"
+            )
+    if not args.max_body_mb > 0:
+        raise FaceforgeError(f"--max-body-mb must be positive, got {args.max_body_mb}")
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise FaceforgeError(f"--port must be in 0..65535, got {args.port}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise FaceforgeError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    recognizer = load_recognizer(args.model, detector=args.detector, threshold=args.threshold, far=args.far)
+    gallery = None
+    if args.gallery:
+        from faceforge.infer import Gallery
+
+        gallery = Gallery.load(args.gallery)
+    if recognizer.threshold is None:
+        log.warning("model %s has no calibration: /v1/verify needs a threshold field", args.model)
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without an API key: anyone who can reach it can use it", args.host)
+    return create_app(recognizer, gallery, api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load the model (and gallery) and serve until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise FaceforgeError(
+            "faceforge serve needs fastapi and uvicorn: pip install 'faceforge[serve]'"
+        ) from None
+    app = build_app(args)
+    print(f"faceforge: serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

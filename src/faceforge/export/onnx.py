@@ -1,0 +1,444 @@
+"""ONNX export of any faceforge backbone, with the preprocessing recorded in the file, and a parity check.
+
+Format: ONNX (https://onnx.ai, IR + operator sets; ``ModelProto.metadata_props`` is the
+string→string map of the spec's "Metadata" section). The graph takes ``input`` float32
+``[batch, 3, H, W]`` — pixels already mapped as ``(x / 255 - mean) / std`` in the model's colour
+order — and returns ``embedding`` float32 ``[batch, E]`` (raw, not normalised), with a dynamic batch
+axis. ``metadata_props`` holds (values are strings, JSON where structured):
+
+``faceforge.format``      ``"faceforge-onnx/1"``
+``input_size``            ``[H, W]``
+``color``                 ``"RGB"`` or ``"BGR"``
+``mean`` / ``std``        per-channel lists (on the 0–1 scale)
+``template``              alignment template name (``faceforge.align``)
+``embedding_size``        E
+``threshold``             cosine threshold of the calibration (``""`` when none)
+``calibration``           the calibration dict (:mod:`faceforge.eval.calibration`), ``{}`` when none
+``face_cfg``              the whole :class:`~faceforge.models.face_cfg.FaceConfig`
+``model_name``, ``precision``, ``faceforge_version``
+
+Precisions: ``fp32``; ``fp16`` stores every float weight as IEEE half and casts it back to float32
+inside the graph (half the file; onnxruntime's CPU provider has no fp16 kernels for most
+operators, so compute stays fp32 and the only change is the weight rounding); ``int8`` is
+onnxruntime's dynamic quantisation (``quantize_dynamic``: int8 weights, activations quantised per
+batch at run time — Jacob et al., "Quantization and Training of Neural Networks for Efficient
+Integer-Arithmetic-Only Inference", CVPR 2018). The accuracy change of both is measured by
+:func:`check_parity` and, on labelled pairs, by ``faceforge export``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceforge.errors import FaceforgeError
+from faceforge.models.face_cfg import FaceConfig
+
+__all__ = [
+    "FORMAT",
+    "PRECISIONS",
+    "check_parity",
+    "compare_on_pairs",
+    "export_onnx",
+    "read_metadata",
+    "synth_crops",
+]
+
+FORMAT = "faceforge-onnx/1"
+PRECISIONS = ("fp32", "fp16", "int8")
+MIN_OPSET = 17
+
+
+def _require_onnx() -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise FaceforgeError(
+            "ONNX export needs the onnx package: pip install onnx (or 'faceforge[onnx]')"
+        ) from None
+    return onnx
+
+
+def _unwrap(model: Any) -> tuple[Any, FaceConfig | None, dict[str, Any], str | None]:
+    """``(nn.Module, face_cfg, calibration, name)`` from a module or a loaded checkpoint."""
+    import torch
+
+    from faceforge.models.checkpoint import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        name = (model.config.get("model") or {}).get("backbone", {}).get("name")
+        return model.backbone, model.face_cfg, dict(model.calibration), name
+    if not isinstance(model, torch.nn.Module):
+        raise FaceforgeError(
+            f"export_onnx needs a torch.nn.Module (a faceforge backbone) or a loaded checkpoint, "
+            f"got {type(model).__name__}"
+        )
+    return model, getattr(model, "face_cfg", None), {}, getattr(model, "model_name", None)
+
+
+def metadata_dict(
+    face_cfg: FaceConfig, calibration: dict[str, Any] | None, name: str | None, precision: str
+) -> dict[str, str]:
+    """The ``metadata_props`` written into the ONNX file (see the module docstring)."""
+    from faceforge import __version__
+    from faceforge.eval.calibration import pick_threshold
+
+    cal = dict(calibration or {})
+    thr = pick_threshold(cal) if cal else None
+    return {
+        "faceforge.format": FORMAT,
+        "input_size": json.dumps([int(v) for v in face_cfg.input_size]),
+        "color": face_cfg.color,
+        "mean": json.dumps([float(v) for v in face_cfg.mean]),
+        "std": json.dumps([float(v) for v in face_cfg.std]),
+        "template": str(face_cfg.template),
+        "embedding_size": str(int(face_cfg.embedding_size)),
+        "threshold": "" if thr is None else repr(float(thr)),
+        "calibration": json.dumps(cal, allow_nan=False, default=float),
+        "face_cfg": json.dumps(face_cfg.to_dict(), default=str),
+        "model_name": name or "",
+        "precision": precision,
+        "faceforge_version": __version__,
+    }
+
+
+def export_onnx(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    opset: int = MIN_OPSET,
+    dynamic_batch: bool = True,
+    face_cfg: FaceConfig | None = None,
+    calibration: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    name: str | None = None,
+) -> Path:
+    """Export ``model`` (a backbone, or a :class:`~faceforge.models.checkpoint.LoadedModel`) to ``path``.
+
+    ``face_cfg`` defaults to ``model.face_cfg``; ``calibration`` to the checkpoint's. The file is
+    written atomically (temporary file + rename) and checked with ``onnx.checker``.
+    """
+    import torch
+
+    onnx = _require_onnx()
+    module, cfg0, cal0, name0 = _unwrap(model)
+    cfg = face_cfg or cfg0
+    if cfg is None:
+        raise FaceforgeError(
+            f"{type(module).__name__} has no face_cfg; pass face_cfg=FaceConfig(input_size=..., ...)"
+        )
+    if precision not in PRECISIONS:
+        raise FaceforgeError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if int(opset) < MIN_OPSET:
+        raise FaceforgeError(f"opset must be >= {MIN_OPSET} (LayerNormalization and friends), got {opset}")
+    cal = dict(calibration if calibration is not None else cal0)
+    out = Path(path)
+    if out.is_dir():
+        raise FaceforgeError(
+            f"ONNX output {out} is a directory; expected a file path such as {out}/model.onnx"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    h, w = (int(v) for v in cfg.input_size)
+    x = torch.zeros(2, 3, h, w)
+    was_training = module.training
+    module.eval()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of torch.export (which needs onnxscript,
+            # not a dependency); its tracer warnings are about Python control flow the models lack.
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=int(opset),
+                    input_names=["input"],
+                    output_names=["embedding"],
+                    dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}
+                    if dynamic_batch
+                    else None,
+                    do_constant_folding=True,
+                )
+            except Exception as e:  # the exporter raises many types; the user needs the model name
+                raise FaceforgeError(
+                    f"ONNX export of {name or name0 or type(module).__name__} failed: {type(e).__name__}: {e}"
+                ) from None
+        proto = onnx.load(str(tmp))
+        if precision == "fp16":
+            proto = _weights_to_fp16(proto)
+        elif precision == "int8":
+            proto = _quantize_int8(proto, tmp)
+        del proto.metadata_props[:]
+        for k, v in metadata_dict(cfg, cal, name or name0, precision).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        proto.doc_string = f"faceforge {name or name0 or type(module).__name__} face embedding"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, out)
+    finally:
+        module.train(was_training)
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def _weights_to_fp16(proto: Any) -> Any:
+    """Store float32 initializers as float16, each followed by a Cast back to float32 (see module doc)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = proto.graph
+    new_inits, casts = [], []
+    for init in g.initializer:
+        if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims, dtype=np.int64)) > 1:
+            arr = numpy_helper.to_array(init)
+            if np.abs(arr).max(initial=0.0) > 65504.0:
+                new_inits.append(init)  # would overflow half precision: keep it exact
+                continue
+            half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__fp16")
+            new_inits.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+        else:
+            new_inits.append(init)
+    del g.initializer[:]
+    g.initializer.extend(new_inits)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(casts + nodes)
+    return proto
+
+
+def _quantize_int8(proto: Any, tmp: Path) -> Any:
+    onnx = _require_onnx()
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise FaceforgeError("int8 export needs onnxruntime: pip install onnxruntime") from None
+    q = tmp.with_name(tmp.stem + ".int8.onnx")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # quantize_dynamic logs a "consider pre-processing" advice on the root logger each call.
+            logging.disable(logging.WARNING)
+            try:
+                quantize_dynamic(str(tmp), str(q), weight_type=QuantType.QInt8)
+            finally:
+                logging.disable(logging.NOTSET)
+        return onnx.load(str(q))
+    finally:
+        if q.exists():
+            q.unlink()
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse the faceforge ``metadata_props`` of an ONNX file.
+
+    Returns ``face_cfg`` (:class:`FaceConfig`), ``calibration`` (dict), ``threshold`` (float|None),
+    ``name``, ``precision`` and ``raw`` (the string map). Raises :class:`FaceforgeError` for a file
+    that is not ONNX or was not written by faceforge.
+    """
+    onnx = _require_onnx()
+    p = Path(path)
+    if not p.is_file():
+        raise FaceforgeError(f"ONNX model {p} does not exist")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise FaceforgeError(f"{p} is not a readable ONNX file: {e}") from None
+    raw = {m.key: m.value for m in proto.metadata_props}
+    if raw.get("faceforge.format") != FORMAT:
+        raise FaceforgeError(
+            f"{p} has no faceforge metadata (metadata_props 'faceforge.format' is "
+            f"{raw.get('faceforge.format')!r}, expected {FORMAT!r}); export it with `faceforge export`"
+        )
+    try:
+        cfg = FaceConfig.from_dict(json.loads(raw["face_cfg"]))
+        # The readable keys win over the embedded face_cfg so a hand-edited file is honoured.
+        cfg = FaceConfig(
+            input_size=tuple(json.loads(raw["input_size"])),
+            color=raw["color"],
+            mean=tuple(json.loads(raw["mean"])),
+            std=tuple(json.loads(raw["std"])),
+            template=raw["template"],
+            embedding_size=int(raw["embedding_size"]),
+            extra=cfg.extra,
+        )
+        calibration = json.loads(raw.get("calibration") or "{}")
+        threshold = float(raw["threshold"]) if raw.get("threshold") else None
+    except (KeyError, ValueError, TypeError) as e:
+        raise FaceforgeError(f"{p}: faceforge metadata is malformed ({type(e).__name__}: {e})") from None
+    return {
+        "face_cfg": cfg,
+        "calibration": calibration,
+        "threshold": threshold,
+        "name": raw.get("model_name") or None,
+        "precision": raw.get("precision", "fp32"),
+        "raw": raw,
+    }
+
+
+def _to_input(images: Any, cfg: FaceConfig) -> np.ndarray:
+    """Normalised float32 NCHW from uint8 RGB ``[N, H, W, 3]`` / ``[N, 3, H, W]`` or a float NCHW batch."""
+    if hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
+    a = np.asarray(images)
+    if a.ndim != 4:
+        raise FaceforgeError(f"parity images must be a 4-D batch, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if a.shape[-1] == 3 and a.shape[1] != 3:
+        a = a.transpose(0, 3, 1, 2)
+    x = a.astype(np.float32)
+    if cfg.color == "BGR":
+        x = x[:, ::-1]
+    mean = np.asarray(cfg.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
+    std = np.asarray(cfg.std, np.float32).reshape(1, 3, 1, 1) * 255.0
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """A CPU onnxruntime session for ``path`` (``threads`` defaults to ``torch.get_num_threads()``)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise FaceforgeError("running ONNX models needs onnxruntime: pip install onnxruntime") from None
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime has its own exception types
+        raise FaceforgeError(f"onnxruntime cannot load {path}: {e}") from None
+
+
+def check_parity(
+    model: Any, onnx_path: str | os.PathLike, images: Any, batch_size: int = 32
+) -> dict[str, Any]:
+    """Compare PyTorch and onnxruntime embeddings of the same ``images``.
+
+    ``images``: uint8 RGB crops (``[N, H, W, 3]`` or ``[N, 3, H, W]``; preprocessed with the model's
+    face_cfg) or an already-normalised float batch. Returns ``cosine_min``, ``cosine_mean``,
+    ``max_abs_diff`` (of the raw embeddings), ``max_abs`` (largest raw value, for scale) and ``n``.
+    """
+    import torch
+
+    module, cfg0, _, _ = _unwrap(model)
+    cfg = cfg0 or FaceConfig()
+    x = _to_input(images, cfg)
+    sess = onnx_session(onnx_path)
+    was_training = module.training
+    module.eval()
+    ref, got = [], []
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(x), batch_size):
+                xb = x[s : s + batch_size]
+                ref.append(module(torch.from_numpy(xb)).float().numpy())
+                got.append(np.asarray(sess.run(None, {sess.get_inputs()[0].name: xb})[0], np.float32))
+    finally:
+        module.train(was_training)
+    a, b = np.concatenate(ref).astype(np.float64), np.concatenate(got).astype(np.float64)
+    if a.shape != b.shape:
+        raise FaceforgeError(f"ONNX output shape {b.shape} differs from PyTorch {a.shape}")
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return {
+        "n": len(a),
+        "cosine_min": float(cos.min()),
+        "cosine_mean": float(cos.mean()),
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "max_abs": float(np.abs(a).max()),
+    }
+
+
+def synth_crops(face_cfg: FaceConfig, n: int, seed: int = 1, first_identity: int = 100_000) -> np.ndarray:
+    """``n`` aligned SynthFaces crops (RGB uint8 ``[n, H, W, 3]``) at the model's input size.
+
+    Identities from ``first_identity`` up are far beyond any training set the CLI writes, so the
+    crops are unseen faces; two images per identity.
+    """
+    import cv2
+
+    from faceforge.data.synth import SynthFaces
+
+    sf = SynthFaces(seed)
+    h, w = (int(v) for v in face_cfg.input_size)
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        img, _ = sf.image(first_identity + i // 2, i % 2)
+        out[i] = img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def compare_on_pairs(
+    model: Any, onnx_path: str | os.PathLike, n_identities: int = 100, seed: int = 1
+) -> dict[str, Any]:
+    """Verification accuracy of PyTorch vs ONNX embeddings on SynthFaces pairs of unseen identities.
+
+    ``n_identities`` genuine pairs (two images of one identity) and as many impostor pairs
+    (consecutive identities); both embeddings are scored with the 10-fold protocol of
+    :func:`faceforge.eval.metrics.evaluate_pairs`. Returns both accuracies, their difference and
+    the fraction of pairs whose same/different decision at the calibrated (or best-accuracy)
+    threshold agrees.
+    """
+    import torch
+
+    from faceforge.eval.metrics import evaluate_pairs
+
+    module, cfg0, cal, _ = _unwrap(model)
+    cfg = cfg0 or FaceConfig()
+    x = _to_input(synth_crops(cfg, 2 * n_identities, seed), cfg)
+    sess = onnx_session(onnx_path)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            ref = np.concatenate(
+                [module(torch.from_numpy(x[s : s + 64])).numpy() for s in range(0, len(x), 64)]
+            )
+    finally:
+        module.train(was_training)
+    got = np.concatenate(
+        [
+            np.asarray(sess.run(None, {sess.get_inputs()[0].name: x[s : s + 64]})[0])
+            for s in range(0, len(x), 64)
+        ]
+    ).astype(np.float32)
+    ia = np.concatenate([np.arange(0, 2 * n_identities, 2), np.arange(0, 2 * n_identities - 2, 2)])
+    ib = np.concatenate([np.arange(1, 2 * n_identities, 2), np.arange(2, 2 * n_identities, 2)])
+    issame = np.concatenate([np.ones(n_identities, bool), np.zeros(n_identities - 1, bool)])
+    r_ref = evaluate_pairs(ref[ia], ref[ib], issame)
+    r_got = evaluate_pairs(got[ia], got[ib], issame)
+
+    def cos(e: np.ndarray) -> np.ndarray:
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        return (e[ia] * e[ib]).sum(1)
+
+    from faceforge.eval.calibration import pick_threshold
+
+    thr = pick_threshold(cal) if cal else float(r_ref["threshold_cos"])
+    agree = float(np.mean((cos(ref) >= thr) == (cos(got) >= thr)))
+    return {
+        "n_pairs": len(issame),
+        "accuracy_torch": float(r_ref["accuracy"]),
+        "accuracy_onnx": float(r_got["accuracy"]),
+        "accuracy_change": float(r_got["accuracy"] - r_ref["accuracy"]),
+        "threshold": float(thr),
+        "decision_agreement": agree,
+    }

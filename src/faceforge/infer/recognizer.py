@@ -1,0 +1,630 @@
+"""``FaceRecognizer``: verify two photos, embed faces, search a gallery — PyTorch or ONNX backend.
+
+The data path is the one the model was trained with (see ``docs/architecture.md``): a raw photo
+goes through a detector (YuNet or SCRFD), the largest face's 5 landmarks are mapped onto the
+model's alignment template with the least-squares similarity of Umeyama (TPAMI 1991,
+:func:`faceforge.align.similarity_matrix`), the crop is normalised with the model's mean/std in its
+colour order (:class:`~faceforge.models.face_cfg.FaceConfig`), and the embedding is the sum of the
+embeddings of the crop and its mirror image (insightface's flip-test fusion, which the training
+calibration also used), L2-normalised. Two faces are the same person when their cosine similarity is
+``>= threshold``; the threshold comes from the calibration stored with the model
+(:func:`faceforge.eval.calibration.pick_threshold`) unless given.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from faceforge.errors import FaceforgeError, ImageDecodeError, NoFaceError
+from faceforge.eval.calibration import calibration_from_result, pick_threshold
+from faceforge.models.face_cfg import FaceConfig
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    from faceforge.align.detectors.base import Detector, Face
+    from faceforge.infer.gallery import Gallery
+
+__all__ = ["DETECTOR_ORDER", "FaceRecognizer", "FaceResult", "ImageInput", "load_image"]
+
+log = logging.getLogger(__name__)
+
+ImageInput = Union[str, os.PathLike, bytes, "PIL.Image.Image", np.ndarray]
+
+#: ``detector="auto"`` takes the first of these whose model file is in the store.
+DETECTOR_ORDER = ("yunet", "scrfd")
+#: ONNX ``metadata_props`` keys written by :func:`faceforge.export.export_onnx`.
+META_PREFIX = "faceforge."
+_BATCH = 64
+# ArcFace-template crops are defined at 112×112 (Deng et al., CVPR 2019); such an image is taken as
+# already aligned even for a model with a smaller input, and resized as training resized it.
+_CANONICAL_ALIGNED = (112, 112)
+
+
+@dataclass
+class FaceResult:
+    """One face of an image: where it was found, its aligned crop and its embedding."""
+
+    bbox: list[float] | None  # x1, y1, x2, y2 in image pixels (None: the input was already aligned)
+    score: float | None
+    landmarks: list[list[float]] | None  # [5][2]
+    aligned: np.ndarray  # H×W×3 uint8 RGB crop at the model's input size
+    embedding: np.ndarray  # [E] float32, L2-normalised
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``face_dict`` of :meth:`FaceRecognizer.verify` (``aligned`` stays an array)."""
+        return {"bbox": self.bbox, "score": self.score, "landmarks": self.landmarks, "aligned": self.aligned}
+
+
+# --------------------------------------------------------------------------------------------------
+# image input
+
+
+def _describe(image: Any) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return f"<{len(image)} bytes>"
+    if isinstance(image, np.ndarray):
+        return f"<array {'x'.join(map(str, image.shape))} {image.dtype}>"
+    return f"<{type(image).__name__}>"
+
+
+def _from_pil(im: Any, source: str) -> np.ndarray:
+    from PIL import ImageOps
+
+    from faceforge.align.detectors.base import to_rgb_uint8
+
+    try:
+        # EXIF orientation (tag 274) so landmarks refer to the upright picture, as align.io does.
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            arr = np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16)
+        elif im.mode == "F":
+            arr = np.asarray(im, dtype=np.float32)
+        elif im.mode in ("L", "RGB"):
+            arr = np.asarray(im)
+        else:
+            arr = np.asarray(im.convert("RGBA" if "A" in im.mode or im.mode == "P" else "RGB"))
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageDecodeError(f"cannot decode image {source}: {e}") from None
+    if arr.ndim < 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageDecodeError(f"image {source} is empty (shape {arr.shape})")
+    try:
+        return to_rgb_uint8(arr)
+    except FaceforgeError as e:
+        raise ImageDecodeError(f"image {source}: {e}") from None
+
+
+def load_image(image: ImageInput, color: str = "RGB") -> np.ndarray:
+    """Any :data:`ImageInput` → upright RGB uint8 ``[H, W, 3]``.
+
+    Paths and bytes are decoded by PIL (every format it reads, EXIF orientation applied); a PIL
+    image is converted; an ndarray is H×W, H×W×3 or H×W×4 in ``color`` order ("RGB" or "BGR", e.g.
+    what ``cv2.imread`` returns). Undecodable input raises :class:`ImageDecodeError` naming it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from faceforge.align.detectors.base import to_rgb_uint8
+
+    color = _check_color(color)
+    source = _describe(image)
+    if isinstance(image, (str, os.PathLike)):
+        p = Path(image)
+        if not p.is_file():
+            raise FaceforgeError(f"image {p} does not exist")
+        try:
+            with Image.open(p) as im:
+                im.load()
+                return _from_pil(im, source)
+        except UnidentifiedImageError:
+            raise ImageDecodeError(f"{p} is not an image file PIL can read") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageDecodeError(f"cannot decode image {p}: {e}") from None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        if not data:
+            raise ImageDecodeError("image bytes are empty (0 bytes); expected JPEG/PNG/... file content")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return _from_pil(im, source)
+        except UnidentifiedImageError:
+            raise ImageDecodeError(
+                f"{source} is not an image PIL can read (starts with {data[:8]!r})"
+            ) from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageDecodeError(f"cannot decode image {source}: {e}") from None
+    if isinstance(image, Image.Image):
+        return _from_pil(image, source)
+    if isinstance(image, np.ndarray):
+        try:
+            rgb = to_rgb_uint8(image)
+        except FaceforgeError as e:
+            raise ImageDecodeError(f"image {source}: {e}") from None
+        if color == "BGR":
+            rgb = np.ascontiguousarray(rgb[:, :, ::-1])
+        return rgb
+    raise ImageDecodeError(
+        f"unsupported image input {source}; expected a path, bytes, a PIL image or an H×W×3 uint8 array"
+    )
+
+
+def _check_color(color: str) -> str:
+    c = str(color).upper()
+    if c not in ("RGB", "BGR"):
+        raise FaceforgeError(f"color must be 'RGB' or 'BGR', got {color!r}")
+    return c
+
+
+def _is_batch(images: Any) -> bool:
+    return isinstance(images, (list, tuple))
+
+
+# --------------------------------------------------------------------------------------------------
+# backends
+
+
+class _TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: Any, device: str = "cpu") -> None:
+        import torch
+
+        self.torch = torch
+        try:
+            self.device = torch.device(device)
+            self.model = model.to(self.device).eval()
+        except (RuntimeError, AssertionError) as e:
+            raise FaceforgeError(f"device {device!r} cannot be used: {e}") from None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Raw embeddings of normalised float32 NCHW input."""
+        with self.torch.inference_mode():
+            t = self.torch.from_numpy(x).to(self.device)
+            return self.model(t).float().cpu().numpy()
+
+
+class _OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input = session.get_inputs()[0].name
+        itype = session.get_inputs()[0].type
+        self.dtype = np.float16 if "float16" in itype else np.float32
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input: x.astype(self.dtype, copy=False)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    if not np.isfinite(x).all():
+        raise FaceforgeError("the model produced NaN or infinite embeddings; the model file is unusable")
+    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# calibration sources
+
+
+def _calibration_from_report(path: Path) -> dict[str, Any]:
+    """Calibration of a ``report.json``: its ``"calibration"``, else from the first model row."""
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise FaceforgeError(f"calibration report {path} cannot be read as JSON: {e}") from None
+    if not isinstance(rep, dict):
+        return {}
+    if isinstance(rep.get("calibration"), dict):
+        return dict(rep["calibration"])
+    for name, res in rep.items():
+        if not isinstance(res, dict) or name.endswith("(raw pixels)"):
+            continue
+        if isinstance(res.get("calibration"), dict):
+            return dict(res["calibration"])
+        if "threshold_cos" in res:
+            n = res.get("n_pairs")
+            return calibration_from_result(res, f"{path} {name}" + (f" ({n} pairs)" if n else ""))
+    return {}
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class FaceRecognizer:
+    """Face verification / embedding / search with a trained model (see the module docstring).
+
+    Build one with :meth:`from_checkpoint`, :meth:`from_onnx` or :meth:`from_name`.
+    """
+
+    #: sum the embeddings of a crop and its mirror (insightface flip test; the calibration used it)
+    flip: bool = True
+
+    def __init__(
+        self,
+        backend: Any,
+        face_cfg: FaceConfig,
+        *,
+        name: str = "model",
+        calibration: dict[str, Any] | None = None,
+        detector: str | os.PathLike | Detector | None = "auto",
+        threshold: float | None = None,
+        far: float | None = None,
+        source: str = "",
+    ) -> None:
+        self._backend = backend
+        self.face_cfg = face_cfg
+        self.name = name
+        self.source = source
+        self.calibration = dict(calibration or {})
+        self._detector_spec = detector
+        self._detector: Detector | None = None
+        self._detector_name: str | None = None
+        if threshold is not None:
+            self.threshold: float | None = float(threshold)
+            self._threshold_from = "argument"
+        else:
+            self.threshold = pick_threshold(self.calibration, far)
+            self._threshold_from = "calibration" if self.threshold is not None else None
+        self.far_target = far if far is not None else self.calibration.get("far_target")
+        h, w = (int(v) for v in face_cfg.input_size)
+        self._size = (h, w)
+
+    # ---------------------------------------------------------------------------------- building
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        *,
+        detector: str | os.PathLike | Detector | None = "auto",
+        threshold: float | None = None,
+        far: float | None = None,
+        device: str = "cpu",
+    ) -> FaceRecognizer:
+        """A recognizer for a faceforge training checkpoint (read with ``weights_only=True``).
+
+        The calibration is the checkpoint's; when it has none, a ``report.json`` of the run
+        directory (``faceforge eval``) is used.
+        """
+        from faceforge.models.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(path)
+        calibration = dict(loaded.calibration)
+        if not calibration:
+            p = Path(path).resolve()
+            for rep in (p.parent / "report.json", p.parent.parent / "report.json"):
+                if rep.is_file():
+                    calibration = _calibration_from_report(rep)
+                    if calibration:
+                        break
+        name = str(loaded.config.get("model", {}).get("backbone", {}).get("name", "model"))
+        return cls(
+            _TorchBackend(loaded.backbone, device),
+            loaded.face_cfg,
+            name=name,
+            calibration=calibration,
+            detector=detector,
+            threshold=threshold,
+            far=far,
+            source=str(path),
+        )
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | os.PathLike,
+        *,
+        detector: str | os.PathLike | Detector | None = "auto",
+        threshold: float | None = None,
+        far: float | None = None,
+    ) -> FaceRecognizer:
+        """A recognizer for an ONNX file written by :func:`faceforge.export.export_onnx`.
+
+        Preprocessing facts and the calibration are read from the file's ``metadata_props``; the
+        session runs on the CPU with as many threads as ``torch.get_num_threads()`` allows.
+        """
+        from faceforge.export.onnx import onnx_session, read_metadata
+
+        meta = read_metadata(path)
+        sess = onnx_session(path)
+        return cls(
+            _OnnxBackend(sess),
+            meta["face_cfg"],
+            name=meta.get("name") or Path(path).stem,
+            calibration=meta.get("calibration") or {},
+            detector=detector,
+            threshold=threshold,
+            far=far,
+            source=str(path),
+        )
+
+    @classmethod
+    def from_name(
+        cls,
+        name: str,
+        *,
+        weights: str | os.PathLike | None = None,
+        detector: str | os.PathLike | Detector | None = "auto",
+        threshold: float | None = None,
+    ) -> FaceRecognizer:
+        """A registered backbone (``faceforge.list_models()``, ``timm/<name>``) with a weights file.
+
+        Nothing is downloaded. Without ``weights`` the model is randomly initialised (useful for
+        tests only, and a warning is logged); such a model has no calibration, so pass ``threshold``.
+        """
+        from faceforge.models.backbones import create_model, load_backbone_weights
+
+        model = create_model(name)
+        if weights is not None:
+            load_backbone_weights(model, weights)
+        else:
+            log.warning(
+                "FaceRecognizer.from_name(%r) without weights: the model is randomly initialised", name
+            )
+        return cls(
+            _TorchBackend(model),
+            getattr(model, "face_cfg", FaceConfig()),
+            name=name,
+            detector=detector,
+            threshold=threshold,
+            source=str(weights) if weights else "",
+        )
+
+    # ---------------------------------------------------------------------------------- facts
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"onnx"``."""
+        return self._backend.name
+
+    def info(self) -> dict[str, Any]:
+        """JSON-able facts: model, backend, preprocessing, threshold and where it came from, detector."""
+        cfg = self.face_cfg
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "source": self.source,
+            "embedding_size": int(cfg.embedding_size),
+            "input_size": [int(v) for v in cfg.input_size],
+            "color": cfg.color,
+            "mean": [float(v) for v in cfg.mean],
+            "std": [float(v) for v in cfg.std],
+            "template": cfg.template,
+            "flip_test": bool(self.flip),
+            "threshold": self.threshold,
+            "threshold_source": self._threshold_from,
+            "far_target": self.far_target,
+            "calibration_source": self.calibration.get("source"),
+            "detector": self._detector_label(),
+        }
+
+    def _detector_label(self) -> str | None:
+        if self._detector_name is not None:
+            return self._detector_name
+        spec = self._detector_spec
+        if spec is None:
+            return None
+        if spec == "auto":
+            from faceforge.align import store
+
+            for name in DETECTOR_ORDER:
+                if store.find(name) is not None:
+                    return name
+            return "auto (none available)"
+        if isinstance(spec, (str, os.PathLike)):
+            return str(spec)
+        return getattr(spec, "name", type(spec).__name__)
+
+    # ---------------------------------------------------------------------------------- detection
+    @property
+    def detector(self) -> Detector:
+        """The face detector, built on first use (``detector="auto"``: YuNet, else SCRFD)."""
+        if self._detector is None:
+            self._detector, self._detector_name = self._make_detector(self._detector_spec)
+        return self._detector
+
+    @staticmethod
+    def _make_detector(spec: Any) -> tuple[Detector, str]:
+        from faceforge.align import store
+        from faceforge.align.detectors.base import Detector, create_detector, list_detectors
+
+        if spec is None:
+            raise FaceforgeError(
+                "this recognizer has no face detector (detector=None); pass aligned crops at the "
+                "model's input size, or build it with detector='auto' / 'yunet' / 'scrfd'"
+            )
+        if isinstance(spec, Detector):
+            return spec, spec.name
+        if spec == "auto":
+            for name in DETECTOR_ORDER:
+                if store.find(name) is not None:
+                    return create_detector(name), name
+            raise FaceforgeError(
+                "no face detector model found (looked for "
+                + ", ".join(f"{store.KNOWN_FILES[n].filename}" for n in DETECTOR_ORDER)
+                + f" in {', '.join(str(d) for d in store.search_dirs())}); fetch one with "
+                "`faceforge models fetch yunet`, point $FACEFORGE_MODEL_DIRS at a folder holding it, "
+                "or pass detector='<name or .onnx path>'"
+            )
+        spec_s = os.fspath(spec)
+        if spec_s in list_detectors():
+            return create_detector(spec_s), spec_s
+        p = Path(spec_s).expanduser()
+        if p.suffix.lower() in (".onnx", ".pt") or p.exists():
+            for name in list_detectors():
+                if name in p.name.lower():
+                    return create_detector(name, model_path=p), name
+            raise FaceforgeError(
+                f"cannot tell which detector {p} is for: its name contains none of {list_detectors()}; "
+                "rename it or pass the detector name"
+            )
+        from faceforge.errors import did_you_mean
+
+        raise FaceforgeError(
+            f"unknown detector {spec_s!r}{did_you_mean(spec_s, list_detectors())}; "
+            f"expected 'auto', one of {list_detectors()} or a model file path"
+        )
+
+    def _is_aligned(self, rgb: np.ndarray, aligned: bool | None) -> bool:
+        if aligned is not None:
+            return bool(aligned)
+        hw = tuple(rgb.shape[:2])
+        return hw == self._size or (self.face_cfg.template == "arcface" and hw == _CANONICAL_ALIGNED)
+
+    def _crop_aligned(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = self._size
+        if rgb.shape[:2] == (h, w):
+            return rgb
+        # INTER_AREA when shrinking, as training's decode_image resized its crops.
+        interp = cv2.INTER_AREA if rgb.shape[0] > h else cv2.INTER_LINEAR
+        return cv2.resize(rgb, (w, h), interpolation=interp)
+
+    def _align(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        from faceforge.align import similarity_matrix, warp
+
+        h, w = self._size
+        m = similarity_matrix(face.landmarks, self.face_cfg.template, (w, h))
+        return warp(rgb, m, (w, h))
+
+    def _faces(
+        self, image: ImageInput, color: str, aligned: bool | None, largest_only: bool
+    ) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """``(aligned RGB crop, face facts)`` for each face (or the largest) of ``image``."""
+        rgb = load_image(image, color)
+        if self._is_aligned(rgb, aligned):
+            return [(self._crop_aligned(rgb), {"bbox": None, "score": None, "landmarks": None})]
+        faces = self.detector.detect(rgb)
+        if not faces:
+            raise NoFaceError(
+                f"no face found in {_describe(image)} ({rgb.shape[1]}x{rgb.shape[0]} px) by the "
+                f"{self._detector_name} detector"
+            )
+        if largest_only:
+            faces = [max(faces, key=lambda f: f.area)]
+        out = []
+        for f in faces:
+            facts = {
+                "bbox": [round(float(v), 2) for v in f.bbox],
+                "score": round(float(f.score), 4),
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks],
+            }
+            out.append((self._align(rgb, f), facts))
+        return out
+
+    # ---------------------------------------------------------------------------------- embedding
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings ``[N, E]`` of aligned RGB uint8 crops ``[N, H, W, 3]``."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:3] != self._size or crops.shape[3] != 3:
+            raise FaceforgeError(
+                f"aligned crops must be [N, {self._size[0]}, {self._size[1]}, 3] uint8 RGB, got {crops.shape}"
+            )
+        cfg = self.face_cfg
+        x = crops.astype(np.float32)
+        if cfg.color == "BGR":
+            x = x[..., ::-1]
+        x = x.transpose(0, 3, 1, 2)
+        mean = np.asarray(cfg.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
+        std = np.asarray(cfg.std, np.float32).reshape(1, 3, 1, 1) * 255.0
+        x = np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+        out = []
+        for s in range(0, len(x), _BATCH):
+            xb = x[s : s + _BATCH]
+            e = self._backend(xb)
+            if self.flip:
+                e = e + self._backend(np.ascontiguousarray(xb[..., ::-1]))
+            out.append(e)
+        if not out:
+            return np.zeros((0, int(cfg.embedding_size)), np.float32)
+        return _normalise(np.concatenate(out))
+
+    def embed(
+        self, images: ImageInput | Sequence[ImageInput], *, color: str = "RGB", aligned: bool | None = None
+    ) -> np.ndarray:
+        """float32 ``[N, E]`` L2-normalised embeddings, one per image (its largest face).
+
+        A single image gives ``[1, E]``. ``aligned=None`` detects unless the image already has the
+        model's input size (or is a 112×112 ArcFace crop); True/False force either way.
+        """
+        batch = list(images) if _is_batch(images) else [images]
+        crops = []
+        for i, img in enumerate(batch):
+            try:
+                crops.append(self._faces(img, color, aligned, largest_only=True)[0][0])
+            except FaceforgeError as e:
+                if len(batch) > 1:
+                    raise type(e)(f"image #{i}: {e}") from None
+                raise
+        return self.embed_crops(np.stack(crops)) if crops else self.embed_crops(np.zeros((0, *self._size, 3)))
+
+    def embed_faces(
+        self, image: ImageInput, *, color: str = "RGB", aligned: bool | None = None
+    ) -> list[FaceResult]:
+        """Every face of ``image`` (best detector score first), each with its crop and embedding."""
+        faces = self._faces(image, color, aligned, largest_only=False)
+        emb = self.embed_crops(np.stack([c for c, _ in faces]))
+        return [FaceResult(f["bbox"], f["score"], f["landmarks"], c, e) for (c, f), e in zip(faces, emb)]
+
+    # ---------------------------------------------------------------------------------- use
+    def _resolve_threshold(self, threshold: float | None) -> float:
+        if threshold is not None:
+            t = float(threshold)
+        elif self.threshold is not None:
+            t = self.threshold
+        else:
+            raise FaceforgeError(
+                f"model {self.source or self.name!r} has no calibration, so there is no verification "
+                "threshold; pass one (threshold=0.3, or --threshold on the command line)"
+            )
+        if not -1.0 <= t <= 1.0 or t != t:
+            raise FaceforgeError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+        return t
+
+    def verify(
+        self, a: ImageInput, b: ImageInput, *, threshold: float | None = None, color: str = "RGB"
+    ) -> dict[str, Any]:
+        """Are ``a`` and ``b`` the same person? Cosine similarity of their largest faces vs the threshold.
+
+        Returns ``{"verified", "similarity", "threshold", "faces": {"a": face, "b": face}}`` where a face
+        is ``{"bbox", "score", "landmarks", "aligned"}`` (``aligned``: the RGB crop the model saw).
+        """
+        t = self._resolve_threshold(threshold)
+        faces = {}
+        for key, img in (("a", a), ("b", b)):
+            try:
+                crop, facts = self._faces(img, color, None, largest_only=True)[0]
+            except FaceforgeError as e:
+                raise type(e)(f"image {key}: {e}") from None
+            faces[key] = {**facts, "aligned": crop}
+        emb = self.embed_crops(np.stack([faces["a"]["aligned"], faces["b"]["aligned"]]))
+        sim = float(np.clip(emb[0] @ emb[1], -1.0, 1.0))
+        return {"verified": bool(sim >= t), "similarity": sim, "threshold": t, "faces": faces}
+
+    def find(self, image: ImageInput, gallery: Gallery, k: int = 5) -> list[dict[str, Any]]:
+        """The ``k`` gallery entries most similar to the largest face of ``image``, best first."""
+        emb = self.embed(image)
+        if gallery.dim != emb.shape[1]:
+            raise FaceforgeError(
+                f"gallery embeddings have {gallery.dim} dimensions but model {self.name!r} gives "
+                f"{emb.shape[1]}; build the gallery with this model"
+            )
+        return gallery.search(emb, k)[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"FaceRecognizer(name={self.name!r}, backend={self.backend!r}, "
+            f"input_size={tuple(self.face_cfg.input_size)}, threshold={self.threshold})"
+        )
