@@ -151,10 +151,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))  # fmt: skip
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
-    )
-    peak = gemm_peak(dev, 8192 if dev.type == "cuda" else 1024)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    peak = gemm_peak(dev, 8192 if dev.type == "cuda" else 2048)
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU, {args.threads} thread(s)"
     print(f"device: {name}; GEMM peak {peak / 1e12:.3f} TFLOP/s; batch {args.batch}, "
           f"{args.image_size}x{args.image_size}, ArcFace over {args.classes} classes")  # fmt: skip
@@ -165,7 +163,9 @@ def main() -> None:
         torch.manual_seed(0)
         m = build(key, args.batch, args.image_size, args.classes, dev)
         opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-        x = torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8, device=dev)
+        x = torch.randint(
+            0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8, device=dev
+        )
         y = torch.randint(0, args.classes, (args.batch,), device=dev)
         with amp:
             flops = count_flops(m, x, y)

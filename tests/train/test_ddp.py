@@ -1,4 +1,6 @@
-"""DDP on CPU (gloo, 2 processes) with Partial FC: train, verify on rank 0, checkpoint, resume as 1 process."""
+"""DDP on CPU (gloo, 2 processes) with Partial FC:
+train, verify on rank 0, checkpoint, resume as 1 process.
+"""
 
 from __future__ import annotations
 
@@ -70,8 +72,8 @@ def test_two_process_ddp_partial_fc_then_resume_as_one_process(data, tmp_path) -
     assert json.loads((run_dir / "metrics.json").read_text())["val"]["best_accuracy"] > 0
 
     # Resume as one process; the same global batch of 16 takes 2 accumulated batches of 8.
-    cfg = load_config(None, [*TINY, "--data.root", str(data), "--run_root", str(runs), "--trainer.max_epochs", "2",
-                             "--data.global_batch_size", "16", "--resume", "auto"])  # fmt: skip
+    more = ["--trainer.max_epochs", "2", "--data.global_batch_size", "16", "--resume", "auto"]
+    cfg = load_config(None, [*TINY, "--data.root", str(data), "--run_root", str(runs), *more])
     res = train(cfg, evaluate_test=False)
     assert res.run_dir == run_dir
     after = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)

@@ -159,8 +159,14 @@ def test_backbone_clipping_leaves_the_head_alone(data, tmp_path) -> None:
 def test_early_stopping_stops(data, tmp_path) -> None:
     # The loss falls, so "max" never improves: patience 1 stops after the second epoch of five.
     r = train(
-        _cfg(data, tmp_path, "--trainer.max_epochs", "5", "--trainer.early_stopping",
-             "{monitor: train/loss_epoch, mode: max, patience: 1}"),  # fmt: skip
+        _cfg(
+            data,
+            tmp_path,
+            "--trainer.max_epochs",
+            "5",
+            "--trainer.early_stopping",
+            "{monitor: train/loss_epoch, mode: max, patience: 1}",
+        ),
         evaluate_test=False,
     )
     assert len(r.history) == 2
@@ -179,7 +185,9 @@ def test_early_stopping_stops(data, tmp_path) -> None:
 )
 def test_preset_decisions(info: DeviceInfo, precision: str, workers: int) -> None:
     devices = "2" if info.count == 2 else "1"
-    cfg = load_config(None, ["--trainer.devices", devices, "--data.batch_size", "64", "--data.global_batch_size", "512"])
+    cfg = load_config(
+        None, ["--trainer.devices", devices, "--data.batch_size", "64", "--data.global_batch_size", "512"]
+    )
     p = choose_preset(cfg, info)
     assert (p.precision, p.num_workers) == (precision, workers)
     assert p.accumulate_grad_batches == 512 // (64 * int(devices))
@@ -193,15 +201,25 @@ def test_preset_keeps_explicit_values_and_checks_the_global_batch() -> None:
     assert (p.precision, p.num_workers, p.accumulate_grad_batches) == ("32-true", 2, 1)
     cpu = DeviceInfo("cpu", "CPU", cpus=8)
     assert choose_preset(load_config(None, ["--data.cache", "false"]), cpu).num_workers == 4
-    with pytest.raises(FaceforgeError, match="data.global_batch_size=100"):
+    with pytest.raises(FaceforgeError, match=r"data\.global_batch_size=100"):
         choose_preset(load_config(None, ["--data.batch_size", "64", "--data.global_batch_size", "100"]), cpu)
 
 
 # ---------------------------------------------------------------- loggers and precision
 def test_tensorboard_and_csv_loggers_write(data, tmp_path) -> None:
     r = train(
-        _cfg(data, tmp_path, "--trainer.logger", "[tensorboard, csv]", "--trainer.log_every_n_steps", "1",
-             "--trainer.channels_last", "true", "--scheduler.name", "plateau"),  # fmt: skip
+        _cfg(
+            data,
+            tmp_path,
+            "--trainer.logger",
+            "[tensorboard, csv]",
+            "--trainer.log_every_n_steps",
+            "1",
+            "--trainer.channels_last",
+            "true",
+            "--scheduler.name",
+            "plateau",
+        ),
         evaluate_test=False,
     )
     assert any((r.run_dir / "tb").rglob("events.out.tfevents*"))
@@ -216,7 +234,7 @@ def test_missing_optional_logger_names_the_package(name: str, tmp_path, monkeypa
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == name else real(n, *a))
-    with pytest.raises(FaceforgeError, match=f"pip install {name}"):
+    with pytest.raises(FaceforgeError, match=rf"pip install {name}"):
         make_loggers(load_config(None, ["--trainer.logger", name]), tmp_path)
 
 

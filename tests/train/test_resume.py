@@ -93,7 +93,10 @@ def test_sigkill_mid_epoch_then_resume_auto_equals_uninterrupted(data, tmp_path)
     b = torch.load(killed_at, weights_only=True)  # the resumed run continued in the same run directory
     assert a["global_step"] == b["global_step"] == 2 * STEPS_PER_EPOCH
     assert a["state_dict"].keys() == b["state_dict"].keys()
-    diff = max((a["state_dict"][k].double() - b["state_dict"][k].double()).abs().max().item() for k in a["state_dict"])
+    diff = max(
+        (a["state_dict"][k].double() - b["state_dict"][k].double()).abs().max().item()
+        for k in a["state_dict"]
+    )
     assert diff <= 1e-6, diff
     sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
     assert all(torch.allclose(sa[i]["momentum_buffer"], sb[i]["momentum_buffer"], atol=1e-6) for i in sa)
@@ -115,5 +118,5 @@ def test_resume_auto_without_a_previous_run_starts_afresh(tmp_path) -> None:
         os.utime(d / "last.ckpt", (t, t))
     (tmp_path / "none" / "20200103-000000" / "checkpoints").mkdir(parents=True)  # no last.ckpt: ignored
     assert find_resume_checkpoint(cfg) == new / "last.ckpt"
-    with pytest.raises(FaceforgeError, match="nope.ckpt does not exist"):
+    with pytest.raises(FaceforgeError, match=r"nope\.ckpt does not exist"):
         find_resume_checkpoint(load_config(None, ["--resume", str(tmp_path / "nope.ckpt")]))

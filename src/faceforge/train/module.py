@@ -313,7 +313,7 @@ class FaceRecognitionModule(L.LightningModule):
             cuda_all = [t.cpu() for t in self.all_gather(cuda.to(self.device))] if cuda is not None else None
         else:
             cpu_all, cuda_all = [cpu], ([cuda] if cuda is not None else None)
-        np_state = np.random.get_state()
+        np_state = np.random.get_state()  # noqa: NPY002 (the legacy global RNG is what to save)
         return {
             "torch": cpu_all,
             "cuda": cuda_all,
@@ -334,7 +334,7 @@ def _set_rng(state: dict[str, Any], rank: int) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"][rank % len(state["cuda"])].to(torch.uint8).cpu())
     n = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002
         ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
     )
     py = state["python"]

@@ -62,7 +62,7 @@ def _restart_position(epochs: float, first: float, mult: float) -> tuple[float, 
     if mult == 1:
         return epochs % first, first
     # cycle i starts at first · (mult^i - 1) / (mult - 1)
-    i = int(math.floor(math.log(epochs * (mult - 1) / first + 1, mult) + 1e-12))
+    i = math.floor(math.log(epochs * (mult - 1) / first + 1, mult) + 1e-12)
     start = first * (mult**i - 1) / (mult - 1)
     length = first * mult**i
     if epochs - start >= length:  # floating-point edge at a boundary
@@ -73,7 +73,7 @@ def _restart_position(epochs: float, first: float, mult: float) -> tuple[float, 
 def lr_factor(step: int, scfg: dict[str, Any], steps_per_epoch: int, total_steps: int) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (see the module docstring)."""
     name = scfg["name"]
-    warm = int(round(float(scfg["warmup_epochs"]) * steps_per_epoch))
+    warm = round(float(scfg["warmup_epochs"]) * steps_per_epoch)
     if step < warm:
         return (step + 1) / warm
     floor = float(scfg["min_lr_ratio"])

@@ -21,7 +21,7 @@ from typing import Any
 
 from faceforge.errors import FaceforgeError
 
-__all__ = ["DeviceInfo", "Preset", "choose_preset", "detect_device", "apply_preset"]
+__all__ = ["DeviceInfo", "Preset", "apply_preset", "choose_preset", "detect_device"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def choose_preset(cfg: dict[str, Any], info: DeviceInfo) -> Preset:
         dev = f"CPU ({info.cpus} cores) x {world}"
     summary = (
         f"preset: {dev} -> precision {precision} ({why_p}), num_workers {workers}, "
-        f"accumulate_grad_batches {accum} (global batch {per_step * accum} = {d['batch_size']} x {world} x {accum})"
+        f"accumulate_grad_batches {accum} "
+        f"(global batch {per_step * accum} = {d['batch_size']} x {world} x {accum})"
     )
     return Preset(precision, workers, accum, summary)
 

@@ -136,7 +136,8 @@ def make_loggers(cfg: dict[str, Any], run_dir: Path) -> list[Any]:
     for name in names:
         if name in ("wandb", "mlflow") and importlib.util.find_spec(name) is None:
             raise FaceforgeError(
-                f"trainer.logger {name!r} needs the {name} package, which is not installed: pip install {name}"
+                f"trainer.logger {name!r} needs the {name} package, which is not installed: "
+                f"pip install {name}"
             )
         if name == "tensorboard":
             out.append(pl_loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version=""))
