@@ -59,7 +59,7 @@ def trained_checkpoint(tmp_path_factory) -> Path:
         "model.head.scale": 32,
         "model.head.margin": 0.3,
         "scheduler.warmup_epochs": 0.5,
-        "trainer.max_epochs": 9,
+        "trainer.max_epochs": 8,
         "trainer.precision": "32-true",
         "trainer.accelerator": "cpu",
         "trainer.enable_progress_bar": "false",

@@ -12,6 +12,7 @@ from PIL import Image
 
 from faceforge import FaceRecognizer, SynthFaces
 from faceforge.cli.main import main
+from faceforge.infer import Gallery
 
 FIRST = 7000  # unseen identities of SynthFaces(seed=0)
 
@@ -82,21 +83,29 @@ def test_gallery_cli_build_search_add_remove(trained_checkpoint, people, tmp_pat
     )
     rep = _json(capsys)
     assert rep["count"] == 15 and rep["index"]["kind"] == "flat"
-    # A new, unseen image of identity FIRST+3 finds that identity first (model taken from the gallery).
+    # Search from the CLI (model taken from the gallery) ranks like the API.
     q = tmp_path / "q.png"
     Image.fromarray(SynthFaces(0).image(FIRST + 3, 9)[0]).save(q)
     assert main(["gallery", "search", str(q), "--gallery", str(g), "-k", "4", "--json"]) == 0
     res = _json(capsys)["results"]
-    assert len(res) == 4 and res[0]["label"] == f"id{FIRST + 3}"
-    assert res[0]["meta"]["path"].startswith(str(people)) and isinstance(res[0]["match"], bool)
+    rec = FaceRecognizer.from_checkpoint(trained_checkpoint, detector=None)
+    api = rec.find(q, Gallery.load(g), k=4)
+    assert [h["label"] for h in res] == [h["label"] for h in api]
+    assert [h["similarity"] for h in res] == pytest.approx([h["similarity"] for h in api], abs=1e-6)
+    assert res[0]["meta"]["path"].startswith(str(people))
+    assert res[0]["match"] == (res[0]["similarity"] >= rec.threshold)
+    # A gallery image finds itself first.
+    own = people / f"id{FIRST + 3}" / "2.png"
+    assert main(["gallery", "search", str(own), "--gallery", str(g), "-k", "1", "--json"]) == 0
+    top = _json(capsys)["results"][0]
+    assert top["meta"]["path"] == str(own) and top["similarity"] == pytest.approx(1.0, abs=1e-5)
 
     new = tmp_path / "new"
     new.mkdir()
     Image.fromarray(SynthFaces(0).image(FIRST + 50, 0)[0]).save(new / "a.png")
     assert main(["gallery", "add", str(new), "--gallery", str(g), "--label", "newcomer", "--json"]) == 0
     assert _json(capsys)["count"] == 16
-    Image.fromarray(SynthFaces(0).image(FIRST + 50, 4)[0]).save(q)
-    assert main(["gallery", "search", str(q), "--gallery", str(g), "-k", "1", "--json"]) == 0
+    assert main(["gallery", "search", str(new / "a.png"), "--gallery", str(g), "-k", "1", "--json"]) == 0
     assert _json(capsys)["results"][0]["label"] == "newcomer"
 
     assert main(["gallery", "remove", "newcomer", f"id{FIRST}", "--gallery", str(g), "--json"]) == 0

@@ -142,7 +142,7 @@ def test_info_is_json(rec) -> None:
 
 
 def test_bad_inputs_raise_faceforge_errors(rec, tmp_path, monkeypatch) -> None:
-    with pytest.raises(ImageDecodeError, match="<17 bytes> is not an image"):
+    with pytest.raises(ImageDecodeError, match="<21 bytes> is not an image"):
         rec.embed(b"definitely not a jpeg")
     with pytest.raises(ImageDecodeError, match="empty"):
         rec.embed(b"")
@@ -214,7 +214,7 @@ def test_wild_scenes_go_through_detection_and_alignment(trained_checkpoint, dete
     rec = FaceRecognizer.from_checkpoint(trained_checkpoint)
     sw = SynthFaces(0, mode="wild")
     same, diff = [], []
-    for i in range(12):
+    for i in range(30):
         try:
             a, b = sw.image(UNSEEN + i, 0)[0], sw.image(UNSEEN + i, 1)[0]
             c = sw.image(UNSEEN + 300 + i, 0)[0]
@@ -224,5 +224,5 @@ def test_wild_scenes_go_through_detection_and_alignment(trained_checkpoint, dete
         assert s["faces"]["a"]["bbox"] is not None  # 250×250: detected, not taken as aligned
         same.append(s["similarity"])
         diff.append(d["similarity"])
-    assert len(same) >= 5
+    assert len(same) >= 6
     assert np.mean(same) > np.mean(diff) + 0.2

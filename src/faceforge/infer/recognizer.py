@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,9 @@ class FaceRecognizer:
         self._detector_spec = detector
         self._detector: Detector | None = None
         self._detector_name: str | None = None
+        # OpenCV's DNN nets (YuNet) are not safe to call from several threads at once; a service
+        # shares one recognizer between request threads, so detection is serialised.
+        self._detect_lock = threading.Lock()
         if threshold is not None:
             self.threshold: float | None = float(threshold)
             self._threshold_from = "argument"
@@ -430,8 +434,9 @@ class FaceRecognizer:
     @property
     def detector(self) -> Detector:
         """The face detector, built on first use (``detector="auto"``: YuNet, else SCRFD)."""
-        if self._detector is None:
-            self._detector, self._detector_name = self._make_detector(self._detector_spec)
+        with self._detect_lock:
+            if self._detector is None:
+                self._detector, self._detector_name = self._make_detector(self._detector_spec)
         return self._detector
 
     @staticmethod
@@ -506,7 +511,9 @@ class FaceRecognizer:
         rgb = load_image(image, color)
         if self._is_aligned(rgb, aligned):
             return [(self._crop_aligned(rgb), {"bbox": None, "score": None, "landmarks": None})]
-        faces = self.detector.detect(rgb)
+        detector = self.detector
+        with self._detect_lock:
+            faces = detector.detect(rgb)
         if not faces:
             raise NoFaceError(
                 f"no face found in {_describe(image)} ({rgb.shape[1]}x{rgb.shape[0]} px) by the "
