@@ -114,5 +114,10 @@ def serve_cfg() -> Any:
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        api_key=API_KEY, max_body=MAX_BODY, max_pixels=MAX_PIXELS, first_id=FIRST_ID, n_ids=N_IDS, png=png_bytes
+        api_key=API_KEY,
+        max_body=MAX_BODY,
+        max_pixels=MAX_PIXELS,
+        first_id=FIRST_ID,
+        n_ids=N_IDS,
+        png=png_bytes,
     )

@@ -39,7 +39,7 @@ def _png_size(b64: str) -> tuple[int, int]:
         return im.size
 
 
-# ------------------------------------------------------------------------------------------ open endpoints
+# ------------------------------------------------------------------------------------------- open endpoints
 
 
 def test_open_endpoints_and_api_key(live_server, client, serve_recognizer, serve_gallery, serve_cfg) -> None:
@@ -77,7 +77,7 @@ def test_open_endpoints_and_api_key(live_server, client, serve_recognizer, serve
     assert body["gallery"] == {"size": len(serve_gallery), "dim": 128, "index": "flat"}
 
 
-# ------------------------------------------------------------------------------------------ verify / embed / search
+# ---------------------------------------------------------------------------------- verify / embed / search
 
 
 def test_verify_same_and_different_identity(client, serve_recognizer, synth_png, serve_cfg) -> None:
@@ -155,7 +155,7 @@ def test_search_without_gallery_and_without_key(serve_recognizer, synth_png, ser
         assert r.json()["error"]["code"] == "no_gallery" and "--gallery" in r.json()["error"]["message"]
 
 
-# ------------------------------------------------------------------------------------------ limits and bad input
+# ------------------------------------------------------------------------------------- limits and bad input
 
 
 def test_oversize_body_413(live_server, client, synth_png, serve_cfg) -> None:
@@ -170,7 +170,8 @@ def test_oversize_body_413(live_server, client, synth_png, serve_cfg) -> None:
         s.sendall(
             b"POST /v1/verify HTTP/1.1\r\nHost: t\r\nX-API-Key: " + serve_cfg.api_key.encode() + b"\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 1000000000\r\n\r\n"
-            + b"x" * 1024
+            + b"x"
+            * 1024
         )
         head = s.recv(4096)
         assert head.startswith(b"HTTP/1.1 413"), head[:200]
@@ -178,7 +179,8 @@ def test_oversize_body_413(live_server, client, synth_png, serve_cfg) -> None:
 
     # Chunked upload with no Content-Length: refused while streaming.
     def chunks():
-        yield b'--zz\r\nContent-Disposition: form-data; name="a"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+        yield b'--zz\r\nContent-Disposition: form-data; name="a"; filename="a.png"\r\n'
+        yield b"Content-Type: image/png\r\n\r\n"
         for _ in range(serve_cfg.max_body // 65536 + 4):
             yield b"\0" * 65536
         yield b"\r\n--zz--\r\n"
@@ -267,7 +269,7 @@ def test_photos_through_the_detector(client, serve_recognizer, has_detector, ser
     assert detected >= 3, f"faces found in only {detected} of 6 scene pairs"
 
 
-# ------------------------------------------------------------------------------------------ load
+# ----------------------------------------------------------------------------------------------------- load
 
 
 def test_bounded_load(live_server, serve_recognizer, synth_png, serve_cfg, capsys) -> None:
@@ -293,7 +295,7 @@ def test_bounded_load(live_server, serve_recognizer, synth_png, serve_cfg, capsy
     assert res.percentile(50) <= res.percentile(95) < 30_000
 
 
-# ------------------------------------------------------------------------------------------ schemathesis
+# --------------------------------------------------------------------------------------------- schemathesis
 
 
 def test_schemathesis_finds_no_server_errors(live_server, serve_cfg, tmp_path) -> None:

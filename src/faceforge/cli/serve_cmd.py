@@ -80,6 +80,11 @@ def build_app(args: argparse.Namespace) -> Any:
         from faceforge.infer import Gallery
 
         gallery = Gallery.load(args.gallery)
+    if str(recognizer.info().get("detector", "")).startswith("auto (none"):
+        log.warning(
+            "no face detector file found (faceforge models fetch yunet): only aligned crops at the model's "
+            "input size can be sent; photos get a 400"
+        )
     if recognizer.threshold is None:
         log.warning("model %s has no calibration: /v1/verify needs a threshold field", args.model)
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -9,14 +9,14 @@ Endpoints (OpenAPI 3.1 at ``/openapi.json``, Swagger UI at ``/docs``):
 ``GET  /healthz``    liveness; ``GET /v1/models``: ``FaceRecognizer.info()`` and the gallery's facts
 ``GET  /``           a page to drop two photos and see the verdict with the aligned crops
 
-Guards, applied by a pure ASGI middleware *before* the body is read: the optional API key
-(``X-API-Key``; ``/``, ``/healthz`` and the OpenAPI documents stay open), the body size limit (413 from
-``Content-Length`` alone, and again while a chunked body streams in), and the content type of the
-upload endpoints (``multipart/form-data``, RFC 7578; else 415). Errors are JSON
-``{"error": {"code", "message"}}``: bad image → 400, no face → 422, invalid form → 422, and never a
-500 for anything a client sends. Inference is CPU-bound, so it runs in Starlette's thread pool, and a
-lock serialises the model (a PyTorch module and a lazily built detector are not promised to be
-thread-safe; on a CPU concurrent calls would only compete for the same cores).
+Guards, applied by a pure ASGI middleware before routing, so a refused request never reaches the
+multipart parser: the body size limit (413 from ``Content-Length`` alone, and again while a chunked
+body streams in), the optional API key (``X-API-Key``; ``/``, ``/healthz`` and the OpenAPI documents
+stay open) and the content type of the upload endpoints (``multipart/form-data``, RFC 7578; else 415).
+Errors are JSON ``{"error": {"code", "message"}}``: bad image → 400, no face → 422, invalid form →
+422, and never a 500 for anything a client sends. Inference is CPU-bound, so it runs in Starlette's
+thread pool, and a lock serialises the model (a PyTorch module and a lazily built detector are not
+promised to be thread-safe; on a CPU concurrent calls would only compete for the same cores).
 """
 
 from __future__ import annotations
@@ -173,12 +173,37 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-async def _send_error(send: Callable[[dict], Awaitable[None]], status: int, code: str, message: str) -> None:
-    """Answer at the ASGI level (before any route runs); ``Connection: close`` as the body is unread."""
+async def _send_error(
+    send: Callable[[dict], Awaitable[None]], status: int, code: str, message: str, *, close: bool = True
+) -> None:
+    """Answer at the ASGI level, before any route runs.
+
+    ``close``: the request body was left unread, so the connection cannot be reused.
+    """
     resp = _error(status, code, message)
-    resp.headers["connection"] = "close"
+    if close:
+        resp.headers["connection"] = "close"
     await send({"type": "http.response.start", "status": status, "headers": resp.raw_headers})
     await send({"type": "http.response.body", "body": resp.body})
+
+
+async def _drain(receive: Callable[[], Awaitable[dict]], limit: int) -> bool:
+    """Read and drop a request body of at most ``limit`` bytes; True when all of it was read.
+
+    Closing a TCP socket with unread input makes the kernel send RST, which can destroy a response the
+    client has not read yet (RFC 9112 §9.6 asks servers to close gracefully); a body within the limit is
+    therefore consumed before an early 401/415, and the connection stays usable.
+    """
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return False
+        if not message.get("more_body", False):
+            return True
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -202,13 +227,6 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         path, headers = scope.get("path", ""), Headers(scope=scope)
-        if self.api_key is not None and path not in OPEN_PATHS:
-            given = headers.get(API_KEY_HEADER.lower(), "").encode("latin-1", "replace")
-            # constant-time comparison: the key must not leak through response timing
-            if not hmac.compare_digest(given, self.api_key):
-                what = "wrong" if given else "missing"
-                await _send_error(send, 401, "unauthorized", f"{what} {API_KEY_HEADER} header")
-                return
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             await _send_error(
@@ -218,16 +236,25 @@ class _Guard:
                 f"request body of {int(length)} bytes exceeds the limit of {self.limit} bytes",
             )
             return
-        if scope.get("method") == "POST" and path in UPLOAD_PATHS:
+        refusal: tuple[int, str, str] | None = None
+        if self.api_key is not None and path not in OPEN_PATHS:
+            given = headers.get(API_KEY_HEADER.lower(), "").encode("latin-1", "replace")
+            # constant-time comparison: the key must not leak through response timing
+            if not hmac.compare_digest(given, self.api_key):
+                what = "wrong" if given else "missing"
+                refusal = (401, "unauthorized", f"{what} {API_KEY_HEADER} header")
+        if refusal is None and scope.get("method") == "POST" and path in UPLOAD_PATHS:
             ctype = headers.get("content-type", "")
             if ctype.split(";", 1)[0].strip().lower() != "multipart/form-data":
-                await _send_error(
-                    send,
+                refusal = (
                     415,
                     "unsupported_media_type",
                     f"{path} takes multipart/form-data (file uploads), got {ctype or 'no Content-Type'!r}",
                 )
-                return
+        if refusal is not None:
+            drained = await _drain(receive, self.limit)
+            await _send_error(send, *refusal, close=not drained)
+            return
 
         received = 0
         started = False

@@ -1,0 +1,139 @@
+"""Load on the REST service: N verify (or embed) requests with C in flight; req/s and p50/p95/p99 latency.
+
+The requests carry 112×112 aligned SynthFaces crops (no detector involved), cycling through 24 pairs.
+Against a running service (``faceforge serve ...``)::
+
+    PYTHONPATH=src python benchmarks/serve_load.py --url http://127.0.0.1:8000 [--api-key-env VAR]
+
+Without ``--url`` it starts the service itself on 127.0.0.1 (a real uvicorn in a thread) for ``--model``
+(.ckpt / .onnx) or, by default, a randomly initialised GhostFaceNetV1 (112×112, 512-d; the weights do
+not change the speed), and also times the same calls in-process, serially, as the baseline: the ratio
+is what HTTP, multipart, PNG and JSON add per request.
+
+    PYTHONPATH=src python benchmarks/serve_load.py                      # 200 requests, 8 concurrent
+    PYTHONPATH=src python benchmarks/serve_load.py --requests 1000 --concurrency 16 --model best.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def synth_pngs(n_ids: int = 12) -> dict[tuple[int, int], bytes]:
+    """PNG bytes of aligned SynthFaces crops of identities 1000.. (two images each, plus one more id)."""
+    from PIL import Image
+
+    from faceforge.data.synth import SynthFaces
+
+    sf = SynthFaces(0, difficulty=0.5)
+    out = {}
+    for i in range(1000, 1000 + n_ids + 1):
+        for j in range(2):
+            buf = io.BytesIO()
+            Image.fromarray(sf.image(i, j)[0]).save(buf, format="PNG")
+            out[(i, j)] = buf.getvalue()
+    return out
+
+
+def build_requests(pngs: dict[tuple[int, int], bytes], endpoint: str) -> list[Any]:
+    """One LoadRequest per genuine and impostor pair (verify) or per image (embed)."""
+    from faceforge.serve.loadtest import LoadRequest
+
+    ids = sorted({i for i, _ in pngs})[:-1]
+    if endpoint == "embed":
+        return [
+            LoadRequest("/v1/embed", {"image": ("x.png", pngs[(i, j)], "image/png")})
+            for i in ids
+            for j in (0, 1)
+        ]
+    reqs = []
+    for i in ids:
+        for other in (i, i + 1):
+            files = {"a": ("a.png", pngs[(i, 0)], "image/png"), "b": ("b.png", pngs[(other, 1)], "image/png")}
+            reqs.append(LoadRequest("/v1/verify", files))
+    return reqs
+
+
+def in_process_ms(recognizer: Any, reqs: list[Any], n: int) -> float:
+    """Median milliseconds of the same work called directly (serially) on the recognizer."""
+    times = []
+    for k in range(n):
+        files = reqs[k % len(reqs)].files
+        t0 = time.perf_counter()
+        if "a" in files:
+            recognizer.verify(files["a"][1], files["b"][1])
+        else:
+            recognizer.embed_faces(files["image"][1])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", help="base URL of a running service (default: start one here)")
+    ap.add_argument("--model", help=".ckpt or .onnx to serve when --url is not given")
+    ap.add_argument("--endpoint", choices=["verify", "embed"], default="verify")
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--api-key-env", metavar="VAR", help="send the value of this variable as X-API-Key")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the in-process service")
+    args = ap.parse_args()
+
+    from faceforge.serve.loadtest import run_load
+
+    api_key = os.environ.get(args.api_key_env, "") if args.api_key_env else None
+    pngs = synth_pngs()
+    reqs = build_requests(pngs, args.endpoint)
+    if args.url:
+        res = run_load(
+            args.url, reqs, n_requests=args.requests, concurrency=args.concurrency, api_key=api_key
+        )
+        print(f"{args.url} /v1/{args.endpoint}: {res.summary()}")
+        sys.exit(1 if res.failures else 0)
+
+    import torch
+
+    from faceforge.infer import FaceRecognizer
+    from faceforge.serve.app import create_app
+    from faceforge.serve.server import BackgroundServer
+
+    torch.set_num_threads(args.threads)
+    if args.model:
+        from faceforge.cli.infer_cmd import load_recognizer
+
+        rec = load_recognizer(args.model)
+        if rec.threshold is None:
+            rec.threshold = 0.3  # an uncalibrated model: any threshold times the same
+    else:
+        rec = FaceRecognizer.from_name("ghostfacenetv1", threshold=0.3, detector=None)
+    base = in_process_ms(rec, reqs, 40)
+    with BackgroundServer(create_app(rec)) as srv:
+        run_load(srv.url, reqs, n_requests=2 * args.concurrency, concurrency=args.concurrency)  # warm-up
+        res = run_load(srv.url, reqs, n_requests=args.requests, concurrency=args.concurrency)
+    print(
+        f"model {rec.name} {tuple(rec.face_cfg.input_size)} ({rec.backend}, {args.threads} torch thread(s)), "
+        f"/v1/{args.endpoint}"
+    )
+    print(f"service : {res.summary()}")
+    print(
+        f"baseline: in-process {args.endpoint}, serial: median {base:.1f} ms/call = {1e3 / base:.1f} calls/s"
+    )
+    print(
+        f"ratio   : service p50 / in-process = {res.percentile(50) / base:.2f}x "
+        f"(with {args.concurrency} in flight on a serialised model, ~{args.concurrency}x is the "
+        f"queueing floor); throughput {res.rps / (1e3 / base):.2f}x of in-process"
+    )
+    if res.failures:
+        print("failures:", *res.failures[:5], sep="\n  ")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
