@@ -10,7 +10,6 @@ import lightning as L
 import pytest
 import torch
 
-from faceforge.data.synth import write_dataset
 from faceforge.errors import FaceforgeError
 from faceforge.heads import list_heads
 from faceforge.models.checkpoint import load_checkpoint
@@ -36,20 +35,10 @@ TINY = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_dataset(out, identities=8, images_per_id=6, val_identities=20, test_identities=20, workers=1,
-                  progress=False, val_pairs_per_fold=6, test_pairs_per_fold=6)  # fmt: skip
-    return out
+@pytest.fixture
+def data(synth_8x6: Path) -> Path:
+    return synth_8x6
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(data: Path, runs: Path, *extra: str) -> dict:

@@ -42,13 +42,6 @@ def data(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_there_are_seven_recipes_with_a_documented_header() -> None:
     assert len(RECIPES) == 7

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceforge.data.synth import write_dataset
 from faceforge.errors import FaceforgeError
 from faceforge.train.config import load_config
 from faceforge.train.run import find_resume_checkpoint, train
@@ -41,20 +40,10 @@ ARGS = [
 STEPS_PER_EPOCH = 12
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_dataset(out, identities=8, images_per_id=6, val_identities=20, test_identities=20, workers=1,
-                  progress=False, val_pairs_per_fold=6, test_pairs_per_fold=6)  # fmt: skip
-    return out
+@pytest.fixture
+def data(synth_8x6: Path) -> Path:
+    return synth_8x6
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _step(path: Path) -> int:

@@ -53,13 +53,6 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _cfg(data: Path, runs: Path, *extra: str) -> dict:
     return load_config(
