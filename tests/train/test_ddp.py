@@ -38,7 +38,6 @@ def data(synth_8x6: Path) -> Path:
     return synth_8x6
 
 
-
 @pytest.mark.slow
 def test_two_process_ddp_partial_fc_then_resume_as_one_process(data, tmp_path) -> None:
     runs = tmp_path / "runs"

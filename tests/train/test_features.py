@@ -40,7 +40,6 @@ def data(synth_8x6: Path) -> Path:
     return synth_8x6
 
 
-
 def _cfg(data: Path, runs: Path, *extra: str) -> dict:
     return load_config(None, [*TINY, "--data.root", str(data), "--run_root", str(runs), *extra])
 

@@ -42,7 +42,6 @@ def data(tmp_path_factory) -> Path:
     return out
 
 
-
 def test_there_are_seven_recipes_with_a_documented_header() -> None:
     assert len(RECIPES) == 7
     for r in RECIPES:

@@ -45,7 +45,6 @@ def data(synth_8x6: Path) -> Path:
     return synth_8x6
 
 
-
 def _step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 

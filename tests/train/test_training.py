@@ -53,7 +53,6 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
-
 def _cfg(data: Path, runs: Path, *extra: str) -> dict:
     return load_config(
         None, ["--data.root", str(data), "--run_root", str(runs), "--name", "t", *TINY, *extra]
