@@ -214,8 +214,9 @@ def write_report(
         try:
             paths["det"] = plot_det(curves, out / "det.png")
             md += ["", "![DET](det.png)"]
-        except FaceforgeError:
-            pass  # every curve error-free: nothing a log-log DET can show
+        except FaceforgeError as e:
+            # Every curve is error-free: a log-log DET has nothing to show, so say so in the report.
+            md += ["", f"DET plot omitted: {e}"]
     (out / "report.md").write_text("\n".join(md) + "\n")
     paths["md"] = out / "report.md"
     return paths
