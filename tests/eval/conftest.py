@@ -59,3 +59,22 @@ def synth_data(tmp_path_factory) -> Path:
         test_pairs_per_fold=6,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_wild(tmp_path_factory) -> Path:
+    """SynthFaces "wild": 250×250 scenes, the face at a random place and size; landmarks.csv holds the
+    true 5 points; test_pairs.txt has 120 pairs over the 20 test identities."""
+    out = tmp_path_factory.mktemp("synth_wild")
+    write_dataset(
+        out,
+        identities=2,
+        images_per_id=6,
+        val_identities=0,
+        test_identities=20,
+        mode="wild",
+        workers=1,
+        progress=False,
+        test_pairs_per_fold=6,
+    )
+    return out

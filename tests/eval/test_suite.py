@@ -25,7 +25,7 @@ from faceforge.eval.suite import (
     parse_set_spec,
 )
 from faceforge.eval.verification import embed_images, fuse_flip
-from faceforge.models.checkpoint import LoadedModel
+from faceforge.infer.loading import EmbeddingModel
 
 
 @pytest.fixture(autouse=True)
@@ -146,13 +146,13 @@ def test_cli_cache_is_invalidated_by_a_changed_checkpoint(
     synth_data, tmp_path, monkeypatch, ckpt_factory
 ) -> None:
     calls = []
-    original = LoadedModel.embed
+    original = EmbeddingModel.embed_uint8
 
     def counting(self, images):
         calls.append(len(images))
         return original(self, images)
 
-    monkeypatch.setattr(LoadedModel, "embed", counting)
+    monkeypatch.setattr(EmbeddingModel, "embed_uint8", counting)
     ckpt = ckpt_factory(tmp_path / "run" / "checkpoints" / "best.ckpt", seed=0)
     args = ["eval", "--checkpoint", str(ckpt), "--pairs", str(synth_data / "test_pairs.txt")]
     assert main(args) == 0
@@ -189,12 +189,16 @@ def test_cli_several_sets_report_and_calibration(synth_data, tmp_path, capsys, c
     assert rep["lfw"]["n_pairs"] == rep["mine"]["n_pairs"] == 120
     assert rep["lfw"]["embedding_size"] == 64  # concat doubles the 32-D embedding
     cal = rep["calibration"]
-    assert cal["far_target"] == 0.1 and cal["threshold"] == rep["lfw"]["tar_at_far_threshold_cos"]["0.1"]
+    # 60 impostor pairs cannot carry a threshold at FAR 0.1 (10/FAR = 100 needed): best accuracy, said why.
+    assert cal["far_target"] is None and cal["threshold"] == rep["lfw"]["threshold_cos"]
+    assert "needs >= 100 impostor pairs" in cal["far_note"] and cal["n_impostor"] == 60
     assert cal["source"].startswith("lfw (120 pairs, flip concat")
     for f in ("roc.png", "det.png"):
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
     assert "| mine" in md and "## Calibration" in md and "det.png" in md
+    assert "- why: FAR 0.1 needs >= 100 impostor pairs" in md and "60 impostor, 60 genuine" in md
+    assert "lfw: TAR@FAR=0.1 from 60 impostor pairs" in md
     # A second command adds its rows to the same report and keeps the calibration.
     assert main(["eval", "retrieval", "--checkpoint", str(ckpt), "--split", str(synth_data / "test"),
                  "--out", str(out)]) == 0  # fmt: skip
@@ -220,7 +224,9 @@ def test_write_calibration_is_used_by_inference(synth_data, tmp_path, ckpt_facto
     for k, v in before["state_dict"].items():
         assert torch.equal(v, after["state_dict"][k])
     rep = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert after["calibration"] == rep["calibration"] and after["calibration"]["far_target"] == 0.1
+    assert after["calibration"] == rep["calibration"]
+    # 60 impostors cannot calibrate FAR 0.1: the best-accuracy threshold is stored, and why.
+    assert after["calibration"]["far_target"] is None and "impostor" in after["calibration"]["far_note"]
     rec = FaceRecognizer.from_checkpoint(ckpt, detector=None)
     assert rec.threshold == rep["calibration"]["threshold"]
     assert not list(ckpt.parent.glob(".*.tmp"))  # no temp file left behind

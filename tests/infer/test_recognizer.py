@@ -70,17 +70,23 @@ def test_every_input_type_gives_the_same_embedding(rec, tmp_path) -> None:
 def test_verify_same_and_different_identities(rec) -> None:
     sf = SynthFaces(0)
     same, diff = [], []
-    for i in range(8):
+    for i in range(24):
         a, b = sf.image(UNSEEN + i, 0)[0], sf.image(UNSEEN + i, 1)[0]
         c = sf.image(UNSEEN + 100 + i, 0)[0]
         same.append(rec.verify(a, b))
         diff.append(rec.verify(a, c))
-    # The fixture model is ~88% accurate on validation pairs: allow one miss in eight per side.
-    assert sum(r["verified"] for r in same) >= 7
-    assert sum(not r["verified"] for r in diff) >= 7
-    assert np.mean([r["similarity"] for r in same]) > np.mean([r["similarity"] for r in diff]) + 0.3
+    # The fixture model is ~88 % accurate on validation pairs. A count on 8 pairs per side flipped on
+    # another machine's fixture model; 48 decisions at >= 70 % (binomial: ~4 sigma below 88 %) and a
+    # rank statistic hold for any fixture model that learnt identity, and fail for one that did not
+    # (a random model scores ~50 % and an AUC of ~0.5).
+    correct = sum(r["verified"] for r in same) + sum(not r["verified"] for r in diff)
+    assert correct / 48 >= 0.70
+    gs = np.array([r["similarity"] for r in same])
+    im = np.array([r["similarity"] for r in diff])
+    auc = float((gs[:, None] > im[None, :]).mean())
+    assert auc >= 0.85
     r = same[0]
-    assert set(r) == {"verified", "similarity", "threshold", "faces"}
+    assert set(r) - {"false_match_rate"} == {"verified", "similarity", "threshold", "faces"}
     assert r["threshold"] == pytest.approx(rec.threshold)
     assert r["verified"] == (r["similarity"] >= r["threshold"])
     face = r["faces"]["a"]

@@ -10,7 +10,9 @@ from faceforge.align.detectors.base import Detector, Face, create_detector, list
 from faceforge.align.templates import get_template
 from faceforge.align.transform import (
     align_face,
+    crop_face,
     estimate_similarity,
+    resize_to,
     similarity_matrix,
     transform_points,
     warp,
@@ -21,9 +23,11 @@ __all__ = [
     "Face",
     "align_face",
     "create_detector",
+    "crop_face",
     "estimate_similarity",
     "get_template",
     "list_detectors",
+    "resize_to",
     "similarity_matrix",
     "transform_points",
     "warp",

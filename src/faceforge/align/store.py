@@ -34,6 +34,7 @@ __all__ = [
     "files_status",
     "find",
     "home",
+    "matches",
     "models_dir",
     "resolve",
     "search_dirs",
@@ -275,6 +276,16 @@ def find(name: str | ModelFile) -> Path | None:
                 if _sha_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256:
                     return p
     return None
+
+
+def matches(path: str | Path, name: str | ModelFile) -> bool:
+    """Whether the file at ``path`` has the registered SHA-256 of ``name`` (cached by size and mtime)."""
+    spec = _spec(name)
+    p = Path(path)
+    if not p.is_file():
+        return False
+    st = p.stat()
+    return _sha_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256
 
 
 def resolve(name: str | ModelFile, what: str = "") -> Path:

@@ -15,7 +15,15 @@ import numpy as np
 from faceforge.align.templates import Size, get_template, parse_size
 from faceforge.errors import FaceforgeError
 
-__all__ = ["align_face", "estimate_similarity", "similarity_matrix", "transform_points", "warp"]
+__all__ = [
+    "align_face",
+    "crop_face",
+    "estimate_similarity",
+    "resize_to",
+    "similarity_matrix",
+    "transform_points",
+    "warp",
+]
 
 
 def _points(a: np.ndarray, what: str) -> np.ndarray:
@@ -127,3 +135,33 @@ def align_face(
 ) -> np.ndarray:
     """Crop the face with 5 ``landmarks`` from ``image``, aligned to ``template`` at ``size``."""
     return warp(image, similarity_matrix(landmarks, template, size), size)
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an H×W(×C) image to ``size`` = (height, width): INTER_AREA when shrinking, else bilinear.
+
+    Used for images that are already aligned crops (at another resolution) and for whole-image models
+    (``template="none"``); area averaging is what training's decoder used when it shrank crops.
+    """
+    h, w = (int(v) for v in size)
+    img = np.asarray(image)
+    if img.shape[:2] == (h, w):
+        return img
+    interp = cv2.INTER_AREA if img.shape[0] > h or img.shape[1] > w else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+
+
+def crop_face(image: np.ndarray, landmarks: np.ndarray | None, face_cfg: object) -> np.ndarray:
+    """The model's input crop of one face: the one crop function for a :class:`FaceConfig`.
+
+    ``face_cfg`` gives ``input_size`` (height, width) and ``template``. With 5 ``landmarks`` the face
+    is warped onto the template at that size (:func:`similarity_matrix` + :func:`warp`); with
+    ``landmarks=None`` (an already-aligned crop) or ``template == "none"`` (a whole-image model) the
+    image is resized (:func:`resize_to`). Training, evaluation, IJB, bench-align, ``FaceRecognizer``
+    and the service all cut their crops here, so they see the same pixels.
+    """
+    h, w = (int(v) for v in face_cfg.input_size)  # type: ignore[attr-defined]
+    template = face_cfg.template  # type: ignore[attr-defined]
+    if landmarks is None or (isinstance(template, str) and template == "none"):
+        return resize_to(image, (h, w))
+    return warp(image, similarity_matrix(landmarks, template, (w, h)), (w, h))

@@ -3,13 +3,15 @@
 Usage::
 
     faceforge bench-align --pairs ../shared/data/lfw/pairs.txt --root ../shared/data/lfw/lfw-deepfunneled \\
-        --detectors yunet,scrfd,retinaface --recognizer dlib --out runs/bench_align [--folds 1]
+        --detectors yunet,scrfd,retinaface --model dlib --out runs/bench_align [--folds 1]
 
 Per detector: detection success rate, time per image (median, p95), peak RSS, GPU memory, and the
 recogniser's 10-fold accuracy, AUC and EER on that detector's crops (see
-:mod:`faceforge.eval.align_bench` for how failures and memory are handled). With ``--recognizer
-dlib`` a ``dlib-native`` baseline row is added (``--no-native`` drops it). Writes ``results.csv``,
-``results.md``, ``results.json``, ``outcomes.jsonl`` and ``align_bench.png`` into ``--out``.
+:mod:`faceforge.eval.align_bench` for how failures and memory are handled). ``--model`` takes what
+every verb takes (default ``dlib``: dlib's ResNet in PyTorch); with ``dlib`` a ``dlib-native`` baseline
+row — dlib's own detector, shape predictor and network — is added (``--no-native`` drops it).
+Writes ``results.csv``, ``results.md``, ``results.json``, ``outcomes.jsonl`` and ``align_bench.png``
+into ``--out``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
+
+import numpy as np
+
+from faceforge.cli._common import add_model_options, model_overrides
 
 __all__ = ["cmd_bench_align", "register"]
 
@@ -27,6 +34,31 @@ def _positive(v: str) -> int:
     if x < 1:
         raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
     return x
+
+
+def _recognizer(args: argparse.Namespace) -> Any:
+    """The benchmark's recogniser from ``--model`` (PyTorch or ONNX; flip-test fusion as eval does)."""
+    from faceforge.errors import FaceforgeError
+    from faceforge.eval.align_bench import Recognizer
+    from faceforge.infer.loading import load_model
+
+    if args.model and args.recognizer and args.model != args.recognizer:
+        raise FaceforgeError("give the recogniser once: --model (or its older name --recognizer)")
+    spec = args.model or args.recognizer or "dlib"
+    arch = args.arch
+    if args.weights:
+        if arch:
+            raise FaceforgeError(
+                "--weights FILE names the file for --model ARCH; with --arch use --model FILE"
+            )
+        spec, arch = args.weights, spec
+    model = load_model(spec, arch=arch, overrides=model_overrides(args))
+    h, w = (int(v) for v in model.face_cfg.input_size)
+
+    def embed(crops: np.ndarray) -> np.ndarray:
+        return model.embed_uint8(crops) + model.embed_uint8(np.ascontiguousarray(crops[:, :, ::-1]))
+
+    return Recognizer(model.name, model.face_cfg.template, (w, h), embed, {"recognizer": spec, "arch": arch})
 
 
 def cmd_bench_align(args: argparse.Namespace) -> int:
@@ -40,9 +72,7 @@ def cmd_bench_align(args: argparse.Namespace) -> int:
         )
     dets = [d.strip() for d in args.detectors.split(",") if d.strip()]
     if NATIVE_ROW in dets:
-        raise FaceforgeError(
-            f"{NATIVE_ROW!r} is the baseline row, added with --recognizer dlib; not a detector"
-        )
+        raise FaceforgeError(f"{NATIVE_ROW!r} is the baseline row, added with --model dlib; not a detector")
     from faceforge.align import list_detectors
     from faceforge.errors import did_you_mean
 
@@ -54,11 +84,10 @@ def cmd_bench_align(args: argparse.Namespace) -> int:
     rows = bench_align(
         args.pairs,
         dets,
-        args.recognizer,
+        _recognizer(args),
         root=args.root,
         out=args.out,
         folds=args.folds,
-        weights=args.weights,
         native=False if args.no_native else None,
         select=args.select,
         use_cache=not args.no_cache,
@@ -84,10 +113,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--detectors", default="yunet", help="comma list, e.g. yunet,scrfd,retinaface,mediapipe,dlib"
     )
+    add_model_options(p, required=False, default_note="default dlib")
+    p.add_argument("--recognizer", default=None, help="same as --model (kept for older scripts)")
     p.add_argument(
-        "--recognizer", default="dlib", help="'dlib' (dlib ResNet), a faceforge .ckpt, or a backbone name"
+        "--weights", default=None, help="weights file for --model ARCH (same as --model FILE --arch)"
     )
-    p.add_argument("--weights", default=None, help="weights file for a backbone-name recogniser")
     p.add_argument("--out", default="runs/bench_align", help="output folder")
     p.add_argument(
         "--folds", type=_positive, default=None, help="use only the first N folds (1 = 600 LFW pairs)"

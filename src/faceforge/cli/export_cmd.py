@@ -1,9 +1,12 @@
-"""``faceforge export CKPT --format onnx``: ONNX with preprocessing metadata, then a parity check.
+"""``faceforge export --model M --format onnx``: ONNX with preprocessing metadata, then a parity check.
 
 Usage::
 
-    faceforge export CKPT [--format onnx] [--out model.onnx] [--precision fp32|fp16|int8]
-                          [--opset 17] [--parity-images 32] [--pairs 100] [--json]
+    faceforge export [CKPT | --model NAME|FILE] [--format onnx] [--out model.onnx]
+                     [--precision fp32|fp16|int8] [--opset 17] [--parity-images 32] [--pairs 100] [--json]
+
+``M`` is anything ``--model`` takes on the other verbs that runs in PyTorch: a pretrained name
+(``dlib``), a faceforge ``.ckpt``, dlib's ``.dat`` or a foreign state dict (``--arch``).
 
 After writing the file it prints the parity of ONNX vs PyTorch embeddings on ``--parity-images``
 SynthFaces crops (minimum cosine, maximum absolute difference) and, for ``--pairs N > 0``, the
@@ -17,6 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
+from faceforge.cli._common import add_model_options, model_overrides
 from faceforge.errors import FaceforgeError
 
 __all__ = ["cmd_export", "register"]
@@ -27,10 +31,12 @@ FORMATS = ("onnx",)
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` command."""
     p = sub.add_parser("export", help="export a checkpoint to ONNX (metadata, parity check, fp16/int8)")
-    p.add_argument("checkpoint", help="faceforge checkpoint (.ckpt)")
+    p.add_argument("checkpoint", nargs="?", help="faceforge checkpoint (.ckpt); same as --model CKPT")
+    add_model_options(p, required=False)
     p.add_argument("--format", default="onnx", help="export format (onnx)")
     p.add_argument(
-        "--out", help="output file (default: the checkpoint's path with .onnx / .fp16.onnx / .int8.onnx)"
+        "--out",
+        help="output file (default: the model file's path or ./<name>, with .onnx/.fp16.onnx/.int8.onnx)",
     )
     p.add_argument(
         "--precision", default="fp32", help="fp32, fp16 (half weights) or int8 (dynamic quantisation)"
@@ -50,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export, then check parity (and the pair accuracy) against the PyTorch model."""
     from faceforge.export.onnx import PRECISIONS, check_parity, compare_on_pairs, export_onnx, synth_crops
-    from faceforge.models.checkpoint import load_checkpoint
+    from faceforge.infer.loading import load_model
+    from faceforge.models.checkpoint import LoadedModel
 
     if args.format not in FORMATS:
         raise FaceforgeError(f"--format {args.format!r} is not supported; expected one of {FORMATS}")
@@ -58,10 +65,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise FaceforgeError(f"--precision {args.precision!r} is not supported; expected one of {PRECISIONS}")
     if args.parity_images < 0 or args.pairs < 0:
         raise FaceforgeError("--parity-images and --pairs must be >= 0")
-    ckpt = Path(args.checkpoint)
-    loaded = load_checkpoint(ckpt)
+    if args.checkpoint and args.model and args.checkpoint != args.model:
+        raise FaceforgeError("give the model once: either the CKPT argument or --model")
+    spec = args.model or args.checkpoint
+    if not spec:
+        raise FaceforgeError(
+            "faceforge export: pass --model NAME|FILE (e.g. --model dlib) or a checkpoint path"
+        )
+    model = load_model(spec, arch=args.arch, overrides=model_overrides(args))
+    if model.module is None:
+        raise FaceforgeError(f"--model {spec} is already an ONNX file; export needs a PyTorch model")
+    config = {"model": {"backbone": {"name": model.arch or model.name}}}
+    loaded = LoadedModel(model.module, model.face_cfg, config, dict(model.calibration), model.source)
     suffix = ".onnx" if args.precision == "fp32" else f".{args.precision}.onnx"
-    out = Path(args.out) if args.out else ckpt.with_suffix(suffix)
+    src = Path(spec)
+    default = src.with_suffix(suffix) if src.is_file() else Path(f"{model.name}{suffix}")
+    out = Path(args.out) if args.out else default
     path = export_onnx(
         loaded, out, opset=args.opset, dynamic_batch=not args.no_dynamic_batch, precision=args.precision
     )

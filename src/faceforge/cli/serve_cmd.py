@@ -16,6 +16,7 @@ import logging
 import os
 from typing import Any
 
+from faceforge.cli._common import add_model_options, load_recognizer
 from faceforge.errors import FaceforgeError
 
 __all__ = ["build_app", "register"]
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` command."""
     p = sub.add_parser("serve", help="REST service (verify / embed / search) with a verify page at /")
-    p.add_argument("--model", required=True, help="checkpoint (.ckpt) or ONNX file (.onnx)")
+    add_model_options(p)
     p.add_argument("--gallery", help="gallery directory for /v1/search (faceforge gallery build)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
@@ -39,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-body-mb", type=float, default=10.0, help="request size limit in MiB (default 10)")
     p.add_argument("--detector", default="auto", help="face detector: auto, a detector name or a model file")
+    p.add_argument(
+        "--detector-model", help="detector model file for --detector NAME (e.g. SCRFD det_10g.onnx)"
+    )
     p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibration)")
     p.add_argument("--far", type=float, help="use the calibration's threshold at this false accept rate")
     p.add_argument("--threads", type=int, help="PyTorch / ONNX Runtime CPU threads (default: the library's)")
@@ -54,8 +58,6 @@ def build_app(args: argparse.Namespace) -> Any:
         raise FaceforgeError(
             f"faceforge serve needs {e.name or 'fastapi'}: pip install 'faceforge[serve]'"
         ) from None
-    from faceforge.cli.infer_cmd import load_recognizer
-
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env, "")
@@ -74,7 +76,7 @@ def build_app(args: argparse.Namespace) -> Any:
         import torch
 
         torch.set_num_threads(args.threads)
-    recognizer = load_recognizer(args.model, detector=args.detector, threshold=args.threshold, far=args.far)
+    recognizer = load_recognizer(args)
     gallery = None
     if args.gallery:
         from faceforge.infer import Gallery

@@ -67,12 +67,11 @@ def scan_folder(root: str | os.PathLike[str]) -> tuple[list[str], list[tuple[str
 
 
 class ImageFolderDataset(Dataset):
-    """``(uint8 tensor [3, size, size], label)`` samples from an ImageFolder tree.
+    """``(uint8 RGB tensor [3, size, size], label)`` samples from an ImageFolder tree.
 
     Args:
         root: the tree (``root/<identity>/<image>``).
         size: square side the images are resized to (the backbone's input size).
-        color: channel order the backbone expects ("RGB" or "BGR").
         cache: decode every image once into one uint8 array (fast epochs for small sets; undecodable
             images are dropped and counted at load time).
 
@@ -80,10 +79,9 @@ class ImageFolderDataset(Dataset):
     step drops such samples and counts them.
     """
 
-    def __init__(
-        self, root: str | os.PathLike[str], size: int = 112, color: str = "RGB", cache: bool = False
-    ) -> None:
-        self.root, self.size, self.color = Path(root), size, color
+    def __init__(self, root: str | os.PathLike[str], size: int = 112, cache: bool = False) -> None:
+        # Always RGB: the model's colour order is applied by faceforge.models.face_cfg.preprocess.
+        self.root, self.size = Path(root), size
         self.classes, self.samples = scan_folder(root)
         self.bad_paths: list[str] = []
         self.images: torch.Tensor | None = None
@@ -94,7 +92,7 @@ class ImageFolderDataset(Dataset):
         arr = np.empty((len(self.samples), self.size, self.size, 3), np.uint8)
         keep = []
         for i, (path, _label) in enumerate(self.samples):
-            img = decode_image(path, self.size, self.color)
+            img = decode_image(path, self.size)
             if img is None:
                 self.bad_paths.append(path)
                 log.warning("skipping undecodable image %s", path)
@@ -121,7 +119,7 @@ class ImageFolderDataset(Dataset):
         if self.images is not None:
             return self.images[i], self.samples[i][1]
         path, label = self.samples[i]
-        img = decode_image(path, self.size, self.color)
+        img = decode_image(path, self.size)
         if img is None:
             log.warning("skipping undecodable image %s", path)
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1

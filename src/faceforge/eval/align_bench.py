@@ -102,10 +102,7 @@ def _torch_embed(backbone: Any, face_cfg: Any, flip: bool = True) -> Callable[[n
 
     @torch.no_grad()
     def embed(crops: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(crops)
-        if face_cfg.color.upper() == "BGR":
-            x = x[..., ::-1]
-        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+        t = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
         e = backbone(preprocess(t, face_cfg)).float()
         if flip:  # insightface's flip-test fusion, as faceforge eval does
             e = e + backbone(preprocess(t.flip(-1), face_cfg)).float()

@@ -7,6 +7,13 @@ the data set's identity (file hashes or a listing of the images with sizes and m
 the flip-fusion mode, the input size, colour order and, where relevant, the degradation. Change
 any of them and the key changes; nothing is ever invalidated in place. Files are written to a
 temporary name and moved into place (``os.replace``) so an interrupted run leaves no partial entry.
+
+:class:`CropCache` keeps the aligned crops of detected faces the same way, one small ``.npz`` per image
+(``$FACEFORGE_HOME/cache/crops``), so a second evaluation of a set of raw photos skips decoding and
+detection even for another model with the same template and input size.
+
+A cache folder that cannot be created or written (read-only disk, a file in the way) never fails a
+run: the first failed write prints one warning and the cache is off for the rest of the run.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +32,19 @@ import torch
 
 from faceforge.errors import FaceforgeError
 
-__all__ = ["EmbeddingCache", "default_cache_dir", "file_sha256", "model_fingerprint"]
+__all__ = [
+    "CropCache",
+    "EmbeddingCache",
+    "default_cache_dir",
+    "default_crop_cache_dir",
+    "file_sha256",
+    "model_fingerprint",
+]
+
+
+def warn_stderr(message: str) -> None:
+    """The default warning sink of the caches and the crop loader: one ``warning: ...`` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -47,6 +67,13 @@ def default_cache_dir() -> Path:
     return home() / "cache" / "embeddings"
 
 
+def default_crop_cache_dir() -> Path:
+    """``$FACEFORGE_HOME/cache/crops``: aligned crops of detected faces (:class:`CropCache`)."""
+    from faceforge.align.store import home
+
+    return home() / "cache" / "crops"
+
+
 def model_fingerprint(module: torch.nn.Module, face_cfg: Mapping[str, Any] | None = None) -> str:
     """SHA-256 over a model's tensors (name, dtype, shape, bytes) and its face config.
 
@@ -65,11 +92,38 @@ def model_fingerprint(module: torch.nn.Module, face_cfg: Mapping[str, Any] | Non
     return h.hexdigest()
 
 
-class EmbeddingCache:
-    """Arrays keyed by what produced them; ``directory=None`` disables caching (every ``get`` misses)."""
+class _Writable:
+    """Shared by the caches: turn the cache off, with one warning, the first time a write fails."""
 
-    def __init__(self, directory: str | os.PathLike[str] | None) -> None:
+    directory: Path | None
+    what = "cache"
+
+    def __init__(self, directory: str | os.PathLike[str] | None, warn: Callable[[str], None] | None) -> None:
         self.directory = Path(directory) if directory is not None else None
+        self.warn = warn or warn_stderr
+        self.disabled_reason: str | None = None
+
+    def _disable(self, error: OSError) -> None:
+        if self.directory is None:
+            return
+        self.disabled_reason = f"{self.directory} is not writable ({error.strerror or error})"
+        self.warn(f"{self.what} {self.disabled_reason}: {self.what} disabled for this run")
+        self.directory = None
+
+
+class EmbeddingCache(_Writable):
+    """Arrays keyed by what produced them; ``directory=None`` disables caching (every ``get`` misses).
+
+    ``warn`` receives the one message printed when the folder turns out not to be writable (default:
+    a ``warning:`` line on stderr); the cache is then disabled, never an error.
+    """
+
+    what = "embedding cache"
+
+    def __init__(
+        self, directory: str | os.PathLike[str] | None, warn: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__(directory, warn)
         self.hits = 0
         self.misses = 0
 
@@ -110,20 +164,107 @@ class EmbeddingCache:
     def put(
         self, parts: Mapping[str, Any], array: np.ndarray, extra: Mapping[str, Any] | None = None
     ) -> Path | None:
-        """Store ``array`` for ``parts`` atomically; returns the file (None when disabled)."""
+        """Store ``array`` for ``parts`` atomically; returns the file (None when disabled or unwritable)."""
         if self.directory is None:
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
         key = self.key(parts)
-        target = self.directory / f"{key}.npy"
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         info = {"parts": dict(parts), "shape": list(array.shape), "extra": dict(extra or {})}
-        (self.directory / f"{key}.json").write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
+        text = json.dumps(info, indent=1, sort_keys=True, default=str)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # The side file first: an entry whose .npy exists always has its description.
+            _atomic_bytes(self.directory / f"{key}.json", text.encode())
+            return _atomic_npy(self.directory / f"{key}.npy", array)
+        except OSError as e:
+            self._disable(e)
+            return None
+
+
+def _atomic_bytes(target: Path, data: bytes) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _atomic_npy(target: Path, array: np.ndarray) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+class CropCache(_Writable):
+    """Per-image entries of named arrays (``.npz``, read without pickle) under ``<dir>/<k[:2]>/<k>.npz``.
+
+    The crop loader (:mod:`faceforge.eval.crops`) keys an entry by the image file (absolute path, size,
+    modification time), the detector (:func:`faceforge.align.choose.detector_identity`), the face
+    selection rule, the template and the crop size, and stores the crop, the landmarks and the image
+    size. ``directory=None`` disables it.
+    """
+
+    what = "crop cache"
+
+    def __init__(
+        self, directory: str | os.PathLike[str] | None, warn: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__(directory, warn)
+        self.hits = 0
+        self.misses = 0
+        self.writes = 0
+
+    @staticmethod
+    def key(parts: Mapping[str, Any]) -> str:
+        """Hex key of ``parts`` (as :meth:`EmbeddingCache.key`)."""
+        return EmbeddingCache.key(parts)
+
+    def _file(self, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored under ``key`` or None (missing, damaged or disabled)."""
+        if self.directory is None:
+            self.misses += 1
+            return None
+        f = self._file(key)
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                out = {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError, EOFError):
+            # Missing or damaged (e.g. a truncated file from another tool): recomputed, never trusted.
+            self.misses += 1
+            return None
+        self.hits += 1
+        return out
+
+    def put(self, key: str, arrays: Mapping[str, np.ndarray]) -> Path | None:
+        """Store ``arrays`` under ``key`` atomically; None when disabled or the folder is unwritable."""
+        if self.directory is None:
+            return None
+        target = self._file(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            self._disable(e)
+            return None
+        self.writes += 1
         return target

@@ -292,18 +292,17 @@ def read_ijb_meta(root: str | os.PathLike[str], target: str = "IJBC", check_imag
 # images -> features
 
 
-def _aligned_batch(
-    meta: IJBMeta, idx: Sequence[int], size: tuple[int, int], template: str, color: str
-) -> torch.Tensor:
-    from faceforge.align import similarity_matrix, warp
+def _aligned_batch(meta: IJBMeta, idx: Sequence[int], size: tuple[int, int], template: str) -> torch.Tensor:
+    """RGB uint8 NCHW crops of ``idx`` (the model's colour order is applied when it embeds them)."""
+    from faceforge.align import crop_face
     from faceforge.align.io import read_image
+    from faceforge.models.face_cfg import FaceConfig
 
     h, w = size
+    cfg = FaceConfig(input_size=(h, w), template=template)
     out = np.empty((len(idx), h, w, 3), np.uint8)
     for j, i in enumerate(idx):
-        img = read_image(meta.image_dir / meta.image_names[i])
-        crop = warp(img, similarity_matrix(meta.landmarks[i], template, (w, h)), (w, h))
-        out[j] = crop if color == "RGB" else crop[:, :, ::-1]
+        out[j] = crop_face(read_image(meta.image_dir / meta.image_names[i]), meta.landmarks[i], cfg)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
@@ -312,7 +311,6 @@ def embed_ijb(
     embed: EmbedFn,
     size: tuple[int, int] = (112, 112),
     template: str = "arcface",
-    color: str = "RGB",
     flip: bool | str = "sum",
     batch_size: int = 256,
     progress: bool | None = None,
@@ -336,7 +334,7 @@ def embed_ijb(
     try:
         for s in range(0, n, batch_size):
             idx = range(s, min(s + batch_size, n))
-            x = _aligned_batch(meta, idx, size, template, color)
+            x = _aligned_batch(meta, idx, size, template)
             out.append(embed_images(embed, x, batch_size=len(idx), flip=mode, progress=False))
             if bar is not None:
                 bar.update(len(idx))
@@ -541,7 +539,6 @@ def evaluate_ijb(
     embed: EmbedFn,
     size: tuple[int, int] = (112, 112),
     template: str = "arcface",
-    color: str = "RGB",
     flip: bool | str = "sum",
     faceness: bool = True,
     batch_size: int = 256,
@@ -549,7 +546,7 @@ def evaluate_ijb(
 ) -> dict[str, dict[str, Any]]:
     """Embed (unless ``features`` are given) and evaluate; see :func:`evaluate_ijb_features`."""
     if features is None:
-        features = embed_ijb(meta, embed, size, template, color, flip, batch_size)
+        features = embed_ijb(meta, embed, size, template, flip, batch_size)
     rows = evaluate_ijb_features(meta, features, faceness)
     for r in rows.values():
         r["flip"] = flip_mode(flip)

@@ -245,6 +245,23 @@ def _nan_to_none(values: np.ndarray) -> list[float | None]:
     return [None if np.isnan(v) else float(v) for v in values]
 
 
+#: bins of the stored similarity histograms over [-1, 1] (0.005 wide)
+HIST_BINS = 400
+
+
+def score_histogram(cosine: np.ndarray, same: np.ndarray, bins: int = HIST_BINS) -> dict[str, Any]:
+    """Genuine and impostor cosine-similarity counts over ``bins`` equal bins of [-1, 1].
+
+    Stored with a calibration so inference can estimate the false-match rate of any similarity
+    (:func:`faceforge.eval.calibration.estimate_fmr`) without keeping the pairs.
+    """
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    c = np.clip(np.asarray(cosine, np.float64), -1.0, 1.0)
+    gen = np.histogram(c[same], edges)[0]
+    imp = np.histogram(c[~same], edges)[0]
+    return {"range": [-1.0, 1.0], "bins": bins, "genuine": gen.tolist(), "impostor": imp.tolist()}
+
+
 def evaluate_pairs(
     emb_a: Any,
     emb_b: Any,
@@ -342,12 +359,16 @@ def evaluate_pairs(
     eer, eer_thr = equal_error_rate(fpr, tpr, roc_thr)
     tar: dict[str, float] = {}
     tar_thr: dict[str, float] = {}
+    support: dict[str, dict[str, int]] = {}
     for f in targets:
         # With n_imp impostors the FAR moves in steps of 1/n_imp; a smaller target can only be met by
         # accepting (almost) nothing, which says nothing about the model, so it is left out.
         if f * n_imp < 1.0:
             continue
-        tar[str(f)], _, tar_thr[str(f)] = tar_at_far(fpr, tpr, roc_thr, f)
+        tar[str(f)], far_got, tar_thr[str(f)] = tar_at_far(fpr, tpr, roc_thr, f)
+        # How many impostor pairs stand behind the number: a FAR measured from a handful of false
+        # accepts is noise, which calibration refuses (it wants >= 10/FAR impostors).
+        support[str(f)] = {"impostors": n_imp, "false_accepts": round(far_got * n_imp)}
     roc_fpr, roc_tpr = _downsample_roc(fpr, tpr, _MAX_ROC_POINTS)
 
     mean_thr = float(np.mean(fold_thr))
@@ -363,6 +384,8 @@ def evaluate_pairs(
         "eer_threshold_cos": eer_thr,
         "tar_at_far": tar,
         "tar_at_far_threshold_cos": tar_thr,
+        "tar_at_far_support": support,
+        "score_histogram": score_histogram(cosine, same),
         "val": float(np.mean(val_ok)) if val_ok.size else None,
         "val_std": float(np.std(val_ok)) if val_ok.size else None,
         "far": float(np.mean(far_ok)) if far_ok.size else None,

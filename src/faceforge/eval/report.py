@@ -3,6 +3,11 @@
 ``results`` everywhere is ``{set name: evaluate_pairs() dict}``. Rows may carry only some keys (for
 example a published baseline with just an accuracy); missing numbers are shown as ``-``. Rows with
 ``"kind": "retrieval"``, ``"ijb"`` or ``"ijb_1n"`` have their own tables (:func:`format_report`).
+
+Under the verification table :func:`format_report` says what stands behind the numbers
+(:func:`verification_notes`): the impostor pairs and false accepts behind each TAR@FAR (a FAR
+measured from a handful of false accepts is noise), and how the images became crops (detector,
+images without a face and the rule that cropped them, images resized without alignment).
 """
 
 from __future__ import annotations
@@ -19,9 +24,20 @@ import numpy as np
 
 from faceforge.errors import FaceforgeError
 
-__all__ = ["format_report", "format_table", "plot_det", "plot_roc", "split_rows", "to_markdown", "write_json"]
+__all__ = [
+    "format_report",
+    "format_table",
+    "plot_det",
+    "plot_roc",
+    "split_rows",
+    "to_markdown",
+    "verification_notes",
+    "write_json",
+]
 
 _MISSING = "-"
+#: fewer false accepts than this behind a TAR@FAR are flagged as noisy (the calibration's rule)
+NOISY_FALSE_ACCEPTS = 10
 
 
 def _num(value: Any) -> float | None:
@@ -187,8 +203,75 @@ def split_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Mapping[str, A
     return out
 
 
+def _support_text(result: Mapping[str, Any]) -> str | None:
+    support = result.get("tar_at_far_support") or {}
+    if not isinstance(support, Mapping) or not support:
+        return None
+    parts = []
+    for key in sorted(support, key=lambda k: -float(k)):
+        s = support[key]
+        if not isinstance(s, Mapping):
+            continue
+        imp, fa = _num(s.get("impostors")), _num(s.get("false_accepts"))
+        if imp is None:
+            continue
+        text = f"FAR={float(key):g} from {int(imp):,} impostor pairs"
+        if fa is not None:
+            text += f" ({int(fa)} false accept{'s' if int(fa) != 1 else ''}"
+            text += ", noisy)" if fa < NOISY_FALSE_ACCEPTS else ")"
+        parts.append(text)
+    return "; ".join(parts) if parts else None
+
+
+def _faces_text(result: Mapping[str, Any], with_rule: bool) -> str | None:
+    method = result.get("alignment")
+    if method == "detected":
+        n_nf = int(_num(result.get("no_face_images")) or 0)
+        n = _num(result.get("n_images"))
+        of = f" of {int(n):,}" if n is not None else ""
+        text = f"faces detected with {result.get('detector')}; no face in {n_nf}{of} images"
+        if n_nf:
+            ex = [Path(str(p)).name for p in (result.get("no_face_examples") or [])]
+            if ex:
+                text += f" (e.g. {', '.join(ex)})"
+            if with_rule and result.get("no_face_rule"):
+                text += f"; rule: {result['no_face_rule']}"
+        return text
+    if method == "resized":
+        return f"{result.get('resized_without_alignment')} image(s) resized whole, without alignment"
+    if method == "realigned":
+        return "arcface crops re-aligned to the model's template"
+    return None
+
+
+def verification_notes(results: Mapping[str, Any]) -> list[str]:
+    """One line per verification row with what stands behind it (see the module docstring).
+
+    ``"<set>: TAR@FAR=0.001 from 3,000 impostor pairs (3 false accepts, noisy); ..."`` and
+    ``"<set>: faces detected with yunet; no face in 2 of 7,701 images (e.g. ...)"``; the no-face rule
+    is spelled out once.
+    """
+    lines = []
+    rule_shown = False
+    for name, r in split_rows(results).get("verification", {}).items():
+        sup = _support_text(r)
+        if sup:
+            lines.append(f"{name}: TAR@{sup}")
+        faces = _faces_text(r, with_rule=not rule_shown)
+        if faces:
+            rule_shown = rule_shown or "rule:" in faces
+            lines.append(f"{name}: {faces}")
+        if r.get("undecodable_images"):
+            n_bad = int(r["undecodable_images"])
+            lines.append(f"{name}: {n_bad} undecodable image(s) scored as black images")
+    return lines
+
+
 def format_report(results: Mapping[str, Any], markdown: bool = False) -> str:
-    """One table per kind of row (verification, retrieval, IJB 1:1, IJB 1:N), titled when several."""
+    """One table per kind of row (verification, retrieval, IJB 1:1, IJB 1:N), titled when several.
+
+    The verification table is followed by :func:`verification_notes`.
+    """
     groups = split_rows(results)
     parts = []
     for kind, rows in groups.items():
@@ -196,6 +279,14 @@ def format_report(results: Mapping[str, Any], markdown: bool = False) -> str:
         table = to_markdown(rows, cols) if markdown else format_table(rows, cols)
         if len(groups) > 1 or kind != "verification":
             table = (f"### {title}\n\n" if markdown else f"{title}\n") + table
+        if kind == "verification":
+            notes = verification_notes(rows)
+            if notes:
+                table += (
+                    ("\n" if markdown else "")
+                    + "\n".join((f"- {n}" if markdown else f"  {n}") for n in notes)
+                    + "\n"
+                )
         parts.append(table)
     return "\n".join(parts)
 

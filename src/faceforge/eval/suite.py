@@ -8,10 +8,16 @@ CLI takes them::
     data/agedb_30.bin           PATH.bin (name from the file name)
     mine=pairs.txt:images/      NAME=PAIRS[:ROOT]
 
-Known set names (``KNOWN_SETS``) are recognised in file and folder names (``CFP-FP.bin`` -> ``cfp_fp``).
+Known set names (``KNOWN_SETS``) are recognised in file and folder names (``CFP-FP.bin`` -> ``cfp_fp``);
+a generic ``pairs.txt`` is named after its folder (``.../lfw/pairs.txt`` -> ``lfw``).
+
+Images of a pair list are turned into the model's crops by :class:`faceforge.eval.crops.FaceCropper`:
+aligned crops are resized, raw photos are detected and aligned to the model's template (``detector``
+argument; default ``"auto"``). A ``.bin`` holds aligned 112×112 arcface crops by definition: they are
+resized, or re-aligned from the arcface template to another template (e.g. dlib's 150×150 chip).
 Embeddings go through :class:`~faceforge.eval.cache.EmbeddingCache`, keyed by the model's weights,
-the set's identity, the flip mode and the input size, so a second evaluation with another metric
-mode or FAR never runs the model.
+the set's identity, how its crops were made (detector file and settings), the flip mode and the
+input size, so a second evaluation with another metric mode or FAR never runs the model.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 
 from faceforge.errors import FaceforgeError
 from faceforge.eval.cache import EmbeddingCache, file_sha256
+from faceforge.eval.crops import AlignPlan, Crops, FaceCropper
 from faceforge.eval.verification import EmbedFn, PairImages, embed_images, evaluate_embeddings, flip_mode
 
 __all__ = [
@@ -44,6 +51,8 @@ __all__ = [
 ]
 
 KNOWN_SETS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
+#: file stems that say nothing about the set: such a pair list is named after its folder
+GENERIC_STEMS = ("pairs", "pair", "pairs_list", "pairlist", "view2", "pairs_view2")
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,10 @@ class SetSpec:
 
 def guess_set_name(path: str | os.PathLike[str]) -> str:
     """``lfw``, ``cfp_fp``, ... when the file (or, for a generic ``pairs.txt``, its folder) names a
-    known set; else the file's stem."""
-    p = Path(path)
+    known set; else the folder's name for a generic stem (``pairs``, ...) and the file's stem otherwise.
+
+    Used for ``--sets``, ``--pairs`` and ``--bin`` alike, so one file gets one name."""
+    p = Path(path).expanduser()
     for cand in (p.stem, p.parent.name):
         norm = re.sub(r"[^a-z0-9]+", "_", cand.lower()).strip("_")
         for known in sorted(KNOWN_SETS, key=len, reverse=True):
@@ -70,6 +81,11 @@ def guess_set_name(path: str | os.PathLike[str]) -> str:
         for known in KNOWN_SETS:
             if squashed == known.replace("_", ""):
                 return known
+    stem_norm = re.sub(r"[^a-z0-9]+", "_", p.stem.lower()).strip("_")
+    if stem_norm in GENERIC_STEMS:
+        folder = p.resolve().parent.name if p.parent.name in ("", ".") else p.parent.name
+        if folder:
+            return folder
     return p.stem
 
 
@@ -124,7 +140,8 @@ class _Opened:
     index_b: np.ndarray
     n_images: int
     identity: dict[str, Any]
-    load: Callable[[int, str], tuple[torch.Tensor, list[str]]]
+    paths: list[str] | None = None  # image files of a pair list (None for a .bin)
+    bin_set: Any = None
 
 
 def _open_bin(spec: SetSpec) -> _Opened:
@@ -132,47 +149,77 @@ def _open_bin(spec: SetSpec) -> _Opened:
 
     bs = read_bin(spec.path)
     n = len(bs.issame)
-
-    def load(size: int, color: str) -> tuple[torch.Tensor, list[str]]:
-        arr, ok = bs.decode_all((size, size))
-        if color == "BGR":
-            arr = np.ascontiguousarray(arr[..., ::-1])
-        bad = [f"{spec.path}[{i}]" for i in np.flatnonzero(~ok)]
-        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), bad
-
     ident = {"type": "bin", "sha256": file_sha256(spec.path)}
-    return _Opened(spec, bs.issame, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), 2 * n, ident, load)
+    return _Opened(spec, bs.issame, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), 2 * n, ident, None, bs)
 
 
-def _open_pairs(spec: SetSpec) -> _Opened:
-    from faceforge.data.pairs import read_pairs
-    from faceforge.eval.verification import load_pair_images
-
-    pairs = read_pairs(spec.path, root=spec.root)
-    paths = pairs.unique_paths()
-    where = {p: i for i, p in enumerate(paths)}
+def _listing_hash(paths: Sequence[str]) -> str:
     listing = []
     for p in paths:
         st = os.stat(p)
         listing.append(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}")
-    ident = {
-        "type": "pairs",
-        "sha256": file_sha256(spec.path),
-        "images": hashlib.sha256("\n".join(listing).encode()).hexdigest(),
-    }
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()
 
-    def load(size: int, color: str) -> tuple[torch.Tensor, list[str]]:
-        data = load_pair_images(pairs, size, color)
-        return data.images, data.bad_paths
 
+def _open_pairs(spec: SetSpec) -> _Opened:
+    from faceforge.data.pairs import read_pairs
+
+    pairs = read_pairs(spec.path, root=spec.root)
+    paths = pairs.unique_paths()
+    where = {p: i for i, p in enumerate(paths)}
+    ident = {"type": "pairs", "sha256": file_sha256(spec.path), "images": _listing_hash(paths)}
     ia = np.array([where[p] for p in pairs.paths_a])
     ib = np.array([where[p] for p in pairs.paths_b])
-    return _Opened(spec, pairs.issame, ia, ib, len(paths), ident, load)
+    return _Opened(spec, pairs.issame, ia, ib, len(paths), ident, list(paths))
 
 
 def open_set(spec: SetSpec) -> _Opened:
     """Read a set's labels and identity (no image decoding yet)."""
     return _open_bin(spec) if spec.kind == "bin" else _open_pairs(spec)
+
+
+def _bin_plan(model: ModelInfo) -> AlignPlan:
+    t = model.face_cfg.template
+    h, w = model.hw
+    if t == "none":
+        return AlignPlan("whole-image")
+    if t == "arcface" and h == w:
+        return AlignPlan("aligned")
+    # A .bin holds square arcface-aligned crops; another template (or a non-square arcface crop) is
+    # reached by one more similarity warp from the arcface points, never by stretching the image.
+    return AlignPlan("realigned", identity={"from": "arcface"})
+
+
+def _bin_crops(opened: _Opened, model: ModelInfo, plan: AlignPlan) -> Crops:
+    """The model's crops of a ``.bin``: resized, or warped from the arcface template to the model's."""
+    from faceforge.align import crop_face
+    from faceforge.align.templates import get_template
+
+    bs = opened.bin_set
+    h, w = model.hw
+    if plan.method != "realigned":
+        arr, ok = bs.decode_all((h, w))
+    else:
+        raw, ok = bs.decode_all(None)
+        ih, iw = raw.shape[1:3]
+        src = get_template("arcface", (iw, ih))  # where the 5 points sit in an arcface crop
+        arr = np.zeros((len(raw), h, w, 3), np.uint8)
+        for i in np.flatnonzero(ok):
+            arr[i] = crop_face(raw[i], src, model.face_cfg)
+    bad = [f"{opened.spec.path}[{i}]" for i in np.flatnonzero(~ok)]
+    return Crops(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), bad, plan)
+
+
+def _plan(opened: _Opened, model: ModelInfo, cropper: FaceCropper) -> AlignPlan:
+    if opened.paths is None:
+        return _bin_plan(model)
+    return cropper.plan(opened.paths, opened.spec.name)
+
+
+def _load(opened: _Opened, model: ModelInfo, cropper: FaceCropper, plan: AlignPlan) -> Crops:
+    if opened.paths is None:
+        return _bin_crops(opened, model, plan)
+    return cropper.crops(opened.paths, plan, opened.spec.name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,42 +228,79 @@ def open_set(spec: SetSpec) -> _Opened:
 
 @dataclass
 class ModelInfo:
-    """What the suite needs of a model: ``embed`` (uint8 NCHW -> raw embeddings) and its facts."""
+    """What the suite needs of a model: ``embed`` (uint8 RGB NCHW -> raw embeddings) and its facts.
+
+    ``size`` is the input side or ``(height, width)``; ``face_cfg`` (built from ``size``, ``color``
+    and ``template`` when not given) tells the crop loader the template and size. ``fingerprint``
+    keys the embedding cache ("" disables it for this model).
+    """
 
     embed: EmbedFn
-    size: int
+    size: int | tuple[int, int]
     color: str = "RGB"
     fingerprint: str = ""
     template: str = "arcface"
+    face_cfg: Any = None
+
+    def __post_init__(self) -> None:
+        from faceforge.models.face_cfg import FaceConfig
+
+        if self.face_cfg is None:
+            self.face_cfg = FaceConfig(input_size=self.hw, color=self.color, template=self.template)
+        else:
+            self.size = tuple(int(v) for v in self.face_cfg.input_size)  # type: ignore[assignment]
+            self.color, self.template = self.face_cfg.color, self.face_cfg.template
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the model's input."""
+        if isinstance(self.size, (int, np.integer)):
+            return int(self.size), int(self.size)
+        h, w = (int(v) for v in self.size)
+        return h, w
+
+    @classmethod
+    def from_model(cls, model: Any) -> ModelInfo:
+        """From a loaded model with ``torch_embed()``, ``face_cfg`` and ``fingerprint``
+        (:class:`faceforge.infer.loading.EmbeddingModel`)."""
+        cfg = model.face_cfg
+        h, w = (int(v) for v in cfg.input_size)
+        return cls(model.torch_embed(), (h, w), cfg.color, model.fingerprint, cfg.template, cfg)
 
 
 def _embeddings(
     opened: _Opened,
     model: ModelInfo,
+    plan: AlignPlan,
     flip: str,
     batch_size: int,
     cache: EmbeddingCache,
-    images: tuple[torch.Tensor, list[str]] | None = None,
+    load: Callable[[], Crops],
     variant: str = "clean",
-) -> tuple[np.ndarray, int]:
-    """(embeddings of every image of the set, number of undecodable images), from the cache if there."""
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(embeddings of every image of the set, row facts: undecodable images and alignment), cached."""
     parts = {
         "what": "verification",
         "model": model.fingerprint,
         "set": opened.identity,
         "flip": flip,
-        "size": model.size,
+        "size": list(model.hw),
         "color": model.color,
+        "template": model.template,
+        "align": plan.key(),
         "variant": variant,
     }
     emb = cache.get(parts) if model.fingerprint else None
     if emb is not None and emb.shape[0] == opened.n_images:
-        return emb, int(cache.info(parts).get("extra", {}).get("undecodable_images", 0))
-    x, bad = images if images is not None else opened.load(model.size, model.color)
-    emb = embed_images(model.embed, x, batch_size, flip, desc=f"{opened.spec.name} ({variant})")
+        extra = cache.info(parts).get("extra", {})
+        if "alignment" in extra:
+            return emb, dict(extra)
+    crops = load()
+    emb = embed_images(model.embed, crops.images, batch_size, flip, desc=f"{opened.spec.name} ({variant})")
+    facts = {"undecodable_images": len(crops.bad_paths), **crops.facts()}
     if model.fingerprint:
-        cache.put(parts, emb, {"undecodable_images": len(bad)})
-    return emb, len(bad)
+        cache.put(parts, emb, facts)
+    return emb, facts
 
 
 def load_sr_module(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -255,28 +339,48 @@ def evaluate_sets(
     baseline: bool = False,
     lowres_factors: Sequence[float] = (),
     sr: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    detector: Any = "auto",
+    detector_model: str | os.PathLike[str] | None = None,
+    crop_cache: Any = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Verification rows for every set (plus ``"<set> (raw pixels)"`` and ``"<set> x<f>[+sr]"``)."""
+    """Verification rows for every set (plus ``"<set> (raw pixels)"`` and ``"<set> x<f>[+sr]"``).
+
+    ``detector`` / ``detector_model`` say how the images of pair lists become crops
+    (:class:`~faceforge.eval.crops.FaceCropper`; ``"auto"``, ``"none"``, a name, a file or a
+    ``Detector``); ``crop_cache`` is a :class:`~faceforge.eval.cache.CropCache` for detected crops;
+    ``warn`` receives warning lines (default: stderr). Each row carries ``alignment``, ``detector``,
+    ``undecodable_images`` and, for detected sets, ``no_face_images``, ``no_face_rule`` and
+    ``no_face_examples``.
+    """
     from faceforge.eval.lowres import _super_resolve, degrade
     from faceforge.eval.verification import pixel_baseline
 
     fm = flip_mode(flip)
     cache = cache or EmbeddingCache(None)
+    cropper = FaceCropper(model.face_cfg, detector, detector_model, crop_cache, warn)
     rows: dict[str, dict[str, Any]] = {}
     for spec in unique_names(specs):
         opened = open_set(spec)
+        plan = _plan(opened, model, cropper)
         data = PairImages(
             torch.empty(0, dtype=torch.uint8), opened.index_a, opened.index_b, opened.issame, []
         )
-        loaded = None
+        loaded: list[Crops] = []
+
+        def load(opened: _Opened = opened, plan: AlignPlan = plan, loaded: list[Crops] = loaded) -> Crops:
+            if not loaded:
+                loaded.append(_load(opened, model, cropper, plan))
+            return loaded[0]
+
         if baseline or lowres_factors:
-            loaded = opened.load(model.size, model.color)
-            data.images, data.bad_paths = loaded
-        emb, n_bad = _embeddings(opened, model, fm, batch_size, cache, loaded)
+            data.images, data.bad_paths = load().images, load().bad_paths
+        emb, facts = _embeddings(opened, model, plan, fm, batch_size, cache, load)
         res = evaluate_embeddings(emb, data, n_folds, mode)
         res.update(
             kind="verification", set=str(spec.path), flip=fm, embedding_size=int(emb.shape[1]),
-            undecodable_images=n_bad,
+            n_images=opened.n_images, **facts,
         )  # fmt: skip
         rows[spec.name] = res
         if baseline:
@@ -286,7 +390,8 @@ def evaluate_sets(
             }
         for f in lowres_factors:
             deg = degrade(data.images, f)
-            e, _ = _embeddings(opened, model, fm, batch_size, cache, (deg, data.bad_paths), variant=f"x{f:g}")
+            crops_f = Crops(deg, data.bad_paths, plan)
+            e, _ = _embeddings(opened, model, plan, fm, batch_size, cache, lambda c=crops_f: c, f"x{f:g}")
             rows[f"{spec.name} x{f:g}"] = {
                 **evaluate_embeddings(e, data, n_folds, mode), "kind": "verification", "lowres_factor": f,
             }  # fmt: skip
@@ -311,40 +416,32 @@ def _folder_images(root: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
     classes, samples = scan_folder(root)
     paths = [p for p, _ in samples]
     labels = np.array([classes[lab] for _, lab in samples])
-    listing = []
-    for p in paths:
-        st = os.stat(p)
-        listing.append(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}")
-    ident = {"type": "folder", "images": hashlib.sha256("\n".join(listing).encode()).hexdigest()}
+    ident = {"type": "folder", "images": _listing_hash(paths)}
     return paths, labels, ident
 
 
 def _embed_folder(
-    root: Path, model: ModelInfo, flip: str, batch_size: int, cache: EmbeddingCache
-) -> tuple[np.ndarray, np.ndarray]:
-    from faceforge.data.folder import decode_image
-
+    root: Path, model: ModelInfo, flip: str, batch_size: int, cache: EmbeddingCache, cropper: FaceCropper
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     paths, labels, ident = _folder_images(root)
-    parts = {"what": "folder", "model": model.fingerprint, "set": ident, "flip": flip, "size": model.size,
-             "color": model.color}  # fmt: skip
+    plan = cropper.plan(paths, root.name)
+    parts = {"what": "folder", "model": model.fingerprint, "set": ident, "flip": flip, "size": list(model.hw),
+             "color": model.color, "template": model.template, "align": plan.key()}  # fmt: skip
     emb = cache.get(parts) if model.fingerprint else None
     if emb is not None and len(emb) == len(paths):
-        return emb, labels
-    arr = np.zeros((len(paths), model.size, model.size, 3), np.uint8)
-    bad = []
-    for i, p in enumerate(paths):
-        img = decode_image(p, model.size, model.color)
-        if img is None:
-            bad.append(p)
-        else:
-            arr[i] = img
-    if bad:
-        raise FaceforgeError(f"{len(bad)} image(s) under {root} cannot be decoded; first: {bad[0]}")
-    images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-    emb = embed_images(model.embed, images, batch_size, flip, desc=root.name)
+        extra = cache.info(parts).get("extra", {})
+        if "alignment" in extra:
+            return emb, labels, dict(extra)
+    crops = cropper.crops(paths, plan, root.name)
+    if crops.bad_paths:
+        raise FaceforgeError(
+            f"{len(crops.bad_paths)} image(s) under {root} cannot be decoded; first: {crops.bad_paths[0]}"
+        )
+    emb = embed_images(model.embed, crops.images, batch_size, flip, desc=root.name)
+    facts = crops.facts()
     if model.fingerprint:
-        cache.put(parts, emb)
-    return emb, labels
+        cache.put(parts, emb, facts)
+    return emb, labels, facts
 
 
 def evaluate_retrieval_folders(
@@ -357,29 +454,38 @@ def evaluate_retrieval_folders(
     index: str = "flat",
     batch_size: int = 256,
     cache: EmbeddingCache | None = None,
+    *,
+    detector: Any = "auto",
+    detector_model: str | os.PathLike[str] | None = None,
+    crop_cache: Any = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Retrieval metrics (:func:`faceforge.eval.retrieval.retrieval_metrics`) of ImageFolder trees.
 
     ``split``: one folder, every image queries all others (leave-one-out). ``query`` + ``gallery``:
-    two folders; labels are the identity sub-folder names.
+    two folders; labels are the identity sub-folder names. Images become crops as in
+    :func:`evaluate_sets` (``detector`` ...); the row's ``images`` says how, per folder.
     """
     from faceforge.eval.retrieval import retrieval_metrics
 
     fm = flip_mode(flip)
     cache = cache or EmbeddingCache(None)
+    cropper = FaceCropper(model.face_cfg, detector, detector_model, crop_cache, warn)
     if (split is None) == (query is None and gallery is None) or (
         split is None and (query is None or gallery is None)
     ):
         raise FaceforgeError("retrieval needs either a split folder or both a query and a gallery folder")
     if split is not None:
-        emb, lab = _embed_folder(Path(split), model, fm, batch_size, cache)
+        emb, lab, facts = _embed_folder(Path(split), model, fm, batch_size, cache, cropper)
         res = retrieval_metrics(emb, lab, ks=ks, index=index)
         res["query"] = res["gallery"] = str(split)
+        res["images"] = {"split": facts}
     else:
-        q, ql = _embed_folder(Path(query), model, fm, batch_size, cache)  # type: ignore[arg-type]
-        g, gl = _embed_folder(Path(gallery), model, fm, batch_size, cache)  # type: ignore[arg-type]
+        q, ql, qf = _embed_folder(Path(query), model, fm, batch_size, cache, cropper)  # type: ignore[arg-type]
+        g, gl, gf = _embed_folder(Path(gallery), model, fm, batch_size, cache, cropper)  # type: ignore[arg-type]
         res = retrieval_metrics(q, ql, g, gl, ks=ks, index=index)
         res["query"], res["gallery"] = str(query), str(gallery)
+        res["images"] = {"query": qf, "gallery": gf}
     res["recall_at_k"] = {str(k): v for k, v in res["recall_at_k"].items()}
     res.update(kind="retrieval", flip=fm)
     return res

@@ -46,8 +46,8 @@ class PairImages:
     bad_paths: list[str]
 
 
-def load_pair_images(pairs: Pairs, size: int, color: str = "RGB") -> PairImages:
-    """Decode every distinct image of ``pairs`` at ``size``×``size``.
+def load_pair_images(pairs: Pairs, size: int) -> PairImages:
+    """Decode every distinct image of ``pairs`` at ``size``×``size``, RGB (the model applies its colours).
 
     An undecodable image is counted in ``bad_paths`` and replaced by a black image (its pairs are
     kept, as the standard protocol scores every pair).
@@ -57,7 +57,7 @@ def load_pair_images(pairs: Pairs, size: int, color: str = "RGB") -> PairImages:
     arr = np.zeros((len(paths), size, size, 3), np.uint8)
     bad = []
     for i, p in enumerate(paths):
-        img = decode_image(p, size, color)
+        img = decode_image(p, size)
         if img is None:
             bad.append(p)
         else:

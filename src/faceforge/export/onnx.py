@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
-from faceforge.models.face_cfg import FaceConfig
+from faceforge.models.face_cfg import FaceConfig, preprocess
 
 __all__ = [
     "FORMAT",
@@ -290,7 +290,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _to_input(images: Any, cfg: FaceConfig) -> np.ndarray:
-    """Normalised float32 NCHW from uint8 RGB ``[N, H, W, 3]`` / ``[N, 3, H, W]`` or a float NCHW batch."""
+    """Model input from uint8 RGB ``[N, H, W, 3]`` / ``[N, 3, H, W]`` crops (via :func:`preprocess`, the one
+    definition), or an already-normalised float NCHW batch passed through."""
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
     a = np.asarray(images)
@@ -298,14 +299,7 @@ def _to_input(images: Any, cfg: FaceConfig) -> np.ndarray:
         raise FaceforgeError(f"parity images must be a 4-D batch, got shape {a.shape}")
     if a.dtype != np.uint8:
         return np.ascontiguousarray(a, dtype=np.float32)
-    if a.shape[-1] == 3 and a.shape[1] != 3:
-        a = a.transpose(0, 3, 1, 2)
-    x = a.astype(np.float32)
-    if cfg.color == "BGR":
-        x = x[:, ::-1]
-    mean = np.asarray(cfg.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
-    std = np.asarray(cfg.std, np.float32).reshape(1, 3, 1, 1) * 255.0
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    return preprocess(a, cfg)
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None) -> Any:

@@ -25,15 +25,17 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from faceforge.align.transform import crop_face
 from faceforge.errors import FaceforgeError, ImageDecodeError, NoFaceError
-from faceforge.eval.calibration import calibration_from_result, pick_threshold
-from faceforge.models.face_cfg import FaceConfig
+from faceforge.eval.calibration import calibration_from_result, estimate_fmr, pick_threshold
+from faceforge.models.face_cfg import FaceConfig, preprocess
 
 if TYPE_CHECKING:
     import PIL.Image
 
-    from faceforge.align.detectors.base import Detector, Face
+    from faceforge.align.detectors.base import Detector
     from faceforge.infer.gallery import Gallery
+    from faceforge.infer.loading import EmbeddingModel
 
 __all__ = ["DETECTOR_ORDER", "FaceRecognizer", "FaceResult", "ImageInput", "load_image"]
 
@@ -43,8 +45,6 @@ ImageInput = Union[str, os.PathLike, bytes, "PIL.Image.Image", np.ndarray]
 
 #: ``detector="auto"`` takes the first of these whose model file is in the store.
 DETECTOR_ORDER = ("yunet", "scrfd")
-#: ONNX ``metadata_props`` keys written by :func:`faceforge.export.export_onnx`.
-META_PREFIX = "faceforge."
 _BATCH = 64
 # ArcFace-template crops are defined at 112×112 (Deng et al., CVPR 2019); such an image is taken as
 # already aligned even for a model with a smaller input, and resized as training resized it.
@@ -171,44 +171,6 @@ def _is_batch(images: Any) -> bool:
     return isinstance(images, (list, tuple))
 
 
-# --------------------------------------------------------------------------------------------------
-# backends
-
-
-class _TorchBackend:
-    name = "torch"
-
-    def __init__(self, model: Any, device: str = "cpu") -> None:
-        import torch
-
-        self.torch = torch
-        try:
-            self.device = torch.device(device)
-            self.model = model.to(self.device).eval()
-        except (RuntimeError, AssertionError) as e:
-            raise FaceforgeError(f"device {device!r} cannot be used: {e}") from None
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Raw embeddings of normalised float32 NCHW input."""
-        with self.torch.inference_mode():
-            t = self.torch.from_numpy(x).to(self.device)
-            return self.model(t).float().cpu().numpy()
-
-
-class _OnnxBackend:
-    name = "onnx"
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.input = session.get_inputs()[0].name
-        itype = session.get_inputs()[0].type
-        self.dtype = np.float16 if "float16" in itype else np.float32
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input: x.astype(self.dtype, copy=False)})[0]
-        return np.asarray(out, dtype=np.float32)
-
-
 def _normalise(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     if not np.isfinite(x).all():
@@ -255,21 +217,18 @@ class FaceRecognizer:
 
     def __init__(
         self,
-        backend: Any,
-        face_cfg: FaceConfig,
+        model: EmbeddingModel,
         *,
-        name: str = "model",
         calibration: dict[str, Any] | None = None,
         detector: str | os.PathLike | Detector | None = "auto",
         threshold: float | None = None,
         far: float | None = None,
-        source: str = "",
     ) -> None:
-        self._backend = backend
-        self.face_cfg = face_cfg
-        self.name = name
-        self.source = source
-        self.calibration = dict(calibration or {})
+        self.model = model
+        self.face_cfg = model.face_cfg
+        self.name = model.name
+        self.source = model.source
+        self.calibration = dict(model.calibration if calibration is None else calibration)
         self._detector_spec = detector
         self._detector: Detector | None = None
         self._detector_name: str | None = None
@@ -283,10 +242,51 @@ class FaceRecognizer:
             self.threshold = pick_threshold(self.calibration, far)
             self._threshold_from = "calibration" if self.threshold is not None else None
         self.far_target = far if far is not None else self.calibration.get("far_target")
-        h, w = (int(v) for v in face_cfg.input_size)
+        h, w = (int(v) for v in self.face_cfg.input_size)
         self._size = (h, w)
+        if self.face_cfg.template == "none" and detector == "auto":
+            self._detector_spec = None  # a whole-image model never looks for faces
 
     # ---------------------------------------------------------------------------------- building
+    @classmethod
+    def from_model(
+        cls,
+        spec: str | os.PathLike,
+        *,
+        arch: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        detector: str | os.PathLike | Detector | None = "auto",
+        threshold: float | None = None,
+        far: float | None = None,
+        device: str = "cpu",
+    ) -> FaceRecognizer:
+        """A recognizer for whatever ``--model`` accepts (:func:`faceforge.infer.loading.load_model`):
+        a pretrained name (``"dlib"``), a faceforge ``.ckpt`` or ONNX file, an insightface model-zoo
+        ONNX, dlib's ``.dat``, or an arcface_torch / AdaFace / EdgeFace / face.evoLVe state dict
+        (``arch`` names its backbone when the keys leave a choice; ``overrides`` replace inferred
+        preprocessing facts: ``color``, ``mean``, ``std``, ``template``, ``input_size``).
+        """
+        from faceforge.infer.loading import load_model
+
+        model = load_model(spec, arch=arch, overrides=overrides, device=device)
+        return cls(model, detector=detector, threshold=threshold, far=far)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str = "dlib",
+        *,
+        detector: str | os.PathLike | Detector | None = "auto",
+        threshold: float | None = None,
+        far: float | None = None,
+        device: str = "cpu",
+    ) -> FaceRecognizer:
+        """A registered pretrained model (``faceforge models list``), from its verified local file."""
+        from faceforge.models.pretrained import get_pretrained
+
+        get_pretrained(name)  # unknown names list the known ones
+        return cls.from_model(name, detector=detector, threshold=threshold, far=far, device=device)
+
     @classmethod
     def from_checkpoint(
         cls,
@@ -297,33 +297,12 @@ class FaceRecognizer:
         far: float | None = None,
         device: str = "cpu",
     ) -> FaceRecognizer:
-        """A recognizer for a faceforge training checkpoint (read with ``weights_only=True``).
+        """A recognizer for a faceforge training checkpoint or any weights file ``from_model`` reads.
 
         The calibration is the checkpoint's; when it has none, a ``report.json`` of the run
         directory (``faceforge eval``) is used.
         """
-        from faceforge.models.checkpoint import load_checkpoint
-
-        loaded = load_checkpoint(path)
-        calibration = dict(loaded.calibration)
-        if not calibration:
-            p = Path(path).resolve()
-            for rep in (p.parent / "report.json", p.parent.parent / "report.json"):
-                if rep.is_file():
-                    calibration = _calibration_from_report(rep)
-                    if calibration:
-                        break
-        name = str(loaded.config.get("model", {}).get("backbone", {}).get("name", "model"))
-        return cls(
-            _TorchBackend(loaded.backbone, device),
-            loaded.face_cfg,
-            name=name,
-            calibration=calibration,
-            detector=detector,
-            threshold=threshold,
-            far=far,
-            source=str(path),
-        )
+        return cls.from_model(path, detector=detector, threshold=threshold, far=far, device=device)
 
     @classmethod
     def from_onnx(
@@ -333,26 +312,18 @@ class FaceRecognizer:
         detector: str | os.PathLike | Detector | None = "auto",
         threshold: float | None = None,
         far: float | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> FaceRecognizer:
-        """A recognizer for an ONNX file written by :func:`faceforge.export.export_onnx`.
+        """A recognizer for an ONNX file: faceforge's (metadata) or an insightface model-zoo one.
 
-        Preprocessing facts and the calibration are read from the file's ``metadata_props``; the
-        session runs on the CPU with as many threads as ``torch.get_num_threads()`` allows.
+        Preprocessing facts and the calibration are read from faceforge's ``metadata_props``; a file
+        without them gets insightface's conventions (see :mod:`faceforge.export.foreign_onnx`).
         """
-        from faceforge.export.onnx import onnx_session, read_metadata
-
-        meta = read_metadata(path)
-        sess = onnx_session(path)
-        return cls(
-            _OnnxBackend(sess),
-            meta["face_cfg"],
-            name=meta.get("name") or Path(path).stem,
-            calibration=meta.get("calibration") or {},
-            detector=detector,
-            threshold=threshold,
-            far=far,
-            source=str(path),
-        )
+        if Path(path).suffix.lower() != ".onnx":
+            raise FaceforgeError(
+                f"{path} is not an .onnx file; use FaceRecognizer.from_model for other files"
+            )
+        return cls.from_model(path, overrides=overrides, detector=detector, threshold=threshold, far=far)
 
     @classmethod
     def from_name(
@@ -368,29 +339,28 @@ class FaceRecognizer:
         Nothing is downloaded. Without ``weights`` the model is randomly initialised (useful for
         tests only, and a warning is logged); such a model has no calibration, so pass ``threshold``.
         """
+        from faceforge.infer.loading import EmbeddingModel, torch_runner
         from faceforge.models.backbones import create_model, load_backbone_weights
 
-        model = create_model(name)
+        module = create_model(name)
         if weights is not None:
-            load_backbone_weights(model, weights)
+            load_backbone_weights(module, weights)
         else:
             log.warning(
                 "FaceRecognizer.from_name(%r) without weights: the model is randomly initialised", name
             )
-        return cls(
-            _TorchBackend(model),
-            getattr(model, "face_cfg", FaceConfig()),
-            name=name,
-            detector=detector,
-            threshold=threshold,
-            source=str(weights) if weights else "",
-        )
+        cfg = getattr(module, "face_cfg", FaceConfig())
+        model = EmbeddingModel(
+            torch_runner(module, "cpu"), cfg, name, str(weights) if weights else "", "torch", "weights",
+            {}, module, {"weights": str(weights) if weights else "random initialisation"}, name,
+        )  # fmt: skip
+        return cls(model, detector=detector, threshold=threshold)
 
     # ---------------------------------------------------------------------------------- facts
     @property
     def backend(self) -> str:
         """``"torch"`` or ``"onnx"``."""
-        return self._backend.name
+        return self.model.backend
 
     def info(self) -> dict[str, Any]:
         """JSON-able facts: model, backend, preprocessing, threshold and where it came from, detector."""
@@ -411,6 +381,7 @@ class FaceRecognizer:
             "far_target": self.far_target,
             "calibration_source": self.calibration.get("source"),
             "detector": self._detector_label(),
+            "facts": dict(self.model.facts),
         }
 
     def _detector_label(self) -> str | None:
@@ -484,25 +455,10 @@ class FaceRecognizer:
     def _is_aligned(self, rgb: np.ndarray, aligned: bool | None) -> bool:
         if aligned is not None:
             return bool(aligned)
+        if self.face_cfg.template == "none":
+            return True  # whole-image model: every image is its own crop
         hw = tuple(rgb.shape[:2])
         return hw == self._size or (self.face_cfg.template == "arcface" and hw == _CANONICAL_ALIGNED)
-
-    def _crop_aligned(self, rgb: np.ndarray) -> np.ndarray:
-        import cv2
-
-        h, w = self._size
-        if rgb.shape[:2] == (h, w):
-            return rgb
-        # INTER_AREA when shrinking, as training's decode_image resized its crops.
-        interp = cv2.INTER_AREA if rgb.shape[0] > h else cv2.INTER_LINEAR
-        return cv2.resize(rgb, (w, h), interpolation=interp)
-
-    def _align(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        from faceforge.align import similarity_matrix, warp
-
-        h, w = self._size
-        m = similarity_matrix(face.landmarks, self.face_cfg.template, (w, h))
-        return warp(rgb, m, (w, h))
 
     def _faces(
         self, image: ImageInput, color: str, aligned: bool | None, largest_only: bool
@@ -510,7 +466,7 @@ class FaceRecognizer:
         """``(aligned RGB crop, face facts)`` for each face (or the largest) of ``image``."""
         rgb = load_image(image, color)
         if self._is_aligned(rgb, aligned):
-            return [(self._crop_aligned(rgb), {"bbox": None, "score": None, "landmarks": None})]
+            return [(crop_face(rgb, None, self.face_cfg), {"bbox": None, "score": None, "landmarks": None})]
         detector = self.detector
         with self._detect_lock:
             faces = detector.detect(rgb)
@@ -528,7 +484,7 @@ class FaceRecognizer:
                 "score": round(float(f.score), 4),
                 "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks],
             }
-            out.append((self._align(rgb, f), facts))
+            out.append((crop_face(rgb, f.landmarks, self.face_cfg), facts))
         return out
 
     # ---------------------------------------------------------------------------------- embedding
@@ -539,23 +495,15 @@ class FaceRecognizer:
             raise FaceforgeError(
                 f"aligned crops must be [N, {self._size[0]}, {self._size[1]}, 3] uint8 RGB, got {crops.shape}"
             )
-        cfg = self.face_cfg
-        x = crops.astype(np.float32)
-        if cfg.color == "BGR":
-            x = x[..., ::-1]
-        x = x.transpose(0, 3, 1, 2)
-        mean = np.asarray(cfg.mean, np.float32).reshape(1, 3, 1, 1) * 255.0
-        std = np.asarray(cfg.std, np.float32).reshape(1, 3, 1, 1) * 255.0
-        x = np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+        if len(crops) == 0:
+            return np.zeros((0, int(self.face_cfg.embedding_size)), np.float32)
         out = []
-        for s in range(0, len(x), _BATCH):
-            xb = x[s : s + _BATCH]
-            e = self._backend(xb)
+        for s in range(0, len(crops), _BATCH):
+            x = preprocess(crops[s : s + _BATCH], self.face_cfg)
+            e = self.model.run(x)
             if self.flip:
-                e = e + self._backend(np.ascontiguousarray(xb[..., ::-1]))
+                e = e + self.model.run(np.ascontiguousarray(x[..., ::-1]))
             out.append(e)
-        if not out:
-            return np.zeros((0, int(cfg.embedding_size)), np.float32)
         return _normalise(np.concatenate(out))
 
     def embed(
@@ -606,7 +554,9 @@ class FaceRecognizer:
         """Are ``a`` and ``b`` the same person? Cosine similarity of their largest faces vs the threshold.
 
         Returns ``{"verified", "similarity", "threshold", "faces": {"a": face, "b": face}}`` where a face
-        is ``{"bbox", "score", "landmarks", "aligned"}`` (``aligned``: the RGB crop the model saw).
+        is ``{"bbox", "score", "landmarks", "aligned"}`` (``aligned``: the RGB crop the model saw), and
+        ``false_match_rate`` (:func:`~faceforge.eval.calibration.estimate_fmr`: the share of the
+        calibration's impostor pairs scoring at least this similarity) when the calibration has one.
         """
         t = self._resolve_threshold(threshold)
         faces = {}
@@ -618,7 +568,12 @@ class FaceRecognizer:
             faces[key] = {**facts, "aligned": crop}
         emb = self.embed_crops(np.stack([faces["a"]["aligned"], faces["b"]["aligned"]]))
         sim = float(np.clip(emb[0] @ emb[1], -1.0, 1.0))
-        return {"verified": bool(sim >= t), "similarity": sim, "threshold": t, "faces": faces}
+        out = {"verified": bool(sim >= t), "similarity": sim, "threshold": t, "faces": faces}
+        # How often two different people score this high, from the calibration's impostor pairs.
+        est = estimate_fmr(self.calibration, sim)
+        if est is not None:
+            out["false_match_rate"] = est
+        return out
 
     def find(self, image: ImageInput, gallery: Gallery, k: int = 5) -> list[dict[str, Any]]:
         """The ``k`` gallery entries most similar to the largest face of ``image``, best first."""

@@ -39,9 +39,8 @@ class LoadedModel:
         return self.backbone(preprocess(images, self.face_cfg))
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with one-line errors for missing or unsafe files."""
-    p = Path(path)
+def _load(p: Path) -> Any:
+    """``torch.load(p, weights_only=True)`` with one-line errors for missing, unsafe or unreadable files."""
     if not p.is_file():
         raise FaceforgeError(f"checkpoint {p} does not exist")
     try:
@@ -55,14 +54,36 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FaceforgeError(
             f"checkpoint {p} cannot be read (truncated or not a PyTorch file): {e}"
         ) from None
+    return ckpt
+
+
+def read_checkpoint_or_none(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The checkpoint dict when ``path`` is a PyTorch file holding a dict, else None (unsafe files raise)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FaceforgeError(f"checkpoint {p} does not exist")
+    ckpt = _load(p)
+    return ckpt if isinstance(ckpt, dict) else None
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with one-line errors for missing or unsafe files."""
+    p = Path(path)
+    if not p.is_file():
+        raise FaceforgeError(f"checkpoint {p} does not exist")
+    ckpt = _load(p)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise FaceforgeError(f"checkpoint {p} has no 'state_dict' (expected a faceforge training checkpoint)")
     return ckpt
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
-    """Rebuild the backbone of a faceforge checkpoint and load its weights strictly."""
-    ckpt = read_checkpoint(path)
+def load_checkpoint(path: str | os.PathLike[str], ckpt: dict[str, Any] | None = None) -> LoadedModel:
+    """Rebuild the backbone of a faceforge checkpoint and load its weights strictly.
+
+    ``ckpt``: the already-read checkpoint dict of ``path`` (saves reading the file twice).
+    """
+    if ckpt is None or "state_dict" not in ckpt:
+        ckpt = read_checkpoint(path)
     hp = ckpt.get("hyper_parameters") or {}
     config = hp.get("config")
     if not isinstance(config, dict):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -33,10 +34,9 @@ def resolve(root: str | Path, rel: str | None) -> Path | None:
 class FaceDataModule(L.LightningDataModule):
     """Training images from ``data.root/data.train`` and the validation/test pair sets of the config."""
 
-    def __init__(self, data_cfg: dict[str, Any], color: str = "RGB", seed: int = 0) -> None:
+    def __init__(self, data_cfg: dict[str, Any], seed: int = 0) -> None:
         super().__init__()
         self.cfg = data_cfg
-        self.color = color
         self.seed = seed
         self._resume: dict[str, Any] | None = None
         self.sampler: ResumableSampler | None = None
@@ -52,9 +52,9 @@ class FaceDataModule(L.LightningDataModule):
         if self.train_dir.suffix == ".rec":
             from faceforge.data.recordio import FaceRecordDataset
 
-            self.train_set = FaceRecordDataset(self.train_dir, transform=_RecordTransform(size, color))
+            self.train_set = FaceRecordDataset(self.train_dir, transform=_RecordTransform(size))
         else:
-            self.train_set = ImageFolderDataset(self.train_dir, size, color, cache=bool(data_cfg["cache"]))
+            self.train_set = ImageFolderDataset(self.train_dir, size, cache=bool(data_cfg["cache"]))
         if data_cfg.get("augment"):
             from faceforge.data.transforms import build_transforms
 
@@ -93,7 +93,7 @@ class FaceDataModule(L.LightningDataModule):
         if not path.is_file():
             raise FaceforgeError(f"data.{which}_pairs: pair file {path} does not exist")
         pairs = read_pairs(path)
-        return load_pair_images(pairs, self.cfg["image_size"], self.color)
+        return load_pair_images(pairs, self.cfg["image_size"])
 
     def make_sampler(self, world_size: int = 1, rank: int = 0) -> ResumableSampler:
         """The training sampler for this rank, positioned where a loaded checkpoint left off."""
@@ -210,19 +210,20 @@ class ResumableSampler(Sampler):
 
 
 class _RecordTransform:
-    """RecordIO images (RGB HWC uint8) → the backbone's size and colour order, CHW uint8 tensor."""
+    """RecordIO images (RGB HWC uint8) → the backbone's size, RGB CHW uint8 tensor.
 
-    def __init__(self, size: int, color: str) -> None:
-        self.size, self.color = size, color
+    Colour order and normalisation are the model's business (:func:`faceforge.models.face_cfg.preprocess`).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
 
     def __call__(self, img: Any) -> torch.Tensor:
         import cv2
 
         if img.shape[:2] != (self.size, self.size):
             img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        if self.color == "BGR":
-            img = img[:, :, ::-1]
-        return torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
 
 
 class _Augmented(torch.utils.data.Dataset):

@@ -225,8 +225,6 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     dm = FaceDataModule(cfg["data"], seed=int(cfg["seed"]))
     module = FaceRecognitionModule(cfg, dm.num_classes)
-    if module.face_cfg.color != "RGB":
-        dm = FaceDataModule(cfg["data"], color=module.face_cfg.color, seed=int(cfg["seed"]))
     val = dm.pair_images("val")
     run_dir = resolve_run_dir(cfg, resume)
     if rank0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # importing each family module registers its factories
 from faceforge.models.backbones import (  # noqa: F401
+    dlib_resnet,
     edgeface,
     ghostfacenet,
     iresnet,

@@ -1,0 +1,132 @@
+"""Pick a face detector from what a user typed: ``auto``, a backend name, a model file, or an instance.
+
+One function for every caller that turns a ``--detector`` / ``detector=`` spec into a
+:class:`~faceforge.align.detectors.base.Detector`: ``faceforge eval`` (layer 5) and
+``FaceRecognizer`` (layer 7) both use :func:`resolve_detector`, so ``auto`` means the same thing
+everywhere: the first backend of :data:`AUTO_ORDER` whose model file is in the model store
+(:func:`faceforge.align.store.find`; ``$FACEFORGE_HOME/models`` and ``$FACEFORGE_MODEL_DIRS``).
+Nothing is downloaded.
+
+:func:`detector_identity` says what a detector's output depends on (its name, the SHA-256 of its
+model files and its settings), for cache keys.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from faceforge.align.detectors.base import Detector, create_detector, list_detectors
+from faceforge.errors import FaceforgeError, did_you_mean
+
+__all__ = ["AUTO_ORDER", "auto_detector_name", "detector_identity", "resolve_detector"]
+
+#: ``auto`` takes the first of these whose model file is in the store.
+AUTO_ORDER = ("yunet", "scrfd")
+
+
+def auto_detector_name() -> str | None:
+    """The backend ``auto`` would pick now (first of :data:`AUTO_ORDER` with a model file), or None."""
+    from faceforge.align import store
+
+    for name in AUTO_ORDER:
+        if store.find(name) is not None:
+            return name
+    return None
+
+
+def _no_auto_message() -> str:
+    from faceforge.align import store
+
+    return (
+        "no face detector model found (looked for "
+        + ", ".join(store.KNOWN_FILES[n].filename for n in AUTO_ORDER)
+        + f" in {', '.join(str(d) for d in store.search_dirs())}); fetch one with "
+        "`faceforge models fetch yunet`, point $FACEFORGE_MODEL_DIRS at a folder holding it, "
+        "or name a detector and its file (--detector scrfd --detector-model det_10g.onnx)"
+    )
+
+
+def resolve_detector(
+    spec: str | os.PathLike[str] | Detector | None, model_path: str | os.PathLike[str] | None = None
+) -> tuple[Detector, str]:
+    """``(detector, name)`` for ``spec``.
+
+    * a :class:`Detector` instance: returned as it is;
+    * ``"auto"``: the first of :data:`AUTO_ORDER` whose model file is in the store (``model_path``
+      is then not allowed: a file needs a detector name);
+    * a registered name (:func:`faceforge.align.list_detectors`), optionally with ``model_path``
+      (e.g. ``"scrfd"`` with insightface's ``det_10g.onnx``);
+    * a model file path: the backend is the registered name its file name contains.
+
+    Raises :class:`FaceforgeError` saying what to do when nothing fits.
+    """
+    if spec is None:
+        raise FaceforgeError(
+            "no face detector (detector=None); pass aligned crops at the model's input size, or use "
+            "detector 'auto' / a detector name / a detector model file"
+        )
+    if isinstance(spec, Detector):
+        if model_path is not None:
+            raise FaceforgeError("a detector instance was given; its model file cannot be replaced")
+        return spec, spec.name
+    names = list_detectors()
+    s = os.fspath(spec)
+    if s == "auto":
+        if model_path is not None:
+            raise FaceforgeError(
+                f"--detector-model {model_path} needs a detector name ({', '.join(names)}), not auto, "
+                "e.g. --detector scrfd --detector-model det_10g.onnx"
+            )
+        name = auto_detector_name()
+        if name is None:
+            raise FaceforgeError(_no_auto_message())
+        return create_detector(name), name
+    if s in names:
+        return create_detector(s, model_path=model_path), s
+    p = Path(s).expanduser()
+    if p.suffix.lower() in (".onnx", ".pt", ".tflite", ".dat") or p.exists():
+        if model_path is not None:
+            raise FaceforgeError(f"detector {s!r} is a file and --detector-model {model_path} another one")
+        for name in sorted(names, key=len, reverse=True):
+            if name in p.name.lower():
+                return create_detector(name, model_path=p), name
+        raise FaceforgeError(
+            f"cannot tell which detector {p} is for: its name contains none of {names}; "
+            f"pass the detector name and the file (--detector NAME --detector-model {p})"
+        )
+    raise FaceforgeError(
+        f"unknown detector {s!r}{did_you_mean(s, names)}; expected 'auto', one of {names} or a model file"
+    )
+
+
+def detector_identity(detector: Detector, name: str | None = None) -> dict[str, Any]:
+    """What ``detector``'s faces depend on: name, class, SHA-256 of its model files, plain settings.
+
+    Model files are the instance attributes whose name ends in ``path`` (``model_path``,
+    ``shape_model_path``, ...); they are hashed (memoised by size and mtime), so a replaced file
+    changes the identity while a moved one does not.
+    """
+    from faceforge.align.store import _sha_cached
+
+    out: dict[str, Any] = {"name": name or detector.name, "class": type(detector).__qualname__}
+    files: dict[str, str] = {}
+    settings: dict[str, Any] = {}
+    for key, value in sorted(vars(detector).items()):
+        if key.endswith("path") and isinstance(value, (str, os.PathLike)):
+            p = Path(value)
+            try:
+                st = p.stat()
+                files[key] = _sha_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+            except OSError:
+                files[key] = f"unreadable:{p}"
+        elif key.startswith("_"):
+            continue
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            settings[key] = value
+        elif isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            settings[key] = list(value)
+    out["files"] = files
+    out["settings"] = settings
+    return out

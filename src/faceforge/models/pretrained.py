@@ -1,0 +1,258 @@
+"""Pretrained recognisers by name: ``dlib`` and whatever else is registered, never downloaded implicitly.
+
+An entry maps a name to a backbone architecture, a weights file known to the model store (file name
+and SHA-256, found in ``$FACEFORGE_HOME``/``$FACEFORGE_MODEL_DIRS`` or inside the pip package that
+ships it), its licence, its :class:`~faceforge.models.face_cfg.FaceConfig` and a calibration (the
+verification threshold measured on a public set). ``faceforge models fetch NAME`` downloads a file for
+users with internet; loading only ever reads local files that match their checksum. The calibration
+shipped here is replaced by ``$FACEFORGE_HOME/calibration/<name>.json`` when ``faceforge eval --model
+NAME --write-calibration`` wrote one. Details: ``docs/inference.md``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.models.face_cfg import FaceConfig
+
+__all__ = [
+    "PretrainedModel",
+    "calibration_path",
+    "get_pretrained",
+    "list_pretrained",
+    "load_pretrained",
+    "pretrained_file",
+    "register_pretrained",
+    "save_calibration",
+]
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """One named pretrained recogniser (see the module docstring)."""
+
+    name: str
+    arch: str  # registered backbone name (faceforge.models.create_model)
+    store_file: str  # name of the weights file in faceforge.align.store.KNOWN_FILES
+    license: str
+    description: str
+    face_cfg: FaceConfig
+    loader: Callable[[Path], Any]  # weights file -> nn.Module (eval mode) with .face_cfg
+    package: str | None = None  # import name of a pip package that ships the file (found, not imported)
+    package_subdir: str = "models"
+    install: str = ""  # what to pip install when the file is missing
+    calibration: dict[str, Any] = field(default_factory=dict)
+    published: str = ""  # the accuracy the authors report, for the models table
+
+
+_REGISTRY: dict[str, PretrainedModel] = {}
+
+
+def register_pretrained(entry: PretrainedModel) -> PretrainedModel:
+    """Add (or replace) a named pretrained model; returns it."""
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def list_pretrained() -> list[str]:
+    """Names of every registered pretrained model, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_pretrained(name: str) -> PretrainedModel:
+    """The entry called ``name``; an unknown name lists the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise FaceforgeError(
+            f"unknown pretrained model {name!r}{did_you_mean(name, _REGISTRY)}; "
+            f"known: {', '.join(list_pretrained())}"
+        ) from None
+
+
+def _package_file(entry: PretrainedModel) -> Path | None:
+    if not entry.package:
+        return None
+    try:
+        spec = importlib.util.find_spec(entry.package)  # locate without importing (side effects)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    from faceforge.align import store
+
+    fn = store.KNOWN_FILES[entry.store_file].filename
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / entry.package_subdir / fn
+        if p.is_file():
+            return p
+    return None
+
+
+def pretrained_file(name: str) -> Path | None:
+    """The verified local weights file of ``name`` (store first, then its pip package), or None.
+
+    A file whose SHA-256 differs from the registered one is never used.
+    """
+    from faceforge.align import store
+
+    entry = get_pretrained(name)
+    p = store.find(entry.store_file)
+    if p is not None:
+        return p
+    q = _package_file(entry)
+    if q is not None and store.matches(q, entry.store_file):
+        return q
+    return None
+
+
+def _missing_message(entry: PretrainedModel) -> str:
+    from faceforge.align import store
+
+    spec = store.KNOWN_FILES[entry.store_file]
+    q = _package_file(entry)
+    bad = f" ({q} exists but its SHA-256 differs from {spec.sha256[:16]}…)" if q is not None else ""
+    how = f"pip install {entry.install}" if entry.install else ""
+    return (
+        f"pretrained model {entry.name!r} needs {spec.filename}{bad}; "
+        + (f"install it with `{how}` or " if how else "")
+        + f"fetch it with `faceforge models fetch {entry.store_file}` (licence: {entry.license})"
+    )
+
+
+def calibration_path(name: str) -> Path:
+    """Where ``faceforge eval --model NAME --write-calibration`` stores a pretrained model's calibration."""
+    from faceforge.align import store
+
+    return store.home() / "calibration" / f"{name}.json"
+
+
+def save_calibration(name: str, calibration: dict[str, Any]) -> Path:
+    """Store ``calibration`` for pretrained ``name`` (atomic write with fsync); returns the path."""
+    get_pretrained(name)
+    p = calibration_path(name)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(calibration, indent=1, sort_keys=True, default=float, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def _calibration(entry: PretrainedModel) -> dict[str, Any]:
+    p = calibration_path(entry.name)
+    if p.is_file():
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise FaceforgeError(
+                f"calibration {p} of pretrained model {entry.name!r} is unreadable: {e}"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("threshold"), (int, float)):
+            raise FaceforgeError(
+                f"calibration {p} of pretrained model {entry.name!r} has no numeric 'threshold'; "
+                "delete it or rewrite it with `faceforge eval --model NAME --write-calibration`"
+            )
+        return data
+    return dict(entry.calibration)
+
+
+@dataclass
+class LoadedPretrained:
+    """A pretrained backbone in eval mode with its preprocessing, calibration and file."""
+
+    module: Any
+    face_cfg: FaceConfig
+    calibration: dict[str, Any]
+    path: Path
+    entry: PretrainedModel
+
+
+def load_pretrained(name: str) -> LoadedPretrained:
+    """Build pretrained ``name`` from its verified local file (raises, saying what to install, if absent)."""
+    entry = get_pretrained(name)
+    path = pretrained_file(name)
+    if path is None:
+        raise FaceforgeError(_missing_message(entry))
+    module = entry.loader(path)
+    module.eval()
+    return LoadedPretrained(module, entry.face_cfg, _calibration(entry), path, entry)
+
+
+def status() -> list[dict[str, Any]]:
+    """One row per pretrained model: name, arch, available, file, licence, description."""
+    rows = []
+    for name in list_pretrained():
+        e = _REGISTRY[name]
+        p = pretrained_file(name)
+        rows.append(
+            {
+                "name": name,
+                "arch": e.arch,
+                "available": p is not None,
+                "file": str(p) if p else None,
+                "license": e.license,
+                "description": e.description,
+                "install": e.install,
+                "published": e.published,
+                "embedding_size": e.face_cfg.embedding_size,
+                "input_size": list(e.face_cfg.input_size),
+                "template": e.face_cfg.template,
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- entries
+
+
+def _load_dlib(path: Path) -> Any:
+    from faceforge.models.backbones.dlib_resnet import load_dlib_resnet
+
+    return load_dlib_resnet(path)
+
+
+def _shipped_calibration(name: str) -> dict[str, Any]:
+    p = Path(__file__).with_name("calibrations") / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+register_pretrained(
+    PretrainedModel(
+        name="dlib",
+        arch="dlib_resnet_v1",
+        store_file="dlib_resnet",
+        license="CC0 (dlib-models, D. E. King)",
+        description="dlib's ResNet-34-like face recogniser (128-d, 150x150 dlib chips), run in PyTorch",
+        face_cfg=FaceConfig(
+            input_size=(150, 150),
+            color="RGB",
+            mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
+            std=(256 / 255, 256 / 255, 256 / 255),
+            template="dlib",
+            embedding_size=128,
+            extra={"name": "dlib_resnet_v1"},
+        ),
+        loader=_load_dlib,
+        package="face_recognition_models",
+        install="face-recognition-models  (or 'faceforge[detectors]')",
+        calibration=_shipped_calibration("dlib"),
+        published="99.38% LFW (dlib's own pipeline)",
+    )
+)
