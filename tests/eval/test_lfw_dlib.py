@@ -70,3 +70,6 @@ def test_dlib_on_raw_lfw_photos_fold1(lfw_fold1, tmp_path, capsys) -> None:
     # dlib reports 99.38% on all of View 2 with its own pipeline; one fold with YuNet + our chip
     # must stay at or above 98% (resizing the whole photo instead gives far less).
     assert row["accuracy"] >= 0.98, f"10-fold accuracy within fold 1: {row['accuracy']:.4f}"
+    # What `faceforge verify --model dlib` decides with no flag: the stored (LFW-calibrated) threshold.
+    assert row["stored_threshold"] > 0.5 and row["accuracy_at_stored_threshold"] >= 0.97
+    assert "the model's stored threshold" in text

@@ -172,6 +172,13 @@ def test_bad_inputs_raise_faceforge_errors(rec, tmp_path, monkeypatch) -> None:
         rec.embed(np.zeros((200, 300, 3), np.uint8))
     monkeypatch.setenv("FACEFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FACEFORGE_MODEL_DIRS", raising=False)
+    import faceforge.align.choose as choose
+
+    # Without YuNet/SCRFD files, auto falls back to dlib's HOG detector when dlib is installed...
+    if choose._available("dlib"):
+        assert FaceRecognizer.from_checkpoint(rec.source).info()["detector"] == "dlib"
+    # ...and with nothing that can run, the error says how to get a detector.
+    monkeypatch.setattr(choose, "AUTO_ORDER", ("yunet", "scrfd"))
     auto = FaceRecognizer.from_checkpoint(rec.source)
     with pytest.raises(FaceforgeError, match="faceforge models fetch yunet"):
         auto.embed(np.zeros((200, 300, 3), np.uint8))

@@ -3,9 +3,9 @@
 One function for every caller that turns a ``--detector`` / ``detector=`` spec into a
 :class:`~faceforge.align.detectors.base.Detector`: ``faceforge eval`` (layer 5) and
 ``FaceRecognizer`` (layer 7) both use :func:`resolve_detector`, so ``auto`` means the same thing
-everywhere: the first backend of :data:`AUTO_ORDER` whose model file is in the model store
-(:func:`faceforge.align.store.find`; ``$FACEFORGE_HOME/models`` and ``$FACEFORGE_MODEL_DIRS``).
-Nothing is downloaded.
+everywhere: the first backend of :data:`AUTO_ORDER` that can run here — YuNet or SCRFD when their
+file is in the model store (:func:`faceforge.align.store.find`; ``$FACEFORGE_HOME/models`` and
+``$FACEFORGE_MODEL_DIRS``), else dlib's HOG detector from the installed packages. Nothing is downloaded.
 
 :func:`detector_identity` says what a detector's output depends on (its name, the SHA-256 of its
 model files and its settings), for cache keys.
@@ -22,16 +22,34 @@ from faceforge.errors import FaceforgeError, did_you_mean
 
 __all__ = ["AUTO_ORDER", "auto_detector_name", "detector_identity", "resolve_detector"]
 
-#: ``auto`` takes the first of these whose model file is in the store.
-AUTO_ORDER = ("yunet", "scrfd")
+#: ``auto`` takes the first of these that can run here: YuNet or SCRFD when their model file is in the
+#: store, else dlib's HOG detector + 68-point shape predictor when dlib and ``face-recognition-models``
+#: are installed (no file to fetch: what a fresh ``pip install 'faceforge[detectors]'`` can run).
+AUTO_ORDER = ("yunet", "scrfd", "dlib")
+
+
+def _available(name: str) -> bool:
+    from faceforge.align import store
+
+    if name == "dlib":
+        import importlib.util
+
+        from faceforge.align.detectors.dlib import dlib_model_file
+
+        if importlib.util.find_spec("dlib") is None:
+            return False
+        try:
+            dlib_model_file(None, "dlib_shape68", "dlib 68-point shape predictor")
+        except FaceforgeError:
+            return False
+        return True
+    return store.find(name) is not None
 
 
 def auto_detector_name() -> str | None:
-    """The backend ``auto`` would pick now (first of :data:`AUTO_ORDER` with a model file), or None."""
-    from faceforge.align import store
-
+    """The backend ``auto`` would pick now (first of :data:`AUTO_ORDER` that can run here), or None."""
     for name in AUTO_ORDER:
-        if store.find(name) is not None:
+        if _available(name):
             return name
     return None
 
@@ -41,9 +59,10 @@ def _no_auto_message() -> str:
 
     return (
         "no face detector model found (looked for "
-        + ", ".join(store.KNOWN_FILES[n].filename for n in AUTO_ORDER)
-        + f" in {', '.join(str(d) for d in store.search_dirs())}); fetch one with "
-        "`faceforge models fetch yunet`, point $FACEFORGE_MODEL_DIRS at a folder holding it, "
+        + ", ".join(store.KNOWN_FILES[n].filename for n in AUTO_ORDER if n in store.KNOWN_FILES)
+        + f" in {', '.join(str(d) for d in store.search_dirs())}, and dlib with face-recognition-models "
+        "is not installed); fetch one with `faceforge models fetch yunet`, "
+        "point $FACEFORGE_MODEL_DIRS at a folder holding it, pip install 'faceforge[detectors]', "
         "or name a detector and its file (--detector scrfd --detector-model det_10g.onnx)"
     )
 

@@ -431,7 +431,7 @@ def _check_write_calibration(args: argparse.Namespace, model: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate every set, print the table, write the report (and the model's calibration)."""
-    from faceforge.eval.calibration import calibration_from_result
+    from faceforge.eval.calibration import calibration_from_result, pick_threshold
     from faceforge.eval.report import format_report
     from faceforge.eval.suite import evaluate_sets, load_sr_module, write_checkpoint_calibration
 
@@ -459,6 +459,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate_sets(
         specs, info, flip, args.mode, args.folds, args.batch_size, cache, args.baseline, factors, sr,
         detector=args.detector, detector_model=args.detector_model, crop_cache=crop_cache,
+        stored_threshold=pick_threshold(model.calibration),
     )  # fmt: skip
     names = [n for n, r in results.items() if "lowres_factor" not in r and not n.endswith("(raw pixels)")]
     target = args.calibrate_on or names[0]
@@ -480,6 +481,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"crops: {crop_cache.hits} image(s) from the crop cache ({crop_cache.directory})")
     _print_faces(results)
     for name, row in results.items():
+        if row.get("accuracy_at_stored_threshold") is not None:
+            print(
+                f"{name}: the model's stored threshold {row['stored_threshold']:.4f} decides "
+                f"{100 * row['accuracy_at_stored_threshold']:.2f}% of the {row['n_pairs']} pairs right"
+            )
         if row.get("undecodable_images"):
             print(
                 f"warning: {name}: {row['undecodable_images']} image(s) could not be decoded "

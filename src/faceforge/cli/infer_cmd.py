@@ -201,11 +201,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     fmr = res.get("false_match_rate")
     if fmr is not None:
         rate = (
-            f"{fmr['fmr']:.2g}"
+            f"{fmr['fmr']:.2g} (share of its {fmr['impostors']:,} impostor pairs scoring this high)"
             if fmr["fmr"] > 0
-            else f"< 1/{fmr['impostors']:,} (no impostor pair of the calibration scored this high)"
+            else f"< 1/{fmr['impostors']:,} (none of its impostor pairs scored this high)"
         )
-        text += f"\nestimated false-match rate at this similarity: {rate}"
+        text += f"\nfalse-match rate at this similarity, from the calibration: {rate}"
     _print(args, payload, text)
     return 0
 

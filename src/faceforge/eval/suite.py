@@ -37,7 +37,14 @@ import torch
 from faceforge.errors import FaceforgeError
 from faceforge.eval.cache import EmbeddingCache, file_sha256
 from faceforge.eval.crops import AlignPlan, Crops, FaceCropper
-from faceforge.eval.verification import EmbedFn, PairImages, embed_images, evaluate_embeddings, flip_mode
+from faceforge.eval.verification import (
+    EmbedFn,
+    PairImages,
+    accuracy_at_threshold,
+    embed_images,
+    evaluate_embeddings,
+    flip_mode,
+)
 
 __all__ = [
     "KNOWN_SETS",
@@ -344,8 +351,13 @@ def evaluate_sets(
     detector_model: str | os.PathLike[str] | None = None,
     crop_cache: Any = None,
     warn: Callable[[str], None] | None = None,
+    stored_threshold: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Verification rows for every set (plus ``"<set> (raw pixels)"`` and ``"<set> x<f>[+sr]"``).
+
+    ``stored_threshold``: the model's calibrated cosine threshold; each set's row then also says how
+    many of its pairs that fixed threshold decides right (``accuracy_at_stored_threshold``), the number
+    a user of ``verify`` gets, beside the 10-fold accuracy whose thresholds are fitted on the set.
 
     ``detector`` / ``detector_model`` say how the images of pair lists become crops
     (:class:`~faceforge.eval.crops.FaceCropper`; ``"auto"``, ``"none"``, a name, a file or a
@@ -382,6 +394,9 @@ def evaluate_sets(
             kind="verification", set=str(spec.path), flip=fm, embedding_size=int(emb.shape[1]),
             n_images=opened.n_images, **facts,
         )  # fmt: skip
+        if stored_threshold is not None:
+            res["stored_threshold"] = float(stored_threshold)
+            res["accuracy_at_stored_threshold"] = accuracy_at_threshold(emb, data, stored_threshold)
         rows[spec.name] = res
         if baseline:
             rows[f"{spec.name} (raw pixels)"] = {

@@ -154,6 +154,14 @@ def evaluate_embeddings(
     return res
 
 
+def accuracy_at_threshold(emb: np.ndarray, data: PairImages, threshold: float) -> float:
+    """Share of the pairs a fixed cosine ``threshold`` decides right (``cosine >= threshold`` = same)."""
+    e = np.asarray(emb, np.float64)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    cos = np.einsum("ij,ij->i", e[data.index_a], e[data.index_b])
+    return float(np.mean((cos >= float(threshold)) == np.asarray(data.issame, bool)))
+
+
 def evaluate_model(
     embed: EmbedFn,
     data: PairImages,

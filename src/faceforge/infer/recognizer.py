@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from faceforge.align.choose import AUTO_ORDER
 from faceforge.align.transform import crop_face
 from faceforge.errors import FaceforgeError, ImageDecodeError, NoFaceError
 from faceforge.eval.calibration import calibration_from_result, estimate_fmr, pick_threshold
@@ -43,8 +44,8 @@ log = logging.getLogger(__name__)
 
 ImageInput = Union[str, os.PathLike, bytes, "PIL.Image.Image", np.ndarray]
 
-#: ``detector="auto"`` takes the first of these whose model file is in the store.
-DETECTOR_ORDER = ("yunet", "scrfd")
+#: ``detector="auto"`` takes the first of these that can run here (see faceforge.align.choose).
+DETECTOR_ORDER = AUTO_ORDER
 _BATCH = 64
 # ArcFace-template crops are defined at 112×112 (Deng et al., CVPR 2019); such an image is taken as
 # already aligned even for a model with a smaller input, and resized as training resized it.
@@ -391,12 +392,9 @@ class FaceRecognizer:
         if spec is None:
             return None
         if spec == "auto":
-            from faceforge.align import store
+            from faceforge.align.choose import auto_detector_name
 
-            for name in DETECTOR_ORDER:
-                if store.find(name) is not None:
-                    return name
-            return "auto (none available)"
+            return auto_detector_name() or "auto (none available)"
         if isinstance(spec, (str, os.PathLike)):
             return str(spec)
         return getattr(spec, "name", type(spec).__name__)
@@ -404,53 +402,18 @@ class FaceRecognizer:
     # ---------------------------------------------------------------------------------- detection
     @property
     def detector(self) -> Detector:
-        """The face detector, built on first use (``detector="auto"``: YuNet, else SCRFD)."""
+        """The face detector, built on first use (``detector="auto"``: YuNet, else SCRFD, else dlib)."""
+        from faceforge.align.choose import resolve_detector
+
         with self._detect_lock:
             if self._detector is None:
-                self._detector, self._detector_name = self._make_detector(self._detector_spec)
+                if self._detector_spec is None:
+                    raise FaceforgeError(
+                        "this recognizer has no face detector (detector=None); pass aligned crops at the "
+                        "model's input size, or build it with detector='auto' / 'yunet' / 'scrfd'"
+                    )
+                self._detector, self._detector_name = resolve_detector(self._detector_spec)
         return self._detector
-
-    @staticmethod
-    def _make_detector(spec: Any) -> tuple[Detector, str]:
-        from faceforge.align import store
-        from faceforge.align.detectors.base import Detector, create_detector, list_detectors
-
-        if spec is None:
-            raise FaceforgeError(
-                "this recognizer has no face detector (detector=None); pass aligned crops at the "
-                "model's input size, or build it with detector='auto' / 'yunet' / 'scrfd'"
-            )
-        if isinstance(spec, Detector):
-            return spec, spec.name
-        if spec == "auto":
-            for name in DETECTOR_ORDER:
-                if store.find(name) is not None:
-                    return create_detector(name), name
-            raise FaceforgeError(
-                "no face detector model found (looked for "
-                + ", ".join(f"{store.KNOWN_FILES[n].filename}" for n in DETECTOR_ORDER)
-                + f" in {', '.join(str(d) for d in store.search_dirs())}); fetch one with "
-                "`faceforge models fetch yunet`, point $FACEFORGE_MODEL_DIRS at a folder holding it, "
-                "or pass detector='<name or .onnx path>'"
-            )
-        spec_s = os.fspath(spec)
-        if spec_s in list_detectors():
-            return create_detector(spec_s), spec_s
-        p = Path(spec_s).expanduser()
-        if p.suffix.lower() in (".onnx", ".pt") or p.exists():
-            for name in list_detectors():
-                if name in p.name.lower():
-                    return create_detector(name, model_path=p), name
-            raise FaceforgeError(
-                f"cannot tell which detector {p} is for: its name contains none of {list_detectors()}; "
-                "rename it or pass the detector name"
-            )
-        from faceforge.errors import did_you_mean
-
-        raise FaceforgeError(
-            f"unknown detector {spec_s!r}{did_you_mean(spec_s, list_detectors())}; "
-            f"expected 'auto', one of {list_detectors()} or a model file path"
-        )
 
     def _is_aligned(self, rgb: np.ndarray, aligned: bool | None) -> bool:
         if aligned is not None:

@@ -50,9 +50,10 @@ def _load(p: Path) -> Any:
         raise FaceforgeError(
             f"checkpoint {p} was refused: it holds objects other than tensors and plain types ({first})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # torch's unpickler raises KeyError, IndexError, ... on garbage
+        first = (str(e).strip().splitlines() or [""])[0]
         raise FaceforgeError(
-            f"checkpoint {p} cannot be read (truncated or not a PyTorch file): {e}"
+            f"checkpoint {p} cannot be read (truncated or not a PyTorch file): {type(e).__name__} {first}"
         ) from None
     return ckpt
 

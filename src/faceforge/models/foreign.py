@@ -115,6 +115,12 @@ def _read_raw(p: Path) -> Any:
             return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if m is None and "global" not in str(e).lower():
+            # Not a refused object but bytes that are no pickle at all (a text file, a truncated copy).
+            raise FaceforgeError(
+                f"{p} is not a PyTorch weights file (or is truncated): expected a state dict saved with "
+                "torch.save, a .safetensors file or an ONNX file"
+            ) from None
         what = f" ({m.group(1)})" if m else ""
         raise FaceforgeError(
             f"{p} holds a pickled Python object{what}, not a state dict: torch.load(weights_only=True) "

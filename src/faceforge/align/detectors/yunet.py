@@ -67,6 +67,10 @@ class YuNetDetector(Detector):
             raise FaceforgeError(f"yunet max_side={max_side}: expected at least 32")
         create_size = self.input_size or _input_size_from_name(self.model_path) or (640, 640)
         self._net_size = tuple(create_size)
+        # OpenCV's DNN engine prints a "[ WARN ] setPreferableTarget" line when the net is built;
+        # faceforge's logs are quiet by default, so OpenCV's level is lowered around the call.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         try:
             self._net = cv2.FaceDetectorYN.create(
                 str(self.model_path), "", create_size, self.score_threshold, self.nms_threshold, top_k
@@ -76,6 +80,8 @@ class YuNetDetector(Detector):
                 f"cv2.FaceDetectorYN cannot load {self.model_path}: {e.msg.strip()}; "
                 "expected a YuNet ONNX file"
             ) from None
+        finally:
+            cv2.utils.logging.setLogLevel(level)
 
     def _native_canvas(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         h, w = rgb.shape[:2]
