@@ -70,6 +70,6 @@ def load_recognizer(args: argparse.Namespace, model: str | None = None) -> Any:
         far=getattr(args, "far", None),
     )
     # Facts read from a foreign file are guesses until the user confirms them: say what was inferred.
-    if rec.model.kind in ("onnx", "weights") and not getattr(args, "json", False):
+    if rec.model.guessed and not getattr(args, "json", False):
         print(rec.model.describe(), file=sys.stderr)
     return rec

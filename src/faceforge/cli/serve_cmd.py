@@ -3,10 +3,13 @@
 Usage::
 
     faceforge serve --model M [--gallery G] [--host 127.0.0.1] [--port 8000] [--api-key-env VAR]
-                    [--max-body-mb 10] [--threshold T | --far F] [--detector auto] [--threads N]
+                    [--max-body-mb 10] [--max-pixels 40000000] [--max-decode-mb 512]
+                    [--decode-max-side 2048] [--decode-wait-s 5] [--expose-paths]
+                    [--threshold T | --far F] [--detector auto] [--threads N]
 
 ``M`` is a training checkpoint (``.ckpt``) or an ONNX file (``.onnx``). The API key is read from the
 environment variable named by ``--api-key-env`` (never from the command line, where ``ps`` shows it).
+The input limits (``docs/security.md``) are printed at start and listed in ``/healthz``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="require the X-API-Key header to equal the value of this environment variable",
     )
     p.add_argument("--max-body-mb", type=float, default=10.0, help="request size limit in MiB (default 10)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=40_000_000,
+        help="largest image a client may send, in pixels, read from its header before decoding (default 40M)",
+    )
+    p.add_argument(
+        "--max-decode-mb",
+        type=float,
+        default=512.0,
+        help="memory budget of the decoded images of all requests in flight, MiB (default 512)",
+    )
+    p.add_argument(
+        "--decode-max-side",
+        type=int,
+        default=2048,
+        help="shrink uploads to this longer side while decoding; 0: never (default 2048)",
+    )
+    p.add_argument(
+        "--decode-wait-s",
+        type=float,
+        default=5.0,
+        help="seconds a request waits for decode budget before a 503 with Retry-After (default 5)",
+    )
+    p.add_argument(
+        "--expose-paths",
+        action="store_true",
+        help="let server file paths (model file, gallery image paths) appear in answers",
+    )
     p.add_argument("--detector", default="auto", help="face detector: auto, a detector name or a model file")
     p.add_argument(
         "--detector-model", help="detector model file for --detector NAME (e.g. SCRFD det_10g.onnx)"
@@ -68,6 +100,16 @@ def build_app(args: argparse.Namespace) -> Any:
             )
     if not args.max_body_mb > 0:
         raise FaceforgeError(f"--max-body-mb must be positive, got {args.max_body_mb}")
+    if args.max_pixels < 1:
+        raise FaceforgeError(f"--max-pixels must be positive, got {args.max_pixels}")
+    if not args.max_decode_mb > 0:
+        raise FaceforgeError(f"--max-decode-mb must be positive, got {args.max_decode_mb}")
+    if args.decode_max_side != 0 and args.decode_max_side < 64:
+        raise FaceforgeError(
+            f"--decode-max-side must be 0 (never shrink) or >= 64, got {args.decode_max_side}"
+        )
+    if not args.decode_wait_s > 0:
+        raise FaceforgeError(f"--decode-wait-s must be positive, got {args.decode_wait_s}")
     if args.port is not None and not 0 <= args.port <= 65535:
         raise FaceforgeError(f"--port must be in 0..65535, got {args.port}")
     if args.threads is not None:
@@ -91,7 +133,17 @@ def build_app(args: argparse.Namespace) -> Any:
         log.warning("model %s has no calibration: /v1/verify needs a threshold field", args.model)
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: anyone who can reach it can use it", args.host)
-    return create_app(recognizer, gallery, api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20))
+    return create_app(
+        recognizer,
+        gallery,
+        api_key=api_key,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_pixels=int(args.max_pixels),
+        max_decode_bytes=int(args.max_decode_mb * 2**20),
+        decode_max_side=int(args.decode_max_side) or None,
+        decode_wait_s=float(args.decode_wait_s),
+        expose_paths=bool(args.expose_paths),
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -102,7 +154,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise FaceforgeError(
             "faceforge serve needs fastapi and uvicorn: pip install 'faceforge[serve]'"
         ) from None
+    from faceforge.serve.app import describe_limits
+
     app = build_app(args)
     print(f"faceforge: serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)")
+    print(f"faceforge: {describe_limits(app.state.limits)}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -16,22 +16,46 @@ import torch
 from torch.utils.data import Dataset
 
 from faceforge.errors import FaceforgeError
+from faceforge.imageio import check_encoded
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: images above this many pixels are decoded at a reduced scale when the output size allows
+_REDUCE_ABOVE = 16_000_000
 
 
 def decode_image(
     path: str | os.PathLike[str], size: int | None = None, color: str = "RGB"
 ) -> np.ndarray | None:
-    """Read an image as uint8 HWC in ``color`` order, resized to ``size``²; ``None`` if undecodable."""
+    """Read an image as uint8 HWC in ``color`` order, resized to ``size``²; ``None`` if undecodable.
+
+    The declared size is read from the header first (:func:`faceforge.imageio.check_encoded`): an image
+    over the pixel limit counts as undecodable instead of being decoded; a huge one that is allowed is
+    decoded at 1/2, 1/4 or 1/8 scale when ``size`` needs no more (OpenCV's reduced JPEG decode).
+    """
     try:
-        buf = np.fromfile(os.fspath(path), dtype=np.uint8)
+        data = Path(path).read_bytes()
     except OSError:
         return None
-    if buf.size == 0:
+    if not data:
         return None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        header = check_encoded(data, source=os.fspath(path))
+    except FaceforgeError as e:
+        log.warning("skipping image %s", e)
+        return None
+    flag = cv2.IMREAD_COLOR
+    if size is not None and header.pixels > _REDUCE_ABOVE:
+        for r, f in (
+            (8, cv2.IMREAD_REDUCED_COLOR_8),
+            (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2),
+        ):
+            if min(header.width, header.height) // r >= size:
+                flag = f
+                break
+    img = cv2.imdecode(buf, flag)
     if img is None:
         return None
     if size is not None and img.shape[:2] != (size, size):

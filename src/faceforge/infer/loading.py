@@ -43,6 +43,7 @@ class EmbeddingModel:
     module: Any = None  # the torch module when backend == "torch"
     facts: dict[str, str] = field(default_factory=dict)  # fact -> how it was found
     arch: str | None = None
+    guessed: bool = False  # preprocessing inferred from a foreign file rather than stored with it
 
     def embed_uint8(self, images: Any) -> np.ndarray:
         """Raw embeddings of uint8 RGB crops (numpy NHWC/NCHW or a torch NCHW tensor)."""
@@ -167,9 +168,10 @@ def load_model(
         from faceforge.export.foreign_onnx import load_onnx_model
 
         lo = load_onnx_model(p, overrides=overrides)
+        guessed = lo.onnx_facts is None or not lo.onnx_facts.has_metadata
         return EmbeddingModel(
             lo.embed, lo.face_cfg, lo.name or p.stem, str(p), "onnx", "onnx", dict(lo.calibration or {}),
-            None, dict(lo.facts),
+            None, dict(lo.facts), None, guessed,
         )  # fmt: skip
     if suffix == ".dat":
         from faceforge.models.backbones.dlib_resnet import load_dlib_resnet
@@ -209,8 +211,9 @@ def load_model(
 
     lf = load_foreign_weights(p, arch=arch, overrides=overrides)
     return EmbeddingModel(
-        torch_runner(lf.module, device), lf.face_cfg, lf.arch, str(p), "torch", "weights", {}, lf.module,
-        {"layout": lf.layout, **dict(lf.inferred)}, lf.arch,
+        torch_runner(lf.module, device), lf.face_cfg, lf.arch, str(p), "torch", "weights",
+        dict(lf.calibration or {}), lf.module, {"layout": lf.layout, **dict(lf.inferred)}, lf.arch,
+        lf.layout != "faceforge",
     )  # fmt: skip
 
 

@@ -13,7 +13,6 @@ calibration also used), L2-normalised. Two faces are the same person when their 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -82,12 +81,18 @@ def _describe(image: Any) -> str:
 
 
 def _from_pil(im: Any, source: str) -> np.ndarray:
+    """An in-memory PIL image → upright RGB uint8 under the decoder's pixel limit (EXIF, modes)."""
     from PIL import ImageOps
 
     from faceforge.align.detectors.base import to_rgb_uint8
+    from faceforge.imageio import ImageTooLargeError, default_max_pixels
+
+    w, h = (int(v) for v in im.size)
+    limit = default_max_pixels()
+    if w * h > limit:
+        raise ImageTooLargeError(f"image {source} is {w}x{h} = {w * h:,} pixels; the limit is {limit:,}")
 
     try:
-        # EXIF orientation (tag 274) so landmarks refer to the upright picture, as align.io does.
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
             arr = np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16)
@@ -110,13 +115,15 @@ def _from_pil(im: Any, source: str) -> np.ndarray:
 def load_image(image: ImageInput, color: str = "RGB") -> np.ndarray:
     """Any :data:`ImageInput` → upright RGB uint8 ``[H, W, 3]``.
 
-    Paths and bytes are decoded by PIL (every format it reads, EXIF orientation applied); a PIL
-    image is converted; an ndarray is H×W, H×W×3 or H×W×4 in ``color`` order ("RGB" or "BGR", e.g.
-    what ``cv2.imread`` returns). Undecodable input raises :class:`ImageDecodeError` naming it.
+    Paths and bytes go through the guarded decoder (:func:`faceforge.imageio.decode_image`: the declared
+    size is checked against the pixel limit before decoding, EXIF orientation applied, every failure a
+    one-line :class:`ImageDecodeError`); a PIL image is converted; an ndarray is H×W, H×W×3 or H×W×4 in
+    ``color`` order ("RGB" or "BGR", e.g. what ``cv2.imread`` returns).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from faceforge.align.detectors.base import to_rgb_uint8
+    from faceforge.imageio import decode_image
 
     color = _check_color(color)
     source = _describe(image)
@@ -124,28 +131,11 @@ def load_image(image: ImageInput, color: str = "RGB") -> np.ndarray:
         p = Path(image)
         if not p.is_file():
             raise FaceforgeError(f"image {p} does not exist")
-        try:
-            with Image.open(p) as im:
-                im.load()
-                return _from_pil(im, source)
-        except UnidentifiedImageError:
-            raise ImageDecodeError(f"{p} is not an image file PIL can read") from None
-        except (OSError, ValueError, SyntaxError) as e:
-            raise ImageDecodeError(f"cannot decode image {p}: {e}") from None
+        return decode_image(p)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-        if not data:
+        if not len(image):
             raise ImageDecodeError("image bytes are empty (0 bytes); expected JPEG/PNG/... file content")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                return _from_pil(im, source)
-        except UnidentifiedImageError:
-            raise ImageDecodeError(
-                f"{source} is not an image PIL can read (starts with {data[:8]!r})"
-            ) from None
-        except (OSError, ValueError, SyntaxError) as e:
-            raise ImageDecodeError(f"cannot decode image {source}: {e}") from None
+        return decode_image(bytes(image), source=source)
     if isinstance(image, Image.Image):
         return _from_pil(image, source)
     if isinstance(image, np.ndarray):

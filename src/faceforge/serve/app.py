@@ -17,16 +17,30 @@ Errors are JSON ``{"error": {"code", "message"}}``: bad image → 400, no face �
 422, and never a 500 for anything a client sends. Inference is CPU-bound, so it runs in Starlette's
 thread pool, and a lock serialises the model (a PyTorch module and a lazily built detector are not
 promised to be thread-safe; on a CPU concurrent calls would only compete for the same cores).
+
+Memory (``docs/security.md``): every upload's header is read first and an image declaring more than
+``max_pixels`` is refused (413) before any pixel is decoded. The decoded images of all requests in
+flight share one byte budget (``max_decode_bytes``, :class:`DecodeBudget`): a request reserves the
+estimated peak of its decodes plus the arrays it keeps until its answer is sent, and waits on the event
+loop (holding no thread) while the budget is full; after ``decode_wait_s`` it gets 503 with
+``Retry-After``. Images whose longer side exceeds ``decode_max_side`` are shrunk while decoding (JPEG:
+libjpeg's reduced DCT, so the full-size image never exists) and coordinates in the answer are mapped
+back to the uploaded picture. The limits are listed in ``/healthz``. Answers never carry server paths
+(model file, gallery image paths): they are reduced to file names unless ``expose_paths`` is set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hmac
 import io
 import logging
+import math
+import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -43,20 +57,44 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceforge import __version__
 from faceforge.errors import FaceforgeError, ImageDecodeError, NoFaceError
+from faceforge.imageio import (
+    IMAGE_FORMATS,
+    ImageTooLargeError,
+    decode_cost,
+    decode_image_scaled,
+    probe,
+    release_memory,
+)
 
 if TYPE_CHECKING:
     from faceforge.infer.gallery import Gallery
     from faceforge.infer.recognizer import FaceRecognizer
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_PIXELS", "IMAGE_FORMATS", "create_app"]
+__all__ = [
+    "DEFAULT_DECODE_MAX_SIDE",
+    "DEFAULT_DECODE_WAIT_S",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_DECODE_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_FORMATS",
+    "DecodeBudget",
+    "ImageTooLargeError",
+    "create_app",
+    "decode_upload",
+    "redact_paths",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20
 #: decoded image size limit: a 10 MiB PNG of a flat colour can hold gigapixels (a "decompression bomb")
 DEFAULT_MAX_PIXELS = 40_000_000
-#: PIL formats the service decodes; fewer parsers exposed to untrusted bytes
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+#: bytes the decoded images of all requests in flight may hold together (``--max-decode-mb``)
+DEFAULT_MAX_DECODE_BYTES = 512 * 2**20
+#: longer side an upload is shrunk to while decoding (detection and crops need no more)
+DEFAULT_DECODE_MAX_SIDE = 2048
+#: seconds a request waits for decode budget before it gets 503 + Retry-After
+DEFAULT_DECODE_WAIT_S = 5.0
 API_KEY_HEADER = "X-API-Key"
 #: endpoints that take a multipart upload (content-type checked before the body is read)
 UPLOAD_PATHS = frozenset({"/v1/verify", "/v1/embed", "/v1/search"})
@@ -74,6 +112,7 @@ _CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    503: "busy",
 }
 
 
@@ -135,6 +174,12 @@ class HealthOut(BaseModel):
     status: str
     model: str
     gallery_size: int | None
+    limits: dict[str, Any] = Field(
+        default_factory=dict, description="the service's input limits (docs/security.md)"
+    )
+    decode: dict[str, Any] = Field(
+        default_factory=dict, description="decode budget use: bytes held now and at the peak, refusals"
+    )
 
 
 class ModelsOut(BaseModel):
@@ -150,6 +195,7 @@ def _doc(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "body or image too large",
         415: "not multipart/form-data",
         422: "no face found, or an invalid form",
+        503: "busy: the decode budget stayed full (retry after Retry-After seconds)",
     }
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
@@ -158,8 +204,12 @@ def _doc(*codes: int) -> dict[int | str, dict[str, Any]]:
 # errors
 
 
-class ImageTooLargeError(FaceforgeError):
-    """An uploaded image whose pixel count exceeds the service's ``max_pixels``."""
+class ServiceBusyError(FaceforgeError):
+    """The decode budget stayed full for ``decode_wait_s``: answered 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -287,38 +337,174 @@ class _Guard:
 # images
 
 
-def decode_upload(data: bytes, field: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Uploaded bytes → RGB uint8 ``[H, W, 3]`` (EXIF orientation applied), checked before decoding.
+class DecodeBudget:
+    """A byte-weighted semaphore on the event loop: the decoded images of all requests in flight.
 
-    The header is read first (PIL reads only the size) so a decompression bomb is refused without
-    allocating it; only :data:`IMAGE_FORMATS` are parsed. Every failure is an
-    :class:`~faceforge.errors.ImageDecodeError` (400) or :class:`ImageTooLargeError` (413) naming ``field``.
+    ``hold(cost)`` waits (without a thread) until ``cost`` more bytes fit in ``capacity``, at most
+    ``wait_s`` seconds, else raises :class:`ServiceBusyError`; a cost above the capacity is clipped to
+    it (the request then runs alone). ``stats()`` gives the bytes in use, the peak and the refusals.
     """
-    from PIL import Image
 
-    from faceforge.infer import load_image
+    def __init__(self, capacity: int, wait_s: float) -> None:
+        if capacity <= 0:
+            raise FaceforgeError(f"the decode budget must be positive, got {capacity} bytes")
+        if not wait_s > 0:
+            raise FaceforgeError(f"the decode wait must be positive, got {wait_s} s")
+        self.capacity = int(capacity)
+        self.wait_s = float(wait_s)
+        self.in_use = 0
+        self.peak = 0
+        self.waiting = 0
+        self.refused = 0
+        self.served = 0
+        self._cond: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
+    def _condition(self) -> asyncio.Condition:
+        loop = asyncio.get_running_loop()
+        if self._cond is None or self._loop is not loop:  # one app served by a new loop (tests)
+            self._cond, self._loop = asyncio.Condition(), loop
+        return self._cond
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a refused client is told to wait (``Retry-After``)."""
+        return max(1, math.ceil(self.wait_s))
+
+    @contextlib.asynccontextmanager
+    async def hold(self, cost: int) -> AsyncIterator[None]:
+        """Reserve ``cost`` bytes for the body of the ``async with``."""
+        cost = max(1, min(int(cost), self.capacity))
+        cond = self._condition()
+        async with cond:
+            self.waiting += 1
+            try:
+                await asyncio.wait_for(
+                    cond.wait_for(lambda: self.in_use + cost <= self.capacity), self.wait_s
+                )
+            except asyncio.TimeoutError:
+                self.refused += 1
+                raise ServiceBusyError(
+                    f"the service is busy: the decoded images of the requests in flight fill its "
+                    f"{self.capacity / 2**20:.0f} MiB budget; retry after {self.retry_after} s",
+                    self.retry_after,
+                ) from None
+            finally:
+                self.waiting -= 1
+            self.in_use += cost
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            async with cond:
+                self.in_use -= cost
+                self.served += 1
+                cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        """Budget use for ``/healthz``."""
+        return {
+            "in_use_bytes": self.in_use,
+            "peak_bytes": self.peak,
+            "waiting": self.waiting,
+            "refused_busy": self.refused,
+            "served": self.served,
+        }
+
+
+def _field_header(data: bytes, field: str, max_pixels: int) -> Any:
+    """The declared header of an upload (no pixel decoded); 400/413 errors name ``field``."""
     if not data:
         raise ImageDecodeError(f"field {field!r} is an empty file; expected a JPEG/PNG/WebP/... image")
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
-            w, h = im.size
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"field {field!r}: {e}") from None
-    except Exception:
-        # Any parser failure on client bytes is the client's problem, whatever the plugin raised.
+        header = probe(data, source=f"field {field!r}", formats=IMAGE_FORMATS)
+    except ImageTooLargeError:
+        raise
+    except ImageDecodeError:
         raise ImageDecodeError(
             f"field {field!r} is not an image the service reads ({len(data)} bytes starting {data[:8]!r}); "
             f"expected one of {', '.join(IMAGE_FORMATS)}"
         ) from None
-    if w * h > max_pixels:
-        raise ImageTooLargeError(f"field {field!r} is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+    if header.pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"field {field!r} is {header.width}x{header.height} = {header.pixels} pixels; "
+            f"the limit is {max_pixels}"
+        )
+    return header
+
+
+def decode_upload(
+    data: bytes,
+    field: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = DEFAULT_DECODE_MAX_SIDE,
+) -> np.ndarray:
+    """Uploaded bytes → RGB uint8 ``[H, W, 3]`` (EXIF orientation applied), checked before decoding.
+
+    The header is read first so a decompression bomb is refused without allocating it; only
+    :data:`IMAGE_FORMATS` are parsed; an image above ``max_side`` is shrunk while decoding. Every failure
+    is an :class:`~faceforge.errors.ImageDecodeError` (400) or :class:`ImageTooLargeError` (413) naming
+    ``field``.
+    """
+    return _decode_field(data, field, max_pixels, max_side)[0]
+
+
+def _decode_field(data: bytes, field: str, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, float]:
+    _field_header(data, field, max_pixels)
     try:
-        return load_image(data)
-    except FaceforgeError as e:
-        raise ImageDecodeError(f"field {field!r}: {e}") from None
-    except Exception as e:
+        return decode_image_scaled(
+            data, source=f"field {field!r}", max_pixels=max_pixels, max_side=max_side, formats=IMAGE_FORMATS
+        )
+    except FaceforgeError:
+        raise
+    except Exception as e:  # a decoder bug must still be the client's 400, never a 500
         raise ImageDecodeError(f"field {field!r} cannot be decoded: {type(e).__name__}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# server paths never leave the service
+
+
+_ABS_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:[\\/]|/|~/)[^\s'\"(),;:<>|]+")
+_PATH_KEYS = frozenset({"path", "paths", "file", "filename", "source", "image", "weights", "dir"})
+
+
+def _basename(m: re.Match[str]) -> str:
+    text = m.group(0).rstrip("/\\")
+    return re.split(r"[\\/]", text)[-1] or "<path>"
+
+
+def redact_paths(obj: Any, key: str | None = None) -> Any:
+    """``obj`` with every file-system path reduced to its file name (strings inside dicts/lists too).
+
+    Absolute paths (``/…``, ``~/…``, ``C:\\…``) anywhere in a string become their last component; the
+    value of a key that names a path (``path``, ``source``, ``file``, …), relative or not, becomes its file
+    name when it is one word.
+    """
+    if isinstance(obj, dict):
+        return {k: redact_paths(v, str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_paths(v, key) for v in obj]
+    if isinstance(obj, str):
+        whole = key is not None and key.lower() in _PATH_KEYS and not any(c.isspace() for c in obj)
+        if whole and ("/" in obj or "\\" in obj):
+            return re.split(r"[\\/]", obj.rstrip("/\\"))[-1] or "<path>"
+        return _ABS_PATH.sub(_basename, obj)
+    return obj
+
+
+def _scale_face(face: dict[str, Any], scale: float) -> dict[str, Any]:
+    """Map a face's box and landmarks from the decoded (shrunk) image back to the uploaded picture."""
+    if scale == 1.0:
+        return face
+    out = dict(face)
+    if out.get("bbox") is not None:
+        out["bbox"] = [round(float(v) / scale, 2) for v in out["bbox"]]
+    if out.get("landmarks") is not None:
+        out["landmarks"] = [
+            [round(float(x) / scale, 2), round(float(y) / scale, 2)] for x, y in out["landmarks"]
+        ]
+    return out
 
 
 def png_base64(rgb: np.ndarray) -> str:
@@ -344,6 +530,50 @@ def _page() -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def service_limits(
+    max_body_bytes: int,
+    max_pixels: int,
+    max_decode_bytes: int,
+    decode_max_side: int | None,
+    decode_wait_s: float,
+) -> dict[str, Any]:
+    """The limits as ``/healthz`` lists them and ``faceforge serve`` prints them at start."""
+    # What the budget admits at once: a 40 MP JPEG at its draft scale, a PNG of max_pixels, a crop.
+    from faceforge.imageio import ImageHeader
+
+    jpeg = decode_cost(ImageHeader("JPEG", 6000, 6667, "RGB"), decode_max_side)
+    png = decode_cost(
+        ImageHeader("PNG", max(1, int(math.sqrt(max_pixels))), max(1, int(math.sqrt(max_pixels))), "RGBA")
+    )
+    crop = decode_cost(ImageHeader("PNG", 112, 112, "RGB"))
+    return {
+        "max_body_bytes": int(max_body_bytes),
+        "max_pixels": int(max_pixels),
+        "max_decode_bytes": int(max_decode_bytes),
+        "decode_max_side": decode_max_side,
+        "decode_wait_s": float(decode_wait_s),
+        "concurrent_decodes": {
+            "jpeg_40mp": max(1, max_decode_bytes // jpeg),
+            "png_at_max_pixels": max(1, max_decode_bytes // png),
+            "aligned_crop": max(1, max_decode_bytes // crop),
+        },
+        "image_formats": list(IMAGE_FORMATS),
+    }
+
+
+def describe_limits(limits: dict[str, Any]) -> str:
+    """One line of the limits for the start-up message."""
+    c = limits["concurrent_decodes"]
+    side = limits["decode_max_side"]
+    return (
+        f"limits: body {limits['max_body_bytes'] / 2**20:.1f} MiB, image {limits['max_pixels']:,} pixels "
+        f"(from the header, before decoding), decode budget {limits['max_decode_bytes'] / 2**20:.0f} MiB "
+        f"({c['jpeg_40mp']} × 40 MP JPEG, {c['png_at_max_pixels']} × PNG at the pixel limit, "
+        f"{c['aligned_crop']:,} × aligned crop at once), images shrunk to {side or 'no'} px "
+        f"while decoding, 503 after {limits['decode_wait_s']:g} s waiting"
+    )
+
+
 def create_app(
     recognizer: FaceRecognizer,
     gallery: Gallery | None = None,
@@ -351,14 +581,26 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    decode_max_side: int | None = DEFAULT_DECODE_MAX_SIDE,
+    decode_wait_s: float = DEFAULT_DECODE_WAIT_S,
+    expose_paths: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving ``recognizer`` (and ``gallery`` for ``/v1/search``); see the module doc.
 
     ``api_key``: when set, every ``/v1/*`` request must carry it in ``X-API-Key`` (401 otherwise).
-    ``max_body_bytes``: request size limit (413). ``max_pixels``: decoded image size limit (413).
+    ``max_body_bytes``: request size limit (413). ``max_pixels``: declared image size limit (413, read
+    from the header). ``max_decode_bytes``: the byte budget of the decoded images in flight;
+    ``decode_wait_s``: how long a request waits for it before a 503. ``decode_max_side``: longer side
+    uploads are shrunk to while decoding (None: never). ``expose_paths``: let server paths (model file,
+    gallery image paths) appear in answers; by default they are reduced to file names.
     """
     if max_body_bytes <= 0:
         raise FaceforgeError(f"max_body_bytes must be positive, got {max_body_bytes}")
+    if max_pixels <= 0:
+        raise FaceforgeError(f"max_pixels must be positive, got {max_pixels}")
+    if decode_max_side is not None and decode_max_side < 64:
+        raise FaceforgeError(f"decode_max_side must be >= 64 pixels (or None), got {decode_max_side}")
     dim = int(recognizer.face_cfg.embedding_size)
     if gallery is not None and gallery.dim != dim:
         raise FaceforgeError(
@@ -368,6 +610,13 @@ def create_app(
     model_name = str(recognizer.name)
     lock = threading.Lock()
     page = _page()
+    budget = DecodeBudget(max_decode_bytes, decode_wait_s)
+    limits = service_limits(max_body_bytes, max_pixels, max_decode_bytes, decode_max_side, decode_wait_s)
+    # Large decodes are mapped and unmapped, not left in the thread heaps (see imageio.release_memory).
+    release_memory(mmap_threshold=4 * 2**20)
+
+    def public(obj: Any) -> Any:
+        return obj if expose_paths else redact_paths(obj)
 
     async def infer(fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
         def locked() -> _T:
@@ -376,9 +625,31 @@ def create_app(
 
         return await run_in_threadpool(locked)
 
-    async def read_image(upload: UploadFile, field: str) -> np.ndarray:
-        data = await upload.read()
-        return await run_in_threadpool(decode_upload, data, field, max_pixels)
+    @contextlib.asynccontextmanager
+    async def read_images(*fields: tuple[UploadFile, str]) -> AsyncIterator[list[tuple[np.ndarray, float]]]:
+        """Decode the uploads under the budget, which stays reserved until the answer is computed."""
+        blobs = [(await upload.read(), name) for upload, name in fields]
+        headers = await run_in_threadpool(lambda: [_field_header(d, n, max_pixels) for d, n in blobs])
+        cost = 0
+        for h in headers:
+            kept = min(h.pixels, (decode_max_side or max(h.width, h.height)) ** 2) * 3
+            cost += decode_cost(h, decode_max_side) + kept
+        big = cost >= 32 * 2**20
+        async with budget.hold(cost):
+
+            def decode_all() -> list[tuple[np.ndarray, float]]:
+                try:
+                    return [_decode_field(d, n, max_pixels, decode_max_side) for d, n in blobs]
+                finally:
+                    if big:
+                        release_memory()
+
+            images = await run_in_threadpool(decode_all)
+            del blobs[:]
+            try:
+                yield images
+            finally:
+                images.clear()
 
     # The key is enforced by _Guard before the body is read; this dependency only declares the
     # scheme in the OpenAPI document (the /docs "Authorize" button, schemathesis' auth checks).
@@ -395,23 +666,34 @@ def create_app(
     v1: list[Any] = [Depends(_declared_key)] if api_key else []
     app.state.recognizer = recognizer
     app.state.gallery = gallery
+    app.state.limits = limits
+    app.state.decode_budget = budget
 
     # ---------------------------------------------------------------------------------- errors
+    def _message(exc: Exception) -> str:
+        return str(public(str(exc)))
+
     @app.exception_handler(NoFaceError)
     async def _no_face(_: Request, exc: NoFaceError) -> JSONResponse:
-        return _error(422, "no_face", str(exc))
+        return _error(422, "no_face", _message(exc))
 
     @app.exception_handler(ImageDecodeError)
     async def _not_image(_: Request, exc: ImageDecodeError) -> JSONResponse:
-        return _error(400, "not_an_image", str(exc))
+        return _error(400, "not_an_image", _message(exc))
 
     @app.exception_handler(ImageTooLargeError)
     async def _too_big(_: Request, exc: ImageTooLargeError) -> JSONResponse:
-        return _error(413, "image_too_large", str(exc))
+        return _error(413, "image_too_large", _message(exc))
+
+    @app.exception_handler(ServiceBusyError)
+    async def _busy(_: Request, exc: ServiceBusyError) -> JSONResponse:
+        resp = _error(503, "busy", str(exc))
+        resp.headers["retry-after"] = str(exc.retry_after)
+        return resp
 
     @app.exception_handler(FaceforgeError)
     async def _bad_input(_: Request, exc: FaceforgeError) -> JSONResponse:
-        return _error(400, "bad_request", str(exc))
+        return _error(400, "bad_request", _message(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -440,17 +722,19 @@ def create_app(
 
     @app.get("/healthz", response_model=HealthOut, tags=["service"])
     async def healthz() -> dict[str, Any]:
-        """Liveness: the model is loaded (no inference is run)."""
+        """Liveness: the model is loaded (no inference is run); the input limits and decode budget use."""
         return {
             "status": "ok",
             "model": model_name,
             "gallery_size": None if gallery is None else len(gallery),
+            "limits": limits,
+            "decode": budget.stats(),
         }
 
     @app.get("/v1/models", response_model=ModelsOut, responses=_doc(401), tags=["service"], dependencies=v1)
     async def models() -> dict[str, Any]:
         """The model's facts (``FaceRecognizer.info()``) and the gallery's, if one is loaded."""
-        info = jsonable_encoder(recognizer.info())
+        info = public(jsonable_encoder(recognizer.info()))
         g = None
         if gallery is not None:
             g = {"size": len(gallery), "dim": gallery.dim, "index": gallery.kind}
@@ -459,7 +743,7 @@ def create_app(
     @app.post(
         "/v1/verify",
         response_model=VerifyOut,
-        responses=_doc(400, 401, 413, 415, 422),
+        responses=_doc(400, 401, 413, 415, 422, 503),
         tags=["faces"],
         dependencies=v1,
     )
@@ -472,21 +756,22 @@ def create_app(
         ] = None,
     ) -> dict[str, Any]:
         """Are the largest faces of ``a`` and ``b`` the same person?"""
-        img_a = await read_image(a, "a")
-        img_b = await read_image(b, "b")
-        res = await infer(recognizer.verify, img_a, img_b, threshold=threshold)
+        async with read_images((a, "a"), (b, "b")) as images:
+            (img_a, scale_a), (img_b, scale_b) = images
+            res = await infer(recognizer.verify, img_a, img_b, threshold=threshold)
+        scales = {"a": scale_a, "b": scale_b}
         return {
             "verified": bool(res["verified"]),
             "similarity": float(res["similarity"]),
             "threshold": float(res["threshold"]),
             "model": model_name,
-            "faces": {k: _face_out(res["faces"][k]) for k in ("a", "b")},
+            "faces": {k: _face_out(_scale_face(res["faces"][k], scales[k])) for k in ("a", "b")},
         }
 
     @app.post(
         "/v1/embed",
         response_model=EmbedOut,
-        responses=_doc(400, 401, 413, 415, 422),
+        responses=_doc(400, 401, 413, 415, 422, 503),
         tags=["faces"],
         dependencies=v1,
     )
@@ -497,21 +782,22 @@ def create_app(
         ] = False,
     ) -> dict[str, Any]:
         """L2-normalised embedding of the largest face (or of every face)."""
-        img = await read_image(image, "image")
-        faces = await infer(recognizer.embed_faces, img)
+        async with read_images((image, "image")) as images:
+            img, scale = images[0]
+            faces = await infer(recognizer.embed_faces, img)
         if not all_faces:
             faces = [max(faces, key=lambda f: _area(f.bbox))]
         return {
             "model": model_name,
             "dim": dim,
             "embeddings": [f.embedding.astype(float).tolist() for f in faces],
-            "faces": [_face_out(f.to_dict(), with_crop=False) for f in faces],
+            "faces": [_face_out(_scale_face(f.to_dict(), scale), with_crop=False) for f in faces],
         }
 
     @app.post(
         "/v1/search",
         response_model=SearchOut,
-        responses=_doc(400, 401, 409, 413, 415, 422),
+        responses=_doc(400, 401, 409, 413, 415, 422, 503),
         tags=["gallery"],
         dependencies=v1,
     )
@@ -522,9 +808,10 @@ def create_app(
         """The ``k`` gallery entries most similar to the largest face of ``image``, best first."""
         if gallery is None:
             return _error(409, "no_gallery", "no gallery is loaded; start the service with --gallery DIR")
-        img = await read_image(image, "image")
-        hits = await infer(recognizer.find, img, gallery, k)
-        return {"model": model_name, "k": k, "gallery_size": len(gallery), "results": jsonable_encoder(hits)}
+        async with read_images((image, "image")) as images:
+            hits = await infer(recognizer.find, images[0][0], gallery, k)
+        results = [{**h, "meta": public(h.get("meta") or {})} for h in jsonable_encoder(hits)]
+        return {"model": model_name, "k": k, "gallery_size": len(gallery), "results": results}
 
     # Outermost, so a refused request never reaches the multipart parser.
     app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes)
