@@ -11,6 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEFORGE_SHARED", REPO.parent / "shared"))
 
 
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test: two collapse when another process competes for CI's 2 cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The ../shared folder (reference vectors, LFW, detector files); skip the test when absent."""

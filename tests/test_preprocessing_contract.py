@@ -44,12 +44,7 @@ class Recorder(nn.Module):
         return self.pool(x).flatten(1) + 1.0  # + 1: never a zero embedding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +121,7 @@ def test_every_path_feeds_the_same_tensor(photos, tmp_path) -> None:
     rec_net = Recorder()
     module.backbone, module.face_cfg, module.ema_backbone = rec_net, CFG, None
     module.eval()
-    x0, label = ds[[p for p, _ in ds.samples].index(str(paths[0]))]
+    x0, _ = ds[[p for p, _ in ds.samples].index(str(paths[0]))]
     with torch.no_grad():
         module(x0[None])
     got["training"] = rec_net.seen[-1][0]

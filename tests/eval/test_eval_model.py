@@ -11,6 +11,8 @@ import pytest
 from faceforge.cli.main import main
 from faceforge.eval.suite import guess_set_name
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(autouse=True)
 def _home(tmp_path, monkeypatch):

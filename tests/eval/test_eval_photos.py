@@ -28,6 +28,8 @@ from faceforge.eval.crops import NO_FACE_RULE, FaceCropper, plan_alignment
 from faceforge.eval.suite import ModelInfo, SetSpec, evaluate_sets
 from faceforge.models.face_cfg import FaceConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_UNKNOWN = 3  # scenes the oracle finds no face in
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 LFW = SHARED / "data" / "lfw"
 DETECTORS = SHARED / "models" / "detectors"

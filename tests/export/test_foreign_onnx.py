@@ -22,12 +22,7 @@ pytest.importorskip("onnxruntime")
 HALF = FaceConfig()  # RGB, mean/std 0.5: what arcface_torch trains with
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _crops(n: int, seed: int = 0, size: int = 112) -> torch.Tensor:

@@ -7,19 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from faceforge.cli.main import main
 from faceforge.errors import FaceforgeError
 from faceforge.models import pretrained
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dlib_available() -> None:
@@ -41,7 +34,7 @@ def test_registry_lists_dlib_with_its_facts() -> None:
     e = pretrained.get_pretrained("dlib")
     assert e.arch == "dlib_resnet_v1" and e.face_cfg.template == "dlib"
     assert tuple(e.face_cfg.input_size) == (150, 150) and e.face_cfg.embedding_size == 128
-    with pytest.raises(FaceforgeError, match="unknown pretrained model 'dlb'.*did you mean 'dlib'"):
+    with pytest.raises(FaceforgeError, match=r"unknown pretrained model 'dlb'.*did you mean 'dlib'"):
         pretrained.get_pretrained("dlb")
     rows = {r["name"]: r for r in pretrained.status()}
     assert rows["dlib"]["available"] == (pretrained.pretrained_file("dlib") is not None)
@@ -72,11 +65,13 @@ def test_written_calibration_replaces_the_shipped_one(tmp_path, monkeypatch) -> 
     monkeypatch.setenv("FACEFORGE_HOME", str(tmp_path))
     cal = {"source": "mine (10 pairs)", "threshold": 0.42, "far_target": None}
     path = pretrained.save_calibration("dlib", cal)
-    assert path == tmp_path / "calibration" / "dlib.json" and json.loads(path.read_text())["threshold"] == 0.42
+    assert (
+        path == tmp_path / "calibration" / "dlib.json" and json.loads(path.read_text())["threshold"] == 0.42
+    )
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     assert pretrained._calibration(pretrained.get_pretrained("dlib"))["threshold"] == 0.42
     path.write_text("{broken")
-    with pytest.raises(FaceforgeError, match="calibration .*dlib.json.* unreadable"):
+    with pytest.raises(FaceforgeError, match=r"calibration .*dlib\.json.* unreadable"):
         pretrained._calibration(pretrained.get_pretrained("dlib"))
 
 

@@ -40,6 +40,8 @@ from faceforge.models.dlib_format import (
 )
 from faceforge.models.face_cfg import preprocess
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 LFW = SHARED / "data" / "lfw" / "lfw-deepfunneled"
 YUNET = SHARED / "models" / "detectors" / "yunet_s_640_640.onnx"

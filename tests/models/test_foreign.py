@@ -17,6 +17,8 @@ from faceforge.infer.loading import import_model
 from faceforge.models.face_cfg import preprocess
 from faceforge.models.foreign import detect_arch, load_foreign_weights
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 REF = SHARED / "reference" / "state_dicts"
 

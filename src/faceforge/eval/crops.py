@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from faceforge.errors import FaceforgeError
+from faceforge.eval.verification import _progress
 
 __all__ = [
     "CANONICAL_ALIGNED",
@@ -387,18 +388,6 @@ def _valid_entry(entry: dict[str, np.ndarray], size: tuple[int, int]) -> bool:
 
 def _nchw(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-
-
-def _progress(total: int, desc: str, enabled: bool | None) -> Any:
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="img", leave=False)
 
 
 def plan_alignment(

@@ -21,26 +21,21 @@ Model files are found like the dlib detector's (``model_path``, the store, ``fac
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from faceforge.errors import FaceforgeError
-from faceforge.models.face_cfg import FaceConfig
+from faceforge.models.backbones.dlib_resnet import DLIB_RESNET_V1_CFG
 
 __all__ = ["DLIB_RESNET_CFG", "DlibNativePipeline", "DlibResNet", "embed_crops"]
 
-#: dlib normalises as (pixel − mean) / 256 with the channel means of its ``input_rgb_image``; written
-#: in FaceConfig's (x/255 − mean)/std form for information (dlib does this itself from uint8).
-DLIB_RESNET_CFG = FaceConfig(
-    input_size=(150, 150),
-    color="RGB",
-    mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
-    std=(256 / 255, 256 / 255, 256 / 255),
-    template="dlib",
-    embedding_size=128,
-    extra={"name": "dlib_resnet_v1", "backend": "dlib"},
+#: dlib normalises as (pixel − mean) / 256 with the channel means of its ``input_rgb_image``: the
+#: FaceConfig of the PyTorch port (:mod:`faceforge.models.backbones.dlib_resnet`), run here by dlib.
+DLIB_RESNET_CFG = dataclasses.replace(
+    DLIB_RESNET_V1_CFG, extra={**DLIB_RESNET_V1_CFG.extra, "backend": "dlib"}
 )
 
 

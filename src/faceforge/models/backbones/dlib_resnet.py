@@ -79,6 +79,10 @@ def _face_cfg(
     )
 
 
+#: the default config of the registered ``dlib_resnet_v1`` (150×150 dlib chip, RGB, dlib's mean, /256)
+DLIB_RESNET_V1_CFG = _face_cfg((150, 150), 128)
+
+
 class AffineLayer(nn.Module):
     """dlib's ``affine_`` in CONV_MODE: ``x * weight[c] + bias[c]`` (a frozen batch norm)."""
 
