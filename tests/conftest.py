@@ -11,6 +11,36 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEFORGE_SHARED", REPO.parent / "shared"))
 
 
+#: fixtures that train a model (directly or through ``trained_checkpoint``): their tests are ``slow``
+TRAINING_FIXTURES = ("trained_checkpoint", "serve_recognizer", "serve_gallery", "live_server", "client")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a trained model ``slow`` (``make test-fast`` leaves them out).
+
+    Tests that call ``train()`` themselves carry the mark in their own file; this catches the ones
+    that only ask for a training fixture, including through another fixture (``fixturenames`` is the
+    closure) or, for the service tests, ``request.getfixturevalue`` inside ``serve_recognizer``.
+    """
+    for item in items:
+        if any(name in TRAINING_FIXTURES for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _no_cpu_bf16_probe(request, monkeypatch):
+    """Tests train with precision ``auto``; on a CPU with bf16 units that runs a timing probe whose
+    pick could depend on the machine's load. Outside the tests of the rule itself, report no bf16
+    units so every run picks fp32, the same on every machine."""
+    if request.module.__name__.endswith("test_cpu_precision"):
+        yield
+        return
+    from faceforge.train import presets
+
+    monkeypatch.setattr(presets, "cpu_bf16_support", lambda: None)
+    yield
+
+
 @pytest.fixture
 def one_thread():
     """One torch intra-op thread for the test: two collapse when another process competes for CI's 2 cores."""

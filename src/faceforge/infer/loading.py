@@ -10,23 +10,50 @@ foreign PyTorch state dict (arcface_torch, AdaFace, EdgeFace, face.evoLVe —
 :mod:`faceforge.models.foreign`). Overrides (``color``, ``mean``, ``std``, ``template``,
 ``input_size``) replace any fact. Every file is read as data: ``weights_only`` torch loads, ONNX
 protobuf, dlib's serialisation; nothing downloads.
+
+``precision`` (PyTorch models): ``fp32`` (default), ``bf16`` (bf16 autocast) or ``auto``: on a CPU
+with native bf16 units, a probe at load (:func:`probe_inference`, <= 5 s) times fp32 against bf16
+and bf16 is used when it is at least 1.3x faster and its embeddings keep a cosine >= 0.999 to fp32
+on the probe's random inputs (the rule of :func:`faceforge.train.presets.choose_cpu_precision`,
+shared with training). The choice and what was measured are recorded in ``facts["precision"]``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from faceforge.errors import FaceforgeError
 from faceforge.models.face_cfg import FaceConfig, apply_overrides, preprocess
 
-__all__ = ["EmbeddingModel", "import_model", "load_model", "model_choices", "torch_runner"]
+if TYPE_CHECKING:
+    from faceforge.train.presets import Bf16Probe
+
+__all__ = [
+    "MIN_BF16_COSINE",
+    "PRECISIONS",
+    "EmbeddingModel",
+    "TorchRunner",
+    "import_model",
+    "load_model",
+    "model_choices",
+    "probe_inference",
+    "torch_runner",
+]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "auto")
+MIN_BF16_COSINE = 0.999  # ``auto`` keeps bf16 only when every probe embedding is this close to fp32
 
 
 @dataclass
@@ -41,7 +68,7 @@ class EmbeddingModel:
     kind: str  # "pretrained", "checkpoint", "onnx", "weights"
     calibration: dict[str, Any] = field(default_factory=dict)
     module: Any = None  # the torch module when backend == "torch"
-    facts: dict[str, str] = field(default_factory=dict)  # fact -> how it was found
+    facts: dict[str, str] = field(default_factory=dict)  # fact -> how it was found ("precision" too)
     arch: str | None = None
     guessed: bool = False  # preprocessing inferred from a foreign file rather than stored with it
 
@@ -95,20 +122,104 @@ def _fmt3(v: Any) -> str:
     return "(" + ", ".join(f"{float(x):.4g}" for x in v) + ")"
 
 
-def torch_runner(module: Any, device: str) -> Callable[[np.ndarray], np.ndarray]:
+class TorchRunner:
+    """A torch module as :attr:`EmbeddingModel.run`, in eval mode on ``device``, optionally under
+    bf16 autocast; ``bf16`` says whether it is, ``fact`` which precision and how it was chosen."""
+
+    def __init__(
+        self,
+        module: Any,
+        device: str,
+        precision: str = "fp32",
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        import torch
+
+        if precision not in PRECISIONS:
+            raise FaceforgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        try:
+            self.device = torch.device(device)
+            self.module = module.to(self.device).eval()
+        except (RuntimeError, AssertionError) as e:
+            raise FaceforgeError(f"device {device!r} cannot be used: {e}") from None
+        self.bf16, self.fact = _choose_precision(self.module, self.device, precision, input_size)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Raw float32 embeddings ``[N, E]`` of normalised float32 NCHW input."""
+        import torch
+
+        bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else None
+        with torch.inference_mode(), bf16 or contextlib.nullcontext():
+            y = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+            return y.float().cpu().numpy()
+
+
+def torch_runner(
+    module: Any, device: str, precision: str = "fp32", input_size: tuple[int, int] | None = None
+) -> TorchRunner:
+    """``module`` as an :attr:`EmbeddingModel.run` (see :class:`TorchRunner`; ``input_size`` is what
+    the ``auto`` probe feeds, by default the module's ``face_cfg.input_size``)."""
+    return TorchRunner(module, device, precision, input_size)
+
+
+def probe_inference(module: Any, input_size: tuple[int, int], seconds: float | None = None) -> Bf16Probe:
+    """fp32 vs bf16-autocast forward passes of ``module`` (eval, CPU) on seeded random inputs.
+
+    Returns a :class:`faceforge.train.presets.Bf16Probe` whose ``cosine`` is the smallest cosine
+    between the bf16 and fp32 embeddings of the probe batch (the same inputs in both precisions).
+    """
     import torch
 
-    try:
-        dev = torch.device(device)
-        module = module.to(dev).eval()
-    except (RuntimeError, AssertionError) as e:
-        raise FaceforgeError(f"device {device!r} cannot be used: {e}") from None
+    from faceforge.train.presets import PROBE_SECONDS, Bf16Probe, time_fp32_vs_bf16
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(np.ascontiguousarray(x)).to(dev)).float().cpu().numpy()
+    start = time.perf_counter()
+    h, w = input_size
+    gen = torch.Generator().manual_seed(0)
+    out: dict[bool, torch.Tensor] = {}
 
-    return run
+    def make_step(batch: int) -> Callable[[bool], object]:
+        x = torch.randn(batch, 3, h, w, generator=gen)
+        out.clear()
+
+        def step(bf16: bool) -> object:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out[bf16] = module(x).float()
+            return out[bf16]
+
+        return step
+
+    batch, t32, t16 = time_fp32_vs_bf16(make_step, 32, PROBE_SECONDS if seconds is None else seconds)
+    # float64: an untrained deep net's embeddings can reach 1e26, whose squared norm overflows fp32.
+    cosine = float(torch.nn.functional.cosine_similarity(out[False].double(), out[True].double()).min())
+    what = f"{type(module).__name__} forward {h}x{w} batch {batch}"
+    return Bf16Probe(what, batch / t32, batch / t16, time.perf_counter() - start, cosine)
+
+
+def _choose_precision(
+    module: Any, device: Any, precision: str, input_size: tuple[int, int] | None
+) -> tuple[bool, str]:
+    """(bf16 autocast?, the ``facts["precision"]`` text) for ``precision`` on ``device``."""
+    if precision == "fp32":
+        return False, "fp32: default"
+    if precision == "bf16":
+        return True, "bf16 autocast: given"
+    if device.type != "cpu":
+        return False, f"fp32: auto probes CPUs only (device {device})"
+    from faceforge.train import presets
+
+    size = input_size or getattr(getattr(module, "face_cfg", None), "input_size", None) or (112, 112)
+    cp = presets.choose_cpu_precision(
+        presets.cpu_bf16_support(), lambda: probe_inference(module, (int(size[0]), int(size[1])))
+    )
+    cos = cp.probe.cosine if cp.probe is not None else None
+    if cp.bf16 and cos is not None and not cos >= MIN_BF16_COSINE:  # NaN fails too
+        log.warning(
+            "bf16 embeddings deviate from fp32 (cosine %.4f < %g on random inputs): using fp32", cos,
+            MIN_BF16_COSINE,
+        )  # fmt: skip
+        return False, f"fp32: auto, bf16 cosine to fp32 {cos:.4f} < {MIN_BF16_COSINE:g} ({cp.reason})"
+    checked = f", cosine to fp32 {cos:.4f}" if cp.bf16 and cos is not None else ""
+    return cp.bf16, f"{'bf16 autocast' if cp.bf16 else 'fp32'}: auto, {cp.reason}{checked}"
 
 
 def model_choices() -> str:
@@ -133,9 +244,23 @@ def load_model(
     arch: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> EmbeddingModel:
-    """Load what ``--model`` names (see the module docstring); ``arch`` picks a foreign file's backbone."""
+    """Load what ``--model`` names (see the module docstring); ``arch`` picks a foreign file's backbone.
+
+    ``precision`` (``fp32``, ``bf16``, ``auto``) applies to PyTorch models; any other than ``fp32`` is
+    recorded in ``facts["precision"]``. ONNX files run in the precision of their graph.
+    """
     from faceforge.models.pretrained import list_pretrained, load_pretrained
+
+    if precision not in PRECISIONS:
+        raise FaceforgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+    def runner(module: Any, cfg: FaceConfig, facts: dict[str, str]) -> TorchRunner:
+        r = torch_runner(module, device, precision, cfg.input_size)
+        if precision != "fp32":
+            facts["precision"] = r.fact
+        return r
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     s = os.fspath(spec)
@@ -144,7 +269,7 @@ def load_model(
         cfg, given = apply_overrides(lp.face_cfg, overrides)
         facts = {"weights": f"pretrained {s!r} from {lp.path} (SHA-256 verified)", **given}
         return EmbeddingModel(
-            torch_runner(lp.module, device), cfg, s, str(lp.path), "torch", "pretrained",
+            runner(lp.module, cfg, facts), cfg, s, str(lp.path), "torch", "pretrained",
             dict(lp.calibration), lp.module, facts, lp.entry.arch,
         )  # fmt: skip
     p = Path(s).expanduser()
@@ -167,11 +292,18 @@ def load_model(
     if suffix == ".onnx":
         from faceforge.export.foreign_onnx import load_onnx_model
 
+        if precision == "bf16":
+            raise FaceforgeError(
+                f"precision bf16 applies to PyTorch models; {p} is ONNX (export it with --precision fp16)"
+            )
         lo = load_onnx_model(p, overrides=overrides)
         guessed = lo.onnx_facts is None or not lo.onnx_facts.has_metadata
+        facts = dict(lo.facts)
+        if precision == "auto":
+            facts["precision"] = "the graph's own: auto applies to PyTorch models"
         return EmbeddingModel(
             lo.embed, lo.face_cfg, lo.name or p.stem, str(p), "onnx", "onnx", dict(lo.calibration or {}),
-            None, dict(lo.facts), None, guessed,
+            None, facts, None, guessed,
         )  # fmt: skip
     if suffix == ".dat":
         from faceforge.models.backbones.dlib_resnet import load_dlib_resnet
@@ -180,7 +312,7 @@ def load_model(
         cfg, given = apply_overrides(module.face_cfg, overrides)
         facts = {"weights": f"dlib serialisation {p.name}", **given}
         return EmbeddingModel(
-            torch_runner(module, device), cfg, p.stem, str(p), "torch", "weights", {}, module, facts,
+            runner(module, cfg, facts), cfg, p.stem, str(p), "torch", "weights", {}, module, facts,
             "dlib_resnet_v1",
         )  # fmt: skip
     from faceforge.models.checkpoint import load_checkpoint, read_checkpoint_or_none
@@ -204,16 +336,16 @@ def load_model(
         if not calibration:
             calibration = _report_calibration(p)
         return EmbeddingModel(
-            torch_runner(loaded.backbone, device), cfg, name, str(p), "torch", "checkpoint", calibration,
+            runner(loaded.backbone, cfg, facts), cfg, name, str(p), "torch", "checkpoint", calibration,
             loaded.backbone, facts, name,
         )  # fmt: skip
     from faceforge.models.foreign import load_foreign_weights
 
     lf = load_foreign_weights(p, arch=arch, overrides=overrides)
+    facts = {"layout": lf.layout, **dict(lf.inferred)}
     return EmbeddingModel(
-        torch_runner(lf.module, device), lf.face_cfg, lf.arch, str(p), "torch", "weights",
-        dict(lf.calibration or {}), lf.module, {"layout": lf.layout, **dict(lf.inferred)}, lf.arch,
-        lf.layout != "faceforge",
+        runner(lf.module, lf.face_cfg, facts), lf.face_cfg, lf.arch, str(p), "torch", "weights",
+        dict(lf.calibration or {}), lf.module, facts, lf.arch, lf.layout != "faceforge",
     )  # fmt: skip
 
 
