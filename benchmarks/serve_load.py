@@ -12,6 +12,16 @@ is what HTTP, multipart, PNG and JSON add per request.
 
     PYTHONPATH=src python benchmarks/serve_load.py                      # 200 requests, 8 concurrent
     PYTHONPATH=src python benchmarks/serve_load.py --requests 1000 --concurrency 16 --model best.ckpt
+
+``--attack`` measures the service under the decompression-bomb attack of ``docs/security.md`` instead: a
+real uvicorn in another process (a randomly initialised GhostFaceNetV1; YuNet from ../shared when it is
+there, else a detector that finds nothing) gets 16 concurrent uploads of each kind while aligned crops are
+verified beside them, and its RSS is sampled every 10 ms::
+
+    PYTHONPATH=src python benchmarks/serve_load.py --attack [--max-decode-mb 512] [--attack-n 16]
+
+It prints, per attack: the answers' status codes, the slowest answer, how many normal requests succeeded,
+and the server's RSS before, at the peak and 3 s after.
 """
 
 from __future__ import annotations
@@ -84,7 +94,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--api-key-env", metavar="VAR", help="send the value of this variable as X-API-Key")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the in-process service")
+    ap.add_argument("--attack", action="store_true", help="measure the decompression-bomb attack instead")
+    ap.add_argument("--attack-n", type=int, default=16, help="concurrent attack uploads (default 16)")
+    ap.add_argument("--max-decode-mb", type=float, default=512.0, help="the attacked service's decode budget")
     args = ap.parse_args()
+    if args.attack:
+        attack_main(args)
+        return
 
     from faceforge.serve.loadtest import run_load
 
@@ -106,9 +122,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.model:
-        from faceforge.cli.infer_cmd import load_recognizer
-
-        rec = load_recognizer(args.model)
+        rec = FaceRecognizer.from_model(args.model, detector=None)
         if rec.threshold is None:
             rec.threshold = 0.3  # an uncalibrated model: any threshold times the same
     else:
@@ -133,6 +147,70 @@ def main() -> None:
     if res.failures:
         print("failures:", *res.failures[:5], sep="\n  ")
         sys.exit(1)
+
+
+def attack_main(args: argparse.Namespace) -> None:
+    """The figures of docs/security.md: RSS and answers of a service in another process under attack."""
+    import subprocess
+    from pathlib import Path
+
+    from PIL import Image
+
+    from faceforge.serve.loadtest import LoadRequest, flat_jpeg, header_only_jpeg, run_attack, run_load
+
+    shared = Path(os.environ.get("FACEFORGE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    yunet = shared / "models/detectors/yunet_s_640_640.onnx"
+    detector = str(yunet) if yunet.is_file() else "none"
+    png = io.BytesIO()
+    Image.new("RGB", (6000, 6650), (120, 120, 120)).save(png, format="PNG", compress_level=9)
+    kinds = {
+        "JPEG 6000x6650 (39.9 MP, valid) + 1 in 4 declaring 6000x6700 (40.2 MP)": [
+            ("x.jpg", header_only_jpeg(6000, 6700) if i % 4 == 0 else None, "image/jpeg")
+            for i in range(args.attack_n)
+        ],
+        "PNG 6000x6650 (39.9 MP, flat, valid)": [("x.png", png.getvalue(), "image/png")] * args.attack_n,
+        "JPEG declaring 6000x6600 (39.6 MP) truncated after the header": [
+            ("x.jpg", header_only_jpeg(6000, 6600), "image/jpeg")
+        ]
+        * args.attack_n,
+    }
+    valid = flat_jpeg(6000, 6650)
+    crops = list(synth_pngs(4).values())
+    normal = [
+        LoadRequest(
+            "/v1/verify", {"a": ("a.png", crops[i], "image/png"), "b": ("b.png", crops[i + 1], "image/png")}
+        )
+        for i in range(4)
+    ]
+    print(f"attacked service: GhostFaceNetV1 (random weights), detector {Path(detector).name}, "
+          f"--max-decode-mb {args.max_decode_mb:g}, {args.attack_n} concurrent uploads")  # fmt: skip
+    for what, files in kinds.items():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "faceforge.serve.loadtest", "--detector", detector,
+             "--max-decode-mb", str(args.max_decode_mb)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        try:
+            port = int(proc.stdout.readline().split()[1])
+            url = f"http://127.0.0.1:{port}"
+            run_load(url, normal, n_requests=2, concurrency=1)  # warm-up
+            attack = [
+                LoadRequest("/v1/embed", {"image": (name, data if data is not None else valid, ctype)})
+                for name, data, ctype in files
+            ]
+            size = max(len(r.files["image"][1]) for r in attack)
+            res = run_attack(url, proc.pid, attack, normal, concurrency=args.attack_n)
+        finally:
+            proc.stdin.close()
+            proc.wait(30)
+        print(f"- {what}, {size / 1024:.0f} KiB per upload")
+        print(f"  {res.summary()}")
+        d = res.health.get("decode", {})
+        print(
+            f"  decode budget peak {d.get('peak_bytes', 0) / 2**20:.0f} MiB, "
+            f"refused busy {d.get('refused_busy')}"
+        )
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def loader_speed(batch: int, size: int, seconds: float = 3.0) -> float:
     from faceforge.train.datamodule import FaceDataModule
 
     with tempfile.TemporaryDirectory() as d:
-        write_dataset(d, identities=32, images_per_id=8, val_identities=2, test_identities=2,
+        write_dataset(d, identities=32, images_per_id=8, val_identities=0, test_identities=0,
                       workers=1, progress=False, val_pairs_per_fold=1, test_pairs_per_fold=1)  # fmt: skip
         cfg = {"root": d, "train": "train", "val_pairs": None, "test_pairs": None, "image_size": size,
                "batch_size": batch, "num_workers": 0, "cache": True, "flip": True, "augment": []}  # fmt: skip

@@ -32,10 +32,11 @@ import ctypes.util
 import io
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -111,7 +112,15 @@ def _describe(src: Any, source: str | None) -> str:
     return f"<{type(src).__name__}>"
 
 
-def _open(src: Any, where: str, formats: tuple[str, ...] | None) -> Any:
+def _bomb_message(e: BaseException, where: str, limit: int | None) -> str:
+    """PIL's own refusal (above twice ``PIL.Image.MAX_IMAGE_PIXELS``) in this module's words."""
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    n = f"{int(m.group(1)):,}" if m else "too many"
+    lim = f"{limit:,}" if limit is not None else f"{default_max_pixels():,}"
+    return f"{where} declares {n} pixels; the limit is {lim} (raise it with {ENV_MAX_PIXELS})"
+
+
+def _open(src: Any, where: str, formats: tuple[str, ...] | None, limit: int | None = None) -> Any:
     """``PIL.Image.open`` of a path or bytes with every failure turned into a one-line error."""
     from PIL import Image, UnidentifiedImageError
 
@@ -121,6 +130,16 @@ def _open(src: Any, where: str, formats: tuple[str, ...] | None) -> Any:
             raise ImageDecodeError(f"{where} is empty (0 bytes); expected JPEG/PNG/... image content")
         fp: Any = io.BytesIO(data)
         head = data[:8]
+    elif hasattr(src, "read") and hasattr(src, "seek"):  # a binary file object (an upload's spool)
+        try:
+            src.seek(0)
+            head = src.read(8)
+            src.seek(0)
+        except (OSError, ValueError) as e:
+            raise ImageDecodeError(f"{where} cannot be read: {e}") from None
+        if not head:
+            raise ImageDecodeError(f"{where} is empty (0 bytes); expected JPEG/PNG/... image content")
+        fp = src
     elif isinstance(src, (str, os.PathLike)):
         p = Path(src)
         if not p.is_file():
@@ -134,11 +153,16 @@ def _open(src: Any, where: str, formats: tuple[str, ...] | None) -> Any:
             raise ImageDecodeError(f"image {p} cannot be read: {e.strerror or e}") from None
         fp = p
     else:
-        raise ImageDecodeError(f"unsupported image source {where}; expected a file path or bytes")
+        raise ImageDecodeError(
+            f"unsupported image source {where}; expected a file path, bytes or a binary file"
+        )
+    if formats:
+        Image.init()  # every plugin registered: `formats` is looked up by name
+        formats = tuple(f for f in formats if f in Image.OPEN)
     try:
         return Image.open(fp, formats=list(formats) if formats else None)
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{where}: {_first_line(e)}") from None
+        raise ImageTooLargeError(_bomb_message(e, where, limit)) from None
     except UnidentifiedImageError:
         allowed = f"; expected one of {', '.join(formats)}" if formats else ""
         raise ImageDecodeError(
@@ -166,7 +190,10 @@ def _check_size(w: int, h: int, where: str, max_pixels: int) -> None:
 
 
 def probe(
-    src: str | os.PathLike | bytes, *, source: str | None = None, formats: tuple[str, ...] | None = None
+    src: str | os.PathLike | bytes | BinaryIO,
+    *,
+    source: str | None = None,
+    formats: tuple[str, ...] | None = None,
 ) -> ImageHeader:
     """The header of an image (format, declared size, mode) without decoding any pixel data."""
     where = _describe(src, source)
@@ -177,9 +204,11 @@ def probe(
 def check_encoded(data: bytes, *, source: str | None = None, max_pixels: int | None = None) -> ImageHeader:
     """The header of encoded bytes, checked against the pixel limit; for readers that decode with
     OpenCV (``cv2.imdecode`` allows a gigapixel): call this first, decode only when it returns."""
-    header = probe(data, source=source)
+    where = _describe(data, source)
     limit = default_max_pixels() if max_pixels is None else int(max_pixels)
-    _check_size(header.width, header.height, _describe(data, source), limit)
+    with _open(data, where, None, limit) as im:
+        header = ImageHeader(str(im.format), int(im.size[0]), int(im.size[1]), str(im.mode))
+    _check_size(header.width, header.height, where, limit)
     return header
 
 
@@ -208,7 +237,7 @@ def decode_cost(header: ImageHeader, max_side: int | None = None) -> int:
 
 
 def decode_image(
-    src: str | os.PathLike | bytes,
+    src: str | os.PathLike | bytes | BinaryIO,
     *,
     source: str | None = None,
     max_pixels: int | None = None,
@@ -223,7 +252,7 @@ def decode_image(
 
 
 def decode_image_scaled(
-    src: str | os.PathLike | bytes,
+    src: str | os.PathLike | bytes | BinaryIO,
     *,
     source: str | None = None,
     max_pixels: int | None = None,
@@ -242,7 +271,7 @@ def decode_image_scaled(
     limit = default_max_pixels() if max_pixels is None else int(max_pixels)
     if max_side is not None and int(max_side) < 16:
         raise FaceforgeError(f"max_side must be >= 16 pixels, got {max_side}")
-    with _open(src, where, formats) as im:
+    with _open(src, where, formats, limit) as im:
         w, h = (int(v) for v in im.size)
         _check_size(w, h, where, limit)
         try:
@@ -259,7 +288,7 @@ def decode_image_scaled(
                 out = out.transpose(getattr(Image.Transpose, _ORIENT[orientation]))
             arr = _to_array(out)
         except Image.DecompressionBombError as e:
-            raise ImageTooLargeError(f"{where}: {_first_line(e)}") from None
+            raise ImageTooLargeError(_bomb_message(e, where, limit)) from None
         except FaceforgeError:
             raise
         except MemoryError:

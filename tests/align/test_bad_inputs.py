@@ -86,7 +86,7 @@ def test_detect_json_per_file(detector, env, capsys):
     _needs(detector)
     src = make_bad_inputs(env / "src")
     files = [str(src / n) for n in ("good.jpg", "exif6.jpg", "notes.jpg", "tiny.png")]
-    assert main(["detect", *files, "--detector", detector, "--json"]) == 1  # 1: some file failed
+    assert main(["detect", *files, "--detector", detector, "--json"]) == 2  # 2: some file failed
     recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [len(r.get("faces", [])) for r in recs] == [1, 1, 0, 0]
     assert "not an image" in recs[2]["error"] and "error" not in recs[3]

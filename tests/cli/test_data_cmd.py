@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 import faceforge.data.synth as synth
-from faceforge.cli import data_cmd
+from faceforge.cli.main import build_parser
 from faceforge.data.binset import read_bin
 from faceforge.data.pairs import read_pairs
 from faceforge.data.recordio import FaceRecordDataset, read_property
@@ -19,9 +18,8 @@ from faceforge.errors import FaceforgeError
 
 
 def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="faceforge")
-    data_cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
+    """The action's own function (errors raise) behind the real parser (with the options main adds)."""
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 
@@ -170,6 +168,8 @@ def test_synth_passes_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "mode": "wild",
         "seed": 0,
         "workers": 2,
+        "progress": False,  # stderr is not a terminal under pytest, and no --progress
+        "overwrite": False,
     }
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from faceforge.cli.main import main
-from faceforge.errors import FaceforgeError
 
 
 def _err(capsys, argv: list[str]) -> str:
@@ -43,6 +40,8 @@ def test_unknown_config_key_did_you_mean(capsys) -> None:
     assert "trainer.max_epoch" in line and "did you mean 'trainer.max_epochs'" in line
 
 
-def test_debug_shows_traceback() -> None:
-    with pytest.raises(FaceforgeError):
-        main(["--debug", "train", "--trainer.max_epoch", "3"])
+def test_debug_shows_traceback(capsys) -> None:
+    assert main(["--debug", "train", "--trainer.max_epoch", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "FaceforgeError" in err
+    assert err.strip().splitlines()[-1].startswith("faceforge: error: ")

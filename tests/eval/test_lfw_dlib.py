@@ -55,6 +55,7 @@ def lfw_fold1(tmp_path, monkeypatch) -> Path:
     return fold
 
 
+@pytest.mark.slow  # 600 LFW pairs detected and embedded: ~40 s on one core
 def test_dlib_on_raw_lfw_photos_fold1(lfw_fold1, tmp_path, capsys) -> None:
     from faceforge.cli.main import main
 

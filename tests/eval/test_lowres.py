@@ -65,7 +65,9 @@ def test_per_factor_accuracy_and_keys():
     acc = {k: v["accuracy"] for k, v in res.items()}
     assert acc["x1"] > 0.9
     assert acc["x8"] < acc["x1"]
-    assert all(0 <= a <= 1 for a in acc.values())
+    # Every factor scores the same 40 pairs (10 folds of 4): a whole number of right decisions.
+    for row in res.values():
+        assert row["n_pairs"] == 40 and abs(row["accuracy"] * 40 - round(row["accuracy"] * 40)) < 1e-6
 
 
 class RecordingSR(torch.nn.Module):
@@ -89,7 +91,9 @@ def test_sr_path_gets_small_images():
     assert list(res) == ["x1", "x4", "x4+sr"]
     assert {s[-2:] for s in sr.seen} == {(8, 8)}
     assert sum(s[0] for s in sr.seen) == len(data.images)
-    assert 0 <= res["x4+sr"]["accuracy"] <= 1
+    sr_row = res["x4+sr"]
+    assert sr_row["n_pairs"] == res["x4"]["n_pairs"] == 40
+    assert abs(sr_row["accuracy"] * 40 - round(sr_row["accuracy"] * 40)) < 1e-6
 
 
 def test_sr_wrong_size_and_bad_inputs():

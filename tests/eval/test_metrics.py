@@ -348,3 +348,83 @@ def test_bfloat16_tensor_equals_its_float32_values():
     r16 = evaluate_pairs(ta, tb, torch.from_numpy(same))
     r32 = evaluate_pairs(ta.float().numpy(), tb.float().numpy(), same)
     assert r16 == r32
+
+
+# --------------------------------------------------------------------------------------------------
+# sort-based threshold search and block-wise scores (added with the 100x protocol benchmark)
+
+
+def _exact_reference(dist: np.ndarray, same: np.ndarray, n_folds: int) -> tuple[list[float], list[float]]:
+    """Per-fold threshold and accuracy of an exhaustive loop over every distinct partition of the pairs."""
+    u = np.unique(dist)
+    candidates = np.r_[u[0], (u[:-1] + u[1:]) / 2.0, np.nextafter(u[-1], np.inf)]
+    sizes = np.full(n_folds, len(same) // n_folds)
+    sizes[: len(same) % n_folds] += 1
+    fold = np.repeat(np.arange(n_folds), sizes)
+    thr, acc = [], []
+    for k in range(n_folds):
+        tr, te = fold != k, fold == k
+        train_acc = [np.mean((dist[tr] < t) == same[tr]) for t in candidates]
+        best = candidates[int(np.argmax(train_acc))]  # first maximum, as the reference
+        thr.append(float(best))
+        acc.append(float(np.mean((dist[te] < best) == same[te])))
+    return thr, acc
+
+
+def test_exact_mode_matches_an_exhaustive_loop_with_ties():
+    # 311 pairs made of 40 distinct pairs: many pairs share a distance, genuine and impostor alike.
+    rng = np.random.default_rng(40)
+    base_a, base_b = _pairs_at_cosines(np.linspace(-0.4, 0.9, 40), seed=41)
+    same = rng.random(311) < 0.5
+    level = np.where(same, rng.integers(12, 40, 311), rng.integers(0, 30, 311))
+    a, b = base_a[level], base_b[level]
+    r = evaluate_pairs(a, b, same, n_folds=6, mode="exact")
+    dist = _float32_dist(a, b).astype(np.float64)
+    assert np.unique(dist).size <= 40
+    thr, acc = _exact_reference(dist, same, 6)
+    assert r["fold_threshold"] == thr
+    assert r["fold_accuracy"] == acc
+
+
+def test_many_blocks_match_the_naive_loop():
+    # 2,000 pairs of 128-d rows span several of _pair_scores' cache blocks.
+    a, b, same = _random_problem(2000, seed=41, dim=128)
+    r = evaluate_pairs(a, b, same, n_folds=10)
+    ref = _naive_reference(a, b, same, n_folds=10)
+    assert r["fold_accuracy"] == ref["acc"]
+    assert r["fold_threshold"] == ref["thr"]
+    assert r["val_threshold"] == ref["val_thr"]
+    assert r["val_per_fold"] == ref["val"]
+
+
+def test_layout_and_dtype_of_the_input_change_nothing():
+    a, b, same = _random_problem(1500, seed=42, dim=96)
+    base = evaluate_pairs(a, b, same, mode="exact")
+    inter = np.empty((3000, 96), np.float32)
+    inter[0::2], inter[1::2] = a, b
+    variants = {
+        "interleaved views": (inter[0::2], inter[1::2]),
+        "fortran order": (np.asfortranarray(a), np.asfortranarray(b)),
+        "float64": (a.astype(np.float64), b.astype(np.float64)),
+    }
+    for what, (x, y) in variants.items():
+        assert evaluate_pairs(x, y, same, mode="exact") == base, what
+    # The inputs are never modified.
+    assert np.array_equal(inter[0::2], a) and np.array_equal(inter[1::2], b)
+
+
+def test_bad_rows_are_named_whichever_block_they_are_in():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(3000, 64)).astype(np.float32)
+    b = rng.normal(size=(3000, 64)).astype(np.float32)
+    same = np.arange(3000) % 2 == 0
+    b[5, 0] = np.inf  # first block of emb_b ...
+    a[2900, 1] = np.nan  # ... and a late block of emb_a: emb_a is reported, as it is checked first
+    with pytest.raises(FaceforgeError, match=r"emb_a contains NaN or Inf in 1 row.*row 2900"):
+        evaluate_pairs(a, b, same)
+    a[2900, 1] = 0.0
+    with pytest.raises(FaceforgeError, match=r"emb_b contains NaN or Inf in 1 row.*row 5"):
+        evaluate_pairs(a, b, same)
+    b[5, 0] = 3e20  # finite, but its square overflows float32
+    with pytest.raises(FaceforgeError, match="emb_b has values too large"):
+        evaluate_pairs(a, b, same)

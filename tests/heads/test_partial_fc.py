@@ -107,6 +107,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two spawned processes with torch.distributed: ~10 s
 def test_two_process_gloo(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 

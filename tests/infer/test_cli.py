@@ -48,14 +48,15 @@ def test_verify_cli_matches_the_api(trained_checkpoint, people, capsys) -> None:
     c = people / f"id{FIRST + 1}" / "0.png"
     rec = FaceRecognizer.from_checkpoint(trained_checkpoint, detector=None)
     for x, y in ((a, b), (a, c)):
-        assert main(["verify", str(x), str(y), "--model", str(trained_checkpoint), "--json"]) == 0
+        code = main(["verify", str(x), str(y), "--model", str(trained_checkpoint), "--json"])
         out = _json(capsys)
         api = rec.verify(x, y)
+        assert code == (0 if api["verified"] else 1)  # exit 1: "different people"
         assert out["verified"] == api["verified"]
         assert out["similarity"] == pytest.approx(api["similarity"], abs=1e-6)
         assert out["threshold"] == pytest.approx(rec.threshold)
         assert out["model"]["backend"] == "torch" and "aligned" not in out["faces"]["a"]
-    assert main(["verify", str(a), str(b), "--model", str(trained_checkpoint), "--threshold", "1.0"]) == 0
+    assert main(["verify", str(a), str(b), "--model", str(trained_checkpoint), "--threshold", "1.0"]) == 1
     text = capsys.readouterr().out
     assert text.startswith("DIFFERENT people") and "threshold 1.0000 (argument)" in text
 

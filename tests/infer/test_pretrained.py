@@ -93,11 +93,18 @@ def test_verify_real_photos_with_dlib_and_no_other_flag(lfw, capsys) -> None:
     assert main(["verify", str(a), str(b), "--model", "dlib"]) == 0
     out = capsys.readouterr()
     assert out.out.startswith("SAME person") and "calibrated on" in out.out and out.err == ""
-    assert main(["verify", str(a), str(c), "--model", "dlib", "--json"]) == 0
+    assert main(["verify", str(a), str(c), "--model", "dlib", "--json"]) == 1  # 1: different people
     res = json.loads(capsys.readouterr().out)
     assert res["verified"] is False and res["similarity"] < res["threshold"]
     fmr = res["false_match_rate"]
-    assert 0.0 <= fmr["fmr"] <= 1.0 and fmr["impostors"] >= 3000
+    # The share of the calibration's impostor pairs scoring this high: more than pass the (higher)
+    # threshold, fewer than all of them.
+    import faceforge.models
+    from faceforge.eval.calibration import estimate_fmr
+
+    shipped = Path(faceforge.models.__file__).with_name("calibrations") / "dlib.json"
+    at_threshold = estimate_fmr(json.loads(shipped.read_text()), res["threshold"])["fmr"]
+    assert fmr["impostors"] == 3000 and at_threshold < fmr["fmr"] < 1.0
     assert res["model"]["template"] == "dlib" and res["model"]["input_size"] == [150, 150]
 
 

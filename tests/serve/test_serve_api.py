@@ -45,7 +45,16 @@ def _png_size(b64: str) -> tuple[int, int]:
 def test_open_endpoints_and_api_key(live_server, client, serve_recognizer, serve_gallery, serve_cfg) -> None:
     h = httpx.get(live_server.url + "/healthz")
     assert h.status_code == 200
-    assert h.json() == {"status": "ok", "model": serve_recognizer.name, "gallery_size": len(serve_gallery)}
+    health = h.json()
+    assert {k: health[k] for k in ("status", "model", "gallery_size")} == {
+        "status": "ok",
+        "model": serve_recognizer.name,
+        "gallery_size": len(serve_gallery),
+    }
+    # the input limits are listed (docs/security.md), and the decode budget's use
+    assert health["limits"]["max_pixels"] == serve_cfg.max_pixels
+    assert health["limits"]["max_body_bytes"] == serve_cfg.max_body
+    assert set(health["decode"]) >= {"in_use_bytes", "peak_bytes", "refused_busy"}
 
     page = httpx.get(live_server.url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -82,6 +91,8 @@ def test_open_endpoints_and_api_key(live_server, client, serve_recognizer, serve
 
 def test_verify_same_and_different_identity(client, serve_recognizer, synth_png, serve_cfg) -> None:
     correct = 0
+    genuine: list[float] = []
+    impostor: list[float] = []
     pairs = _pairs(serve_cfg)
     h, w = serve_recognizer.face_cfg.input_size
     for ka, kb, same in pairs:
@@ -98,8 +109,14 @@ def test_verify_same_and_different_identity(client, serve_recognizer, synth_png,
             assert face["bbox"] is None  # a 112×112 aligned crop is not detected again
             assert _png_size(face["aligned_png"]) == (w, h)
         correct += got["verified"] == same
+        (genuine if same else impostor).append(got["similarity"])
     # The fixture model scores ~0.89 on its validation pairs; an untrained one says "same" to all (0.5).
-    assert correct / len(pairs) >= 0.75, f"{correct}/{len(pairs)} verdicts right"
+    # A count on 24 pairs at 0.75 sits ~2.5 sigma below that and flips with another machine's fixture
+    # model; a low bar on the count plus a rank statistic hold for any model that learnt identity
+    # (15/24 is ~4 sigma below 0.89) and fail for one that did not (AUC ~0.5).
+    assert correct / len(pairs) >= 0.6, f"{correct}/{len(pairs)} verdicts right"
+    auc = float((np.array(genuine)[:, None] > np.array(impostor)[None, :]).mean())
+    assert auc >= 0.8, auc
 
 
 def test_verify_threshold_override(client, synth_png, serve_cfg) -> None:

@@ -71,6 +71,7 @@ def test_two_process_ddp_partial_fc_then_resume_as_one_process(data, tmp_path) -
     assert not torch.equal(after["state_dict"]["head.weight"], ckpt["state_dict"]["head.weight"])
 
 
+@pytest.mark.slow  # trains a model
 def test_mid_epoch_resume_with_another_global_micro_batch_keeps_the_image_position(
     data, tmp_path, monkeypatch
 ) -> None:

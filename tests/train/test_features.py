@@ -102,6 +102,7 @@ def _module(data: Path, runs: Path, *extra: str) -> tuple[FaceRecognitionModule,
     return FaceRecognitionModule(cfg, 8), cfg
 
 
+@pytest.mark.slow  # trains a model
 def test_frozen_backbone_is_unchanged_and_head_learns(data, tmp_path) -> None:
     ref, cfg = _module(data, tmp_path, "--trainer.freeze_backbone_epochs", "1")
     r = train(cfg, evaluate_test=False)  # train() seeds the same way before building the module
@@ -111,6 +112,7 @@ def test_frozen_backbone_is_unchanged_and_head_learns(data, tmp_path) -> None:
     assert not torch.equal(sd["head.weight"], ref.head.weight)
 
 
+@pytest.mark.slow  # trains a model
 def test_ema_follows_its_formula_and_is_what_inference_loads(data, tmp_path) -> None:
     m, _ = _module(data, tmp_path, "--trainer.ema_decay", "0.9")
     w0 = [p.detach().clone() for p in m.backbone.parameters()]
@@ -144,6 +146,7 @@ def test_backbone_clipping_leaves_the_head_alone(data, tmp_path) -> None:
     assert torch.equal(m.head.weight.grad, head_grad)
 
 
+@pytest.mark.slow  # trains a model
 def test_early_stopping_stops(data, tmp_path) -> None:
     # The loss falls, so "max" never improves: patience 1 stops after the second epoch of five.
     r = train(
@@ -194,6 +197,7 @@ def test_preset_keeps_explicit_values_and_checks_the_global_batch() -> None:
 
 
 # ---------------------------------------------------------------- loggers and precision
+@pytest.mark.slow  # trains a model
 def test_tensorboard_and_csv_loggers_write(data, tmp_path) -> None:
     r = train(
         _cfg(

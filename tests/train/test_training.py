@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from faceforge.cli.main import main
+from faceforge.data.pairs import read_pairs
 from faceforge.data.synth import write_dataset
 from faceforge.models.checkpoint import load_checkpoint, read_checkpoint
 from faceforge.train.config import load_config
@@ -59,6 +61,7 @@ def _cfg(data: Path, runs: Path, *extra: str) -> dict:
     )
 
 
+@pytest.mark.slow  # trains a model
 def test_train_writes_the_run_directory_and_reproduces(tiny_data, tmp_path) -> None:
     cfg = _cfg(tiny_data, tmp_path)
     r1 = train(cfg)
@@ -67,14 +70,23 @@ def test_train_writes_the_run_directory_and_reproduces(tiny_data, tmp_path) -> N
     assert any((r1.run_dir / "tb").rglob("events.out.tfevents*"))
     metrics = json.loads((r1.run_dir / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and metrics["history"][-1]["skipped_images"] == 0
-    assert 0.0 <= metrics["test"]["model"]["accuracy"] <= 1.0
-    assert "raw_pixels" in metrics["test"]
-    # The checkpoint is plain data (weights_only) and carries what inference needs.
+    # The test rows score every pair of test_pairs.txt: 10 equal folds of 12, so each accuracy is a
+    # whole number of right decisions over the 120 pairs.
+    n_test = len(read_pairs(tiny_data / "test_pairs.txt"))
+    for row in ("model", "raw_pixels"):
+        res = metrics["test"][row]
+        assert res["n_pairs"] == n_test == 120, res["n_pairs"]
+        right = res["accuracy"] * n_test
+        assert abs(right - round(right)) < 1e-6 and 0 <= round(right) <= n_test
+    # The checkpoint is plain data (weights_only) and carries what inference needs: the calibration
+    # of the validation epoch that made it the best checkpoint.
     ckpt = read_checkpoint(r1.best_checkpoint)
     assert ckpt["face_cfg"]["input_size"] == [32, 32]
-    assert ckpt["calibration"]["threshold_cos_best_accuracy"] == pytest.approx(
-        ckpt["calibration"]["threshold_cos_best_accuracy"]
-    )
+    cal = ckpt["calibration"]
+    assert cal["accuracy"] == pytest.approx(max(h["val_acc"] for h in metrics["history"]))
+    assert cal["n_genuine"] + cal["n_impostor"] == len(read_pairs(tiny_data / "val_pairs.txt"))
+    assert cal["far_target"] is None  # 120 impostor pairs cannot measure FAR 1e-3
+    assert cal["threshold"] == cal["threshold_cos_best_accuracy"] and -1.0 <= cal["threshold"] <= 1.0
     # The saved config.yaml reproduces the run bit for bit.
     r2 = train(load_config(r1.run_dir / "config.yaml"))
     w1 = read_checkpoint(r1.last_checkpoint)["state_dict"]
@@ -85,6 +97,7 @@ def test_train_writes_the_run_directory_and_reproduces(tiny_data, tmp_path) -> N
     assert r1.run_dir != r2.run_dir
 
 
+@pytest.mark.slow  # trains a model
 def test_undecodable_image_is_skipped_and_counted(tiny_data, tmp_path, capsys) -> None:
     import shutil
 
@@ -101,6 +114,7 @@ def test_undecodable_image_is_skipped_and_counted(tiny_data, tmp_path, capsys) -
     assert "skipped images 2" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # trains a model
 def test_loaded_checkpoint_embeds_like_the_training_module(tiny_data, tmp_path) -> None:
     r = train(_cfg(tiny_data, tmp_path, "--trainer.max_epochs", "1"), evaluate_test=False)
     model = load_checkpoint(r.last_checkpoint)
@@ -126,6 +140,7 @@ def test_crafted_checkpoint_is_refused(tmp_path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_eval_cli_writes_the_report(tiny_data, tmp_path, capsys) -> None:
     r = train(_cfg(tiny_data, tmp_path, "--trainer.max_epochs", "1"), evaluate_test=False)
     out = tmp_path / "report"
@@ -151,15 +166,19 @@ def test_eval_cli_writes_the_report(tiny_data, tmp_path, capsys) -> None:
     assert "| test_pairs" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # trains a model
 def test_bf16_mixed_trains_without_nan(tiny_data, tmp_path) -> None:
     r = train(
         _cfg(tiny_data, tmp_path, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed"),
         evaluate_test=False,
     )
     loss = r.history[-1]["loss"]
-    assert loss is not None and loss == loss and loss < 1e4  # finite, not NaN
+    # Finite and within what ArcFace at scale 16 over 8 classes can give: logits lie in [-16, 16],
+    # so the cross-entropy is at most log(1 + 7 e^32) < 2 * 16 + log 8 (a bf16 overflow is far above).
+    assert loss is not None and math.isfinite(loss) and 0.0 < loss < 2 * 16 + math.log(8)
 
 
+@pytest.mark.slow  # trains a model
 def test_verification_every_n_steps_drives_best_checkpoint(tiny_data, tmp_path, monkeypatch) -> None:
     from faceforge.train import callbacks
 
@@ -180,6 +199,7 @@ def test_verification_every_n_steps_drives_best_checkpoint(tiny_data, tmp_path, 
     assert best_score == pytest.approx(max(acc for _, acc in seen))
 
 
+@pytest.mark.slow  # trains a model
 def test_truncated_recordio_trains_and_counts(tiny_data, tmp_path) -> None:
     """A .rec cut short mid-record: training goes on and the lost records are counted."""
     from faceforge.data.folder import scan_folder
@@ -205,14 +225,21 @@ def test_config_augmentations_reach_the_training_images(tiny_data, tmp_path) -> 
     plain = FaceDataModule(_cfg(tiny_data, tmp_path)["data"])
     aug = FaceDataModule(cfg["data"])
     x0, y0 = plain.train_set[0]
-    x1, y1 = aug.train_set[0]
-    assert y0 == y1 and x1.dtype == torch.uint8 and x1.shape == x0.shape
 
-    # Downscaled by 4 and back: much less high-frequency detail than the original.
+    # Downscaled by 4 and back: much less high-frequency detail than the original. The down / up
+    # interpolations are drawn at random (torch's generator, so the order of the tests used to decide
+    # them): the detail ratio of this image is 0.52, 0.61 or 0.73 depending on the draw, so every draw
+    # is checked against a bound all of them meet, and the seed is fixed for a repeatable run.
     def detail(x: torch.Tensor) -> float:
         return float((x[:, :, 1:].float() - x[:, :, :-1].float()).abs().mean())
 
-    assert detail(x1) < 0.7 * detail(x0)
+    torch.manual_seed(0)
+    ratios = []
+    for _ in range(16):
+        x1, y1 = aug.train_set[0]
+        assert y0 == y1 and x1.dtype == torch.uint8 and x1.shape == x0.shape
+        ratios.append(detail(x1) / detail(x0))
+    assert max(ratios) < 0.8 and sum(ratios) / len(ratios) < 0.7, ratios  # 1.0 if it were not applied
     assert aug.num_classes == plain.num_classes
     bad = _cfg(tiny_data, tmp_path, "--data.augment", "[{name: low_resolutoin}]")
     with pytest.raises(Exception, match="did you mean 'low_resolution'"):

@@ -1,21 +1,23 @@
-"""``faceforge detect`` / ``faceforge align`` and the model-store actions ``models fetch|files``.
+"""``faceforge detect`` / ``faceforge align``.
 
-``register(subparsers)`` adds ``detect`` and ``align``; ``add_store_commands(models_subparsers)``
-adds ``fetch`` and ``files`` under the ``models`` command (whose parser belongs to
-``cli/models_cmd.py``). Every action sets ``func(args) -> int``.
+``register(subparsers)`` adds ``detect`` and ``align``; every action sets ``func(args) -> int``.
 
 Usage::
 
-    faceforge detect IMG... [--detector yunet] [--json] [--out PNG|DIR] [--model-path P]
+    faceforge detect IMG|DIR... [--detector yunet] [--json] [--out PNG|DIR] [--model-path P]
     faceforge align SRC DST [--detector yunet] [--size 112] [--template arcface]
                             [--largest|--all] [--workers N] [--retry-failed]
-    faceforge models fetch NAME [--force]
-    faceforge models files [--json]
+
+``detect`` prints one line (or JSON object) per image; a folder stands for the images under it.
+Exit code: 0 when every image holds a face, 1 when every image was read but at least one holds
+none (the answer is "no face"), 2 when an image could not be read or drawn (its line says why).
 
 ``align`` mirrors SRC's folder tree into DST (one crop per image, ``name.jpg``; with ``--all``
 ``name_0.jpg``, ``name_1.jpg``, …). Per-file problems (not an image, unreadable, no face, …) are
 written to ``DST/failures.jsonl`` as ``{"file", "reason"}`` and never stop the run. A re-run skips
 files whose crop exists and, unless ``--retry-failed``, files listed in ``failures.jsonl``.
+Exit code: 0 when DST holds at least one crop afterwards, 2 when not a single face could be aligned
+(or SRC holds no file), with a one-line reason.
 """
 
 from __future__ import annotations
@@ -32,16 +34,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceforge.cli._common import add_progress_option, show_progress
 from faceforge.errors import FaceforgeError
 
-__all__ = [
-    "add_store_commands",
-    "cmd_align",
-    "cmd_detect",
-    "cmd_models_fetch",
-    "cmd_models_files",
-    "register",
-]
+__all__ = ["cmd_align", "cmd_detect", "register"]
 
 FAILURES = "failures.jsonl"
 
@@ -73,23 +69,70 @@ def _draw(rgb: np.ndarray, faces: list) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- detect
 
 
+def _detect_inputs(items: list[str]) -> list[str]:
+    """Image paths: files as given, folders expanded to the images under them (sorted)."""
+    from faceforge.align.io import IMAGE_EXTENSIONS
+
+    out: list[str] = []
+    for raw in items:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(
+                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise FaceforgeError(
+                    f"folder {p} holds no image (expected files ending in {', '.join(IMAGE_EXTENSIONS)})"
+                )
+            out += found
+        else:
+            out.append(raw)  # a missing or broken file is that image's own error line
+    return out
+
+
+#: a range note is printed when a detector cannot see faces this small (pixels) in the image
+_NOTE_FROM_PX = 32
+
+
+def _range_note(det: Any, width: int, height: int) -> str | None:
+    """For detectors with a limited range (MediaPipe): the smallest face they can find in this image."""
+    smallest = getattr(det, "smallest_face", None)
+    if smallest is None:
+        return None
+    px = float(smallest(width, height))
+    if px < _NOTE_FROM_PX:  # the range covers every face a photo this size can hold well
+        return None
+    return (
+        f"{det.name} finds faces of about {px:.0f} px and larger in a {width}x{height} image; "
+        "smaller faces are out of its range (try --detector yunet or scrfd)"
+    )
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     """Detect faces in each image; print one JSON object (or a text line) per image."""
     from faceforge.align import create_detector
     from faceforge.align.io import read_image
 
+    images = _detect_inputs(args.images)
     det = create_detector(args.detector, **_detector_kwargs(args))
     out = Path(args.out) if args.out else None
-    many = len(args.images) > 1
+    many = len(images) > 1
     if out is not None and many:
+        if out.exists() and not out.is_dir():
+            raise FaceforgeError(f"--out {out} is a file; with several images --out must be a folder")
         out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for name in args.images:
+    failed = without_face = 0
+    for name in images:
         rec: dict[str, Any] = {"file": name}
         try:
             rgb = read_image(name)
             faces = det.detect(rgb)
             rec.update(width=int(rgb.shape[1]), height=int(rgb.shape[0]), faces=[f.to_dict() for f in faces])
+            if not faces:
+                without_face += 1
+                why = _range_note(det, rec["width"], rec["height"])
+                if why:
+                    rec["note"] = why
             if out is not None:
                 dst = out / (Path(name).stem + ".png") if many else out
                 if not cv2.imwrite(str(dst), _draw(rgb, faces)):
@@ -104,10 +147,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         elif "error" in rec:
             print(f"{name}: error: {rec['error']}")
         else:
-            print(f"{name}: {len(rec['faces'])} face(s)")
+            print(f"{name}: {len(rec['faces'])} face(s)" + (f" ({rec['note']})" if "note" in rec else ""))
             for f in rec["faces"]:
                 print(f"  score {f['score']:.3f} bbox {f['bbox']} landmarks {f['landmarks']}")
-    return 1 if failed else 0
+    return 2 if failed else 1 if without_face else 0
 
 
 # ---------------------------------------------------------------------------------------------- align
@@ -206,6 +249,8 @@ def cmd_align(args: argparse.Namespace) -> int:
     # The dlib template is defined at 150 px (dlib's chip); arcface at 112.
     size = parse_size(args.size if args.size is not None else (150 if args.template == "dlib" else 112))
     get_template(args.template, size)  # fail early on a bad template/size combination
+    if dst.resolve() == src.resolve():
+        raise FaceforgeError(f"align: DST {dst} is SRC itself; expected another (new or empty) folder")
     ext = "." + args.ext.lstrip(".").lower()
     if ext not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
         raise FaceforgeError(f"--ext {args.ext!r}: expected jpg, png, bmp or webp")
@@ -215,12 +260,13 @@ def cmd_align(args: argparse.Namespace) -> int:
 
     failures_path = dst / FAILURES
     old_failures = _read_failures(failures_path)
-    jobs, skipped, kept_failures = [], 0, {}
+    jobs, skipped, done_before, kept_failures = [], 0, 0, {}
     for p, rel in _scan(src, dst):
         key = rel.as_posix()
         first = _outputs(rel, 1, dst, ext, args.all)[0]
         if first.exists():
             skipped += 1
+            done_before += 1
         elif key in old_failures and not args.retry_failed:
             kept_failures[key] = old_failures[key]
             skipped += 1
@@ -233,7 +279,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     new_failures: dict[str, str] = {}
     n_ok = n_crops = 0
     progress = None
-    if not args.quiet:
+    if show_progress(args):
         from tqdm import tqdm
 
         progress = tqdm(total=len(jobs), desc="align", unit="img", file=sys.stderr, dynamic_ncols=True)
@@ -274,66 +320,16 @@ def cmd_align(args: argparse.Namespace) -> int:
         "failures_file": str(failures_path),
     }
     print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items()))
+    if n_ok + done_before == 0:
+        if not jobs and not kept_failures:
+            raise FaceforgeError(f"align: no file under {src} (expected a folder of photos)")
+        allf = {**kept_failures, **new_failures}
+        first = next(iter(sorted(allf.items())))
+        raise FaceforgeError(
+            f"align: not one face aligned from {src}: {len(allf)} file(s) failed (e.g. {first[0]}: "
+            f"{first[1]}); every reason is in {failures_path}"
+        )
     return 0
-
-
-# --------------------------------------------------------------------------------------------- models
-
-
-def cmd_models_fetch(args: argparse.Namespace) -> int:
-    """Download a known model file into the store (verified by SHA-256)."""
-    from faceforge.align import store
-
-    progress = None
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="B", unit_scale=True, desc=args.name, file=sys.stderr)
-
-        def progress(done: int, total: int | None) -> None:
-            if total and bar.total != total:
-                bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
-        path = store.fetch(args.name, force=args.force, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
-    print(path)
-    return 0
-
-
-def cmd_models_files(args: argparse.Namespace) -> int:
-    """List the known model files and where a verified copy is."""
-    from faceforge.align import store
-
-    rows = store.files_status()
-    if args.json:
-        print(json.dumps({"search_dirs": [str(d) for d in store.search_dirs()], "files": rows}, indent=2))
-        return 0
-    print("search dirs: " + os.pathsep.join(str(d) for d in store.search_dirs()))
-    for r in rows:
-        where = r["path"] or "missing"
-        print(f"{r['name']:<18} {r['filename']:<36} {r['license']:<40} {where}")
-    return 0
-
-
-def add_store_commands(models_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``fetch`` and ``files`` actions to the ``models`` command's sub-parsers."""
-    from faceforge.align.store import KNOWN_FILES
-
-    p = models_subparsers.add_parser("fetch", help="download a detector model file (SHA-256 verified)")
-    p.add_argument("name", help="one of: " + ", ".join(KNOWN_FILES))
-    p.add_argument("--force", action="store_true", help="download again even if a verified copy exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_models_fetch)
-
-    p = models_subparsers.add_parser("files", help="known detector model files and where they are")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_models_files)
 
 
 def _threshold(v: str) -> float:
@@ -355,21 +351,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from faceforge.align.detectors.base import list_detectors
 
     names = ", ".join(list_detectors())
-    p = subparsers.add_parser("detect", help="detect faces and 5 landmarks in images")
-    p.add_argument("images", nargs="+", metavar="IMG")
-    p.add_argument("--detector", default="yunet", help=f"backend: {names}")
+    p = subparsers.add_parser(
+        "detect",
+        help="detect faces and 5 landmarks in images",
+        description="Detect faces and 5 landmarks. Exit code 0: every image holds a face; 1: every "
+        "image was read but at least one holds none; 2: an image could not be read (its line says why).",
+    )
+    p.add_argument("images", nargs="+", metavar="IMG", help="image files or folders (searched recursively)")
+    p.add_argument("--detector", default="yunet", help=f"backend (default yunet): {names}")
     p.add_argument("--model-path", help="model file (or MTCNN folder) instead of the model store")
-    p.add_argument("--score-threshold", type=_threshold, default=None)
+    p.add_argument(
+        "--score-threshold",
+        type=_threshold,
+        default=None,
+        help="minimum face score in [0, 1] (default: the detector's own, see docs/align.md)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--out", help="draw boxes/landmarks: a PNG path (one image) or a folder (several)")
     p.set_defaults(func=cmd_detect)
 
-    p = subparsers.add_parser("align", help="detect + 5-point align a folder of photos into crops")
+    p = subparsers.add_parser(
+        "align",
+        help="detect + 5-point align a folder of photos into crops",
+        description="Detect and align every photo under SRC into DST (per-file failures in "
+        "DST/failures.jsonl). Exit code 0 when DST holds at least one crop, 2 when no face at all "
+        "could be aligned.",
+    )
     p.add_argument("src", help="folder of photos (walked recursively)")
     p.add_argument("dst", help="output folder (mirrors SRC's tree)")
-    p.add_argument("--detector", default="yunet", help=f"backend: {names}")
+    p.add_argument("--detector", default="yunet", help=f"backend (default yunet): {names}")
     p.add_argument("--model-path", help="model file (or MTCNN folder) instead of the model store")
-    p.add_argument("--score-threshold", type=_threshold, default=None)
+    p.add_argument(
+        "--score-threshold",
+        type=_threshold,
+        default=None,
+        help="minimum face score in [0, 1] (default: the detector's own, see docs/align.md)",
+    )
     p.add_argument(
         "--size",
         default=None,
@@ -385,5 +402,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_non_negative, default=1, help="processes (0 = all cores)")
     p.add_argument("--retry-failed", action="store_true", help="retry files listed in failures.jsonl")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.set_defaults(func=cmd_align)

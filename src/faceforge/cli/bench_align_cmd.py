@@ -5,6 +5,10 @@ Usage::
     faceforge bench-align --pairs ../shared/data/lfw/pairs.txt --root ../shared/data/lfw/lfw-deepfunneled \\
         --detectors yunet,scrfd,retinaface --model dlib --out runs/bench_align [--folds 1]
 
+Progress goes to stderr: a line when each stage (detection, embedding) starts and ends, with counts
+and elapsed seconds, and one every 30 s inside a stage; ``warning:`` lines say when the pair list
+makes the numbers unreliable (single-class folds, too few pairs for AUC / EER).
+
 Per detector: detection success rate, time per image (median, p95), peak RSS, GPU memory, and the
 recogniser's 10-fold accuracy, AUC and EER on that detector's crops (see
 :mod:`faceforge.eval.align_bench` for how failures and memory are handled). ``--model`` takes what
@@ -81,6 +85,10 @@ def cmd_bench_align(args: argparse.Namespace) -> int:
         if d not in known:
             raise FaceforgeError(f"unknown detector {d!r}{did_you_mean(d, known)}; known: {', '.join(known)}")
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+
+    def warn(s: str) -> None:  # said even with --quiet: the numbers need it
+        print(f"warning: {s}", file=sys.stderr, flush=True)
+
     rows = bench_align(
         args.pairs,
         dets,
@@ -92,6 +100,7 @@ def cmd_bench_align(args: argparse.Namespace) -> int:
         select=args.select,
         use_cache=not args.no_cache,
         log=log,
+        warn=warn,
     )
     if args.json:
         print(json.dumps(rows, default=float))
@@ -129,5 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-native", action="store_true", help="leave out the dlib-native baseline row")
     p.add_argument("--no-cache", action="store_true", help="ignore OUT/cache/*.npz from an earlier run")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress lines (warnings about the pairs still print)",
+    )
     p.set_defaults(func=cmd_bench_align)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from faceforge.cli._common import add_progress_option, show_progress
 from faceforge.errors import FaceforgeError
 
 __all__ = [
@@ -129,7 +130,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             lst.append((base + len(lst), label, rel))
             yield label, data
 
-    progress = not args.quiet
+    progress = show_progress(args)
     if n_workers == 1:
         _pool_init()
         results = _progress(map(_pack_load, jobs), len(jobs), "pack", progress)
@@ -184,6 +185,7 @@ def _ext_for(data: bytes) -> str:
 def cmd_unpack(args: argparse.Namespace) -> int:
     """Unpack a ``.rec`` into a folder; unreadable records are skipped and counted."""
     from faceforge.data.recordio import FaceRecordDataset, rec_paths
+    from faceforge.fileio import check_inside
 
     ds = FaceRecordDataset(args.rec)
     rec, _, _ = rec_paths(args.rec)
@@ -193,7 +195,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
-    for i in _progress(range(len(ds)), len(ds), "unpack", not args.quiet):
+    for i in _progress(range(len(ds)), len(ds), "unpack", show_progress(args)):
         key = int(ds.keys[i])
         try:
             label, data = ds.read_raw(i)
@@ -205,6 +207,8 @@ def cmd_unpack(args: argparse.Namespace) -> int:
             cname = classes[label] if 0 <= label < len(classes) else str(label)
             rel = f"{cname}/{key:08d}{_ext_for(data)}"
         dest = out / rel
+        # symlinks already in OUT must not lead a name of the .lst outside it
+        check_inside(dest, out, f"{rec.with_suffix('.lst')} (record {key})", args.allow_outside_root)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
         written += 1
@@ -404,7 +408,9 @@ def cmd_to_bin(args: argparse.Namespace) -> int:
     from faceforge.data.binset import pairs_to_bin
     from faceforge.data.pairs import read_pairs
 
-    pairs = read_pairs(args.pairs, root=args.root, fmt=args.format)
+    pairs = read_pairs(
+        args.pairs, root=args.root, fmt=args.format, allow_outside_root=args.allow_outside_root
+    )
     size = tuple(args.image_size) if args.image_size else None
     out = pairs_to_bin(pairs, args.out, image_size=size)  # type: ignore[arg-type]
     print(f"wrote {len(pairs)} pairs ({int(pairs.issame.sum())} genuine) to {out}")
@@ -436,6 +442,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         mode=args.mode,
         seed=args.seed,
         workers=args.workers,
+        progress=show_progress(args),
+        overwrite=args.overwrite,
     )
     print(f"SynthFaces written to {args.out}")
     if isinstance(summary, dict):
@@ -466,6 +474,9 @@ def _non_negative(v: str) -> int:
     return n
 
 
+_LAYOUT_HELP = "auto (default): recognised; folder: ROOT/ID/*.jpg; flat: ROOT/ID_seq.jpg"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` command and its actions to ``subparsers``; each action sets ``func``."""
     data = subparsers.add_parser("data", help="data sets: pack, unpack, inspect, split, pairs, .bin, synth")
@@ -475,19 +486,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="image folder -> insightface RecordIO (.rec/.idx/property)")
     p.add_argument("src", help="image folder: SRC/ID/*.jpg or flat SRC/ID_seq.jpg")
     p.add_argument("out", help="output .rec path, prefix, or folder (-> OUT/train.rec)")
-    p.add_argument("--layout", choices=["auto", "flat", "folder"], default="auto")
+    p.add_argument("--layout", choices=["auto", "flat", "folder"], default="auto", help=_LAYOUT_HELP)
     p.add_argument("--workers", type=_non_negative, default=0, help="processes (0 = all cores)")
     p.add_argument("--no-header", action="store_true", help="no insightface record 0 / identity records")
     p.add_argument("--no-verify", action="store_true", help="do not decode images (only drop empty files)")
     p.add_argument("--resize", type=_positive, default=None, help="resize to NxN and re-encode as JPEG")
-    p.add_argument("--quality", type=_positive, default=95, help="JPEG quality with --resize")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quality", type=_positive, default=95, help="JPEG quality with --resize (default 95)")
+    add_progress_option(p)
     p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("unpack", help=".rec -> image folder")
     p.add_argument("rec", help=".rec path, prefix, or folder holding train.rec")
     p.add_argument("out", help="output folder")
-    p.add_argument("--quiet", action="store_true")
+    add_progress_option(p)
+    p.add_argument(
+        "--allow-outside-root", action="store_true", help="let .lst names lead outside OUT (symlinks)"
+    )
     p.set_defaults(func=cmd_unpack)
 
     p = sub.add_parser("inspect", help="counts, images-per-class histogram, sizes")
@@ -500,47 +514,103 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("root", help="image folder (flat ID_seq.jpg or ROOT/ID/*.jpg)")
     p.add_argument("--out", required=True, help="split JSON file (re-used when it exists)")
     p.add_argument(
-        "--ratios", type=float, nargs=3, default=[0.70, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST")
+        "--ratios",
+        type=float,
+        nargs=3,
+        default=[0.70, 0.15, 0.15],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="shares of the identities (default 0.70 0.15 0.15)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the identity shuffle (default 0)")
     p.add_argument("--min-image-size", type=_non_negative, default=0, help="drop IDs with a smaller image")
     p.add_argument("--class-names", default=None, help="file with the IDs to keep, one per line")
-    p.add_argument("--layout", choices=["auto", "flat", "folder"], default="auto")
+    p.add_argument("--layout", choices=["auto", "flat", "folder"], default="auto", help=_LAYOUT_HELP)
     p.add_argument("--overwrite", action="store_true", help="re-split even if --out exists")
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("make-pairs", help="balanced pairs in identity-disjoint folds (LFW pairs.txt)")
     p.add_argument("root", help="ROOT/ID/ID_NNNN.jpg folder")
     p.add_argument("--out", required=True, help="pairs file to write")
-    p.add_argument("--folds", type=_positive, default=10)
+    p.add_argument("--folds", type=_positive, default=10, help="identity-disjoint folds (default 10)")
     p.add_argument(
         "--pairs-per-fold", type=_positive, default=300, help="genuine (= impostor) pairs per fold"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", choices=["lfw", "csv"], default="lfw")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the pair draw (default 0)")
+    p.add_argument(
+        "--format",
+        choices=["lfw", "csv"],
+        default="lfw",
+        help="lfw: LFW View-2 pairs.txt (ID/ID_NNNN.jpg names); csv: path_a,path_b,issame,fold",
+    )
     p.set_defaults(func=cmd_make_pairs)
 
     p = sub.add_parser("to-bin", help="pair list -> insightface .bin")
     p.add_argument("pairs", help="pairs.txt / lfw_ann.txt / CSV")
     p.add_argument("out", help="output .bin")
     p.add_argument("--root", default=None, help="image root (default: the pair file's folder)")
-    p.add_argument("--format", choices=["auto", "lfw", "ann", "triplet", "csv"], default="auto")
-    p.add_argument("--image-size", type=_positive, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument(
+        "--format",
+        choices=["auto", "lfw", "ann", "triplet", "csv"],
+        default="auto",
+        help="pair-list format (default: recognised from the file)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_positive,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="resize every image to H W before packing (default: as they are)",
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="let image paths of the pair list resolve outside --root (refused by default)",
+    )
     p.set_defaults(func=cmd_to_bin)
 
     p = sub.add_parser("from-bin", help="insightface .bin -> images + pairs.csv")
     p.add_argument("bin", help=".bin file")
     p.add_argument("out", help="output folder")
-    p.add_argument("--folds", type=_positive, default=10)
+    p.add_argument("--folds", type=_positive, default=10, help="folds written to pairs.csv (default 10)")
     p.set_defaults(func=cmd_from_bin)
 
-    p = sub.add_parser("synth", help="render the SynthFaces data set")
-    p.add_argument("--identities", type=_positive, default=300)
-    p.add_argument("--images-per-id", type=_positive, default=40)
-    p.add_argument("--val-identities", type=_non_negative, default=50)
-    p.add_argument("--test-identities", type=_non_negative, default=100)
-    p.add_argument("--mode", choices=["aligned", "wild"], default="aligned")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser(
+        "synth",
+        help="render the SynthFaces data set",
+        description="Render SynthFaces into --out: train/ val/ test/ ImageFolders, landmarks.csv, "
+        "val_pairs.txt / test_pairs.txt (10 identity-disjoint folds) and synthfaces.json. A non-empty "
+        "--out written with other parameters is refused (--overwrite replaces it whole).",
+    )
+    p.add_argument("--identities", type=_positive, default=300, help="training identities (default 300)")
+    p.add_argument(
+        "--images-per-id", type=_positive, default=40, help="images per identity, at least 2 (default 40)"
+    )
+    p.add_argument(
+        "--val-identities",
+        type=_non_negative,
+        default=50,
+        help="validation identities for val_pairs.txt: 0 (none) or at least 20 (default 50)",
+    )
+    p.add_argument(
+        "--test-identities",
+        type=_non_negative,
+        default=100,
+        help="held-out identities for test_pairs.txt: 0 (none) or at least 20 (default 100)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["aligned", "wild"],
+        default="aligned",
+        help="aligned: 112x112 ArcFace crops (default); wild: 250x250 scenes for detection",
+    )
+    p.add_argument("--seed", type=int, default=0, help="data-set seed: same seed, same images (default 0)")
     p.add_argument("--workers", type=_non_negative, default=0, help="processes (0 = all cores)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier identical run)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a SynthFaces folder written with other parameters (removes what it wrote there)",
+    )
+    add_progress_option(p)
     p.set_defaults(func=cmd_synth)

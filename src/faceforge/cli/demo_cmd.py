@@ -6,19 +6,54 @@ import argparse
 import time
 from pathlib import Path
 
+from faceforge.cli._common import add_progress_option, check_config_types, show_progress, write_report
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
     p = sub.add_parser(
-        "demo", help="generate SynthFaces, train configs/quickstart.yaml, evaluate on held-out identities"
+        "demo",
+        help="generate SynthFaces, train configs/quickstart.yaml, evaluate on held-out identities",
+        description="SynthFaces -> train -> held-out report, with no data, GPU or network. Extra "
+        "--section.key value arguments override the training config (as for faceforge train).",
     )
     p.add_argument("--config", default=None, help="training config (default: configs/quickstart.yaml)")
-    p.add_argument("--data", default="data/synthfaces", help="where SynthFaces is written")
-    p.add_argument("--identities", type=int, default=600)
-    p.add_argument("--images-per-id", type=int, default=20)
-    p.add_argument("--test-identities", type=int, default=100)
-    p.add_argument("--val-identities", type=int, default=50)
+    p.add_argument(
+        "--data",
+        default="data/synthfaces",
+        help="where SynthFaces is written (re-used when it holds the same set; default data/synthfaces)",
+    )
+    p.add_argument("--identities", type=_positive, default=600, help="training identities (default 600)")
+    p.add_argument("--images-per-id", type=_positive, default=20, help="images per identity (default 20)")
+    p.add_argument(
+        "--test-identities",
+        type=_positive,
+        default=100,
+        help="held-out identities of the report, at least 20 (default 100)",
+    )
+    p.add_argument(
+        "--val-identities",
+        type=_positive,
+        default=50,
+        help="validation identities that pick the best epoch, at least 20 (default 50)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a SynthFaces folder at --data that was written with other parameters",
+    )
+    add_progress_option(p)
     p.set_defaults(func=run, accepts_overrides=True)
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be >= 1")
+    return n
 
 
 def _default_config() -> str:
@@ -36,12 +71,15 @@ def _default_config() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo end to end and print the held-out table."""
-    from faceforge.cli.eval_cmd import write_report
     from faceforge.data.synth import write_dataset
     from faceforge.eval.report import format_table
-    from faceforge.train.config import load_config
+    from faceforge.train.config import load_config, validate_components
     from faceforge.train.run import train
 
+    # The config first: a bad override is an error before minutes of rendering.
+    cfg = load_config(args.config or _default_config(), ["--data.root", args.data, *args.overrides])
+    check_config_types(cfg)
+    validate_components(cfg)
     t0 = time.perf_counter()
     print(
         f"[1/3] SynthFaces: {args.identities} training + {args.val_identities} validation + "
@@ -54,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
         images_per_id=args.images_per_id,
         val_identities=args.val_identities,
         test_identities=args.test_identities,
+        progress=show_progress(args),
+        overwrite=args.overwrite,
     )
-    cfg = load_config(args.config or _default_config(), ["--data.root", args.data, *args.overrides])
     print(
         f"[2/3] training {cfg['model']['backbone']['name']} + {cfg['model']['head']['name']} "
         f"for {cfg['trainer']['max_epochs']} epochs ({time.perf_counter() - t0:.0f} s so far)",

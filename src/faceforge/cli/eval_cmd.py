@@ -26,14 +26,13 @@ report folder (default: the checkpoint's run directory for a ``.ckpt``, else
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from faceforge.cli._common import RESERVED_KEYS, read_report, write_report
 from faceforge.errors import FaceforgeError
 
-# Top-level keys of report.json that are not result rows.
-RESERVED_KEYS = ("calibration",)
+__all__ = ["RESERVED_KEYS", "read_report", "register", "write_report"]
 
 
 def _common(p: argparse.ArgumentParser, sub: bool) -> None:
@@ -69,7 +68,7 @@ def _common(p: argparse.ArgumentParser, sub: bool) -> None:
         default=d(None),
         help="report folder (default: the checkpoint's run directory, else ./eval_reports/<model name>)",
     )
-    p.add_argument("--batch-size", type=int, default=d(256))
+    p.add_argument("--batch-size", type=int, default=d(256), help="images per forward pass (default 256)")
     p.add_argument(
         "--flip",
         choices=("none", "sum", "concat", "norm"),
@@ -133,9 +132,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pair list: LFW pairs.txt, 'label p1 p2', 'p1 p2 label' or CSV (repeatable)",
     )
     p.add_argument("--root", help="image folder of the --pairs lists (default: found next to the pair file)")
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="let image paths of pair lists resolve outside their root (refused by default)",
+    )
     p.add_argument("--name", help="report name of the set when exactly one is given")
     p.add_argument("--mode", choices=("grid", "exact"), default="grid", help="10-fold threshold search")
-    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--folds", type=int, default=10, help="folds of the accuracy protocol (default 10)")
     p.add_argument(
         "--far", type=float, default=1e-3, help="operating point of the calibration (default 1e-3)"
     )
@@ -238,83 +242,6 @@ def _out(args: argparse.Namespace, model: Any) -> Path:
     where = "the checkpoint's run directory" if model.kind == "checkpoint" else "default for this model"
     print(f"report folder: {out} ({where}; --out DIR to change)")
     return out
-
-
-def read_report(path: Path) -> dict[str, Any]:
-    """An existing ``report.json`` (``{}`` when absent); unreadable ones are an error, never overwritten."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise FaceforgeError(f"{path} is not valid JSON ({e}); move it away or pass --fresh") from None
-    if not isinstance(data, dict):
-        raise FaceforgeError(
-            f"{path}: expected an object of set name -> metrics; move it away or pass --fresh"
-        )
-    return data
-
-
-def write_report(
-    results: dict[str, Any],
-    out: Path,
-    calibration: dict[str, Any] | None = None,
-    merge: bool = False,
-) -> dict[str, Path]:
-    """``report.json``, ``report.md``, ``roc.png`` and ``det.png`` in ``out``.
-
-    ``report.json`` is ``{row name: metrics}`` plus, when given, the top-level ``"calibration"``
-    block (:mod:`faceforge.eval.calibration`). With ``merge`` the rows (and calibration) of an
-    existing report are kept unless replaced by a row of the same name.
-    """
-    from faceforge.eval.report import format_report, plot_det, plot_roc, split_rows, write_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = read_report(out / "report.json") if merge else {}
-    data.update(results)
-    if calibration is not None:
-        data["calibration"] = calibration
-    rows = {k: v for k, v in data.items() if k not in RESERVED_KEYS and isinstance(v, dict)}
-    paths: dict[str, Path] = {"json": write_json(data, out / "report.json")}
-    curves = {
-        k: v for kind, g in split_rows(rows).items() if kind in ("verification", "ijb") for k, v in g.items()
-    }
-    curves = {k: v for k, v in curves.items() if v.get("roc_fpr")}
-    md = ["# Evaluation report", "", format_report(rows, markdown=True)]
-    cal = data.get("calibration")
-    if isinstance(cal, dict):
-        md += ["", "## Calibration", "", _calibration_text(cal)]
-    if curves:
-        paths["png"] = plot_roc(curves, out / "roc.png")
-        md += ["", "![ROC](roc.png)"]
-        try:
-            paths["det"] = plot_det(curves, out / "det.png")
-            md += ["", "![DET](det.png)"]
-        except FaceforgeError as e:
-            # Every curve is error-free: a log-log DET has nothing to show, so say so in the report.
-            md += ["", f"DET plot omitted: {e}"]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    paths["md"] = out / "report.md"
-    return paths
-
-
-def _calibration_text(cal: dict[str, Any]) -> str:
-    far = cal.get("far_target")
-    at = f"FAR = {far:g}" if far is not None else "best 10-fold accuracy"
-    lines = [
-        f"- source: {cal.get('source')}",
-        f"- default threshold (cosine, accept `>=`): {cal.get('threshold'):.4f} at {at}",
-    ]
-    if cal.get("far_note"):
-        lines.append(f"- why: {cal['far_note']}")
-    n_imp, n_gen = cal.get("n_impostor"), cal.get("n_genuine")
-    if n_imp is not None:
-        gen = f", {n_gen:,} genuine" if n_gen is not None else ""
-        lines.append(f"- pairs behind it: {n_imp:,} impostor{gen}")
-    lines.append(f"- best-accuracy threshold: {cal.get('threshold_cos_best_accuracy'):.4f}")
-    for k, v in (cal.get("tar_at_far_threshold_cos") or {}).items():
-        lines.append(f"- threshold at FAR = {float(k):g}: {v:.4f}")
-    return "\n".join(lines)
 
 
 def _print_paths(paths: dict[str, Path]) -> None:
@@ -431,6 +358,9 @@ def _check_write_calibration(args: argparse.Namespace, model: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate every set, print the table, write the report (and the model's calibration)."""
+    from faceforge.fileio import set_outside_root_allowed
+
+    set_outside_root_allowed(getattr(args, "allow_outside_root", False))
     from faceforge.eval.calibration import calibration_from_result, pick_threshold
     from faceforge.eval.report import format_report
     from faceforge.eval.suite import evaluate_sets, load_sr_module, write_checkpoint_calibration

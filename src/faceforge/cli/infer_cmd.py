@@ -17,8 +17,14 @@ EdgeFace / face.evoLVe (``--arch`` when the keys leave a choice; ``--color --mea
 --input-size`` override any inferred preprocessing fact).
 Labels come from the folder layout: ``DIR/<label>/*.jpg`` gives each image its sub-folder's name;
 images directly in ``DIR`` are labelled by their file stem. A gallery remembers the model that
-built it, so ``--model`` may be left out of ``gallery add|search``. Images that cannot be decoded
-or hold no face are skipped with a note (``--json``: listed under ``"skipped"``), never fatal.
+built it: a pretrained name is used when ``--model`` is left out of ``gallery add|search``, but a model
+file is only ever loaded when ``--model`` names it (a gallery folder is data, ``docs/security.md``).
+Images that cannot be decoded or hold no face are skipped with a note (``--json``: listed under
+``"skipped"``), never fatal.
+
+Exit codes: ``verify`` 0 same person, 1 different people; every verb 2 on an error, including
+``embed`` / ``gallery build`` / ``gallery add`` when not one face could be embedded (nothing is
+written then).
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from faceforge.cli._common import add_model_options, load_recognizer
+from faceforge.cli._common import add_model_options, is_quiet, load_recognizer
 from faceforge.errors import FaceforgeError
 
 __all__ = ["collect_images", "register"]
 
 
-def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True, threshold: bool = True) -> None:
+    """``--model`` and friends, the detector options, ``--json``; ``--threshold/--far`` where they decide."""
     add_model_options(p, required, "" if required else "default: the gallery's model")
     p.add_argument(
         "--detector",
@@ -47,14 +54,20 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
         "--detector-model", help="detector model file for --detector NAME (e.g. SCRFD det_10g.onnx)"
     )
-    p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibration)")
-    p.add_argument("--far", type=float, help="use the calibration's threshold at this false accept rate")
+    if threshold:
+        p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibration)")
+        p.add_argument("--far", type=float, help="use the calibration's threshold at this false accept rate")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``verify``, ``embed`` and ``gallery``."""
-    p = sub.add_parser("verify", help="are two photos the same person? (similarity vs calibrated threshold)")
+    p = sub.add_parser(
+        "verify",
+        help="are two photos the same person? (similarity vs calibrated threshold)",
+        description="Are two photos the same person? Exit code 0: same person; 1: different people; "
+        "2: an error (a file that is not an image, no face, a bad model).",
+    )
     p.add_argument("a", help="first image")
     p.add_argument("b", help="second image")
     _add_model_args(p)
@@ -63,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="embeddings of a folder of images into an .npz")
     p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output .npz (embeddings, paths, labels)")
-    _add_model_args(p)
+    _add_model_args(p, threshold=False)
     p.set_defaults(func=cmd_embed)
 
     g = sub.add_parser("gallery", help="build, edit and search a Faiss face gallery")
@@ -72,14 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="gallery directory to write")
     p.add_argument("--index", default="auto", help="auto (by size), flat, ivf or ivfpq")
-    _add_model_args(p)
+    _add_model_args(p, threshold=False)
     p.set_defaults(func=cmd_gallery_build)
 
     p = gs.add_parser("add", help="add images to a gallery")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--gallery", required=True, help="gallery directory")
     p.add_argument("--label", help="label for every added image (default: from the folder layout)")
-    _add_model_args(p, required=False)
+    _add_model_args(p, required=False, threshold=False)
     p.set_defaults(func=cmd_gallery_add)
 
     p = gs.add_parser("remove", help="remove every entry with the given labels")
@@ -104,8 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _gallery_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 1
+    parser.print_help(sys.stderr)  # no action given: nothing was done, an error
+    return 2
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -149,6 +162,15 @@ def _embed_files(
     return (np.stack(embs) if embs else np.zeros((0, dim), np.float32)), kept, skipped
 
 
+def _nothing_embedded(inputs: list[str], skipped: list[dict], outcome: str) -> FaceforgeError:
+    """The one-line error of a verb that found no face at all in its inputs."""
+    first = f" (e.g. {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
+    return FaceforgeError(
+        f"no face could be embedded from {', '.join(inputs)}: all {len(skipped)} image(s) skipped"
+        f"{first}; {outcome}"
+    )
+
+
 def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -157,7 +179,7 @@ def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None
 
 
 def _note_skipped(args: argparse.Namespace, skipped: list[dict]) -> None:
-    if skipped and not args.json:
+    if skipped and not args.json and not is_quiet(args):
         print(f"skipped {len(skipped)} image(s):", file=sys.stderr)
         for s in skipped[:20]:
             print(f"  {s['file']}: {s['reason']}", file=sys.stderr)
@@ -169,6 +191,13 @@ def _gallery_model(args: argparse.Namespace, gallery: Any) -> Any:
     model = args.model or gallery.model_info.get("model") or gallery.model_info.get("source")
     if not model:
         raise FaceforgeError(f"gallery {args.gallery} does not record its model; pass --model")
+    if not args.model and model not in list_pretrained():
+        # A gallery folder is data: the file path in its manifest is never opened without the user
+        # naming it (a tampered manifest must not make this command load an arbitrary file).
+        raise FaceforgeError(
+            f"gallery {args.gallery} was built with the model file {model}; pass --model {model} to use it "
+            "(a gallery's manifest is never followed to a file)"
+        )
     if model not in list_pretrained() and not Path(model).is_file():
         raise FaceforgeError(f"the gallery's model {model} does not exist any more; pass --model")
     rec = load_recognizer(args, model)
@@ -207,7 +236,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
         text += f"\nfalse-match rate at this similarity, from the calibration: {rate}"
     _print(args, payload, text)
-    return 0
+    return 0 if res["verified"] else 1
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -215,6 +244,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     rec = load_recognizer(args)
     files = collect_images(args.inputs)
     emb, kept, skipped = _embed_files(rec, files)
+    if not kept:
+        raise _nothing_embedded(args.inputs, skipped, "nothing written")
     out = Path(args.out)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
@@ -241,7 +272,7 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
     rec = load_recognizer(args)
     emb, kept, skipped = _embed_files(rec, collect_images(args.inputs))
     if not kept:
-        raise FaceforgeError(f"no face could be embedded from {', '.join(args.inputs)}; nothing to build")
+        raise _nothing_embedded(args.inputs, skipped, "nothing to build")
     from faceforge.models.pretrained import list_pretrained
 
     spec = args.model if args.model in list_pretrained() else str(Path(args.model).resolve())
@@ -266,6 +297,8 @@ def cmd_gallery_add(args: argparse.Namespace) -> int:
     g = Gallery.load(args.gallery)
     rec = _gallery_model(args, g)
     emb, kept, skipped = _embed_files(rec, collect_images(args.inputs))
+    if not kept:
+        raise _nothing_embedded(args.inputs, skipped, f"gallery {args.gallery} left as it was")
     labels = [args.label or lab for _, lab in kept]
     g.add(emb, labels, [{"path": str(p)} for p, _ in kept])
     g.save(args.gallery)

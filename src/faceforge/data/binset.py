@@ -16,6 +16,15 @@ argument-checking stand-ins, not the real callables:
 
 Anything else (``os.system``, ``builtins.eval``, object arrays, ...) raises :class:`FaceforgeError`
 before it can run. The loaded value is then checked to be exactly the structure above.
+
+Amplification is bounded too (``docs/security.md``), each limit raised by an environment variable:
+the file size (:data:`MAX_FILE_BYTES`, ``FACEFORGE_BIN_MAX_FILE_MB``, 4096), the image count
+(:data:`MAX_IMAGES`, ``FACEFORGE_BIN_MAX_IMAGES``, 200,000), how often one pickled object may be
+referenced again through the memo (:data:`MAX_FANOUT`, ``FACEFORGE_BIN_MAX_FANOUT``, 64 — counted by a
+scan of the opcodes before anything is built, so 100 KB repeating one JPEG 40,000 times is refused),
+and the bytes :meth:`BinSet.decode_all` may allocate (:data:`MAX_DECODED_BYTES`,
+``FACEFORGE_BIN_MAX_DECODED_MB``, 4096), checked before the array exists; every image's declared size
+is checked against the decoder's pixel limit (:func:`faceforge.imageio.check_encoded`) before decoding.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +44,14 @@ import numpy as np
 
 from faceforge.data.pairs import Pairs, write_pairs_csv
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import env_limit
+from faceforge.imageio import check_encoded
 
 __all__ = [
+    "MAX_DECODED_BYTES",
+    "MAX_FANOUT",
+    "MAX_FILE_BYTES",
+    "MAX_IMAGES",
     "BinSet",
     "RestrictedUnpickler",
     "bin_to_pairs",
@@ -43,6 +60,18 @@ __all__ = [
     "safe_loads",
     "write_bin",
 ]
+
+
+#: largest .bin file read (``FACEFORGE_BIN_MAX_FILE_MB``)
+MAX_FILE_BYTES = env_limit("FACEFORGE_BIN_MAX_FILE_MB", 4096 * 2**20, 2**20)
+#: most images one .bin may hold (``FACEFORGE_BIN_MAX_IMAGES``; LFW has 12,000)
+MAX_IMAGES = env_limit("FACEFORGE_BIN_MAX_IMAGES", 200_000)
+#: most references to one pickled object (``FACEFORGE_BIN_MAX_FANOUT``; LFW's busiest image is in 6 pairs)
+MAX_FANOUT = env_limit("FACEFORGE_BIN_MAX_FANOUT", 64)
+#: most bytes decode_all allocates for the decoded images (``FACEFORGE_BIN_MAX_DECODED_MB``)
+MAX_DECODED_BYTES = env_limit("FACEFORGE_BIN_MAX_DECODED_MB", 4096 * 2**20, 2**20)
+
+_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 
 
 class _Refused(pickle.UnpicklingError):
@@ -140,8 +169,35 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise _Refused("persistent ids are not allowed")
 
 
-def safe_loads(data: bytes, source: str = "<bytes>") -> Any:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`; errors become :class:`FaceforgeError`."""
+def memo_fanout(data: bytes, source: str, max_fanout: int) -> int:
+    """Scan the pickle's opcodes (nothing is built) and refuse one whose memo repeats an object more
+    than ``max_fanout`` times, or whose opcodes are truncated; returns the largest repeat count."""
+    refs: Counter[Any] = Counter()
+    try:
+        for op, arg, _pos in pickletools.genops(io.BytesIO(data)):
+            if op.name in _GET_OPS:
+                refs[arg] += 1
+    except Exception as e:  # truncated or malformed opcodes: never handed to the C unpickler, whose
+        # counted-bytes opcodes allocate the declared length before reading it
+        raise FaceforgeError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from None
+    if not refs:
+        return 0
+    memo, n = refs.most_common(1)[0]
+    if n > max_fanout:
+        raise FaceforgeError(
+            f"{source}: refused to load: memo entry {memo} is referenced {n} times (limit {max_fanout}); "
+            "one stored image repeated that often only inflates the set (FACEFORGE_BIN_MAX_FANOUT raises it)"
+        )
+    return n
+
+
+def safe_loads(data: bytes, source: str = "<bytes>", *, max_fanout: int | None = None) -> Any:
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`; errors become :class:`FaceforgeError`.
+
+    ``max_fanout``: refuse a pickle whose memo references one object more often (None: no scan).
+    """
+    if max_fanout is not None:
+        memo_fanout(data, source, max_fanout)
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except _Refused as e:
@@ -181,30 +237,54 @@ class BinSet:
         return len(self.issame)
 
     def decode(self, i: int) -> np.ndarray | None:
-        """Decode image ``i`` to RGB ``uint8`` HWC; ``None`` if it does not decode."""
+        """Decode image ``i`` to RGB ``uint8`` HWC; ``None`` if it does not decode or declares more pixels
+        than the decoder's limit (read from its header first)."""
         data = self.images[i]
         if not data:
+            return None
+        try:
+            check_encoded(data, source=f"{self.source} image {i}")
+        except FaceforgeError:
             return None
         im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         return None if im is None else cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
 
-    def decode_all(self, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def decode_all(
+        self, size: tuple[int, int] | None = None, max_bytes: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Decode every image to ``[2N, H, W, 3]`` RGB ``uint8`` (resized to ``size`` = (h, w) when
         given, else the first good image's size). Returns ``(images, ok)``; images that do not decode
-        are zeros with ``ok[i] = False`` and are counted in :attr:`num_corrupt`."""
-        decoded = [self.decode(i) for i in range(len(self.images))]
-        ok = np.array([d is not None for d in decoded], dtype=bool)
+        are zeros with ``ok[i] = False`` and are counted in :attr:`num_corrupt`.
+
+        The output is allocated once, after checking it against ``max_bytes`` (default
+        :data:`MAX_DECODED_BYTES`); images are decoded one at a time into it.
+        """
+        limit = MAX_DECODED_BYTES if max_bytes is None else int(max_bytes)
+        n = len(self.images)
+        first_i, first = 0, None
         if size is None:
-            first = next((d for d in decoded if d is not None), None)
+            for first_i in range(n):
+                first = self.decode(first_i)
+                if first is not None:
+                    break
             size = (112, 112) if first is None else (first.shape[0], first.shape[1])
-        h, w = size
-        out = np.zeros((len(decoded), h, w, 3), dtype=np.uint8)
-        for i, d in enumerate(decoded):
+        h, w = (int(v) for v in size)
+        need = n * h * w * 3
+        if need > limit:
+            raise FaceforgeError(
+                f"{self.source or '.bin'}: decoding {n} images at {h}x{w} needs {need / 2**20:,.0f} MiB, "
+                f"over the limit of {limit / 2**20:,.0f} MiB (FACEFORGE_BIN_MAX_DECODED_MB raises it)"
+            )
+        out = np.zeros((n, h, w, 3), dtype=np.uint8)
+        ok = np.zeros(n, dtype=bool)
+        for i in range(n):
+            d = first if (first is not None and i == first_i) else self.decode(i)
             if d is None:
                 continue
             if d.shape[:2] != (h, w):
                 d = cv2.resize(d, (w, h), interpolation=cv2.INTER_AREA)
             out[i] = d
+            ok[i] = True
         self.num_corrupt = int((~ok).sum())
         return out, ok
 
@@ -219,7 +299,13 @@ def read_bin(path: str | os.PathLike[str]) -> BinSet:
     p = Path(path).expanduser()
     if not p.is_file():
         raise FaceforgeError(f".bin file {p} does not exist")
-    obj = safe_loads(p.read_bytes(), str(p))
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise FaceforgeError(
+            f"{p} is {size / 2**20:,.0f} MiB, over the .bin limit of {MAX_FILE_BYTES / 2**20:,.0f} MiB "
+            "(FACEFORGE_BIN_MAX_FILE_MB raises it)"
+        )
+    obj = safe_loads(p.read_bytes(), str(p), max_fanout=MAX_FANOUT)
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise FaceforgeError(f"{p}: expected a pickled (images, issame) pair, got {type(obj).__name__}")
     bins, issame = obj
@@ -235,6 +321,11 @@ def read_bin(path: str | os.PathLike[str]) -> BinSet:
         same = np.asarray(issame, dtype=bool)
     else:
         raise FaceforgeError(f"{p}: the second element must be a list of bools (issame)")
+    if len(bins) > MAX_IMAGES:
+        raise FaceforgeError(
+            f"{p}: holds {len(bins)} images, over the limit of {MAX_IMAGES} "
+            "(FACEFORGE_BIN_MAX_IMAGES raises it)"
+        )
     if len(bins) % 2:
         raise FaceforgeError(f"{p}: holds an odd number of images ({len(bins)}); pairs need an even number")
     if len(bins) != 2 * len(same):
@@ -255,7 +346,11 @@ def write_bin(
         raise FaceforgeError(f"write_bin({p}): {len(imgs)} images for {len(same)} labels; need 2 per label")
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "wb") as fh:
-        pickle.dump((imgs, same), fh, protocol=4)
+        pickler = pickle.Pickler(fh, protocol=4)
+        # No memo: an image used by several pairs is stored once per use, as insightface's files are,
+        # so the file never needs the memo fan-out that read_bin refuses.
+        pickler.fast = True
+        pickler.dump((imgs, same))
     return p
 
 
@@ -288,6 +383,7 @@ def pairs_to_bin(
                 except OSError as e:
                     raise FaceforgeError(f"cannot read image {q}: {e}") from None
                 if image_size is not None:
+                    check_encoded(data, source=f"image {q}")  # its header, before decoding
                     im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
                     if im is None:
                         raise FaceforgeError(f"image {q} does not decode (corrupt or not an image)")

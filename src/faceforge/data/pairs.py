@@ -22,6 +22,11 @@ Formats read by :func:`read_pairs` (``fmt=`` name in brackets):
   ``img2``/``image2``/``right``; label ``label``/``issame``/``is_same``/``same``/``genuine``;
   optional ``fold``.
 
+Every image path must resolve (symlinks followed) inside the root — ``root`` when given, else the
+pair file's folder: an absolute path, ``..``, ``~`` or a symlink leading elsewhere (``/etc/passwd``,
+``/proc/self/environ``) is refused with its line number unless ``allow_outside_root`` (the command
+line's ``--allow-outside-root``) says otherwise (``docs/security.md``).
+
 Labels are ``0``/``1``/``true``/``false`` (case-insensitive). Pair files without fold information
 get ``n_folds`` (default 10, at most one per pair) contiguous, near-equal folds, which is what
 insightface's ``KFold(10, shuffle=False)`` evaluation uses. Relative paths are resolved against
@@ -44,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import check_inside
 
 __all__ = [
     "Pairs",
@@ -332,6 +338,7 @@ def read_pairs(
     *,
     n_folds: int | None = None,
     check_exists: bool = True,
+    allow_outside_root: bool | None = None,
 ) -> Pairs:
     """Read a pair list (see the module docstring for the formats).
 
@@ -343,9 +350,12 @@ def read_pairs(
         n_folds: force this many contiguous folds; ``None`` keeps the file's folds (View-2 header,
             CSV ``fold`` column) and uses 10 otherwise.
         check_exists: raise if an image is missing (the message lists the first ones with line numbers).
+        allow_outside_root: let image paths resolve outside the root (``root``, else the pair file's
+            folder); None follows :func:`faceforge.fileio.outside_root_allowed` (``--allow-outside-root``).
 
     Raises:
-        FaceforgeError: unreadable file, unknown format, bad line or label, or missing images.
+        FaceforgeError: unreadable file, unknown format, bad line or label, an image path outside the
+            root (:class:`~faceforge.fileio.OutsideRootError`, naming the line), or missing images.
     """
     p = Path(path).expanduser()
     if fmt not in FORMATS:
@@ -373,6 +383,13 @@ def read_pairs(
         pa, pb, same, folds, linenos = _read_columns(p, lines, base or p.parent, kind, n_folds)
     if not same:
         raise FaceforgeError(f"{p}: no pairs found")
+    inside = os.path.realpath(base if base is not None else p.parent)
+    checked: set[str] = set()
+    for k, (a, b) in enumerate(zip(pa, pb)):
+        for q in (a, b):
+            if q not in checked:
+                check_inside(q, inside, f"{p}:{linenos[k]}", allow_outside_root)
+                checked.add(q)
     if check_exists:
         missing: list[str] = []
         n_missing = 0

@@ -21,14 +21,26 @@ Format implemented (no mxnet needed):
 
 Reads are random access by key; each process opens the file lazily (the handle is re-opened when
 the pid changes and dropped when pickled), so a :class:`FaceRecordDataset` is safe with any number of
-DataLoader workers. Records that are truncated, badly framed or do not decode are skipped and counted
-(:attr:`FaceRecordDataset.num_skipped`), never raised.
+DataLoader workers. Records that are truncated, badly framed, carry an impossible label or do not
+decode are skipped and counted (:attr:`FaceRecordDataset.num_skipped`), never raised.
+
+Hostile files (``docs/security.md``): every number read from the files is checked before it sizes an
+allocation or a loop. ``.idx`` keys and offsets must be non-negative (an error names the line) and
+there cannot be more entries than the ``.rec`` has room for; a record's length must fit in the file
+and under :data:`MAX_RECORD_BYTES` (``$FACEFORGE_REC_MAX_RECORD_MB``) before it is read, so a sparse
+6 GiB file is never read whole; label floats per record are capped; record 0's identity range and each
+identity record's ``[first, end)`` must be integers inside the image records and must not overlap
+(an error names the record); labels must be class indices below ``max(property classes, images)``
+and :data:`MAX_CLASSES` (``$FACEFORGE_REC_MAX_CLASSES``), so no label sizes a ``bincount``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import logging
+import math
 import os
 import struct
 from collections.abc import Callable, Iterable
@@ -42,6 +54,8 @@ import torch
 from torch.utils.data import Dataset
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import env_limit
+from faceforge.imageio import check_encoded, probe
 
 __all__ = [
     "MAGIC",
@@ -63,6 +77,27 @@ _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _LEN_MASK = (1 << 29) - 1
 _IR_FMT = "<IfQQ"
 _IR_SIZE = struct.calcsize(_IR_FMT)  # 24
+#: label floats one record may carry (insightface uses 1 or 2)
+MAX_LABEL_FLOATS = 1024
+#: bytes a reader will allocate for one record's header read in one go
+_ONE_READ = 1 << 20
+
+
+#: largest record payload read (a face image is ~10 KB); ``$FACEFORGE_REC_MAX_RECORD_MB`` raises it
+MAX_RECORD_BYTES = env_limit("FACEFORGE_REC_MAX_RECORD_MB", 64 * 2**20, 2**20)
+#: largest class count (``property``, labels); ``$FACEFORGE_REC_MAX_CLASSES`` raises it
+MAX_CLASSES = env_limit("FACEFORGE_REC_MAX_CLASSES", 10_000_000)
+
+
+def _as_index(v: Any, lo: int, hi: int) -> int | None:
+    """``v`` as an int in ``[lo, hi]`` when it is a finite integral number there, else None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
+        return None
+    return int(f)
 
 
 @dataclass
@@ -205,6 +240,8 @@ class IndexedRecordReader:
 
     def _read_idx(self) -> dict[int, int]:
         offsets: dict[int, int] = {}
+        # Every record takes at least its 8-byte frame header: more entries than that is not an index.
+        most = self.file_size // 8 + 1
         with open(self.idx_path, encoding="ascii", errors="replace") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
@@ -215,9 +252,19 @@ class IndexedRecordReader:
                 except (ValueError, IndexError):
                     raise FaceforgeError(
                         f"{self.idx_path}:{lineno}: expected 'index<TAB>offset' integers, "
-                        f"got {line.strip()!r}"
+                        f"got {line.strip()[:80]!r}"
                     ) from None
+                if k < 0 or off < 0:
+                    raise FaceforgeError(
+                        f"{self.idx_path}:{lineno}: key {k} / offset {off} is negative; expected "
+                        f"non-negative integers (offsets into {self.rec_path.name}, {self.file_size} bytes)"
+                    )
                 offsets[k] = off
+                if len(offsets) > most:
+                    raise FaceforgeError(
+                        f"{self.idx_path}:{lineno}: more index entries than {self.rec_path.name} "
+                        f"({self.file_size} bytes) can hold records; the index does not belong to it"
+                    )
         return offsets
 
     def scan(self) -> dict[int, int]:
@@ -281,10 +328,17 @@ class IndexedRecordReader:
         return max(0, min(nxt, self.file_size) - off)
 
     def read(self, key: int) -> bytes:
-        """Return the payload of record ``key``; raise ``KeyError`` / ``ValueError`` when absent/damaged."""
+        """Return the payload of record ``key``; raise ``KeyError`` / ``ValueError`` when absent/damaged.
+
+        Lengths are checked against the file size and :data:`MAX_RECORD_BYTES` before anything is read.
+        """
         off = self.offsets[key]
-        buf = self._pread(self._span(off), off)  # usually the whole framed record in one read
+        if off < 0 or off + 8 > self.file_size:
+            raise ValueError(f"record {key}: offset {off} is outside the file ({self.file_size} bytes)")
+        # Usually the whole framed record in one read; never more than _ONE_READ on trust.
+        buf = self._pread(min(self._span(off), _ONE_READ), off)
         pos = 0
+        total = 0
 
         def take(n: int) -> bytes:
             if pos + n <= len(buf):
@@ -293,6 +347,8 @@ class IndexedRecordReader:
 
         parts: list[bytes] = []
         while True:
+            if off + pos + 8 > self.file_size:
+                raise ValueError(f"record {key} at offset {off + pos}: truncated header (end of file)")
             head = take(8)
             if len(head) < 8:
                 raise ValueError(f"record {key} at offset {off + pos}: truncated header (end of file)")
@@ -301,6 +357,17 @@ class IndexedRecordReader:
                 raise ValueError(f"record {key} at offset {off + pos}: bad magic 0x{magic:08x}")
             cflag, length = lrec >> 29, lrec & _LEN_MASK
             pos += 8
+            total += length
+            if total > MAX_RECORD_BYTES:
+                raise ValueError(
+                    f"record {key} at offset {off}: {total} bytes exceed the record limit of "
+                    f"{MAX_RECORD_BYTES} (FACEFORGE_REC_MAX_RECORD_MB)"
+                )
+            if off + pos + length > self.file_size:
+                raise ValueError(
+                    f"record {key} at offset {off}: truncated "
+                    f"({self.file_size - off - pos} of {length} bytes)"
+                )
             data = take(length)
             if len(data) < length:
                 raise ValueError(f"record {key} at offset {off}: truncated ({len(data)} of {length} bytes)")
@@ -320,6 +387,12 @@ class IndexedRecordReader:
         if magic != MAGIC:
             raise ValueError(f"record {key} at offset {off}: bad magic 0x{magic:08x}")
         flag = struct.unpack_from("<I", head, 8)[0]
+        length = lrec & _LEN_MASK
+        if flag > MAX_LABEL_FLOATS or (flag and (lrec >> 29) == 0 and _IR_SIZE + 4 * flag > length):
+            raise ValueError(
+                f"record {key} at offset {off}: header declares {flag} label floats "
+                f"(record of {length} bytes, at most {MAX_LABEL_FLOATS} allowed)"
+            )
         if flag == 0 or (lrec >> 29) != 0:
             # scalar labels, or a split record (rare): read what is needed / the whole record
             if flag == 0:
@@ -439,16 +512,21 @@ def write_face_rec(
     if image_size is None:
         image_size = (0, 0)
         if first_img is not None:
-            im = cv2.imdecode(np.frombuffer(first_img, np.uint8), cv2.IMREAD_COLOR)
-            if im is not None:
-                image_size = (int(im.shape[0]), int(im.shape[1]))
+            with contextlib.suppress(FaceforgeError):  # the header says the size: nothing decoded
+                header = probe(first_img, source=f"{rec} first image")
+                image_size = (header.height, header.width)
     prop.write_text(f"{ncls},{image_size[0]},{image_size[1]}\n", encoding="utf-8")
     return {"rec": rec, "idx": idx, "property": prop, "num_images": n, "num_classes": ncls}
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode JPEG/PNG bytes to an RGB ``uint8`` HWC array; ``None`` if they do not decode."""
+    """Decode JPEG/PNG bytes to an RGB ``uint8`` HWC array; ``None`` if they do not decode or declare more
+    pixels than the decoder's limit (:func:`faceforge.imageio.check_encoded`, read from the header)."""
     if not data:
+        return None
+    try:
+        check_encoded(data, source="record")
+    except FaceforgeError:
         return None
     im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if im is None:
@@ -486,6 +564,11 @@ class FaceRecordDataset(Dataset):
         self.transform = transform
         self.to_float = to_float
         self.property = read_property(prop) if prop.is_file() else None
+        if self.property is not None and not 0 <= self.property[0] <= MAX_CLASSES:
+            raise FaceforgeError(
+                f"{prop}: num_classes {self.property[0]} is outside 0..{MAX_CLASSES} "
+                "(FACEFORGE_REC_MAX_CLASSES raises the limit)"
+            )
         self.num_skipped = 0
         self.identity_ranges: list[tuple[int, int]] | None = None
         keys = self.reader.keys
@@ -493,15 +576,7 @@ class FaceRecordDataset(Dataset):
         if h0 is not None:
             a, b = h0
             keys = list(range(1, a))
-            ranges = []
-            for k in range(a, b):
-                try:
-                    lab = np.asarray(self.reader.read_header(k).label)
-                    ranges.append((int(lab[0]), int(lab[1])))
-                except (ValueError, KeyError):
-                    ranges = []
-                    break
-            self.identity_ranges = ranges or None
+            self.identity_ranges = self._read_ranges(a, b)
         size = self.reader.file_size
         ok = [k for k in keys if k in self.reader.offsets and self.reader.offsets[k] + 8 <= size]
         ok = self._drop_truncated(ok)
@@ -510,9 +585,17 @@ class FaceRecordDataset(Dataset):
             log.warning("%s: %d record(s) beyond the end of the file skipped", rec, self.num_truncated)
         self.keys = np.asarray(ok, dtype=np.int64)
         self._labels: np.ndarray | None = None
+        # A label is a class index below this (so nothing sized by a label can explode).
+        n_classes = max(
+            self.property[0] if self.property else 0, len(self.keys), len(self.identity_ranges or ())
+        )
+        self.label_limit = min(n_classes, MAX_CLASSES)
 
     def _header_record(self, keys: list[int]) -> tuple[int, int] | None:
-        """``(a, b)`` if record 0 is an insightface header (array label, no image), else ``None``."""
+        """``(a, b)`` if record 0 is an insightface header (array label, no image), else ``None``.
+
+        A header whose ranges are impossible (not integers, outside the index) is an error naming it.
+        """
         if not keys or keys[0] != 0:
             return None
         try:
@@ -521,10 +604,44 @@ class FaceRecordDataset(Dataset):
             return None
         if h0.flag < 2 or payload:
             return None
-        a, b = (int(v) for v in np.asarray(h0.label)[:2])
-        if not 1 <= a <= b or a - 1 > len(keys):
+        lab = np.asarray(h0.label)[:2]
+        top = max(self.reader.offsets) + 1
+        a, b = _as_index(lab[0], 1, top), _as_index(lab[1], 1, top)
+        if a is None or b is None or a > b:
+            raise FaceforgeError(
+                f"{self.reader.rec_path}: record 0 (the insightface header) declares images "
+                f"1..{lab[0]:g} and identity records {lab[0]:g}..{lab[1]:g}; expected integers "
+                f"1 <= a <= b <= {top} (the index holds keys up to {top - 1})"
+            )
+        if a - 1 > len(keys):
             return None
         return a, b
+
+    def _read_ranges(self, a: int, b: int) -> list[tuple[int, int]] | None:
+        """The identity records ``a .. b-1``: ``[first, end)`` image-key ranges, checked (see module doc)."""
+        ranges: list[tuple[int, int]] = []
+        for k in range(a, b):
+            try:
+                lab = np.asarray(self.reader.read_header(k).label).ravel()
+            except (ValueError, KeyError):
+                return None  # unreadable identity records: labels come from the image records
+            first = _as_index(lab[0], 1, a) if lab.size >= 2 else None
+            end = _as_index(lab[1], 1, a) if lab.size >= 2 else None
+            if first is None or end is None or first > end:
+                shown = ", ".join(f"{v:g}" for v in lab[:2])
+                raise FaceforgeError(
+                    f"{self.reader.rec_path}: identity record {k} has the range [{shown}); expected integers "
+                    f"1 <= first <= end <= {a} (the image records)"
+                )
+            ranges.append((first, end))
+        order = sorted(range(len(ranges)), key=lambda i: ranges[i])
+        for prev, cur in itertools.pairwise(order):
+            if ranges[cur][0] < ranges[prev][1]:
+                raise FaceforgeError(
+                    f"{self.reader.rec_path}: identity records {a + prev} and {a + cur} overlap "
+                    f"({list(ranges[prev])} and {list(ranges[cur])}); an image belongs to one identity"
+                )
+        return ranges or None
 
     def _drop_truncated(self, keys: list[int]) -> list[int]:
         """Drop keys whose record runs past the end of the file (checks the tail records only)."""
@@ -548,25 +665,41 @@ class FaceRecordDataset(Dataset):
 
     @property
     def labels(self) -> np.ndarray:
-        """Class label of every sample (from the identity ranges, else from the record headers)."""
+        """Class label of every sample (from the identity ranges, else from the record headers); -1 for
+        a record whose label is unreadable or not a class index below :attr:`label_limit`."""
         if self._labels is None:
             labels = np.full(len(self.keys), -1, dtype=np.int64)
-            pos = {int(k): i for i, k in enumerate(self.keys)}
-            if self.identity_ranges is not None:
-                for c, (s, e) in enumerate(self.identity_ranges):
-                    for k in range(s, e):
-                        i = pos.get(k)
-                        if i is not None:
-                            labels[i] = c
-            if (labels < 0).any():
-                for i in np.flatnonzero(labels < 0):
-                    try:
-                        lab = self.reader.read_header(int(self.keys[i])).label
-                        labels[i] = int(np.asarray(lab).ravel()[0])
-                    except (ValueError, KeyError):
-                        labels[i] = -1
+            if self.identity_ranges is not None and len(self.keys):
+                starts = np.array([s for s, _ in self.identity_ranges], dtype=np.int64)
+                ends = np.array([e for _, e in self.identity_ranges], dtype=np.int64)
+                order = np.argsort(starts, kind="stable")
+                j = np.searchsorted(starts[order], self.keys, side="right") - 1
+                inside = j >= 0
+                cls = order[np.clip(j, 0, None)]
+                inside &= self.keys < ends[cls]
+                labels[inside] = cls[inside]
+            bad = 0
+            for i in np.flatnonzero(labels < 0):
+                try:
+                    labels[i] = self._label_of(self.reader.read_header(int(self.keys[i])), int(self.keys[i]))
+                except (ValueError, KeyError):
+                    labels[i] = -1
+                    bad += 1
+            if bad:
+                log.warning(
+                    "%s: %d record(s) with an unreadable or impossible label", self.reader.rec_path, bad
+                )
             self._labels = labels
         return self._labels
+
+    def _label_of(self, header: IRHeader, key: int) -> int:
+        raw = np.asarray(header.label).ravel()[0] if header.flag > 0 else header.label
+        label = _as_index(raw, 0, self.label_limit - 1)
+        if label is None:
+            raise ValueError(
+                f"record {key}: label {float(raw):g} is not a class index in 0..{self.label_limit - 1}"
+            )
+        return label
 
     @property
     def num_classes(self) -> int:
@@ -576,11 +709,11 @@ class FaceRecordDataset(Dataset):
         return int(self.labels.max()) + 1 if len(self) else 0
 
     def read_raw(self, i: int) -> tuple[int, bytes]:
-        """``(label, encoded image bytes)`` of sample ``i`` (raises on a damaged record)."""
-        header, img = unpack_record(self.reader.read(int(self.keys[i])))
-        lab = header.label
-        label = int(np.asarray(lab).ravel()[0]) if header.flag > 0 else int(lab)
-        return label, img
+        """``(label, encoded image bytes)`` of sample ``i`` (raises ``ValueError`` on a damaged record or
+        an impossible label)."""
+        key = int(self.keys[i])
+        header, img = unpack_record(self.reader.read(key))
+        return self._label_of(header, key), img
 
     def _load(self, i: int) -> tuple[np.ndarray, int] | None:
         try:

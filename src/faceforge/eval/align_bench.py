@@ -30,6 +30,15 @@ Baseline row ``dlib-native``: dlib end to end (HOG detector, 5-point shape predi
 chip, ResNet) in its own subprocess; failures use the mean successful box the same way. It needs
 the ``dlib`` recogniser to be meaningful and is added when ``native=True``.
 
+Warnings (:func:`pair_warnings`): the accuracy uses 10 contiguous folds of the pair list, as in LFW
+View-2; a fold holding only genuine or only impostor pairs (a list sorted by label, or too short)
+makes its threshold and the ± meaningless, and fewer than :data:`MIN_STABLE_PAIRS` genuine or
+impostor pairs make AUC and EER coarse (one pair moves them by 1/N; 100 pairs can print AUC 1.0000
+and EER 0). Both are said before the run (``warn``) and written into ``results.md`` / ``.json``.
+
+Progress (``log``): one line when each stage starts and ends (detection, embedding) with counts and
+elapsed seconds, and a line every :data:`PROGRESS_EVERY_S` seconds during embedding.
+
 Outputs in ``out``: ``results.csv``, ``results.md``, ``results.json``, ``align_bench.png`` (the six
 metrics: success rate, time, peak RSS, accuracy, AUC, EER) and ``outcomes.jsonl``; per-detector
 ``cache/<name>.npz`` (landmarks, times, embeddings) lets a re-run with the same pairs and recogniser
@@ -59,11 +68,13 @@ from faceforge.errors import FaceforgeError
 from faceforge.eval.metrics import evaluate_pairs
 
 __all__ = [
+    "MIN_STABLE_PAIRS",
     "NATIVE_ROW",
     "Recognizer",
     "bench_align",
     "build_recognizer",
     "fallback_landmarks",
+    "pair_warnings",
     "select_face",
     "subset_folds",
 ]
@@ -73,6 +84,40 @@ SELECT_MODES = ("center", "largest", "score")
 _EMBED_BATCH = 32
 #: the template fills the central 45 % of the image when a detector found no face at all.
 _DEFAULT_FACE_FRACTION = 0.45
+#: fewer genuine or impostor pairs than this give AUC / EER too coarse to compare detectors by
+MIN_STABLE_PAIRS = 300
+#: seconds between progress lines inside a long stage
+PROGRESS_EVERY_S = 30.0
+_N_FOLDS = 10
+
+
+def pair_warnings(issame: np.ndarray, n_folds: int = _N_FOLDS) -> list[str]:
+    """What makes the metrics of this pair list unreliable (empty when nothing does).
+
+    Folds are contiguous blocks of the list (the first ``n % n_folds`` one pair longer), as
+    :func:`faceforge.eval.metrics.evaluate_pairs` makes them.
+    """
+    same = np.asarray(issame, bool)
+    n = len(same)
+    out = []
+    if n >= n_folds:
+        folds = np.array_split(same, n_folds)
+        single = [k + 1 for k, f in enumerate(folds) if f.all() or not f.any()]
+        if single:
+            out.append(
+                f"{len(single)} of the {n_folds} accuracy folds hold only genuine or only impostor pairs "
+                f"(folds {', '.join(map(str, single))}); their thresholds and the accuracy's ± are "
+                "meaningless: use a pair list whose folds mix both (LFW pairs.txt, faceforge data make-pairs)"
+            )
+    n_gen = int(same.sum())
+    n_imp = n - n_gen
+    if min(n_gen, n_imp) < MIN_STABLE_PAIRS:
+        out.append(
+            f"only {n_gen} genuine and {n_imp} impostor pairs: one pair moves AUC / EER by up to "
+            f"1/{max(1, min(n_gen, n_imp))}, too coarse to rank detectors (at least {MIN_STABLE_PAIRS} of "
+            "each, e.g. LFW's 6,000 pairs or --folds 1 for 600)"
+        )
+    return out
 
 
 # ------------------------------------------------------------------------------------------ recognisers
@@ -406,8 +451,22 @@ def _embed_all(
         idx = range(s, min(s + _EMBED_BATCH, len(paths)))
         chunks.append(np.asarray(rec.embed(_crops_for(paths, idx, lm, readable, rec)), np.float32))
         if progress is not None:
-            progress(len(idx))
+            progress(idx.stop)
     return np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
+
+
+def _every(say: Callable[[str], None], seconds: float, prefix: str, total: int) -> Callable[[int], None]:
+    """A progress callback ``done -> None``: ``prefix done/total (elapsed)`` at most every ``seconds``."""
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def tick(done: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= seconds:
+            last[0] = now
+            say(f"{prefix} {done}/{total} ({now - t0:.0f} s)")
+
+    return tick
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -504,12 +563,14 @@ def bench_align(
     subprocess: bool = True,
     use_cache: bool = True,
     log: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the alignment benchmark (see the module docstring); returns one row dict per detector.
 
     ``native`` adds the ``dlib-native`` baseline row (default: when the recogniser is ``"dlib"``).
     ``subprocess=False`` runs the detectors in this process (no per-detector peak RSS: the row then
-    reports this process's high-water mark).
+    reports this process's high-water mark). ``log`` gets the progress lines, ``warn`` the
+    :func:`pair_warnings` (default: ``log``).
     """
     if select not in SELECT_MODES:
         raise FaceforgeError(f"select={select!r}: expected one of {', '.join(SELECT_MODES)}")
@@ -518,6 +579,9 @@ def bench_align(
     say = log or (lambda s: None)
     pr = pairs if isinstance(pairs, Pairs) else read_pairs(pairs, root=root)
     pr = subset_folds(pr, folds)
+    warnings = pair_warnings(pr.issame)
+    for w in warnings:
+        (warn or say)(w)
     rec = recognizer if isinstance(recognizer, Recognizer) else build_recognizer(recognizer, weights)
     if native is None:
         native = rec.name == "dlib"
@@ -545,6 +609,8 @@ def bench_align(
         d = _load_cache(cache_path, key) if (cache_path is not None and use_cache) else None
         t0 = time.perf_counter()
         if d is None:
+            what = "detecting + embedding (dlib end to end)" if name == NATIVE_ROW else "detecting faces in"
+            say(f"{name}: {what} {len(paths)} images ...")
             if name == NATIVE_ROW:
                 args: tuple[Any, ...] = (paths, select, warmup)
                 fn: Callable[..., dict[str, Any]] = _native_worker
@@ -559,7 +625,9 @@ def bench_align(
                     w, h = (int(v) for v in d["sizes"][i])
                     lm[i] = fallback_landmarks(d["landmarks"][ok], d["sizes"][ok], w, h, tmpl)
                 t1 = time.perf_counter()
-                d["embeddings"] = _embed_all(paths, lm, d["readable"], rec, None)
+                say(f"{name}: embedding {len(paths)} crops with {rec.name} ...")
+                tick = _every(say, PROGRESS_EVERY_S, f"{name}: embedded crops", len(paths))
+                d["embeddings"] = _embed_all(paths, lm, d["readable"], rec, tick)
                 say(f"{name}: embedded {len(paths)} crops in {time.perf_counter() - t1:.0f} s")
             if cache_path is not None:
                 _save_cache(cache_path, key, d)
@@ -584,6 +652,7 @@ def bench_align(
             "template": rec.template,
             "size": list(rec.size),
             "select": select,
+            "warnings": warnings,
         }
         write_outputs(rows, all_outcomes, out_dir, meta)
     return rows
@@ -687,6 +756,7 @@ def write_outputs(
         f"({meta['template']} template, {meta['size'][0]}x{meta['size'][1]}); face kept: {meta['select']}; "
         "failed detections use the fallback crop (see faceforge.eval.align_bench).\n\n"
     )
+    head += "".join(f"**Warning:** {w}\n\n" for w in meta.get("warnings", []))
     (out / "results.md").write_text(head + to_markdown(rows, outcomes))
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=float))
     with open(out / "outcomes.jsonl", "w") as f:

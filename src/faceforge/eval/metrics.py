@@ -6,9 +6,13 @@ strict ``dist < threshold`` rule, ``KFold(shuffle=False)`` fold layout and first
 ROC, AUC and EER follow scikit-learn's ``roc_curve`` / ``roc_auc_score`` semantics over cosine
 similarity. Only numpy is used at runtime. See ``docs/evaluation.md`` for the exact definitions.
 
-Instead of looping over thresholds, every pair is binned once against the (sorted) threshold grid and
-cumulative counts give, for every fold and every threshold at once, how many genuine / impostor pairs
-have ``dist < threshold``. Training-set counts are totals minus the test fold's counts.
+Instead of looping over thresholds, the distances are sorted once; a threshold ``t`` then splits the
+sorted list at ``searchsorted(sorted, t)`` (the number of pairs with ``dist < t``), and cumulative counts
+of each (fold, genuine/impostor) group along the sorted order give, for every fold and every threshold
+at once, how many genuine / impostor pairs are accepted. Training-set counts are totals minus the test
+fold's counts. ``mode="exact"`` takes its candidate thresholds from the same sorted list. Distances and
+cosines are computed block by block (rows that fit in the CPU cache) with exactly the float32 operations
+of the reference, so every number stays bit-identical while the arrays are read from memory once.
 """
 
 from __future__ import annotations
@@ -49,16 +53,14 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
         raise FaceforgeError(f"{name}: cannot convert {type(x).__name__} to an array ({exc})") from exc
 
 
-def _as_embeddings(x: Any, name: str) -> tuple[np.ndarray, bool]:
-    """Contiguous float32 copy-or-view of ``x`` and whether it is a private copy (safe to modify)."""
+def _as_embeddings(x: Any, name: str) -> np.ndarray:
+    """``x`` as a validated 2-D real array (no copy; :func:`_pair_scores` converts block by block)."""
     arr = _to_numpy(x, name)
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise FaceforgeError(f"{name} has shape {tuple(arr.shape)}; expected a 2-D [N, E] array with E >= 1")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise FaceforgeError(f"{name} has dtype {arr.dtype}; expected a real-valued (float) array")
-    # Contiguous rows make the row reductions below several times faster than on strided views.
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    return out, not np.shares_memory(out, arr)
+    return arr
 
 
 def _as_labels(x: Any, n: int) -> np.ndarray:
@@ -74,25 +76,75 @@ def _as_labels(x: Any, n: int) -> np.ndarray:
     raise FaceforgeError(f"issame has dtype {arr.dtype} with values other than 0/1; expected bool labels")
 
 
-def _normalize_rows(x: np.ndarray, name: str, inplace: bool = False) -> np.ndarray:
-    # Same float32 arithmetic as sklearn.preprocessing.normalize, which arcface_torch applies before
-    # evaluate(); an all-zero row is left as zeros (its norm is treated as 1), as sklearn does.
+def _check_finite(x: np.ndarray, name: str) -> None:
+    """Raise for the first row of ``x`` (as float32) that holds NaN or Inf; return if there is none."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(x, dtype=np.float32)).all(axis=1))
+    if bad.size:
+        raise FaceforgeError(
+            f"{name} contains NaN or Inf in {bad.size} row(s) (first: row {int(bad[0])}); "
+            "expected finite embeddings"
+        )
+
+
+def _normalized_block(x: np.ndarray, out: np.ndarray) -> bool:
+    """``out = x / ||x||`` row-wise in float32; False (``out`` unspecified) when a norm is not finite.
+
+    Same float32 arithmetic as sklearn.preprocessing.normalize, which arcface_torch applies before
+    evaluate(); an all-zero row is left as zeros (its norm is treated as 1), as sklearn does. A float32
+    ``x`` with contiguous rows is read in place; anything else is first copied (cast) into ``out`` so
+    that the norm is always summed over a contiguous float32 row, in the same order.
+    """
+    if x.dtype != np.float32 or x.strides[1] != 4:
+        np.copyto(out, x, casting="unsafe")
+        x = out
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
     # One finiteness test on the norms instead of a full [N, E] mask: a NaN/Inf entry makes its norm
     # non-finite, so the per-row scan only runs when something is wrong.
     if not np.isfinite(norms).all():
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        if bad.size:
-            raise FaceforgeError(
-                f"{name} contains NaN or Inf in {bad.size} row(s) (first: row {int(bad[0])}); "
-                "expected finite embeddings"
-            )
-        raise FaceforgeError(f"{name} has values too large to square in float32; expected |value| < 1e19")
+        return False
     norms[norms == 0.0] = 1.0
-    if inplace:
-        x /= norms[:, np.newaxis]
-        return x
-    return x / norms[:, np.newaxis]
+    np.divide(x, norms[:, np.newaxis], out=out)
+    return True
+
+
+#: bytes of one float32 block of rows in :func:`_pair_scores` (its five buffers stay in L2 cache)
+_BLOCK_BYTES = 1 << 17
+
+
+def _pair_scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Squared L2 distance (float32 arithmetic, returned as float64) and float64 cosine of each pair.
+
+    Row ``i`` gets exactly the operations of the reference on the whole arrays: cast to float32,
+    ``x / sqrt(einsum(x, x))``, ``sum(square(a - b), 1)`` and ``einsum(a, b)`` over the float64 values.
+    They are row-wise, so running them on blocks of rows changes no bit but keeps the working set in
+    cache (the whole-array version spent most of its time moving 24 MB temporaries through memory).
+    """
+    n, e = a.shape
+    rows = min(n, max(1, _BLOCK_BYTES // (4 * e)))
+    na, nb, diff = (np.empty((rows, e), np.float32) for _ in range(3))
+    wa, wb = (np.empty((rows, e), np.float64) for _ in range(2))
+    dist32 = np.empty(n, np.float32)
+    cosine = np.empty(n, np.float64)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        m = stop - start
+        ok_a = _normalized_block(a[start:stop], na[:m])
+        if not (ok_a and _normalized_block(b[start:stop], nb[:m])):
+            # Checked on the whole arrays so that the message names the first bad input and row.
+            _check_finite(a, "emb_a")
+            _check_finite(b, "emb_b")
+            raise FaceforgeError(
+                f"{'emb_b' if ok_a else 'emb_a'} has values too large to square in float32; "
+                "expected |value| < 1e19"
+            )
+        # The products of two float32 values are exact in float64; einsum sums them in float64.
+        np.copyto(wa[:m], na[:m])
+        np.copyto(wb[:m], nb[:m])
+        np.einsum("ij,ij->i", wa[:m], wb[:m], out=cosine[start:stop])
+        d = np.subtract(na[:m], nb[:m], out=diff[:m])
+        np.sum(np.square(d, out=d), 1, out=dist32[start:stop])
+    # The comparison itself is done in float64, as numpy 2 does for `float32_array < float64_scalar`.
+    return dist32.astype(np.float64), cosine
 
 
 def _kfold_sizes(n: int, n_folds: int) -> np.ndarray:
@@ -123,7 +175,8 @@ def roc_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
         raise FaceforgeError(
             f"roc_curve: {n_pos} positive of {y.size} labels; expected both positive and negative labels"
         )
-    order = np.argsort(s, kind="mergesort")[::-1]
+    # Any sort order works: a tie run is only read at its last index, after all of its members.
+    order = np.argsort(s)[::-1]
     s_sorted = s[order]
     # Only the last index of each run of tied scores is a ROC point, so ties never split.
     last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]
@@ -199,16 +252,52 @@ def _downsample_roc(fpr: np.ndarray, tpr: np.ndarray, max_points: int) -> tuple[
 # 10-fold protocol
 
 
-def _counts_below(
-    dist: np.ndarray, impostor: np.ndarray, fold_id: np.ndarray, n_folds: int, thresholds: np.ndarray
-) -> np.ndarray:
-    """``out[f, c, j]``: pairs in fold f of class c (0 genuine, 1 impostor) with ``dist < thresholds[j]``."""
-    n_thr = thresholds.size
-    # A pair whose bin is b satisfies dist < thresholds[j] exactly for j >= b (thresholds ascending).
-    first_above = np.searchsorted(thresholds, dist, side="right")
-    flat = (fold_id * 2 + impostor) * (n_thr + 1) + first_above
-    hist = np.bincount(flat, minlength=n_folds * 2 * (n_thr + 1)).reshape(n_folds, 2, n_thr + 1)
-    return np.cumsum(hist, axis=2)[:, :, :n_thr]
+class _SortedPairs:
+    """The pairs sorted once by distance, with the fold and class (0 genuine, 1 impostor) of each.
+
+    ``counts_below(thresholds)[f, c, j]`` is the number of pairs in fold ``f`` of class ``c`` with
+    ``dist < thresholds[j]``: the threshold cuts the sorted list at ``k_j = searchsorted(sorted, t_j)``
+    and the count is the cumulative count of the (fold, class) group at ``k_j``. O(N log N) for the one
+    sort, then O(N + folds × thresholds) per threshold list, all folds at once.
+    """
+
+    def __init__(self, dist: np.ndarray, fold_id: np.ndarray, impostor: np.ndarray, n_folds: int) -> None:
+        # Unstable is fine: a cut at searchsorted(..., "left") never splits a run of equal distances.
+        order = np.argsort(dist)
+        self.dist = dist[order]
+        self.group = (fold_id * 2 + impostor)[order]
+        imp = impostor[order]
+        self.imp_dist = self.dist[imp]
+        self.imp_fold = fold_id[order][imp]
+        self.n_folds = n_folds
+
+    def exact_thresholds(self) -> np.ndarray:
+        """Every distinct partition of the pairs: the smallest distance, the midpoints, just above the top."""
+        d = self.dist
+        u = d[np.r_[True, d[1:] != d[:-1]]]
+        return np.r_[u[0], (u[:-1] + u[1:]) / 2.0, np.nextafter(u[-1], np.inf)]
+
+    @staticmethod
+    def _cumulative(
+        sorted_dist: np.ndarray, group: np.ndarray, n_groups: int, thresholds: np.ndarray
+    ) -> np.ndarray:
+        """``[n_groups, len(thresholds)]``: members of each group with ``dist < threshold`` (ascending)."""
+        n_thr = thresholds.size
+        cut = np.searchsorted(sorted_dist, thresholds, side="left")
+        # Sorted pair i lies below threshold j exactly when i < cut[j]; with cut ascending, i belongs to
+        # segment s = #{j : cut[j] <= i} and is counted for every j >= s. Segments by run length, no search.
+        segment = np.repeat(np.arange(n_thr + 1), np.diff(cut, prepend=0, append=sorted_dist.size))
+        hist = np.bincount(group * (n_thr + 1) + segment, minlength=n_groups * (n_thr + 1))
+        return np.cumsum(hist.reshape(n_groups, n_thr + 1), axis=1)[:, :n_thr]
+
+    def counts_below(self, thresholds: np.ndarray) -> np.ndarray:
+        """``[folds, 2, len(thresholds)]`` counts of genuine / impostor pairs with ``dist < threshold``."""
+        counts = self._cumulative(self.dist, self.group, 2 * self.n_folds, thresholds)
+        return counts.reshape(self.n_folds, 2, thresholds.size)
+
+    def impostors_below(self, thresholds: np.ndarray) -> np.ndarray:
+        """``[folds, len(thresholds)]`` counts of impostor pairs with ``dist < threshold`` (VAL@FAR)."""
+        return self._cumulative(self.imp_dist, self.imp_fold, self.n_folds, thresholds)
 
 
 def _interp_like_scipy(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
@@ -232,13 +321,6 @@ def _val_threshold(fa_train: np.ndarray, n_impostor_train: int, thresholds: np.n
     # upper point that is `hi` itself, for the lower one the start of the run before it.
     lo = int(np.searchsorted(fa_train, fa_train[hi - 1], side="left"))
     return _interp_like_scipy(_VAL_FAR_TARGET, far[lo], far[hi], thresholds[lo], thresholds[hi])
-
-
-def _exact_thresholds(dist: np.ndarray) -> np.ndarray:
-    u = np.unique(dist)
-    # u[0] accepts nothing (strict <), the midpoints separate every pair of neighbouring distances and
-    # the value just above u[-1] accepts everything: every distinct partition of the pairs is covered.
-    return np.r_[u[0], (u[:-1] + u[1:]) / 2.0, np.nextafter(u[-1], np.inf)]
 
 
 def _nan_to_none(values: np.ndarray) -> list[float | None]:
@@ -290,8 +372,8 @@ def evaluate_pairs(
         if not 0.0 < f <= 1.0:
             raise FaceforgeError(f"far_targets contains {f!r}; expected values in (0, 1]")
 
-    a, a_owned = _as_embeddings(emb_a, "emb_a")
-    b, b_owned = _as_embeddings(emb_b, "emb_b")
+    a = _as_embeddings(emb_a, "emb_a")
+    b = _as_embeddings(emb_b, "emb_b")
     if a.shape != b.shape:
         raise FaceforgeError(
             f"emb_a has shape {a.shape} but emb_b has shape {b.shape}; expected the same [N, E] shape"
@@ -309,24 +391,18 @@ def evaluate_pairs(
             f"issame has {n_gen} genuine and {n_imp} impostor pairs; expected at least one of each"
         )
 
-    # Never modify the caller's arrays; private copies (strided or non-float32 input) are reused.
-    a = _normalize_rows(a, "emb_a", inplace=a_owned)
-    b = _normalize_rows(b, "emb_b", inplace=b_owned)
-    # Kept in float32 like the reference so that a pair sits on the same side of every threshold;
-    # the comparison itself is done in float64, as numpy 2 does for `float32_array < float64_scalar`.
-    diff = np.subtract(a, b)
-    dist = np.sum(np.square(diff, out=diff), 1).astype(np.float64)
-    cosine = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+    # The caller's arrays are never modified; the scores are computed block by block in float32.
+    dist, cosine = _pair_scores(a, b)
 
     sizes = _kfold_sizes(n, n_folds)
     fold_id = np.repeat(np.arange(n_folds), sizes)
-    impostor = (~same).astype(np.int64)
     gen_per_fold = np.bincount(fold_id, weights=same, minlength=n_folds).astype(np.int64)
     imp_per_fold = sizes - gen_per_fold
+    pairs = _SortedPairs(dist, fold_id, ~same, n_folds)
 
     # ---- accuracy: threshold chosen on the training folds, measured on the test fold
-    thresholds = _ACC_GRID if mode == "grid" else _exact_thresholds(dist)
-    counts = _counts_below(dist, impostor, fold_id, n_folds, thresholds)
+    thresholds = _ACC_GRID if mode == "grid" else pairs.exact_thresholds()
+    counts = pairs.counts_below(thresholds)
     gen_lt, imp_lt = counts[:, 0, :], counts[:, 1, :]
     train_gen_lt = gen_lt.sum(axis=0) - gen_lt
     train_imp_lt = imp_lt.sum(axis=0) - imp_lt
@@ -338,8 +414,7 @@ def evaluate_pairs(
     fold_thr = thresholds[best]
 
     # ---- VAL@FAR=1e-3 (insightface calculate_val with the documented de-duplication fix)
-    vcounts = _counts_below(dist, impostor, fold_id, n_folds, _VAL_GRID)
-    v_imp_lt = vcounts[:, 1, :]
+    v_imp_lt = pairs.impostors_below(_VAL_GRID)
     fa_train = v_imp_lt.sum(axis=0) - v_imp_lt
     val_thr = np.array(
         [_val_threshold(fa_train[k], n_imp - int(imp_per_fold[k]), _VAL_GRID) for k in range(n_folds)]

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import fsync_dir, fsync_file, public_file_mode
 from faceforge.models.face_cfg import FaceConfig, preprocess
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "check_parity",
     "compare_on_pairs",
     "export_onnx",
+    "parse_metadata",
     "read_metadata",
     "synth_crops",
 ]
@@ -54,6 +56,8 @@ __all__ = [
 FORMAT = "faceforge-onnx/1"
 PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 17
+#: longest JSON metadata value parsed (a calibration with its impostor histogram is a few 100 KB)
+_MAX_META_CHARS = 16 * 2**20
 
 
 def _require_onnx() -> Any:
@@ -123,7 +127,8 @@ def export_onnx(
     """Export ``model`` (a backbone, or a :class:`~faceforge.models.checkpoint.LoadedModel`) to ``path``.
 
     ``face_cfg`` defaults to ``model.face_cfg``; ``calibration`` to the checkpoint's. The file is
-    written atomically (temporary file + rename) and checked with ``onnx.checker``.
+    written atomically (temporary file, fsync, rename, fsync of the folder) with the mode the user's
+    umask gives (0644 usually) and checked with ``onnx.checker``.
     """
     import torch
 
@@ -187,7 +192,10 @@ def export_onnx(
         proto.doc_string = f"faceforge {name or name0 or type(module).__name__} face embedding"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
+        fsync_file(tmp)
+        os.chmod(tmp, public_file_mode())  # mkstemp made it 0600; the user's umask decides
         os.replace(tmp, out)
+        fsync_dir(out.parent)
     finally:
         module.train(was_training)
         if tmp.exists():
@@ -261,30 +269,82 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if raw.get("faceforge.format") != FORMAT:
         raise FaceforgeError(
             f"{p} has no faceforge metadata (metadata_props 'faceforge.format' is "
-            f"{raw.get('faceforge.format')!r}, expected {FORMAT!r}); export it with `faceforge export`"
+            f"{str(raw.get('faceforge.format'))[:40]!r}, expected {FORMAT!r}); "
+            "export it with `faceforge export`"
+        )
+    return parse_metadata(raw, str(p))
+
+
+def _json_field(raw: dict[str, str], key: str, where: str, default: str | None = None) -> Any:
+    text = raw.get(key, default)
+    if text is None:
+        raise FaceforgeError(f"{where}: faceforge metadata lacks {key!r}")
+    if len(text) > _MAX_META_CHARS:
+        raise FaceforgeError(
+            f"{where}: metadata {key!r} is {len(text)} characters long (at most {_MAX_META_CHARS})"
         )
     try:
-        cfg = FaceConfig.from_dict(json.loads(raw["face_cfg"]))
-        # The readable keys win over the embedded face_cfg so a hand-edited file is honoured.
-        cfg = FaceConfig(
-            input_size=tuple(json.loads(raw["input_size"])),
-            color=raw["color"],
-            mean=tuple(json.loads(raw["mean"])),
-            std=tuple(json.loads(raw["std"])),
-            template=raw["template"],
-            embedding_size=int(raw["embedding_size"]),
-            extra=cfg.extra,
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise FaceforgeError(f"{where}: metadata {key!r} is not valid JSON: {text[:60]!r}") from None
+
+
+def parse_metadata(raw: dict[str, str], where: str) -> dict[str, Any]:
+    """Check and parse faceforge ``metadata_props`` (see the module doc): every field's type and range is
+    validated (:func:`faceforge.models.checkpoint.check_face_cfg`), errors are one line naming the key."""
+    from faceforge.models.checkpoint import check_face_cfg
+
+    embedded = _json_field(raw, "face_cfg", where)
+    if not isinstance(embedded, dict):
+        raise FaceforgeError(
+            f"{where}: metadata 'face_cfg' is {type(embedded).__name__}; expected a JSON object"
         )
-        calibration = json.loads(raw.get("calibration") or "{}")
-        threshold = float(raw["threshold"]) if raw.get("threshold") else None
-    except (KeyError, ValueError, TypeError) as e:
-        raise FaceforgeError(f"{p}: faceforge metadata is malformed ({type(e).__name__}: {e})") from None
+    fields: dict[str, Any] = dict(embedded)
+    # The readable keys win over the embedded face_cfg so a hand-edited file is honoured.
+    for key in ("input_size", "mean", "std"):
+        fields[key] = _json_field(raw, key, where)
+    for key in ("color", "template"):
+        if key not in raw:
+            raise FaceforgeError(f"{where}: faceforge metadata lacks {key!r}")
+        fields[key] = raw[key]
+    try:
+        fields["embedding_size"] = int(raw["embedding_size"])
+    except KeyError:
+        raise FaceforgeError(f"{where}: faceforge metadata lacks 'embedding_size'") from None
+    except ValueError:
+        raise FaceforgeError(
+            f"{where}: metadata 'embedding_size' is {raw['embedding_size'][:20]!r}; expected an integer"
+        ) from None
+    cfg = check_face_cfg(fields, f"{where} metadata")
+    calibration = _json_field(raw, "calibration", where, default="{}")
+    if not isinstance(calibration, dict):
+        raise FaceforgeError(
+            f"{where}: metadata 'calibration' is {type(calibration).__name__}; expected a JSON object"
+        )
+    threshold = None
+    if raw.get("threshold"):
+        try:
+            threshold = float(raw["threshold"])
+        except ValueError:
+            threshold = float("nan")
+        if not -1.0 <= threshold <= 1.0:
+            raise FaceforgeError(
+                f"{where}: metadata 'threshold' is {raw['threshold'][:20]!r}; expected a cosine in [-1, 1]"
+            )
+    precision = raw.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise FaceforgeError(
+            f"{where}: metadata 'precision' is {precision[:20]!r}; expected one of {PRECISIONS}"
+        )
+    name = raw.get("model_name") or None
+    if name is not None and len(name) > 200:
+        raise FaceforgeError(f"{where}: metadata 'model_name' is {len(name)} characters long (at most 200)")
     return {
         "face_cfg": cfg,
         "calibration": calibration,
         "threshold": threshold,
-        "name": raw.get("model_name") or None,
-        "precision": raw.get("precision", "fp32"),
+        "name": name,
+        "precision": precision,
         "raw": raw,
     }
 

@@ -30,25 +30,39 @@ On disk a gallery is a directory::
     entries.json      [{"label": str, "meta": {...}}, ...]
     index.faiss       faiss.write_index of the search index
 
-It is written into a temporary sibling directory and renamed into place, so a crash never leaves a
-half-written gallery.
+Crash safety (``docs/security.md``): :meth:`Gallery.save` writes the new version into a sibling
+folder ``.G.new-*``, fsyncs every file and the folder, then swaps it with ``G`` in one atomic step
+(``renameat2(RENAME_EXCHANGE)``; where the file system cannot, two renames whose gap
+:meth:`Gallery.load` recovers from), fsyncs the parent and removes the old version. A kill at any step
+leaves the old gallery or the new one, never none; leftovers are recovered or removed under a lock on
+the parent folder. New files and folders follow the user's umask.
+
+Tampering: every file is checked before it sizes anything — the manifest's fields (types, ranges),
+the ``.npy`` headers (dtype, ``[count, dim]``, file size) before the arrays are read, ids strictly
+increasing, entries ``{"label": str, "meta": dict}``, counts equal across files. A flat index is rebuilt
+from the checked embeddings (``index.faiss`` is not deserialised); an IVF index file is walked first,
+every stored length checked against the file and the manifest, before Faiss reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import dir_lock, exchange_paths, fsync_dir, fsync_file
 
 __all__ = ["FORMAT", "INDEX_KINDS", "Gallery", "choose_index"]
 
@@ -59,6 +73,20 @@ IVF_MAX = 1_000_000
 IVF_MIN = 1_000  # below this an IVF gallery searches exactly (too few points to train k-means)
 IVFPQ_MIN = 10_000  # 8-bit PQ codebooks want 39·256 training points (Faiss's own warning level)
 _FILES = ("manifest.json", "embeddings.npy", "ids.npy", "entries.json", "index.faiss")
+MAX_DIM = 65_536
+#: JSON files larger than this are refused before parsing (entries.json: ~100 bytes per entry)
+_MAX_MANIFEST_BYTES = 16 * 2**20
+_MAX_ENTRIES_BYTES_PER_ENTRY = 64 * 1024
+
+#: test hook: called with the name of each step of :meth:`Gallery.save` (fault injection)
+FAULT_HOOK: Callable[[str], None] | None = None
+#: swap folders atomically where the OS can (tests switch it off to exercise the two-rename path)
+USE_EXCHANGE = True
+
+
+def _step(name: str) -> None:
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(name)
 
 
 def _faiss() -> Any:
@@ -379,7 +407,12 @@ class Gallery:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the gallery directory ``path`` (replacing an existing gallery there); returns it."""
+        """Write the gallery directory ``path`` (replacing an existing gallery there); returns it.
+
+        Crash-safe: see the module docstring. Steps reported to :data:`FAULT_HOOK`: ``write <file>``,
+        ``fsync <file>``, ``fsync folder``, ``switch`` (``switch aside`` / ``switch in`` without
+        an atomic swap), ``fsync parent``, ``remove old``.
+        """
         faiss = _faiss()
         dest = Path(path)
         if dest.exists() and not dest.is_dir():
@@ -388,86 +421,122 @@ class Gallery:
             raise FaceforgeError(
                 f"{dest} is a non-empty directory that is not a gallery; refusing to overwrite"
             )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
-            np.save(tmp / "embeddings.npy", self.embeddings, allow_pickle=False)
-            np.save(tmp / "ids.npy", self.ids, allow_pickle=False)
-            (tmp / "entries.json").write_text(json.dumps(self.entries, allow_nan=False))
-            faiss.write_index(self.index, str(tmp / "index.faiss"))
-            (tmp / "manifest.json").write_text(json.dumps(self.manifest(), indent=2))
-            old = None
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old{os.getpid()}")
-                os.replace(dest, old)
-            os.replace(tmp, dest)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        parent = dest.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        writers: list[tuple[str, Callable[[Path], None]]] = [
+            ("embeddings.npy", lambda f: np.save(f, self.embeddings, allow_pickle=False)),
+            ("ids.npy", lambda f: np.save(f, self.ids, allow_pickle=False)),
+            ("entries.json", lambda f: f.write_text(json.dumps(self.entries, allow_nan=False))),
+            ("index.faiss", lambda f: faiss.write_index(self.index, str(f))),
+            # last: a folder with a manifest was written whole (the recovery of load relies on it)
+            ("manifest.json", lambda f: f.write_text(json.dumps(self.manifest(), indent=2))),
+        ]
+        with dir_lock(parent):
+            _recover(dest)
+            new = parent / f".{dest.name}.new-{os.getpid()}-{secrets.token_hex(4)}"
+            new.mkdir()  # mode 0o777 less the umask
+            switched = False
+            try:
+                for name, write in writers:
+                    _step(f"write {name}")
+                    write(new / name)
+                    _step(f"fsync {name}")
+                    fsync_file(new / name)
+                _step("fsync folder")
+                fsync_dir(new)
+                if not dest.exists():
+                    _step("switch")
+                    os.rename(new, dest)
+                    switched = True
+                    _step("fsync parent")
+                    fsync_dir(parent)
+                    return dest
+                if USE_EXCHANGE:
+                    _step("switch")
+                if USE_EXCHANGE and exchange_paths(new, dest):
+                    switched = True  # `new` now holds the old version
+                else:
+                    old = parent / f".{dest.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+                    _step("switch aside")
+                    os.rename(dest, old)
+                    _step("switch in")
+                    os.rename(new, dest)
+                    switched = True
+                    new = old
+                _step("fsync parent")
+                fsync_dir(parent)
+                _step("remove old")
+                shutil.rmtree(new, ignore_errors=True)
+            except BaseException:
+                if not switched:
+                    shutil.rmtree(new, ignore_errors=True)
+                raise
         return dest
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Gallery:
-        """Read a gallery directory written by :meth:`save` (no pickle anywhere)."""
+        """Read a gallery directory written by :meth:`save`, every file checked (see the module doc)."""
         faiss = _faiss()
         p = Path(path)
+        with contextlib.suppress(OSError), dir_lock(p.parent, timeout_s=30, required=False) as locked:
+            if locked:
+                _recover(p)
         if not p.is_dir():
             raise FaceforgeError(f"gallery {p} does not exist (expected a directory made by 'gallery build')")
         missing = [f for f in _FILES if not (p / f).is_file()]
         if missing:
             raise FaceforgeError(f"gallery {p} is incomplete: missing {', '.join(missing)}")
-        try:
-            man = json.loads((p / "manifest.json").read_text())
-            entries = json.loads((p / "entries.json").read_text())
-        except (OSError, ValueError) as e:
-            raise FaceforgeError(
-                f"gallery {p}: manifest.json or entries.json is not valid JSON: {e}"
-            ) from None
+        man = _read_json(p / "manifest.json", _MAX_MANIFEST_BYTES)
         if not isinstance(man, dict) or man.get("format") != FORMAT:
             raise FaceforgeError(
                 f"gallery {p}/manifest.json has format "
                 f"{man.get('format') if isinstance(man, dict) else None!r}; "
                 f"expected {FORMAT!r}"
             )
-        try:
-            emb = np.load(p / "embeddings.npy", allow_pickle=False)
-            ids = np.load(p / "ids.npy", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise FaceforgeError(f"gallery {p}: embeddings.npy / ids.npy cannot be read: {e}") from None
-        n = int(man.get("count", -1))
-        if (
-            emb.ndim != 2
-            or len(emb) != n
-            or len(ids) != n
-            or not isinstance(entries, list)
-            or len(entries) != n
-        ):
+        n, dim, mode, params, requested, next_id = _check_manifest(man, p / "manifest.json")
+        emb = _read_npy(p / "embeddings.npy", (np.float32, np.float64), n, dim, p)
+        ids = _read_npy(p / "ids.npy", (np.int64, np.int32), n, None, p).astype(np.int64)
+        if n and (int(ids[0]) < 0 or (np.diff(ids) <= 0).any()):
             raise FaceforgeError(
-                f"gallery {p} is inconsistent: manifest says {n} entries, embeddings {emb.shape}, "
-                f"ids {ids.shape}, entries {len(entries) if isinstance(entries, list) else '?'}"
+                f"gallery {p}/ids.npy: ids must be non-negative and strictly increasing (as save writes them)"
             )
-        try:
-            index = faiss.read_index(str(p / "index.faiss"))
-        except RuntimeError as e:
-            raise FaceforgeError(f"gallery {p}/index.faiss cannot be read by faiss: {e}") from None
-        if index.ntotal != n or index.d != emb.shape[1]:
+        if n and int(ids[-1]) >= next_id:
             raise FaceforgeError(
-                f"gallery {p}/index.faiss holds {index.ntotal}×{index.d}, expected {n}×{emb.shape[1]}"
+                f"gallery {p}/manifest.json: next_id {next_id} must exceed the largest id {int(ids[-1])}"
             )
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if not np.isfinite(emb).all():
+            raise FaceforgeError(f"gallery {p}/embeddings.npy holds NaN or infinite values")
+        entries = _check_entries(
+            _read_json(p / "entries.json", _MAX_MANIFEST_BYTES + n * _MAX_ENTRIES_BYTES_PER_ENTRY), n, p
+        )
+        kind = params["kind"]
+        index = None
+        if kind != "flat":
+            _check_faiss_file(p / "index.faiss", n, dim, params)
+            try:
+                index = faiss.read_index(str(p / "index.faiss"))
+            except RuntimeError as e:
+                raise FaceforgeError(
+                    f"gallery {p}/index.faiss cannot be read by faiss: {str(e).splitlines()[0]}"
+                ) from None
+            if index.ntotal != n or index.d != dim:
+                raise FaceforgeError(
+                    f"gallery {p}/index.faiss holds {index.ntotal}×{index.d}, expected {n}×{dim}"
+                )
+        # A flat index is rebuilt from the checked embeddings (exact, and nothing of index.faiss is trusted).
         g = cls(
-            np.ascontiguousarray(emb, dtype=np.float32),
-            ids.astype(np.int64),
+            emb,
+            ids,
             entries,
-            index=str(man.get("mode", "auto")),
+            index=mode,
             model_info=man.get("model") or {},
-            params=man.get("index") or {"kind": "flat"},
-            requested=man.get("requested") or {},
+            params=params,
+            requested=requested,
             faiss_index=index,
         )
-        g.next_id = max(g.next_id, int(man.get("next_id", 0)))
-        if "nprobe" in g.params and hasattr(index, "nprobe"):
+        g.next_id = max(g.next_id, next_id)
+        if "nprobe" in g.params and index is not None and hasattr(index, "nprobe"):
             index.nprobe = int(g.params["nprobe"])
         return g
 
@@ -481,3 +550,233 @@ def _pq_subquantizers(d: int) -> int:
     while d % m:
         m -= 1
     return m
+
+
+# ------------------------------------------------------------------------------------------ recovery
+
+
+def _recover(dest: Path) -> None:
+    """Under the parent's lock: bring back a gallery a kill left between two renames, remove leftovers.
+
+    ``.G.new-*`` with a manifest is a whole new version, ``.G.old-*`` the previous one; when ``G`` is
+    absent the newest whole new version (else the old one) is renamed into place.
+    """
+    parent = dest.parent
+    if not parent.is_dir():
+        return
+    pat = re.compile(rf"^\.{re.escape(dest.name)}\.(new|old)-\d+-[0-9a-f]+$")
+    found = [(m.group(1), q) for q in parent.iterdir() if (m := pat.match(q.name)) and q.is_dir()]
+    if not found:
+        return
+    if not dest.exists():
+        whole = [q for kind, q in found if kind == "new" and (q / "manifest.json").is_file()]
+        olds = [q for kind, q in found if kind == "old" and (q / "manifest.json").is_file()]
+        pick = (
+            max(whole, key=lambda q: q.stat().st_mtime)
+            if whole
+            else (max(olds, key=lambda q: q.stat().st_mtime) if olds else None)
+        )
+        if pick is not None:
+            os.rename(pick, dest)
+            fsync_dir(parent)
+    for _kind, q in found:
+        if q.exists():
+            shutil.rmtree(q, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _read_json(path: Path, max_bytes: int) -> Any:
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FaceforgeError(f"gallery file {path} is {size} bytes, more than a gallery of its size needs")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise FaceforgeError(f"gallery file {path} is not valid JSON: {str(e)[:200]}") from None
+
+
+def _int_field(man: dict, key: str, where: Path, lo: int, hi: int, default: Any = None) -> int:
+    v = man.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise FaceforgeError(f"{where}: {key!r} is {v!r}; expected an integer in {lo}..{hi}")
+    return v
+
+
+def _check_manifest(man: dict, where: Path) -> tuple[int, int, str, dict, dict, int]:
+    n = _int_field(man, "count", where, 0, 2**40)
+    dim = _int_field(man, "dim", where, 1, MAX_DIM)
+    mode = man.get("mode", "auto")
+    if mode != "auto" and mode not in INDEX_KINDS:
+        raise FaceforgeError(f"{where}: 'mode' is {mode!r}; expected 'auto' or one of {INDEX_KINDS}")
+    params = man.get("index") or {"kind": "flat"}
+    if not isinstance(params, dict) or params.get("kind") not in INDEX_KINDS:
+        raise FaceforgeError(
+            f"{where}: 'index' is {params!r}; expected {{'kind': one of {INDEX_KINDS}, ...}}"
+        )
+    params = dict(params)
+    if params["kind"] != "flat":
+        nlist = _int_field(params, "nlist", where, 1, max(1, n))
+        _int_field(params, "nprobe", where, 1, nlist)
+        if params["kind"] == "ivfpq":
+            _int_field(params, "pq_m", where, 1, dim)
+    requested = man.get("requested") or {}
+    if not isinstance(requested, dict) or any(
+        k not in ("nlist", "nprobe") or isinstance(v, bool) or not isinstance(v, int) or v < 1
+        for k, v in requested.items()
+    ):
+        raise FaceforgeError(
+            f"{where}: 'requested' is {requested!r}; expected positive 'nlist'/'nprobe' integers"
+        )
+    next_id = _int_field(man, "next_id", where, 0, 2**62, default=n)
+    if not isinstance(man.get("model") or {}, dict):
+        raise FaceforgeError(f"{where}: 'model' must be an object")
+    return n, dim, str(mode), params, dict(requested), next_id
+
+
+def _read_npy(path: Path, dtypes: tuple[type, ...], n: int, dim: int | None, gallery: Path) -> np.ndarray:
+    """An ``.npy`` whose header (dtype, shape, byte count) is checked before the array is read."""
+    want = (n, dim) if dim is not None else (n,)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unknown .npy version {version}")
+            offset = fh.tell()
+            if dtype not in [np.dtype(t) for t in dtypes] or tuple(shape) != want or fortran:
+                raise FaceforgeError(
+                    f"gallery {gallery} is inconsistent: {path.name} holds {dtype} {tuple(shape)}; expected "
+                    f"{'/'.join(np.dtype(t).name for t in dtypes)} {want} (the manifest's count and dim)"
+                )
+            size = path.stat().st_size
+            if size != offset + int(np.prod(want, dtype=np.int64)) * dtype.itemsize:
+                raise FaceforgeError(
+                    f"gallery {gallery}/{path.name} is {size} bytes; its header promises "
+                    f"{offset + int(np.prod(want, dtype=np.int64)) * dtype.itemsize}"
+                )
+            return np.fromfile(fh, dtype=dtype, count=int(np.prod(want, dtype=np.int64))).reshape(want)
+    except FaceforgeError:
+        raise
+    except (OSError, ValueError) as e:
+        raise FaceforgeError(f"gallery {gallery}/{path.name} cannot be read as .npy: {e}") from None
+
+
+def _check_entries(entries: Any, n: int, gallery: Path) -> list[dict[str, Any]]:
+    if not isinstance(entries, list) or len(entries) != n:
+        raise FaceforgeError(
+            f"gallery {gallery} is inconsistent: manifest says {n} entries, entries.json has "
+            f"{len(entries) if isinstance(entries, list) else type(entries).__name__}"
+        )
+    for i, e in enumerate(entries):
+        if (
+            not isinstance(e, dict)
+            or not isinstance(e.get("label"), str)
+            or not isinstance(e.get("meta", {}), dict)
+        ):
+            raise FaceforgeError(
+                f"gallery {gallery}/entries.json entry {i} is {str(e)[:80]}; expected "
+                '{"label": str, "meta": {...}}'
+            )
+        e.setdefault("meta", {})
+    return entries
+
+
+class _Reader:
+    """Bounds-checked little-endian reads of an index file (nothing is allocated from its numbers)."""
+
+    def __init__(self, data: bytes, where: str) -> None:
+        self.data, self.pos, self.where = data, 0, where
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise FaceforgeError(
+                f"{self.where}: a stored length runs past the end of the file (offset {self.pos})"
+            )
+        b = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def u(self, fmt: str) -> int:
+        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))[0]
+
+    def vector(self, item: int) -> int:
+        """Skip a faiss vector (size_t count, then items); returns the count."""
+        count = self.u("Q")
+        self.take(count * item)
+        return count
+
+
+def _faiss_header(r: _Reader, d: int, ntotal: int | None) -> None:
+    got_d, got_n = r.u("i"), r.u("q")
+    r.u("q"), r.u("q"), r.u("B")
+    metric = r.u("i")
+    if metric > 1:
+        r.u("f")
+    if got_d != d or (ntotal is not None and got_n != ntotal):
+        raise FaceforgeError(f"{r.where}: index of {got_n}×{got_d}, expected {ntotal}×{d}")
+
+
+def _check_faiss_file(path: Path, n: int, d: int, params: dict) -> None:
+    """Walk an IVF-flat / IVF-PQ index file as Faiss writes it, checking every length first."""
+    where = f"gallery {path.parent}/{path.name}"
+    data = path.read_bytes()
+    if len(data) > 64 * (n + 1) * (d * 4 + 64) + 2**24:
+        raise FaceforgeError(f"{where} is {len(data)} bytes, far more than {n}×{d} entries need")
+    r = _Reader(data, where)
+    four = r.take(4)
+    want = {"ivf": b"IwFl", "ivfpq": b"IwPQ"}[params["kind"]]
+    if four != want:
+        raise FaceforgeError(
+            f"{where} starts with {four!r}; a {params['kind']} gallery index starts with {want!r}"
+        )
+    _faiss_header(r, d, n)
+    nlist = r.u("Q")
+    r.u("Q")  # nprobe
+    if nlist != params["nlist"]:
+        raise FaceforgeError(f"{where}: {nlist} lists, the manifest says {params['nlist']}")
+    if r.take(4) != b"IxFI":
+        raise FaceforgeError(f"{where}: the coarse quantizer is not a flat inner-product index")
+    _faiss_header(r, d, nlist)
+    if r.u("Q") * 4 != nlist * d * 4:  # XB vector of codes in 4-byte units
+        raise FaceforgeError(f"{where}: the coarse quantizer does not hold {nlist}×{d} centroids")
+    r.take(nlist * d * 4)
+    if r.u("b") not in (0, 1, 2):  # direct map type
+        raise FaceforgeError(f"{where}: unknown direct map type")
+    if r.vector(8) not in (0, n):
+        raise FaceforgeError(f"{where}: direct map of the wrong size")
+    code_size = d * 4
+    if params["kind"] == "ivfpq":
+        r.u("B")  # by_residual
+        code_size = r.u("Q")
+        pq_d, m, nbits = r.u("Q"), r.u("Q"), r.u("Q")
+        if pq_d != d or m != params["pq_m"] or not 1 <= nbits <= 16 or code_size != (m * nbits + 7) // 8:
+            raise FaceforgeError(f"{where}: product quantizer {m}×{nbits} bits of {pq_d} dims does not fit")
+        if r.vector(4) != d * (1 << nbits):
+            raise FaceforgeError(f"{where}: product quantizer codebooks of the wrong size")
+    if r.take(4) != b"ilar":
+        raise FaceforgeError(f"{where}: inverted lists of an unknown kind")
+    if r.u("Q") != nlist or r.u("Q") != code_size:
+        raise FaceforgeError(f"{where}: inverted lists do not match {nlist} lists of {code_size}-byte codes")
+    kind = r.take(4)
+    count = r.u("Q")
+    if count > 2 * nlist:
+        raise FaceforgeError(f"{where}: {count} list sizes for {nlist} lists")
+    raw = np.frombuffer(r.take(count * 8), dtype="<u8")
+    if kind == b"full" and count == nlist:
+        sizes = raw
+    elif kind == b"sprs" and count % 2 == 0:
+        if (raw[0::2] >= nlist).any():
+            raise FaceforgeError(f"{where}: a list number beyond {nlist}")
+        sizes = raw[1::2]
+    else:
+        raise FaceforgeError(f"{where}: malformed inverted list sizes")
+    if int(sizes.sum(dtype=np.uint64)) != n or (sizes > n).any():
+        raise FaceforgeError(
+            f"{where}: inverted lists hold {int(sizes.sum(dtype=np.uint64))} entries, expected {n}"
+        )
+    r.take(n * (code_size + 8))

@@ -4,10 +4,18 @@ A checkpoint is a Lightning checkpoint whose ``state_dict`` holds ``backbone.*``
 with ``hyper_parameters["config"]`` (the resolved training config), ``face_cfg`` and
 ``calibration`` as plain types. It is read with ``torch.load(weights_only=True)``, so a crafted file
 is refused instead of executing code.
+
+Its stored config is data, not instructions (``docs/security.md``): only the backbone's name and its
+shape options reach model construction (:func:`faceforge.models.build.safe_backbone_config`: no
+``pretrained``, URLs, paths or arbitrary keyword arguments — refused with one line), ``data.image_size``
+and ``face_cfg`` are range-checked (:func:`check_face_cfg`), and the model is first built on PyTorch's
+``meta`` device (no memory) and compared with the stored tensors, so a checkpoint that declares a
+gigantic shape is refused before anything is allocated.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -17,8 +25,12 @@ from typing import Any
 import torch
 
 from faceforge.errors import FaceforgeError
-from faceforge.models.build import build_backbone
+from faceforge.models.build import build_backbone, safe_backbone_config
 from faceforge.models.face_cfg import FaceConfig
+
+#: input sides a stored preprocessing contract may name (ONNX metadata too)
+MAX_INPUT_SIDE = 1024
+MAX_EMBEDDING = 65_536
 
 
 @dataclass
@@ -51,9 +63,10 @@ def _load(p: Path) -> Any:
             f"checkpoint {p} was refused: it holds objects other than tensors and plain types ({first})"
         ) from None
     except Exception as e:  # torch's unpickler raises KeyError, IndexError, ... on garbage
-        first = (str(e).strip().splitlines() or [""])[0]
+        # Only errors that describe the file are worth repeating; a KeyError's "101" is noise.
+        first = (str(e).strip().splitlines() or [""])[0] if isinstance(e, (OSError, RuntimeError)) else ""
         raise FaceforgeError(
-            f"checkpoint {p} cannot be read (truncated or not a PyTorch file): {type(e).__name__} {first}"
+            f"checkpoint {p} cannot be read (truncated or not a PyTorch file)" + (f": {first}" if first else "")
         ) from None
     return ckpt
 
@@ -78,29 +91,151 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
+def check_face_cfg(d: Any, where: str) -> FaceConfig:
+    """A stored :class:`FaceConfig` dict checked field by field (types, ranges), with one-line errors."""
+    from faceforge.align.templates import TEMPLATE_NAMES
+
+    if not isinstance(d, dict):
+        raise FaceforgeError(f"{where}: face_cfg is {type(d).__name__}; expected a mapping")
+    size = d.get("input_size", (112, 112))
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= MAX_INPUT_SIDE for v in size)
+    ):
+        raise FaceforgeError(
+            f"{where}: face_cfg.input_size is {str(size)[:60]}; expected [height, width], integers in "
+            f"8..{MAX_INPUT_SIDE}"
+        )
+    for key in ("mean", "std"):
+        v = d.get(key, (0.5, 0.5, 0.5))
+        if (
+            not isinstance(v, (list, tuple))
+            or len(v) != 3
+            or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+            )
+            or (key == "std" and any(x == 0 for x in v))
+        ):
+            raise FaceforgeError(
+                f"{where}: face_cfg.{key} is {str(v)[:60]}; expected 3 finite numbers"
+                + (", none 0" if key == "std" else "")
+            )
+    color = d.get("color", "RGB")
+    if color not in ("RGB", "BGR"):
+        raise FaceforgeError(f"{where}: face_cfg.color is {str(color)[:20]!r}; expected 'RGB' or 'BGR'")
+    template = d.get("template", "arcface")
+    known = [*TEMPLATE_NAMES, "none"]
+    if template not in known:
+        raise FaceforgeError(
+            f"{where}: face_cfg.template is {str(template)[:40]!r}; expected one of {', '.join(known)}"
+        )
+    emb = d.get("embedding_size", 512)
+    if isinstance(emb, bool) or not isinstance(emb, int) or not 1 <= emb <= MAX_EMBEDDING:
+        raise FaceforgeError(
+            f"{where}: face_cfg.embedding_size is {emb!r}; expected an integer in 1..{MAX_EMBEDDING}"
+        )
+    if not isinstance(d.get("extra", {}) or {}, dict):
+        raise FaceforgeError(f"{where}: face_cfg.extra must be a mapping")
+    try:
+        return FaceConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise FaceforgeError(f"{where}: face_cfg cannot be read: {e}") from None
+
+
+def checkpoint_model_config(ckpt: dict[str, Any], where: str) -> tuple[str, dict[str, Any], int]:
+    """``(backbone name, options, image_size)`` of a faceforge checkpoint, checked (see the module doc)."""
+    hp = ckpt.get("hyper_parameters") or {}
+    config = hp.get("config") if isinstance(hp, dict) else None
+    if not isinstance(config, dict):
+        raise FaceforgeError(f"checkpoint {where} has no training config in hyper_parameters['config']")
+    model, data = config.get("model"), config.get("data")
+    if not isinstance(model, dict) or not isinstance(data, dict):
+        raise FaceforgeError(
+            f"checkpoint {where}: hyper_parameters['config'] lacks its 'model' / 'data' sections"
+        )
+    name, options = safe_backbone_config(model.get("backbone"), f"checkpoint {where}")
+    size = data.get("image_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_INPUT_SIDE:
+        raise FaceforgeError(
+            f"checkpoint {where}: data.image_size is {str(size)[:40]}; "
+            f"expected an integer in 8..{MAX_INPUT_SIDE}"
+        )
+    for key in ("input_size", "img_size"):
+        v = options.get(key)
+        sides = v if isinstance(v, list) else [v]
+        if v is not None and not all(isinstance(x, int) and 8 <= x <= MAX_INPUT_SIDE for x in sides):
+            raise FaceforgeError(
+                f"checkpoint {where}: model.backbone.{key} is {v!r}; expected sides in 8..{MAX_INPUT_SIDE}"
+            )
+    emb = options.get("embedding_size")
+    if emb is not None and (
+        not isinstance(emb, int) or isinstance(emb, bool) or not 1 <= emb <= MAX_EMBEDDING
+    ):
+        raise FaceforgeError(
+            f"checkpoint {where}: model.backbone.embedding_size is {emb!r}; expected 1..{MAX_EMBEDDING}"
+        )
+    return name, options, size
+
+
+def _meta_shapes(name: str, options: dict[str, Any], size: int) -> dict[str, tuple[int, ...]] | None:
+    """Parameter/buffer shapes of the backbone built on the ``meta`` device (nothing allocated)."""
+    try:
+        with torch.device("meta"):
+            m = build_backbone({"name": name, **options}, size)
+    except FaceforgeError:
+        raise
+    except Exception:  # a model that cannot be built on meta: the real build is still bounded by options
+        return None
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
 def load_checkpoint(path: str | os.PathLike[str], ckpt: dict[str, Any] | None = None) -> LoadedModel:
     """Rebuild the backbone of a faceforge checkpoint and load its weights strictly.
 
-    ``ckpt``: the already-read checkpoint dict of ``path`` (saves reading the file twice).
+    ``ckpt``: the already-read checkpoint dict of ``path`` (saves reading the file twice). The stored
+    config is checked first (module docstring); nothing it says reaches a downloader or a file.
     """
     if ckpt is None or "state_dict" not in ckpt:
         ckpt = read_checkpoint(path)
-    hp = ckpt.get("hyper_parameters") or {}
-    config = hp.get("config")
-    if not isinstance(config, dict):
-        raise FaceforgeError(f"checkpoint {path} has no training config in hyper_parameters['config']")
-    backbone = build_backbone(config["model"]["backbone"], config["data"]["image_size"])
-    sd = {k[len("backbone.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.")}
+    name, options, size = checkpoint_model_config(ckpt, str(path))
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise FaceforgeError(f"checkpoint {path}: 'state_dict' is not a mapping of tensors")
+    sd = {
+        k[len("backbone.") :]: v for k, v in state.items() if isinstance(k, str) and k.startswith("backbone.")
+    }
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise FaceforgeError(
+            f"checkpoint {path}: the backbone's state_dict holds values that are not tensors"
+        )
+    want = _meta_shapes(name, options, size)
+    if want is not None:
+        missing = sorted(set(want) - set(sd))
+        unexpected = sorted(set(sd) - set(want))
+        wrong = [k for k in want if k in sd and tuple(sd[k].shape) != want[k]]
+        if missing or unexpected or wrong:
+            raise FaceforgeError(
+                f"checkpoint {path} does not match backbone {name!r}: missing keys {missing[:5]}, unexpected "
+                f"keys {unexpected[:5]}, wrong shapes {wrong[:5]}"
+            )
+    backbone = build_backbone({"name": name, **options}, size)
     missing, unexpected = backbone.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise FaceforgeError(
-            f"checkpoint {path} does not match backbone {config['model']['backbone'].get('name')!r}: "
+            f"checkpoint {path} does not match backbone {name!r}: "
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
     backbone.eval()
     face_cfg = (
-        FaceConfig.from_dict(ckpt["face_cfg"])
+        check_face_cfg(ckpt["face_cfg"], f"checkpoint {path}")
         if "face_cfg" in ckpt
         else getattr(backbone, "face_cfg", FaceConfig())
     )
-    return LoadedModel(backbone, face_cfg, config, dict(ckpt.get("calibration") or {}), str(path))
+    calibration = ckpt.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        raise FaceforgeError(
+            f"checkpoint {path}: 'calibration' is {type(calibration).__name__}; expected a mapping"
+        )
+    config = ckpt["hyper_parameters"]["config"]
+    return LoadedModel(backbone, face_cfg, config, dict(calibration), str(path))

@@ -412,17 +412,24 @@ class DecodeBudget:
         }
 
 
-def _field_header(data: bytes, field: str, max_pixels: int) -> Any:
-    """The declared header of an upload (no pixel decoded); 400/413 errors name ``field``."""
-    if not data:
+def _field_header(src: Any, field: str, max_pixels: int) -> Any:
+    """The declared header of an upload (bytes or its spool; no pixel decoded); errors name ``field``."""
+    if isinstance(src, (bytes, bytearray)):
+        src = io.BytesIO(src)
+    src.seek(0, io.SEEK_END)
+    size = src.tell()
+    src.seek(0)
+    head = src.read(8)
+    src.seek(0)
+    if not size:
         raise ImageDecodeError(f"field {field!r} is an empty file; expected a JPEG/PNG/WebP/... image")
     try:
-        header = probe(data, source=f"field {field!r}", formats=IMAGE_FORMATS)
+        header = probe(src, source=f"field {field!r}", formats=IMAGE_FORMATS)
     except ImageTooLargeError:
         raise
     except ImageDecodeError:
         raise ImageDecodeError(
-            f"field {field!r} is not an image the service reads ({len(data)} bytes starting {data[:8]!r}); "
+            f"field {field!r} is not an image the service reads ({size} bytes starting {head!r}); "
             f"expected one of {', '.join(IMAGE_FORMATS)}"
         ) from None
     if header.pixels > max_pixels:
@@ -439,7 +446,7 @@ def decode_upload(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int | None = DEFAULT_DECODE_MAX_SIDE,
 ) -> np.ndarray:
-    """Uploaded bytes → RGB uint8 ``[H, W, 3]`` (EXIF orientation applied), checked before decoding.
+    """Uploaded bytes (or a binary file) → upright RGB uint8 ``[H, W, 3]``, checked before decoding.
 
     The header is read first so a decompression bomb is refused without allocating it; only
     :data:`IMAGE_FORMATS` are parsed; an image above ``max_side`` is shrunk while decoding. Every failure
@@ -449,11 +456,13 @@ def decode_upload(
     return _decode_field(data, field, max_pixels, max_side)[0]
 
 
-def _decode_field(data: bytes, field: str, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, float]:
-    _field_header(data, field, max_pixels)
+def _decode_field(src: Any, field: str, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, float]:
+    if isinstance(src, (bytes, bytearray)):
+        src = io.BytesIO(src)
+    _field_header(src, field, max_pixels)
     try:
         return decode_image_scaled(
-            data, source=f"field {field!r}", max_pixels=max_pixels, max_side=max_side, formats=IMAGE_FORMATS
+            src, source=f"field {field!r}", max_pixels=max_pixels, max_side=max_side, formats=IMAGE_FORMATS
         )
     except FaceforgeError:
         raise
@@ -627,9 +636,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def read_images(*fields: tuple[UploadFile, str]) -> AsyncIterator[list[tuple[np.ndarray, float]]]:
-        """Decode the uploads under the budget, which stays reserved until the answer is computed."""
-        blobs = [(await upload.read(), name) for upload, name in fields]
-        headers = await run_in_threadpool(lambda: [_field_header(d, n, max_pixels) for d, n in blobs])
+        """Decode the uploads under the budget, which stays reserved until the answer is computed.
+
+        The multipart parser has spooled each upload (to disk above 1 MiB); headers are read from the
+        spool and the pixels decoded straight from it, so no copy of the body is held in memory.
+        """
+        blobs = [(upload.file, name) for upload, name in fields]
+        headers = await run_in_threadpool(lambda: [_field_header(f, n, max_pixels) for f, n in blobs])
         cost = 0
         for h in headers:
             kept = min(h.pixels, (decode_max_side or max(h.width, h.height)) ** 2) * 3

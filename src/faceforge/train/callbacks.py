@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +17,18 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from faceforge.eval.calibration import calibration_from_result
 from faceforge.eval.verification import PairImages, evaluate_model
+from faceforge.fileio import fsync_dir
+
+#: the temporary name of a checkpoint being written (``.last.ckpt.tmp<pid>``); see clean_stale_temps
+TMP_PATTERN = re.compile(r"^\..+\.tmp\d+$")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file and rename it into place.
+    """Write each checkpoint to a temporary file, fsync it, rename it into place, fsync the folder.
 
-    A crash (or SIGKILL) during a save then leaves the previous checkpoint intact instead of a
-    truncated file that the next ``--resume`` would choke on.
+    A crash (or SIGKILL, or a power cut) during a save then leaves the previous checkpoint intact
+    instead of a truncated file that the next ``--resume`` would choke on; a temporary file such a
+    kill leaves behind is removed when the next run starts (:func:`clean_stale_temps`).
     """
 
     def save_checkpoint(
@@ -30,8 +37,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        fsync_dir(path.parent)
+
+
+def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary checkpoint files a killed run left in ``folder``; returns them.
+
+    Call it before training starts (no save of this run is in flight then).
+    """
+    removed = []
+    d = Path(folder)
+    if d.is_dir():
+        for f in d.iterdir():
+            if TMP_PATTERN.match(f.name) and f.is_file():
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                    removed.append(f)
+    return removed
 
 
 class VerificationCallback(L.Callback):

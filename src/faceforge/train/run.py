@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import atomic_write_bytes
 from faceforge.train.config import dump_config, validate_components
 
 
@@ -96,6 +97,62 @@ def find_resume_checkpoint(cfg: dict[str, Any]) -> Path | None:
     if not p.is_file():
         raise FaceforgeError(f"resume: checkpoint {p} does not exist (use --resume auto or a .ckpt path)")
     return p
+
+
+def check_resume_checkpoint(path: Path) -> str | None:
+    """None when ``path`` loads as a faceforge training checkpoint that can resume, else why not.
+
+    The file is read with ``weights_only`` (memory-mapped, so the check costs little) and its stored
+    config must pass the checkpoint allowlist (:func:`faceforge.models.checkpoint.checkpoint_model_config`).
+    """
+    from faceforge.models.checkpoint import checkpoint_model_config
+
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, refused pickle, I/O error: all mean "cannot resume from it"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        return f"does not load: {type(e).__name__}: {first}"
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
+        return "is not a training checkpoint (no state_dict / global_step)"
+    try:
+        checkpoint_model_config(ckpt, str(path))
+    except FaceforgeError as e:
+        return f"is refused: {e}"
+    return None
+
+
+def pick_resume_checkpoint(cfg: dict[str, Any]) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The checkpoint ``cfg["resume"]`` resumes from, and the newer ones skipped with the reason.
+
+    ``auto``: the newest checkpoint (``last.ckpt``/``best.ckpt`` of the runs of this name, newest
+    file first) that loads (:func:`check_resume_checkpoint`); None when there is none. A path: that
+    file, which must load (a one-line error otherwise).
+    """
+    r = cfg.get("resume")
+    if r is None:
+        return None, []
+    if r != "auto":
+        p = find_resume_checkpoint(cfg)
+        assert p is not None
+        why = check_resume_checkpoint(p)
+        if why is not None:
+            raise FaceforgeError(f"resume: checkpoint {p} {why}")
+        return p, []
+    base = Path(cfg["run_root"]) / str(cfg["name"])
+    found = [q for q in base.glob("*/checkpoints/*.ckpt") if q.name in ("last.ckpt", "best.ckpt")]
+    found.sort(key=lambda q: (q.stat().st_mtime, q.name == "last.ckpt"), reverse=True)
+    skipped: list[tuple[Path, str]] = []
+    for q in found:
+        why = check_resume_checkpoint(q)
+        if why is None:
+            return q, skipped
+        skipped.append((q, why))
+    return None, skipped
 
 
 def resolve_run_dir(cfg: dict[str, Any], resume: Path | None) -> Path:
@@ -188,7 +245,8 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     """Train the model described by ``cfg``; evaluate the best checkpoint on the test pairs.
 
     ``cfg["resume"]`` (``auto`` or a path) continues a run from its ``last.ckpt``: weights, head
-    shards, optimizer, scheduler, sampler position, RNG states, epoch and step.
+    shards, optimizer, scheduler, sampler position, RNG states, epoch and step. ``auto`` skips
+    checkpoints that do not load (truncated, refused), saying which (:func:`pick_resume_checkpoint`).
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -198,6 +256,7 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         EpochSummary,
         ResumeCheckpoint,
         VerificationCallback,
+        clean_stale_temps,
     )
     from faceforge.train.datamodule import FaceDataModule
     from faceforge.train.module import FaceRecognitionModule
@@ -213,15 +272,19 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     preset = apply_preset(cfg)
     if rank0:
         print(preset.summary, flush=True)
-    resume = find_resume_checkpoint(cfg)
     if os.environ.get("FACEFORGE_RESUME"):  # chosen by rank 0 for the processes it launched
-        resume = Path(os.environ["FACEFORGE_RESUME"])
+        resume, skipped = Path(os.environ["FACEFORGE_RESUME"]), []
+    else:
+        resume, skipped = pick_resume_checkpoint(cfg)
     if rank0 and cfg.get("resume") is not None:
-        print(
-            f"resume: {resume}"
-            if resume
-            else f"resume auto: no earlier run of {cfg['name']!r}; starting afresh"
-        )
+        for q, why in skipped:
+            print(f"resume auto: skipped {q}: it {why}", flush=True)
+        if resume:
+            print(f"resume: {resume}")
+        elif skipped:
+            print(f"resume auto: no checkpoint of {cfg['name']!r} loads; starting afresh")
+        else:
+            print(f"resume auto: no earlier run of {cfg['name']!r}; starting afresh")
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     dm = FaceDataModule(cfg["data"], seed=int(cfg["seed"]))
     module = FaceRecognitionModule(cfg, dm.num_classes)
@@ -230,6 +293,9 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     if rank0:
         (run_dir / "config.yaml").write_text(dump_config({**cfg, "resume": None}))
     ckpt_dir = run_dir / "checkpoints"
+    if rank0:
+        for stale in clean_stale_temps(ckpt_dir):
+            print(f"removed {stale}: a temporary checkpoint left by an interrupted save", flush=True)
 
     callbacks: list[Any] = []
     verification = None
@@ -331,9 +397,7 @@ def write_metrics(result: RunResult) -> Path:
         "test": result.test,
         "best_checkpoint": str(result.best_checkpoint),
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_plain))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=2, default=_plain).encode())
     return path
 
 

@@ -58,7 +58,12 @@ Operating range and quality gates (faceforge's additions, not mediapipe's):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,11 +183,42 @@ def _require_litert() -> Any:
     return Interpreter
 
 
+@contextlib.contextmanager
+def _native_info_silenced() -> Iterator[None]:
+    """Drop TensorFlow Lite's ``INFO: ...`` lines written to file descriptor 2 inside the block.
+
+    LiteRT prints ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` from C++ when an
+    interpreter is built, with no Python setting to turn it off (``TF_CPP_MIN_LOG_LEVEL`` is not
+    read by it). The descriptor is pointed at a temporary file for the call; every other line is
+    written to ``sys.stderr`` afterwards, so real errors still show.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real descriptor 2: nothing to silence
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            rest = [
+                ln for ln in tmp.read().decode(errors="replace").splitlines() if not ln.startswith("INFO: ")
+            ]
+            if rest:
+                print("\n".join(rest), file=sys.stderr)
+
+
 def _interpreter(path: Path, threads: int | None) -> Any:
     interp_cls = _require_litert()
     try:
-        it = interp_cls(model_path=str(path), num_threads=threads or 1)
-        it.allocate_tensors()
+        with _native_info_silenced():
+            it = interp_cls(model_path=str(path), num_threads=threads or 1)
+            it.allocate_tensors()
     except Exception as e:  # LiteRT raises ValueError/RuntimeError with its own text
         raise FaceforgeError(f"cannot load mediapipe model {path}: {e}; expected a .tflite file") from None
     return it
@@ -284,13 +320,13 @@ class MediaPipeDetector(Detector):
             side = round(longer / 2**level)
             if side < self.min_tile:
                 break
-            step = max(1, side // 2)
 
-            def starts(extent: int, side: int = side, step: int = step) -> list[int]:
+            def starts(extent: int, side: int = side) -> list[int]:
+                # Evenly spread, at most half a tile apart: any box of half a tile lies whole in one.
                 if extent <= side:
                     return [0]
-                xs = list(range(0, extent - side + 1, step))
-                return xs if xs[-1] == extent - side else [*xs, extent - side]
+                n = math.ceil((extent - side) / (side / 2)) + 1
+                return [round(k * (extent - side) / (n - 1)) for k in range(n)]
 
             out += [
                 (x, y, min(x + side, width), min(y + side, height))

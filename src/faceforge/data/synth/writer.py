@@ -10,6 +10,13 @@ Layout (identity folders and file names follow LFW, so the LFW pair reader reads
       landmarks.csv                        path,x1,y1,...,x5,y5 (pixels; left eye, right eye, nose,
                                            left mouth corner, right mouth corner)
       synthfaces.json                      the parameters that reproduce the set
+
+A folder is only ever written by one set of parameters: :func:`write_dataset` refuses a non-empty
+``out`` that it did not write with the same parameters (mixing two runs leaks identities between
+splits and leaves stale pair lists), unless ``overwrite=True``, which first removes what an earlier
+SynthFaces run wrote there (and refuses a folder holding anything else). ``val_identities`` and
+``test_identities`` are 0 (no pair list) or at least :data:`MIN_PAIR_IDENTITIES`: the 10
+identity-disjoint folds need 2 identities each for impostor pairs.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,11 @@ from faceforge.data.synth.render import SynthFaces
 from faceforge.errors import FaceforgeError
 
 SPLITS = ("train", "val", "test")
+#: fewest val/test identities that give 10 identity-disjoint folds with impostor pairs in each
+MIN_PAIR_IDENTITIES = 20
+#: what a SynthFaces run writes into ``out`` (``overwrite`` removes exactly these)
+WRITTEN = (*SPLITS, "landmarks.csv", "val_pairs.txt", "test_pairs.txt", "synthfaces.json")
+_PARTIAL = ".synthfaces-partial.json"
 _WORKER: dict[str, Any] = {}
 
 
@@ -72,12 +86,15 @@ def write_dataset(
     workers: int = 0,
     test_pairs_per_fold: int = 300,
     val_pairs_per_fold: int = 100,
-    progress: bool = True,
+    progress: bool | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Render SynthFaces into ``out`` (see the module docstring) and return its summary dict.
 
     Re-running with the same arguments into a complete folder does nothing (the summary file is
-    written last, so an interrupted run is redone).
+    written last, so an interrupted run is redone). A non-empty ``out`` written otherwise is an
+    error unless ``overwrite`` (see the module docstring). ``progress``: a bar on stderr (default:
+    only when stderr is a terminal).
     """
     out = Path(out)
     params = {
@@ -92,17 +109,21 @@ def write_dataset(
         "format": 1,
     }
     meta_path = out / "synthfaces.json"
-    if meta_path.is_file():
-        try:
-            old = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            old = {}
-        if old.get("params") == params:
-            return old
+    old = _read_json(meta_path)
+    if old.get("params") == params and not overwrite:
+        return old
     if identities < 1 or images_per_id < 2:
         raise FaceforgeError(
             f"synth: need identities >= 1 and images_per_id >= 2, got {identities} and {images_per_id}"
         )
+    for key, n in (("val_identities", val_identities), ("test_identities", test_identities)):
+        if n < 0 or 0 < n < MIN_PAIR_IDENTITIES:
+            flag = "--" + key.replace("_", "-")
+            raise FaceforgeError(
+                f"synth: {key}={n} ({flag}) is too few for the 10 identity-disjoint pair folds: "
+                f"expected 0 (no {key.split('_')[0]}_pairs.txt) or at least {MIN_PAIR_IDENTITIES}"
+            )
+    _claim(out, params, old, overwrite)
     counts = {"train": identities, "val": val_identities, "test": test_identities}
     tasks, start = [], 0
     split_names: dict[str, list[str]] = {}
@@ -139,7 +160,52 @@ def write_dataset(
     tmp = meta_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, meta_path)
+    (out / _PARTIAL).unlink(missing_ok=True)
     return summary
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _claim(out: Path, params: dict[str, Any], old: dict[str, Any], overwrite: bool) -> None:
+    """Make ``out`` ours for ``params``: refuse a folder another run (or anything else) wrote."""
+    if out.exists() and not out.is_dir():
+        raise FaceforgeError(f"synth: --out {out} is a file; expected a folder (new or empty)")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    partial = _read_json(out / _PARTIAL)
+    resumable = partial.get("params") == params and not old  # the same run, interrupted
+    if entries and not resumable:
+        foreign = [e for e in entries if e not in WRITTEN and e != _PARTIAL and not e.endswith(".tmp")]
+        if not overwrite:
+            prev = old.get("params") or partial.get("params")
+            if prev:
+                diff = ", ".join(
+                    f"{k} {prev.get(k)!r} -> {v!r}" for k, v in params.items() if prev.get(k) != v
+                )
+                why = f"holds a SynthFaces set made with other parameters ({diff})"
+            else:
+                why = f"is not empty and was not written by `faceforge data synth` (it holds {entries[0]!r})"
+            raise FaceforgeError(
+                f"synth: --out {out} {why}; pass --overwrite to replace it whole, or choose another --out"
+            )
+        if foreign:
+            raise FaceforgeError(
+                f"synth: --out {out} holds files SynthFaces did not write ({', '.join(foreign[:3])}); "
+                "--overwrite only replaces a SynthFaces folder: empty it yourself or choose another --out"
+            )
+        for name in entries:
+            p = out / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _PARTIAL).write_text(json.dumps({"params": params}))
 
 
 class _NoBar:
@@ -150,9 +216,14 @@ class _NoBar:
         """No progress output."""
 
 
-def _progress(total: int, enabled: bool, desc: str) -> Any:
+def _progress(total: int, enabled: bool | None, desc: str) -> Any:
+    if enabled is None:
+        try:
+            enabled = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            enabled = False
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="id")
+    return tqdm(total=total, desc=desc, unit="id", file=sys.stderr)
