@@ -66,7 +66,8 @@ def _load(p: Path) -> Any:
         # Only errors that describe the file are worth repeating; a KeyError's "101" is noise.
         first = (str(e).strip().splitlines() or [""])[0] if isinstance(e, (OSError, RuntimeError)) else ""
         raise FaceforgeError(
-            f"checkpoint {p} cannot be read (truncated or not a PyTorch file)" + (f": {first}" if first else "")
+            f"checkpoint {p} cannot be read (truncated or not a PyTorch file)"
+            + (f": {first}" if first else "")
         ) from None
     return ckpt
 
