@@ -84,10 +84,14 @@ def test_gallery_cli_build_search_add_remove(trained_checkpoint, people, tmp_pat
     )
     rep = _json(capsys)
     assert rep["count"] == 15 and rep["index"]["kind"] == "flat"
-    # Search from the CLI (model taken from the gallery) ranks like the API.
+    # A gallery's manifest never opens a model file by itself (a manifest is data): --model is needed.
     q = tmp_path / "q.png"
     Image.fromarray(SynthFaces(0).image(FIRST + 3, 9)[0]).save(q)
-    assert main(["gallery", "search", str(q), "--gallery", str(g), "-k", "4", "--json"]) == 0
+    assert main(["gallery", "search", str(q), "--gallery", str(g), "-k", "4"]) == 2
+    assert "--model" in capsys.readouterr().err
+    # Search from the CLI ranks like the API.
+    m = ["--model", str(trained_checkpoint)]
+    assert main(["gallery", "search", str(q), "--gallery", str(g), "-k", "4", "--json", *m]) == 0
     res = _json(capsys)["results"]
     rec = FaceRecognizer.from_checkpoint(trained_checkpoint, detector=None)
     api = rec.find(q, Gallery.load(g), k=4)
@@ -97,16 +101,16 @@ def test_gallery_cli_build_search_add_remove(trained_checkpoint, people, tmp_pat
     assert res[0]["match"] == (res[0]["similarity"] >= rec.threshold)
     # A gallery image finds itself first.
     own = people / f"id{FIRST + 3}" / "2.png"
-    assert main(["gallery", "search", str(own), "--gallery", str(g), "-k", "1", "--json"]) == 0
+    assert main(["gallery", "search", str(own), "--gallery", str(g), "-k", "1", "--json", *m]) == 0
     top = _json(capsys)["results"][0]
     assert top["meta"]["path"] == str(own) and top["similarity"] == pytest.approx(1.0, abs=1e-5)
 
     new = tmp_path / "new"
     new.mkdir()
     Image.fromarray(SynthFaces(0).image(FIRST + 50, 0)[0]).save(new / "a.png")
-    assert main(["gallery", "add", str(new), "--gallery", str(g), "--label", "newcomer", "--json"]) == 0
+    assert main(["gallery", "add", str(new), "--gallery", str(g), "--label", "newcomer", "--json", *m]) == 0
     assert _json(capsys)["count"] == 16
-    assert main(["gallery", "search", str(new / "a.png"), "--gallery", str(g), "-k", "1", "--json"]) == 0
+    assert main(["gallery", "search", str(new / "a.png"), "--gallery", str(g), "-k", "1", "--json", *m]) == 0
     assert _json(capsys)["results"][0]["label"] == "newcomer"
 
     assert main(["gallery", "remove", "newcomer", f"id{FIRST}", "--gallery", str(g), "--json"]) == 0

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from faceforge.cli._common import add_model_options, is_quiet, load_recognizer
+from faceforge.cli._common import add_model_options, add_precision_option, is_quiet, load_recognizer
 from faceforge.errors import FaceforgeError
 
 __all__ = ["collect_images", "register"]
@@ -46,6 +46,7 @@ __all__ = ["collect_images", "register"]
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True, threshold: bool = True) -> None:
     """``--model`` and friends, the detector options, ``--json``; ``--threshold/--far`` where they decide."""
     add_model_options(p, required, "" if required else "default: the gallery's model")
+    add_precision_option(p)
     p.add_argument(
         "--detector",
         default="auto",

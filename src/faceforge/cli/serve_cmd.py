@@ -19,7 +19,7 @@ import logging
 import os
 from typing import Any
 
-from faceforge.cli._common import add_model_options, load_recognizer
+from faceforge.cli._common import add_model_options, add_precision_option, load_recognizer
 from faceforge.errors import FaceforgeError
 
 __all__ = ["build_app", "register"]
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` command."""
     p = sub.add_parser("serve", help="REST service (verify / embed / search) with a verify page at /")
     add_model_options(p)
+    add_precision_option(p)
     p.add_argument("--gallery", help="gallery directory for /v1/search (faceforge gallery build)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"

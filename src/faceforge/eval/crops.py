@@ -105,8 +105,8 @@ def _image_size(path: str) -> tuple[int, int] | None:
                 orient = im.getexif().get(274, 1)
             except Exception:  # a damaged EXIF block: the pixels decide later
                 orient = 1
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError):
-        return None
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None  # undecodable or a declared bomb: the guarded decoder says why, per image, later
     return (w, h) if orient in (5, 6, 7, 8) else (h, w)
 
 

@@ -250,16 +250,18 @@ class FaceRecognizer:
         threshold: float | None = None,
         far: float | None = None,
         device: str = "cpu",
+        precision: str = "fp32",
     ) -> FaceRecognizer:
         """A recognizer for whatever ``--model`` accepts (:func:`faceforge.infer.loading.load_model`):
         a pretrained name (``"dlib"``), a faceforge ``.ckpt`` or ONNX file, an insightface model-zoo
         ONNX, dlib's ``.dat``, or an arcface_torch / AdaFace / EdgeFace / face.evoLVe state dict
         (``arch`` names its backbone when the keys leave a choice; ``overrides`` replace inferred
-        preprocessing facts: ``color``, ``mean``, ``std``, ``template``, ``input_size``).
+        preprocessing facts: ``color``, ``mean``, ``std``, ``template``, ``input_size``;
+        ``precision`` ``fp32``/``bf16``/``auto`` for PyTorch models, see :func:`load_model`).
         """
         from faceforge.infer.loading import load_model
 
-        model = load_model(spec, arch=arch, overrides=overrides, device=device)
+        model = load_model(spec, arch=arch, overrides=overrides, device=device, precision=precision)
         return cls(model, detector=detector, threshold=threshold, far=far)
 
     @classmethod
