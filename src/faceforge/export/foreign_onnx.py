@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import atomic_write_bytes
 from faceforge.models.face_cfg import (
     OVERRIDE_KEYS,
     FaceConfig,
@@ -351,7 +352,6 @@ def write_imported_onnx(
     Metadata as :func:`faceforge.export.onnx.metadata_dict` writes it, plus ``faceforge.imported_from``
     and ``faceforge.inferred`` (JSON). Written atomically: temporary file, fsync, ``os.replace``.
     """
-    import tempfile
 
     from faceforge.export.onnx import metadata_dict
 
@@ -370,19 +370,7 @@ def write_imported_onnx(
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    data = proto.SerializeToString()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return atomic_write_bytes(out, proto.SerializeToString())
 
 
 def import_onnx(

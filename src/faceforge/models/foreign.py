@@ -16,10 +16,10 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import io
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from torch import nn
 
 import faceforge.models.backbones  # noqa: F401  (registers every backbone family)
 from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.fileio import atomic_write_bytes
 from faceforge.models.backbones.registry import MODELS
 from faceforge.models.backbones.weights import _WRAPPERS, _best_prefix, _signature, read_state_dict
 from faceforge.models.face_cfg import FaceConfig, apply_parsed_overrides, describe_mean_std, parse_overrides
@@ -457,15 +458,6 @@ def is_onnx_file(p: Path) -> bool:
     return False
 
 
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(str(d), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def import_weights(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -499,18 +491,9 @@ def import_weights(
         "calibration": dict(loaded.calibration),
         "faceforge_import": {"source": s.name, "layout": loaded.layout, "inferred": dict(loaded.inferred)},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(out.parent)
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(out, buf.getvalue())
     return out, {
         "format": "checkpoint",
         "name": loaded.arch,

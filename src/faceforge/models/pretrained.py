@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.fileio import atomic_write_bytes
 from faceforge.models.backbones.dlib_resnet import DLIB_RESNET_V1_CFG
 from faceforge.models.face_cfg import FaceConfig
 
@@ -142,17 +141,7 @@ def save_calibration(name: str, calibration: dict[str, Any]) -> Path:
     p = calibration_path(name)
     p.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(calibration, indent=1, sort_keys=True, default=float, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(p, data.encode())
     return p
 
 
