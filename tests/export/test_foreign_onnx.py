@@ -306,3 +306,25 @@ def test_import_round_trip_writes_faceforge_metadata(files, mbf, tmp_path) -> No
     b = again.embed(preprocess(crops, again.face_cfg).numpy())
     np.testing.assert_array_equal(a, b)
     assert _cos(b, _reference(mbf, crops)).min() >= 0.99999
+
+
+def test_declared_huge_input_is_refused_before_anything_is_allocated(tmp_path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from faceforge.errors import FaceforgeError
+
+    # A crafted graph declaring a 30000x30000 input: every crop and batch would be sized from it.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 30000, 30000])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "huge", [x], [y]), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(FaceforgeError, match=r"huge\.onnx: graph input 'x' declares 30000x30000"):
+        inspect_onnx(path)

@@ -39,6 +39,9 @@ __all__ = [
     "write_imported_onnx",
 ]
 
+#: largest input side accepted from a foreign graph (face crops are 96–480 px)
+MAX_INPUT_SIDE = 1024
+
 # insightface's ArcFaceONNX looks at this many leading nodes for its Sub/Mul normalisation pair.
 _NORM_NODES = 8
 _DYNAMIC_CHUNK = 64  # images per run for graphs with a dynamic batch axis
@@ -207,6 +210,12 @@ def _inspect(
         inferred["template"] = "arcface: insightface's 5-point alignment template"
         if isinstance(dims[2], int) and isinstance(dims[3], int):
             hw = (dims[2], dims[3])
+            # A crafted graph may declare any size; every crop and batch is allocated from it.
+            if not all(1 <= v <= MAX_INPUT_SIDE for v in hw):
+                raise FaceforgeError(
+                    f"{where}: graph input {inp.name!r} declares {hw[0]}x{hw[1]} pixels; expected a face "
+                    f"crop with sides of at most {MAX_INPUT_SIDE}"
+                )
             inferred["input_size"] = f"{hw[0]}x{hw[1]}: graph input shape"
         else:
             hw = (112, 112)
