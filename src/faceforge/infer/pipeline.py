@@ -154,7 +154,6 @@ class _Stage:
         aligned: bool | None,
         detector_factory: Callable[[], Detector] | None,
     ) -> None:
-        self.rec = recognizer
         self.cfg = recognizer.face_cfg
         self.size = tuple(int(v) for v in self.cfg.input_size)
         self.items = items
