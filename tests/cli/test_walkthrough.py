@@ -293,6 +293,7 @@ def test_detect_folders_exit_codes_and_missing_model(tmp_path, capfd, monkeypatc
     assert "scrfd" in err and "faceforge models fetch scrfd" in err and "face.png" not in err
 
 
+@pytest.mark.slow  # several seconds: runs in make test, not make test-fast
 def test_nothing_to_embed_or_align_is_an_error(tmp_path, capfd, monkeypatch) -> None:
     monkeypatch.delenv("FACEFORGE_MODEL_DIRS", raising=False)
     pytest.importorskip("dlib")  # the auto detector without model files

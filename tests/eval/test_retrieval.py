@@ -75,6 +75,7 @@ def data10k():
     return clustered(10_000, 800, dim=32, noise=1.0)
 
 
+@pytest.mark.slow  # several seconds: runs in make test, not make test-fast
 def test_leave_one_out_10k_matches_brute_force(data10k):
     pytest.importorskip("faiss")
     x, y = data10k
