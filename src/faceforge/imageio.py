@@ -15,7 +15,7 @@ same guards hold everywhere:
   returned (:func:`decode_image_scaled`) so coordinates can be mapped back to the declared size.
 * **EXIF orientation** (TIFF/EXIF tag 274) is applied so landmarks refer to the upright picture.
 * **Bit depth / modes**: gray, palette, RGBA (alpha dropped), CMYK, 16-bit (``// 257``) and float
-  images become RGB uint8, the same mapping as :func:`faceforge.align.detectors.base.to_rgb_uint8`.
+  images become RGB uint8 (:func:`to_rgb_uint8`, the one pixel mapping every reader uses).
 * **One-line errors.** Anything a parser raises on hostile bytes is an
   :class:`~faceforge.errors.ImageDecodeError` naming the source (or :class:`ImageTooLargeError`).
 
@@ -54,6 +54,7 @@ __all__ = [
     "default_max_pixels",
     "probe",
     "release_memory",
+    "to_rgb_uint8",
 ]
 
 #: library / command-line default (a 108 MP phone photo passes; a gigapixel PNG bomb does not)
@@ -299,7 +300,7 @@ def decode_image_scaled(
             ) from None
     if arr.ndim < 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageDecodeError(f"image {where} is empty (shape {arr.shape})")
-    rgb = _rgb_uint8(arr, where)
+    rgb = to_rgb_uint8(arr, where)
     upright_w = h if orientation in (5, 6, 7, 8) else w
     return rgb, rgb.shape[1] / upright_w
 
@@ -336,8 +337,13 @@ def _to_array(im: Any) -> np.ndarray:
     return np.asarray(im.convert("RGBA" if "A" in im.mode or im.mode == "P" else "RGB"))
 
 
-def _rgb_uint8(img: np.ndarray, where: str) -> np.ndarray:
-    """Gray/RGB/RGBA of uint8/uint16/bool/float → contiguous RGB uint8 (the to_rgb_uint8 mapping)."""
+def to_rgb_uint8(img: np.ndarray, where: str = "array") -> np.ndarray:
+    """Gray/RGB/RGBA of uint8/uint16/bool/float → contiguous RGB uint8: the one pixel mapping.
+
+    uint16 → ``// 257`` (exact 16 → 8 bit), bool → 0/255, float in [0, 1] → ×255 (else clipped),
+    other integers clipped; alpha dropped, gray repeated. Raises :class:`ImageDecodeError` naming
+    ``where`` for other shapes or types.
+    """
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim == 2:

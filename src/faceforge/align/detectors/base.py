@@ -70,32 +70,9 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """
     if not isinstance(image, np.ndarray):
         raise FaceforgeError(f"image must be a numpy array (RGB uint8 H×W×3), got {type(image).__name__}")
-    img = image
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    elif not (img.ndim == 3 and img.shape[2] == 3):
-        raise FaceforgeError(f"image must be H×W, H×W×3 (RGB) or H×W×4 (RGBA), got shape {image.shape}")
-    if img.dtype == np.uint8:
-        pass
-    elif img.dtype == np.uint16:
-        # 65535 / 257 = 255: the exact 16 → 8 bit map.
-        img = (img.astype(np.uint32) // 257).astype(np.uint8)
-    elif img.dtype == np.bool_:
-        img = img.astype(np.uint8) * 255
-    elif np.issubdtype(img.dtype, np.floating):
-        f = np.nan_to_num(img.astype(np.float32))
-        if f.size and float(f.max()) <= 1.0:
-            f = f * 255.0
-        img = np.clip(np.rint(f), 0, 255).astype(np.uint8)
-    elif np.issubdtype(img.dtype, np.integer):
-        img = np.clip(img, 0, 255).astype(np.uint8)
-    else:
-        raise FaceforgeError(f"image dtype {image.dtype} is not supported; expected uint8 RGB")
-    return np.ascontiguousarray(img)
+    from faceforge.imageio import to_rgb_uint8 as convert
+
+    return convert(image, f"array {'x'.join(map(str, image.shape))} {image.dtype}")
 
 
 def letterbox(rgb: np.ndarray, size: tuple[int, int], upscale: bool = True) -> tuple[np.ndarray, float]:
