@@ -73,14 +73,16 @@ def test_approximate_indexes_recall(kind, min_recall, min_recall_all) -> None:
 
 def test_auto_picks_the_index_by_size(monkeypatch) -> None:
     assert gallery.choose_index(10) == "flat"
-    assert gallery.choose_index(gallery.FLAT_MAX) == "ivf"
-    assert gallery.choose_index(gallery.IVF_MAX) == "ivfpq"
+    assert gallery.choose_index(gallery.FLAT_MAX - 1) == "flat"
+    assert gallery.choose_index(gallery.FLAT_MAX) == "ivfpq"
+    assert gallery.choose_index(10**7) == "ivfpq"
     monkeypatch.setattr(gallery, "FLAT_MAX", 1500)
+    monkeypatch.setattr(gallery, "IVFPQ_MIN", 2000)
     x, lab = clustered(3000)
     g = Gallery.build(x[:1400], [str(v) for v in lab[:1400]])
     assert g.kind == "flat"
-    g.add(x[1400:], [str(v) for v in lab[1400:]])  # crosses FLAT_MAX: rebuilt as IVF
-    assert g.kind == "ivf" and len(g) == 3000 and g.index.ntotal == 3000
+    g.add(x[1400:], [str(v) for v in lab[1400:]])  # crosses FLAT_MAX: rebuilt as IVF-PQ
+    assert g.kind == "ivfpq" and len(g) == 3000 and g.index.ntotal == 3000
     g.remove([str(v) for v in np.unique(lab)[:300]])  # shrinks below: exact again
     assert g.kind == "flat" and g.index.ntotal == len(g) < 1500
     tiny = Gallery.build(x[:50], ["a"] * 50, index="ivf")  # too small to train k-means

@@ -79,7 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibration)")
     p.add_argument("--far", type=float, help="use the calibration's threshold at this false accept rate")
     p.add_argument("--threads", type=int, help="PyTorch / ONNX Runtime CPU threads (default: the library's)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (access and server lines; default: info)",
+    )
     p.set_defaults(func=cmd_serve)
 
 

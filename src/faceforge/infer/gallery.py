@@ -14,7 +14,9 @@ quantization for nearest neighbor search", TPAMI 2011):
     ``IndexIVFPQ`` (``dim/8`` sub-quantizers of 8 bits): the index stores 1/8 of the float bytes
     per entry; the candidates it returns are re-ranked with the exact stored embeddings.
 ``auto`` (default)
-    ``flat`` below 50,000 entries, ``ivf`` below 1,000,000, ``ivfpq`` above; an ``auto`` gallery
+    ``flat`` below 20,000 entries, ``ivfpq`` (+ exact re-rank) from there: the rule
+    ``benchmarks/gallery.py`` measured (docs/performance.md: flat costs ~2 ms per query at 20k, and
+    IVF-PQ + re-rank reaches IVF-flat's recall@10 at every size with 1/27 of its memory); an ``auto`` gallery
     is rebuilt with the fitting kind when :meth:`Gallery.add` / :meth:`Gallery.remove` cross a
     boundary. Galleries too small to train k-means (IVF below 1,000 entries, IVF-PQ below 10,000)
     search exactly whatever kind was asked for.
@@ -68,8 +70,7 @@ __all__ = ["FORMAT", "INDEX_KINDS", "Gallery", "choose_index"]
 
 FORMAT = "faceforge-gallery/1"
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
-FLAT_MAX = 50_000
-IVF_MAX = 1_000_000
+FLAT_MAX = 20_000
 IVF_MIN = 1_000  # below this an IVF gallery searches exactly (too few points to train k-means)
 IVFPQ_MIN = 10_000  # 8-bit PQ codebooks want 39·256 training points (Faiss's own warning level)
 _FILES = ("manifest.json", "embeddings.npy", "ids.npy", "entries.json", "index.faiss")
@@ -99,9 +100,7 @@ def _faiss() -> Any:
 
 def choose_index(n: int) -> str:
     """The index kind ``auto`` picks for ``n`` entries."""
-    if n < FLAT_MAX:
-        return "flat"
-    return "ivf" if n < IVF_MAX else "ivfpq"
+    return "flat" if n < FLAT_MAX else "ivfpq"
 
 
 def default_nlist(n: int) -> int:
