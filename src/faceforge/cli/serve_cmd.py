@@ -72,6 +72,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="let server file paths (model file, gallery image paths) appear in answers",
     )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,  # serve.app.DEFAULT_MAX_BATCH (not imported here: fastapi is an optional extra)
+        help="crops of concurrent requests embedded in one model call (default 16; 1: one request at a time)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long a batch waits for more requests after its first (default 0: never waits)",
+    )
     p.add_argument("--detector", default="auto", help="face detector: auto, a detector name or a model file")
     p.add_argument(
         "--detector-model", help="detector model file for --detector NAME (e.g. SCRFD det_10g.onnx)"
@@ -149,6 +161,8 @@ def build_app(args: argparse.Namespace) -> Any:
         decode_max_side=int(args.decode_max_side) or None,
         decode_wait_s=float(args.decode_wait_s),
         expose_paths=bool(args.expose_paths),
+        max_batch=int(args.max_batch),
+        max_wait_ms=float(args.max_wait_ms),
     )
 
 

@@ -28,6 +28,7 @@ from faceforge.align.choose import AUTO_ORDER
 from faceforge.align.transform import crop_face
 from faceforge.errors import FaceforgeError, ImageDecodeError, NoFaceError
 from faceforge.eval.calibration import calibration_from_result, estimate_fmr, pick_threshold
+from faceforge.infer.batching import MicroBatcher
 from faceforge.models.face_cfg import FaceConfig, preprocess
 
 if TYPE_CHECKING:
@@ -226,6 +227,7 @@ class FaceRecognizer:
         # OpenCV's DNN nets (YuNet) are not safe to call from several threads at once; a service
         # shares one recognizer between request threads, so detection is serialised.
         self._detect_lock = threading.Lock()
+        self._batcher: MicroBatcher | None = None
         if threshold is not None:
             self.threshold: float | None = float(threshold)
             self._threshold_from = "argument"
@@ -235,8 +237,9 @@ class FaceRecognizer:
         self.far_target = far if far is not None else self.calibration.get("far_target")
         h, w = (int(v) for v in self.face_cfg.input_size)
         self._size = (h, w)
-        if self.face_cfg.template == "none" and detector == "auto":
-            self._detector_spec = None  # a whole-image model never looks for faces
+        if self.face_cfg.template == "none":
+            # A whole-image model (objects, products) never looks for faces, whatever detector was asked.
+            self._detector_spec = None
 
     # ---------------------------------------------------------------------------------- building
     @classmethod
@@ -408,10 +411,10 @@ class FaceRecognizer:
         return self._detector
 
     def _is_aligned(self, rgb: np.ndarray, aligned: bool | None) -> bool:
+        if self.face_cfg.template == "none":
+            return True  # whole-image model: every image is its own crop (aligned=False cannot detect)
         if aligned is not None:
             return bool(aligned)
-        if self.face_cfg.template == "none":
-            return True  # whole-image model: every image is its own crop
         hw = tuple(rgb.shape[:2])
         return hw == self._size or (self.face_cfg.template == "arcface" and hw == _CANONICAL_ALIGNED)
 
@@ -452,6 +455,11 @@ class FaceRecognizer:
             )
         if len(crops) == 0:
             return np.zeros((0, int(self.face_cfg.embedding_size)), np.float32)
+        if self._batcher is not None:
+            return self._batcher.submit(crops)
+        return self._embed_crops_now(crops)
+
+    def _embed_crops_now(self, crops: np.ndarray) -> np.ndarray:
         out = []
         for s in range(0, len(crops), _BATCH):
             x = preprocess(crops[s : s + _BATCH], self.face_cfg)
@@ -487,6 +495,23 @@ class FaceRecognizer:
         faces = self._faces(image, color, aligned, largest_only=False)
         emb = self.embed_crops(np.stack([c for c, _ in faces]))
         return [FaceResult(f["bbox"], f["score"], f["landmarks"], c, e) for (c, f), e in zip(faces, emb)]
+
+    def enable_batching(self, max_batch: int = 32, max_wait_s: float = 0.0) -> MicroBatcher:
+        """Route every crop embedding through one :class:`~faceforge.infer.batching.MicroBatcher`.
+
+        For a service: concurrent ``verify``/``embed``/``find`` calls from request threads then share
+        model batches (detection stays per request, serialised per detector), so the model is called
+        from one thread only. Returns the batcher (its ``batches``/``rows`` counters show the batching).
+        """
+        if self._batcher is None:
+            self._batcher = MicroBatcher(self._embed_crops_now, max_batch, max_wait_s)
+        return self._batcher
+
+    def disable_batching(self) -> None:
+        """Stop the micro-batcher (if any); embeddings run in the caller's thread again."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
 
     # ---------------------------------------------------------------------------------- use
     def _resolve_threshold(self, threshold: float | None) -> float:

@@ -15,8 +15,10 @@ body streams in), the optional API key (``X-API-Key``; ``/``, ``/healthz`` and t
 stay open) and the content type of the upload endpoints (``multipart/form-data``, RFC 7578; else 415).
 Errors are JSON ``{"error": {"code", "message"}}``: bad image → 400, no face → 422, invalid form →
 422, and never a 500 for anything a client sends. Inference is CPU-bound, so it runs in Starlette's
-thread pool, and a lock serialises the model (a PyTorch module and a lazily built detector are not
-promised to be thread-safe; on a CPU concurrent calls would only compete for the same cores).
+thread pool: requests decode, detect (serialised per detector: OpenCV's nets are not thread-safe)
+and align side by side, and their crops are embedded together by one micro-batcher thread
+(``max_batch``, :mod:`faceforge.infer.batching`), the only caller of the model; ``max_batch=1``
+serialises whole requests under a lock instead.
 
 Memory (``docs/security.md``): every upload's header is read first and an image declaring more than
 ``max_pixels`` is refused (413) before any pixel is decoded. The decoded images of all requests in
@@ -93,6 +95,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_DECODE_BYTES = 512 * 2**20
 #: longer side an upload is shrunk to while decoding (detection and crops need no more)
 DEFAULT_DECODE_MAX_SIDE = 2048
+#: crops of concurrent requests embedded in one model call (``--max-batch``; 1: one request at a time)
+DEFAULT_MAX_BATCH = 16
 #: seconds a request waits for decode budget before it gets 503 + Retry-After
 DEFAULT_DECODE_WAIT_S = 5.0
 API_KEY_HEADER = "X-API-Key"
@@ -179,6 +183,10 @@ class HealthOut(BaseModel):
     )
     decode: dict[str, Any] = Field(
         default_factory=dict, description="decode budget use: bytes held now and at the peak, refusals"
+    )
+    batching: dict[str, Any] = Field(
+        default_factory=dict,
+        description="micro-batching: max_batch, max_wait_ms, model calls so far and crops embedded",
     )
 
 
@@ -594,6 +602,8 @@ def create_app(
     decode_max_side: int | None = DEFAULT_DECODE_MAX_SIDE,
     decode_wait_s: float = DEFAULT_DECODE_WAIT_S,
     expose_paths: bool = False,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_wait_ms: float = 0.0,
 ) -> FastAPI:
     """The FastAPI app serving ``recognizer`` (and ``gallery`` for ``/v1/search``); see the module doc.
 
@@ -603,6 +613,10 @@ def create_app(
     ``decode_wait_s``: how long a request waits for it before a 503. ``decode_max_side``: longer side
     uploads are shrunk to while decoding (None: never). ``expose_paths``: let server paths (model file,
     gallery image paths) appear in answers; by default they are reduced to file names.
+    ``max_batch``: crops of concurrent requests embedded in one model call (micro-batching, see
+    :mod:`faceforge.infer.batching`; 1: requests run one at a time under a lock, the former
+    behaviour). ``max_wait_ms``: how long a batch waits for company after its first crop (0: never —
+    no latency added to a lone request; under load batches form while the previous one runs).
     """
     if max_body_bytes <= 0:
         raise FaceforgeError(f"max_body_bytes must be positive, got {max_body_bytes}")
@@ -616,8 +630,20 @@ def create_app(
             f"the gallery holds {gallery.dim}-d embeddings but model {recognizer.name!r} gives {dim}-d; "
             "build the gallery with this model"
         )
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise FaceforgeError(f"max_batch must be a positive integer, got {max_batch!r}")
+    if not 0 <= max_wait_ms <= 1000:
+        raise FaceforgeError(f"max_wait_ms must be in [0, 1000] milliseconds, got {max_wait_ms!r}")
     model_name = str(recognizer.name)
-    lock = threading.Lock()
+    # One at a time: a lock around the whole call. Batched: requests run side by side (detection is
+    # serialised per detector inside the recognizer) and their crops meet in the micro-batcher,
+    # which alone calls the model.
+    lock: threading.Lock | contextlib.nullcontext = threading.Lock()
+    recognizer.disable_batching()  # a recognizer served before keeps no batcher of other settings
+    batcher = None
+    if max_batch > 1:
+        batcher = recognizer.enable_batching(max_batch, max_wait_ms / 1000.0)
+        lock = contextlib.nullcontext()
     page = _page()
     budget = DecodeBudget(max_decode_bytes, decode_wait_s)
     limits = service_limits(max_body_bytes, max_pixels, max_decode_bytes, decode_max_side, decode_wait_s)
@@ -742,6 +768,12 @@ def create_app(
             "gallery_size": None if gallery is None else len(gallery),
             "limits": limits,
             "decode": budget.stats(),
+            "batching": {
+                "max_batch": max_batch,
+                "max_wait_ms": float(max_wait_ms),
+                "model_calls": None if batcher is None else batcher.batches,
+                "crops": None if batcher is None else batcher.rows,
+            },
         }
 
     @app.get("/v1/models", response_model=ModelsOut, responses=_doc(401), tags=["service"], dependencies=v1)

@@ -1,0 +1,116 @@
+"""Micro-batching: concurrent callers' small arrays run through one function as one batch.
+
+A service thread that embeds one or two face crops per request leaves the model under-used; a
+:class:`MicroBatcher` owns the model call in one worker thread, and each caller's rows join the next
+batch. The worker is greedy: it takes everything queued when it becomes free (up to ``max_batch``
+rows) and, with ``max_wait_s`` > 0, waits that long for more after the first arrival — so a lone
+caller pays no extra latency by default, and under load batches form by themselves while the
+previous one runs (the classic dynamic batching of inference servers such as Triton and TorchServe).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from faceforge.errors import FaceforgeError
+
+__all__ = ["MicroBatcher"]
+
+
+class MicroBatcher:
+    """Run ``fn(rows) -> rows`` on the rows many threads :meth:`submit`, batched, in one thread.
+
+    ``fn`` maps an array ``[N, ...]`` to an array ``[N, ...]`` (row ``i`` of the answer belongs to row
+    ``i`` of the input). ``max_batch`` bounds the rows per call (a caller with more rows than that is
+    run alone, whole); ``max_wait_s`` is how long the worker waits for company after the first
+    arrival. An exception raised by ``fn`` is re-raised in every caller of that batch.
+    """
+
+    def __init__(
+        self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.0
+    ) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise FaceforgeError(f"max_batch must be a positive integer, got {max_batch!r}")
+        if not max_wait_s >= 0:
+            raise FaceforgeError(f"max_wait_s must be >= 0 seconds, got {max_wait_s!r}")
+        self.fn = fn
+        self.max_batch = int(max_batch)
+        self.max_wait_s = float(max_wait_s)
+        self._queue: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
+        self._closed = False
+        self._held: tuple[np.ndarray, Future] | None = None  # the request that did not fit the last batch
+        self.batches = 0  # calls of fn so far (statistics; read by benchmarks and tests)
+        self.rows = 0
+        self._thread = threading.Thread(target=self._loop, name="faceforge-microbatch", daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: np.ndarray) -> np.ndarray:
+        """``fn(rows)``, computed in a batch with other callers' rows; blocks until it is done."""
+        if threading.current_thread() is self._thread:
+            return self.fn(rows)  # a re-entrant call from fn itself must not wait for its own batch
+        if self._closed:
+            raise FaceforgeError("the micro-batcher is closed")
+        fut: Future = Future()
+        self._queue.put((np.asarray(rows), fut))
+        return fut.result()
+
+    def close(self) -> None:
+        """Stop the worker after the queued work; later :meth:`submit` calls raise."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+    def _take(self) -> tuple[list[tuple[np.ndarray, Future]], bool]:
+        """The next batch of requests (first one blocking) and whether the batcher was closed."""
+        first, self._held = (self._held, None) if self._held is not None else (self._queue.get(), None)
+        if first is None:
+            return [], True
+        batch, n = [first], len(first[0])
+        deadline = time.monotonic() + self.max_wait_s
+        while n < self.max_batch:
+            timeout = deadline - time.monotonic()
+            try:
+                item = self._queue.get_nowait() if timeout <= 0 else self._queue.get(timeout=timeout)
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            if n + len(item[0]) > self.max_batch:
+                self._held = item  # first in the next batch, so no request waits behind later ones
+                break
+            batch.append(item)
+            n += len(item[0])
+        return batch, False
+
+    def _loop(self) -> None:
+        while True:
+            batch, closed = self._take()
+            if closed:
+                return
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[np.ndarray, Future]]) -> None:
+        sizes = [len(r) for r, _ in batch]
+        try:
+            out: Any = self.fn(np.concatenate([r for r, _ in batch]) if len(batch) > 1 else batch[0][0])
+            if len(out) != sum(sizes):
+                raise FaceforgeError(f"batched function returned {len(out)} rows for {sum(sizes)} inputs")
+        except BaseException as e:  # every waiter gets the error, the worker lives on
+            for _, fut in batch:
+                fut.set_exception(e)
+            return
+        self.batches += 1
+        self.rows += sum(sizes)
+        start = 0
+        for (_, fut), n in zip(batch, sizes):
+            fut.set_result(out[start : start + n])
+            start += n
