@@ -31,9 +31,14 @@ import io
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: the load generator (tests/helpers/loadtest.py) is a test and benchmark tool, not part of the package
+HELPERS = Path(__file__).resolve().parents[1] / "tests" / "helpers"
+sys.path.insert(0, str(HELPERS))
 
 
 def synth_pngs(n_ids: int = 12) -> dict[tuple[int, int], bytes]:
@@ -54,7 +59,7 @@ def synth_pngs(n_ids: int = 12) -> dict[tuple[int, int], bytes]:
 
 def build_requests(pngs: dict[tuple[int, int], bytes], endpoint: str) -> list[Any]:
     """One LoadRequest per genuine and impostor pair (verify) or per image (embed)."""
-    from faceforge.serve.loadtest import LoadRequest
+    from loadtest import LoadRequest
 
     ids = sorted({i for i, _ in pngs})[:-1]
     if endpoint == "embed":
@@ -102,7 +107,7 @@ def main() -> None:
         attack_main(args)
         return
 
-    from faceforge.serve.loadtest import run_load
+    from loadtest import run_load
 
     api_key = os.environ.get(args.api_key_env, "") if args.api_key_env else None
     pngs = synth_pngs()
@@ -152,11 +157,9 @@ def main() -> None:
 def attack_main(args: argparse.Namespace) -> None:
     """The figures of docs/security.md: RSS and answers of a service in another process under attack."""
     import subprocess
-    from pathlib import Path
 
+    from loadtest import LoadRequest, flat_jpeg, header_only_jpeg, run_attack, run_load
     from PIL import Image
-
-    from faceforge.serve.loadtest import LoadRequest, flat_jpeg, header_only_jpeg, run_attack, run_load
 
     shared = Path(os.environ.get("FACEFORGE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     yunet = shared / "models/detectors/yunet_s_640_640.onnx"
@@ -186,7 +189,7 @@ def attack_main(args: argparse.Namespace) -> None:
           f"--max-decode-mb {args.max_decode_mb:g}, {args.attack_n} concurrent uploads")  # fmt: skip
     for what, files in kinds.items():
         proc = subprocess.Popen(
-            [sys.executable, "-m", "faceforge.serve.loadtest", "--detector", detector,
+            [sys.executable, str(HELPERS / "loadtest.py"), "--detector", detector,
              "--max-decode-mb", str(args.max_decode_mb)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+#: the one place the version is written: pyproject.toml reads it (setuptools ``attr:``), and so do
+#: ``faceforge --version`` and exported ONNX metadata; CHANGELOG.md has a section for it (tested)
 __version__ = "0.1.0"
 
 _EXPORTS = {

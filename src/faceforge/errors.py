@@ -29,3 +29,39 @@ class ImageDecodeError(FaceforgeError):
 
 class NoFaceError(FaceforgeError):
     """No face was found in an image that had to contain one (the message names the image)."""
+
+
+#: top-level module of an optional dependency -> the faceforge extra that installs it
+EXTRA_OF_MODULE = {
+    "lightning": "train",
+    "lightning_fabric": "train",
+    "pytorch_lightning": "train",
+    "timm": "train",
+    "tensorboard": "train",
+    "matplotlib": "train",
+    "jsonargparse": "train",
+    "fastapi": "serve",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
+    "python_multipart": "serve",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "faiss": "faiss",
+    "dlib": "detectors",
+    "ai_edge_litert": "detectors",
+    "face_recognition_models": "detectors",
+}
+
+
+class MissingExtraError(FaceforgeError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def missing_extra(module: str, what: str = "this") -> MissingExtraError:
+    """The one-line error for a missing optional ``module``: which extra installs it
+    (``pip install "faceforge[train]"``), or the module itself when no extra does."""
+    top = module.split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    how = f'pip install "faceforge[{extra}]"' if extra else f"pip install {top}"
+    return MissingExtraError(f"{what} needs {top}, which is not installed: {how}")

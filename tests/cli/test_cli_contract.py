@@ -89,6 +89,10 @@ def _cases(b: dict[str, str]) -> dict[str, tuple[list[str], str]]:
         "eval": (["eval", "--model", b["txt"], "--pairs", b["txt"]], "notes.txt"),
         "eval retrieval": (["eval", "retrieval", "--model", b["txt"], "--split", b["empty"]], "notes.txt"),
         "eval ijb": (["eval", "ijb", "--model", b["txt"], "--root", b["missing"]], "missing"),
+        "eval classify": (
+            ["eval", "classify", "--model", b["txt"], "--gallery", b["missing"], "--query", b["out"]],
+            "missing",
+        ),
         "compare": (["compare", b["txt"]], "notes.txt"),
         "demo": (["demo", "--data", b["out"], "--trainer.max_epochs", "three"], "trainer.max_epochs"),
         "data pack": (["data", "pack", b["missing"], b["out"]], "missing"),

@@ -180,3 +180,58 @@ def test_bad_arguments(tmp_path: Path) -> None:
         _run(["data", "synth", "--out", str(tmp_path), "--mode", "cartoon"])
     with pytest.raises(FaceforgeError, match="does not exist"):
         _run(["data", "pack", str(tmp_path / "missing"), str(tmp_path / "o.rec"), "--quiet"])
+
+
+def test_split_class_layout_from_synth_objects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "objects"
+    _run(["data", "synth", "--kind", "objects", "--out", str(out), "--classes", "3", "--ids-per-class", "4",
+          "--views", "2", "--size", "40", "--quiet"])  # fmt: skip
+    assert "SynthObjects written" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["objects.json", "ring", "star", "stripes"]
+    split = tmp_path / "splits" / "split.json"
+    argv = ["data", "split", str(out), "--out", str(split), "--class-names", "star,stripes", "--seed", "3"]
+    _run(argv)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"wrote split {split}: layout class, 2 classes")
+    rows = {ln.split()[0]: [int(v) for v in ln.split()[1:]] for ln in lines[2:5]}
+    assert sum(r[0] for r in rows.values()) == 16 and sum(r[1] for r in rows.values()) == 8
+    assert all(r[2] == 2 for r in rows.values())  # both classes in train, val and test
+    assert "dropped 0 groups" in lines[5] and "skipped 0 unreadable" in lines[5]
+    doc = json.loads(split.read_text())
+    assert doc["layout"] == "class" and doc["classes"] == ["star", "stripes"] and doc["params"]["seed"] == 3
+    names = tmp_path / "names.txt"
+    names.write_text("star\nstripes\n")
+    _run(["data", "split", str(out), "--out", str(split), "--class-names", str(names), "--seed", "3"])
+    assert capsys.readouterr().out.startswith("re-used split")  # the same settings, from a file
+    with pytest.raises(FaceforgeError, match="no such file"):
+        _run(["data", "split", str(out), "--out", str(tmp_path / "x.json"), "--class-names", "nofile.txt"])
+    with pytest.raises(FaceforgeError, match="did you mean 'stripes'"):
+        _run(["data", "split", str(out), "--out", str(tmp_path / "x.json"), "--class-names", "stripe,star"])
+    with pytest.raises(FaceforgeError, match="does not fit layout 'class'"):
+        (out / "star" / "photo.jpg").write_bytes((out / "star" / "star000_1.jpg").read_bytes())
+        _run(["data", "split", str(out), "--out", str(tmp_path / "y.json"), "--layout", "class"])
+
+
+def test_synth_objects_passes_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def fake(**kw: object) -> dict:
+        seen.update(kw)
+        return {"ok": True}
+
+    monkeypatch.setattr(synth, "write_objects", fake)
+    _run(["data", "synth", "--kind", "objects", "--out", str(tmp_path), "--views", "3", "--seed", "2"])
+    assert seen == {
+        "out": str(tmp_path),
+        "classes": 8,
+        "ids_per_class": 24,
+        "views": 3,
+        "size": 96,
+        "seed": 2,
+        "progress": False,
+        "overwrite": False,
+    }
+    with pytest.raises(FaceforgeError, match="--ids-per-class applies to --kind objects only"):
+        _run(["data", "synth", "--out", str(tmp_path), "--ids-per-class", "3"])
+    with pytest.raises(SystemExit):
+        _run(["data", "synth", "--kind", "things", "--out", str(tmp_path)])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ijb_synth import write_synthetic_ijb
 
 from faceforge.cli.main import main
 from faceforge.errors import FaceforgeError
@@ -21,7 +22,6 @@ from faceforge.eval.ijb import (
     evaluate_ijb_features,
     pool_templates,
     read_ijb_meta,
-    write_synthetic_ijb,
 )
 
 N_IDS, T_PER_ID, I_PER_T = 20, 3, 2

@@ -185,7 +185,9 @@ def test_cli_several_sets_report_and_calibration(synth_data, tmp_path, capsys, c
     text = capsys.readouterr().out
     assert "mine" in text and "lfw" in text
     rep = json.loads((out / "report.json").read_text())
-    assert set(rep) == {"mine", "lfw", "calibration"}
+    # Two sets: a "mean" row averages them (each set once).
+    assert set(rep) == {"mine", "lfw", "mean", "calibration"}
+    assert rep["mean"]["accuracy"] == pytest.approx((rep["mine"]["accuracy"] + rep["lfw"]["accuracy"]) / 2)
     assert rep["lfw"]["n_pairs"] == rep["mine"]["n_pairs"] == 120
     assert rep["lfw"]["embedding_size"] == 64  # concat doubles the 32-D embedding
     cal = rep["calibration"]
@@ -203,7 +205,7 @@ def test_cli_several_sets_report_and_calibration(synth_data, tmp_path, capsys, c
     assert main(["eval", "retrieval", "--checkpoint", str(ckpt), "--split", str(synth_data / "test"),
                  "--out", str(out)]) == 0  # fmt: skip
     rep2 = json.loads((out / "report.json").read_text())
-    assert set(rep2) == {"mine", "lfw", "calibration", "test (retrieval)"}
+    assert set(rep2) == {"mine", "lfw", "mean", "calibration", "test (retrieval)"}
     assert rep2["test (retrieval)"]["n_queries"] == 120
     # compare shows the rows of both kinds and ignores the calibration block.
     assert main(["compare", str(out)]) == 0

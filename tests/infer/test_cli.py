@@ -133,3 +133,44 @@ def test_cli_user_errors_are_one_line(trained_checkpoint, people, tmp_path, caps
     assert main(["gallery", "search", a, "--gallery", str(tmp_path / "nog")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["embed", str(tmp_path / "empty"), "--model", str(trained_checkpoint), "--out", "x.npz"]) == 2
+
+
+def test_gallery_search_many_queries_in_one_call(trained_checkpoint, people, tmp_path, capsys) -> None:
+    g, m = tmp_path / "G", ["--model", str(trained_checkpoint)]
+    assert main(["gallery", "build", str(people), "--out", str(g), "--quiet", *m]) == 0
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    sf = SynthFaces(0)
+    for i in range(3):
+        Image.fromarray(sf.image(FIRST + i, 7)[0]).save(queries / f"q{i}.png")
+    (queries / "bad.jpg").write_bytes(b"not an image")
+    capsys.readouterr()
+    # A folder: one JSON line per query (the skipped one says why), ranked as one-image searches.
+    assert main(["gallery", "search", str(queries), "--gallery", str(g), "-k", "3", "--quiet", *m]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["query"].rsplit("/", 1)[-1] for x in lines] == ["q0.png", "q1.png", "q2.png", "bad.jpg"]
+    assert "error" in lines[3] and lines[3]["status"] == "undecodable"
+    for line in lines[:3]:
+        assert main(["gallery", "search", line["query"], "--gallery", str(g), "-k", "3", "--json", *m]) == 0
+        one = _json(capsys)["results"]
+        assert [h["label"] for h in line["results"]] == [h["label"] for h in one]
+        assert [h["similarity"] for h in line["results"]] == pytest.approx(
+            [h["similarity"] for h in one], abs=1e-5
+        )
+    # An .npz from `faceforge embed`: the same answers without decoding anything again.
+    emb = tmp_path / "q.npz"
+    assert main(["embed", str(queries), "--out", str(emb), "--quiet", *m]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "search", str(emb), "--gallery", str(g), "-k", "3", "--quiet", *m]) == 0
+    again = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["query"] for x in again] == [x["query"] for x in lines[:3]]
+    for a, b in zip(again, lines):
+        assert [h["label"] for h in a["results"]] == [h["label"] for h in b["results"]]
+        assert a["threshold"] == pytest.approx(b["threshold"])
+    # A hostile .npz: wrong width, or not an npz at all, is one line, nothing loaded.
+    np.savez(tmp_path / "wide.npz", embeddings=np.zeros((2, 7), np.float32))
+    assert main(["gallery", "search", str(tmp_path / "wide.npz"), "--gallery", str(g), *m]) == 2
+    assert "expected float [N, 128]" in capsys.readouterr().err
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 junk")
+    assert main(["gallery", "search", str(tmp_path / "junk.npz"), "--gallery", str(g), *m]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

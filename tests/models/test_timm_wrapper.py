@@ -7,6 +7,7 @@ import torch
 
 from faceforge.errors import FaceforgeError
 from faceforge.models import create_model
+from faceforge.models.backbones.timm_wrapper import TimmBackbone
 
 pytest.importorskip("timm")
 
@@ -44,3 +45,14 @@ def test_timm_names_resolve_through_the_registry() -> None:
     assert "timm/" not in MODELS
     model = MODELS.get("timm/resnet18")(embedding_size=32)
     assert model.face_cfg.embedding_size == 32
+
+
+@pytest.mark.parametrize("name", ["lcnet_050", "mobilenetv3_small_050"])
+def test_models_with_a_conv_head_after_pooling_get_the_right_neck_width(name: str) -> None:
+    # pre_logits of these models is head_hidden_size wide (conv head after pooling), not num_features
+    m = TimmBackbone(name, embedding_size=32).eval()
+    with torch.no_grad():
+        pooled = m.model.forward_head(m.model.forward_features(torch.randn(2, 3, 64, 64)), pre_logits=True)
+        out = m(torch.randn(2, 3, 64, 64))
+    assert m.neck[0].in_features == pooled.shape[1] != m.model.num_features
+    assert out.shape == (2, 32)

@@ -110,7 +110,7 @@ def gif_header_bomb(width: int, height: int) -> bytes:
 
 def jpeg_header_bomb(width: int, height: int) -> bytes:
     """A JPEG whose SOF0 declares ``width × height``; the scan data stops after a few bytes."""
-    from faceforge.serve.loadtest import header_only_jpeg
+    from loadtest import header_only_jpeg
 
     return header_only_jpeg(width, height)
 

@@ -95,7 +95,7 @@ def test_truncated_and_garbage_images_are_one_line_errors(h) -> None:
 
 
 def test_draft_decode_bounds_a_huge_allowed_jpeg(h) -> None:
-    from faceforge.serve.loadtest import flat_jpeg
+    from loadtest import flat_jpeg
 
     data = flat_jpeg(6000, 6650)  # 39.9 MP, allowed by a 40 MP limit
     header = check_encoded(data, max_pixels=40_000_000)

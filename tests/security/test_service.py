@@ -42,11 +42,11 @@ def _crops(n: int) -> list[bytes]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RSS is read from /proc")
 @pytest.mark.slow  # several seconds: runs in make test, not make test-fast
 def test_forty_megapixel_jpegs_keep_the_server_bounded(tmp_path) -> None:
-    from faceforge.serve.loadtest import LoadRequest, flat_jpeg, header_only_jpeg, run_attack
+    from loadtest import LoadRequest, flat_jpeg, header_only_jpeg, run_attack
 
     detector = str(YUNET) if YUNET.is_file() else "none"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "faceforge.serve.loadtest", "--detector", detector],
+        [sys.executable, str(REPO / "tests" / "helpers" / "loadtest.py"), "--detector", detector],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

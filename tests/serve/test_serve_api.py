@@ -291,7 +291,7 @@ def test_photos_through_the_detector(client, serve_recognizer, has_detector, ser
 
 def test_bounded_load(live_server, serve_recognizer, synth_png, serve_cfg, capsys) -> None:
     """200 verify requests, 8 in flight: zero failures, every answer equal to the in-process one."""
-    from faceforge.serve.loadtest import LoadRequest, run_load
+    from loadtest import LoadRequest, run_load
 
     reqs = []
     for ka, kb, _ in _pairs(serve_cfg):

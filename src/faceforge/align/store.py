@@ -4,6 +4,11 @@ Files live in ``$FACEFORGE_HOME/models`` (default ``~/.cache/faceforge/models``)
 search folders can be listed in ``$FACEFORGE_MODEL_DIRS`` (``os.pathsep``-separated), e.g. a shared
 team folder. A file counts as present only if its SHA-256 matches the table below.
 
+A few files have no published SHA-256 (YOLOv8-Face, RTMPose face: ``sha256 == ""``, see
+:attr:`ModelFile.verified`): they are never downloaded by faceforge; a copy the user placed under the
+table's file name in one of those folders is used as it is (unverified), or the file is passed
+explicitly (``model_path=`` / ``--detector-model FILE``).
+
 Nothing is ever downloaded implicitly: :func:`resolve` raises a :class:`FaceforgeError` that says
 what to run (``faceforge models fetch NAME``) or where to put the file; :func:`fetch` downloads with
 ``urllib`` into a temporary file next to the destination, checks the size and SHA-256, and only then
@@ -44,7 +49,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ModelFile:
-    """One known model file: store name, file name, SHA-256, official URL and license."""
+    """One known model file: name, file name, SHA-256 (``""``: none published), official URL, license."""
 
     name: str
     filename: str
@@ -54,6 +59,13 @@ class ModelFile:
     description: str = ""
     #: other names under which the same bytes are distributed (accepted when the hash matches).
     alt_filenames: tuple[str, ...] = ()
+    #: how to turn what the URL serves into the file (e.g. unzip, export), for files faceforge cannot fetch
+    how: str = ""
+
+    @property
+    def verified(self) -> bool:
+        """Whether a SHA-256 is known, i.e. copies are checked and ``faceforge models fetch`` works."""
+        return bool(self.sha256)
 
 
 _LFD = "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/master/onnx/"
@@ -217,6 +229,46 @@ _FILES += [
         "dlib ResNet face recogniser, 128-d, 150x150 chips",
     ),
 ]
+# No SHA-256 is published for these (searched: the projects' READMEs and release pages, and the
+# mirrors that redistribute them), so they are listed for their URL and license only; see
+# ModelFile.verified.
+_FILES += [
+    ModelFile(
+        "yolov8n-face",
+        "yolov8n-face.onnx",
+        "",
+        "https://github.com/derronqi/yolov8-face",
+        "GPL-3.0 (derronqi/yolov8-face); exports carry Ultralytics' AGPL-3.0 in their metadata",
+        "YOLOv8n-Face, 640x640, box + score + 5 keypoints (x, y, visibility): one [1, 20, 8400] output",
+        ("yoloface_8n.onnx",),
+        "download yolov8n-face.pt from the repository's README and export it "
+        "(pip install ultralytics; yolo export model=yolov8n-face.pt format=onnx), or take FaceFusion's "
+        "export https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0/"
+        "yoloface_8n.onnx (12,659,761 bytes)",
+    ),
+    ModelFile(
+        "rtmpose_face6_m",
+        "rtmpose-m_simcc-face6_256x256.onnx",
+        "",
+        "https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_sdk/"
+        "rtmpose-m_simcc-face6_pt-in1k_120e-256x256-72a37400_20230529.zip",
+        "Apache-2.0 (mmpose)",
+        "RTMPose-m face6: 106 LaPa face keypoints (SimCC), 256x256 face crops",
+        (),
+        "unzip it and rename its end2end.onnx",
+    ),
+    ModelFile(
+        "rtmpose_face6_t",
+        "rtmpose-t_simcc-face6_256x256.onnx",
+        "",
+        "https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_sdk/"
+        "rtmpose-t_simcc-face6_pt-in1k_120e-256x256-df79d9a5_20230529.zip",
+        "Apache-2.0 (mmpose)",
+        "RTMPose-t face6: 106 LaPa face keypoints (SimCC), 256x256 face crops",
+        (),
+        "unzip it and rename its end2end.onnx",
+    ),
+]
 KNOWN_FILES: dict[str, ModelFile] = {f.name: f for f in _FILES}
 
 
@@ -266,23 +318,37 @@ def _spec(name: str | ModelFile) -> ModelFile:
 
 
 def find(name: str | ModelFile) -> Path | None:
-    """The first verified copy of ``name`` in :func:`search_dirs`, or ``None``."""
+    """The first verified copy of ``name`` in :func:`search_dirs`, or ``None``.
+
+    For a file without a published SHA-256 the first copy under its file names counts (unverified).
+    """
     spec = _spec(name)
     for d in search_dirs():
         for fn in (spec.filename, *spec.alt_filenames):
             p = d / fn
             if p.is_file():
+                if not spec.verified:
+                    return p
                 st = p.stat()
                 if _sha_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256:
                     return p
     return None
 
 
+def _no_sha_message(spec: ModelFile, what: str = "") -> str:
+    how = f" ({spec.how})" if spec.how else ""
+    return (
+        f"{what or spec.name} file {spec.filename!r}: no SHA-256 is published for it, so faceforge does not "
+        f"download it. Get it from {spec.url}{how} (license {spec.license}), then save it as "
+        f"{models_dir() / spec.filename} or pass it explicitly (--detector-model FILE / model_path=)"
+    )
+
+
 def matches(path: str | Path, name: str | ModelFile) -> bool:
     """Whether the file at ``path`` has the registered SHA-256 of ``name`` (cached by size and mtime)."""
     spec = _spec(name)
     p = Path(path)
-    if not p.is_file():
+    if not p.is_file() or not spec.verified:
         return False
     st = p.stat()
     return _sha_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256
@@ -294,6 +360,10 @@ def resolve(name: str | ModelFile, what: str = "") -> Path:
     p = find(spec)
     if p is not None:
         return p
+    if not spec.verified:
+        raise FaceforgeError(
+            _no_sha_message(spec, what) + f"; looked in {', '.join(str(d) for d in search_dirs())}"
+        )
     where = ", ".join(str(d) for d in search_dirs())
     bad = [str(d / spec.filename) for d in search_dirs() if (d / spec.filename).is_file()]
     note = f" ({', '.join(bad)} exists but its SHA-256 does not match)" if bad else ""
@@ -319,6 +389,8 @@ def fetch(
     failure the partial file is removed.
     """
     spec = _spec(name)
+    if not spec.verified:
+        raise FaceforgeError(_no_sha_message(spec))
     dest_dir = models_dir()
     dest = dest_dir / spec.filename
     if not force and dest.is_file() and sha256_file(dest) == spec.sha256:
@@ -375,6 +447,7 @@ def files_status() -> list[dict[str, Any]]:
     for spec in KNOWN_FILES.values():
         p = find(spec)
         row = asdict(spec)
+        row["verified"] = spec.verified
         row["path"] = str(p) if p else None
         rows.append(row)
     return rows

@@ -19,6 +19,7 @@ __all__ = [
     "align_face",
     "crop_face",
     "estimate_similarity",
+    "resize_centre_crop",
     "resize_to",
     "similarity_matrix",
     "transform_points",
@@ -151,17 +152,40 @@ def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
 
 
+def resize_centre_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scale an H×W(×C) image so it covers ``size`` = (height, width), then cut out the centre.
+
+    No stretching: the aspect ratio is kept and the overhanging sides are cropped, the rule training
+    decodes whole images with (:func:`faceforge.data.folder.decode_image` with ``crop=True``), so a
+    whole-image model sees at inference what it saw in training. Same scaling as :func:`resize_to`.
+    """
+    h, w = (int(v) for v in size)
+    img = np.asarray(image)
+    ih, iw = img.shape[:2]
+    if (ih, iw) == (h, w):
+        return img
+    s = max(h / ih, w / iw)
+    nh, nw = max(h, round(ih * s)), max(w, round(iw * s))
+    if (nh, nw) != (ih, iw):
+        img = resize_to(img, (nh, nw))
+    y0, x0 = (nh - h) // 2, (nw - w) // 2
+    return np.ascontiguousarray(img[y0 : y0 + h, x0 : x0 + w])
+
+
 def crop_face(image: np.ndarray, landmarks: np.ndarray | None, face_cfg: object) -> np.ndarray:
     """The model's input crop of one face: the one crop function for a :class:`FaceConfig`.
 
     ``face_cfg`` gives ``input_size`` (height, width) and ``template``. With 5 ``landmarks`` the face
     is warped onto the template at that size (:func:`similarity_matrix` + :func:`warp`); with
-    ``landmarks=None`` (an already-aligned crop) or ``template == "none"`` (a whole-image model) the
-    image is resized (:func:`resize_to`). Training, evaluation, IJB, bench-align, ``FaceRecognizer``
-    and the service all cut their crops here, so they see the same pixels.
+    ``landmarks=None`` (an already-aligned crop) the image is resized (:func:`resize_to`); a
+    whole-image model (``template == "none"``) gets the image resized and centre-cropped without
+    stretching (:func:`resize_centre_crop`, as in training). Training, evaluation, IJB, bench-align,
+    ``FaceRecognizer`` and the service all cut their crops here, so they see the same pixels.
     """
     h, w = (int(v) for v in face_cfg.input_size)  # type: ignore[attr-defined]
     template = face_cfg.template  # type: ignore[attr-defined]
-    if landmarks is None or (isinstance(template, str) and template == "none"):
+    if isinstance(template, str) and template == "none":
+        return resize_centre_crop(image, (h, w))
+    if landmarks is None:
         return resize_to(image, (h, w))
     return warp(image, similarity_matrix(landmarks, template, (w, h)), (w, h))

@@ -141,11 +141,12 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def load_recognizer(args: argparse.Namespace, model: str | None = None) -> Any:
     """A :class:`~faceforge.infer.FaceRecognizer` for ``--model`` (or ``model``) and the verb's options."""
     from faceforge.infer import FaceRecognizer
+    from faceforge.infer.loading import load_model
 
     detector: Any = getattr(args, "detector", "auto")
     det_model = getattr(args, "detector_model", None)
     if det_model:
-        from faceforge.align.detectors.base import create_detector, list_detectors
+        from faceforge.align.detectors.base import list_detectors
 
         if detector in ("auto", None) or detector not in list_detectors():
             raise FaceforgeError(
@@ -153,15 +154,22 @@ def load_recognizer(args: argparse.Namespace, model: str | None = None) -> Any:
             )
         if not Path(det_model).is_file():
             raise FaceforgeError(f"--detector-model {det_model} does not exist")
-        detector = create_detector(detector, model_path=det_model)
-    rec = FaceRecognizer.from_model(
+    loaded = load_model(
         model or args.model,
         arch=getattr(args, "arch", None),
         overrides=model_overrides(args),
+        precision=getattr(args, "precision", None) or "fp32",
+    )
+    # A whole-image model (template "none": objects, products) never builds a face detector.
+    if det_model and loaded.face_cfg.template != "none":
+        from faceforge.align.detectors.base import create_detector
+
+        detector = create_detector(detector, model_path=det_model)
+    rec = FaceRecognizer(
+        loaded,
         detector=detector,
         threshold=getattr(args, "threshold", None),
         far=getattr(args, "far", None),
-        precision=getattr(args, "precision", None) or "fp32",
     )
     # Facts read from a foreign file are guesses until the user confirms them: say what was inferred.
     if rec.model.guessed and not getattr(args, "json", False):

@@ -14,8 +14,15 @@ recogniser's 10-fold accuracy, AUC and EER on that detector's crops (see
 :mod:`faceforge.eval.align_bench` for how failures and memory are handled). ``--model`` takes what
 every verb takes (default ``dlib``: dlib's ResNet in PyTorch); with ``dlib`` a ``dlib-native`` baseline
 row — dlib's own detector, shape predictor and network — is added (``--no-native`` drops it).
-Writes ``results.csv``, ``results.md``, ``results.json``, ``outcomes.jsonl`` and ``align_bench.png``
-into ``--out``.
+Writes ``results.csv``, ``results.md``, ``results.json``, ``outcomes.jsonl``, ``align_bench.png`` and
+``aligned_samples.png`` (the same 8 identities aligned by each detector, one row per detector) into
+``--out``; ``--save-aligned DIR`` also writes every aligned crop per detector.
+
+Speed options: ``--batch-size N`` runs detection in batches (``detect_batch``; real batches for the ONNX
+detectors whose files allow them, identical faces), ``--workers N`` decodes images in N threads,
+``--device auto|cpu|cuda`` picks where the onnxruntime / YuNet detectors run. Detector files and
+options: ``--detector-model NAME=FILE`` (any compatible export, e.g. ``yolov8_face=yolov8n-face.onnx``),
+``--rtmpose-box-detector NAME`` (the boxes RTMPose's keypoints start from; default yunet).
 """
 
 from __future__ import annotations
@@ -65,6 +72,44 @@ def _recognizer(args: argparse.Namespace) -> Any:
     return Recognizer(model.name, model.face_cfg.template, (w, h), embed, {"recognizer": spec, "arch": arch})
 
 
+def _detector_kwargs(args: argparse.Namespace, known: list[str]) -> dict[str, dict[str, Any]]:
+    """Per-detector options from ``--detector-model NAME=FILE`` and ``--rtmpose-box-detector``."""
+    from pathlib import Path
+
+    from faceforge.errors import FaceforgeError, did_you_mean
+
+    out: dict[str, dict[str, Any]] = {}
+    for spec in args.detector_model or []:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            raise FaceforgeError(
+                f"--detector-model {spec}: expected NAME=FILE, e.g. yolov8_face=yolov8n-face.onnx"
+            )
+        if name not in known:
+            raise FaceforgeError(
+                f"--detector-model {spec}: unknown detector {name!r}{did_you_mean(name, known)}"
+            )
+        if not Path(file).expanduser().is_file():
+            raise FaceforgeError(f"--detector-model {spec}: {file} does not exist")
+        out.setdefault(name, {})["model_path"] = str(Path(file).expanduser())
+    if args.rtmpose_box_detector:
+        box = args.rtmpose_box_detector
+        if box not in known or box == "rtmpose":
+            raise FaceforgeError(
+                f"--rtmpose-box-detector {box}: expected a face detector{did_you_mean(box, known)} "
+                "such as yunet, scrfd or retinaface"
+            )
+        out.setdefault("rtmpose", {})["box_detector"] = box
+    return out
+
+
+def _non_negative(v: str) -> int:
+    x = int(v)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"{v} is negative")
+    return x
+
+
 def cmd_bench_align(args: argparse.Namespace) -> int:
     """Run the benchmark and print its table (and the img/s of each detector)."""
     from faceforge.errors import FaceforgeError
@@ -84,6 +129,7 @@ def cmd_bench_align(args: argparse.Namespace) -> int:
     for d in dets:
         if d not in known:
             raise FaceforgeError(f"unknown detector {d!r}{did_you_mean(d, known)}; known: {', '.join(known)}")
+    det_kwargs = _detector_kwargs(args, known)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
 
     def warn(s: str) -> None:  # said even with --quiet: the numbers need it
@@ -101,14 +147,22 @@ def cmd_bench_align(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         log=log,
         warn=warn,
+        detector_kwargs=det_kwargs,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        save_aligned_to=args.save_aligned,
     )
     if args.json:
         print(json.dumps(rows, default=float))
     else:
         print(to_markdown(rows), end="")
         for r in rows:
-            print(f"{r['detector']}: {r['img_per_s']:.1f} img/s (detection only, 1 thread)")
-        print(f"results: {args.out}/results.md, results.csv, align_bench.png")
+            how = f"batch {r['batch_size']}, device {r['device']}"
+            print(f"{r['detector']}: {r['img_per_s']:.1f} img/s (detection only, 1 thread, {how})")
+        print(f"results: {args.out}/results.md, results.csv, align_bench.png, aligned_samples.png")
+        if args.save_aligned:
+            print(f"aligned crops: {args.save_aligned}/<detector>/")
     return 0
 
 
@@ -120,7 +174,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", required=True, help="pair list (LFW pairs.txt, CSV, ...)")
     p.add_argument("--root", default=None, help="image folder the pair list refers to")
     p.add_argument(
-        "--detectors", default="yunet", help="comma list, e.g. yunet,scrfd,retinaface,mediapipe,dlib"
+        "--detectors",
+        default="yunet",
+        help="comma list, e.g. yunet,scrfd,retinaface,yolo5face,yolov8_face,rtmpose,mediapipe,mtcnn,dlib",
     )
     add_model_options(p, required=False, default_note="default dlib")
     p.add_argument("--recognizer", default=None, help="same as --model (kept for older scripts)")
@@ -137,6 +193,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-dir", default=None, help="extra model-file folders (os.pathsep-separated)")
     p.add_argument("--no-native", action="store_true", help="leave out the dlib-native baseline row")
     p.add_argument("--no-cache", action="store_true", help="ignore OUT/cache/*.npz from an earlier run")
+    p.add_argument(
+        "--batch-size", type=_positive, default=1, help="images per detector call (detect_batch; default 1)"
+    )
+    p.add_argument(
+        "--workers", type=_non_negative, default=0, help="image-decoding threads (default 0: in the loop)"
+    )
+    p.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where ONNX / YuNet detectors run"
+    )
+    p.add_argument(
+        "--detector-model",
+        action="append",
+        metavar="NAME=FILE",
+        help="model file of one detector (repeatable), e.g. yolov8_face=yolov8n-face.onnx",
+    )
+    p.add_argument(
+        "--rtmpose-box-detector",
+        default=None,
+        help="detector whose boxes RTMPose starts from (default yunet)",
+    )
+    p.add_argument(
+        "--save-aligned", default=None, metavar="DIR", help="write every aligned crop to DIR/<detector>/"
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument(
         "--quiet",

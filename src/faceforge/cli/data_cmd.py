@@ -329,22 +329,48 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- split
 
 
+def _class_names_arg(value: str | None) -> list[str] | str | None:
+    """``--class-names``: an existing file (one name per line) or a comma-separated list."""
+    if value is None or os.path.isfile(value):
+        return value
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    looks_like_file = os.sep in value or Path(value).suffix.lower() in (".txt", ".lst", ".csv")
+    if not names or ("," not in value and looks_like_file):
+        raise FaceforgeError(
+            f"--class-names {value!r}: no such file; expected a file with one name per line or a "
+            "comma-separated list (e.g. monstera,ficus)"
+        )
+    return names
+
+
 def cmd_split(args: argparse.Namespace) -> int:
-    """Write (or re-use) an identity-disjoint train/val/test split file."""
+    """Write (or re-use) a group-disjoint train/val/test split file and print its counts."""
     from faceforge.data.splits import make_split
 
+    reused = Path(args.out).exists() and not args.overwrite
     s = make_split(
         args.root,
         args.out,
         ratios=args.ratios,
         seed=args.seed,
         min_image_size=args.min_image_size,
-        class_names=args.class_names,
+        class_names=_class_names_arg(args.class_names),
         layout=args.layout,
         overwrite=args.overwrite,
     )
-    parts = ", ".join(f"{n}: {len(s.splits[n])} ids / {s.num_images(n)} images" for n in s.splits)
-    print(f"split {args.out}: {parts}; dropped {len(s.dropped)} ids, {s.num_corrupt} unreadable images")
+    counts = s.counts()["splits"]
+    what = f"{len(s.classes)} classes" if s.classes is not None else "one class per ID"
+    print(f"{'re-used' if reused else 'wrote'} split {args.out}: layout {s.layout}, {what} ({s.root})")
+    print(f"{'split':<6} {'images':>8} {'groups':>8} {'classes':>8}")
+    for name, c in counts.items():
+        print(f"{name:<6} {c['images']:>8} {c['groups']:>8} {c['classes']:>8}")
+    print(
+        f"dropped {len(s.dropped)} groups (--min-image-size {s.params.get('min_image_size', 0)}); "
+        f"skipped {s.num_corrupt} unreadable images"
+    )
+    if s.small_classes:
+        few = "; ".join(f"{c} -> {', '.join(v)}" for c, v in s.small_classes.items())
+        print(f"classes with too few groups for every split: {few}")
     return 0
 
 
@@ -429,8 +455,29 @@ def cmd_from_bin(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- synth
 
 
+_OBJECT_OPTIONS = (("classes", 8), ("ids_per_class", 24), ("views", 5), ("size", 96))
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
-    """Render the SynthFaces data set (``faceforge.data.synth.write_dataset``)."""
+    """Render SynthFaces (``write_dataset``) or, with ``--kind objects``, SynthObjects (``write_objects``)."""
+    if args.kind == "objects":
+        from faceforge.data.synth import write_objects
+
+        if getattr(args, "version", 1) != 1:
+            raise FaceforgeError(
+                "synth: --version chooses the SynthFaces generator; it does not apply to --kind objects"
+            )
+        opts = {k: d if getattr(args, k) is None else getattr(args, k) for k, d in _OBJECT_OPTIONS}
+        summary = write_objects(
+            out=args.out, seed=args.seed, progress=show_progress(args), overwrite=args.overwrite, **opts
+        )
+        print(f"SynthObjects written to {args.out} (layout <class>/<ID>_<view>.jpg)")
+        print(json.dumps(summary, indent=1, default=str))
+        return 0
+    given = [k for k, _ in _OBJECT_OPTIONS if getattr(args, k) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise FaceforgeError(f"synth: {flag} applies to --kind objects only (this run is --kind faces)")
     from faceforge.data.synth import write_dataset
 
     summary = write_dataset(
@@ -444,6 +491,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=show_progress(args),
         overwrite=args.overwrite,
+        version=getattr(args, "version", 1),
     )
     print(f"SynthFaces written to {args.out}")
     if isinstance(summary, dict):
@@ -510,8 +558,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("split", help="identity-disjoint train/val/test split file")
-    p.add_argument("root", help="image folder (flat ID_seq.jpg or ROOT/ID/*.jpg)")
+    p = sub.add_parser(
+        "split",
+        help="group-disjoint train/val/test split file (face IDs, or objects within classes)",
+        description="Split ROOT so no group (an ID, or a (class, ID) pair) is in two splits; the class "
+        "layout is split per class so every class with enough groups is in every split. Prints the "
+        "layout used and the counts per split; an existing --out with the same settings is re-used.",
+    )
+    p.add_argument("root", help="image folder: ROOT/ID_seq.jpg, ROOT/ID/*.jpg or ROOT/<class>/<ID>_<seq>.jpg")
     p.add_argument("--out", required=True, help="split JSON file (re-used when it exists)")
     p.add_argument(
         "--ratios",
@@ -519,12 +573,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs=3,
         default=[0.70, 0.15, 0.15],
         metavar=("TRAIN", "VAL", "TEST"),
-        help="shares of the identities (default 0.70 0.15 0.15)",
+        help="image shares of train, val, test (default 0.70 0.15 0.15)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed of the identity shuffle (default 0)")
-    p.add_argument("--min-image-size", type=_non_negative, default=0, help="drop IDs with a smaller image")
-    p.add_argument("--class-names", default=None, help="file with the IDs to keep, one per line")
-    p.add_argument("--layout", choices=["auto", "flat", "folder"], default="auto", help=_LAYOUT_HELP)
+    p.add_argument(
+        "--seed", type=_non_negative, default=0, help="random seed of the group shuffle (default 0)"
+    )
+    p.add_argument(
+        "--min-image-size",
+        type=_non_negative,
+        default=0,
+        help="drop a group holding an image with a shorter side below N px (header only; default 0: off)",
+    )
+    p.add_argument(
+        "--class-names",
+        default=None,
+        metavar="FILE_OR_LIST",
+        help="classes to keep (class layout; IDs otherwise): a file, one per line, or a comma list",
+    )
+    p.add_argument(
+        "--layout",
+        choices=["auto", "flat", "folder", "class"],
+        default="auto",
+        help=_LAYOUT_HELP + "; class: ROOT/<class>/<ID>_<seq>.jpg",
+    )
     p.add_argument("--overwrite", action="store_true", help="re-split even if --out exists")
     p.set_defaults(func=cmd_split)
 
@@ -577,10 +648,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "synth",
-        help="render the SynthFaces data set",
+        help="render the SynthFaces data set (or, --kind objects, the SynthObjects collection)",
         description="Render SynthFaces into --out: train/ val/ test/ ImageFolders, landmarks.csv, "
         "val_pairs.txt / test_pairs.txt (10 identity-disjoint folds) and synthfaces.json. A non-empty "
-        "--out written with other parameters is refused (--overwrite replaces it whole).",
+        "--out written with other parameters is refused (--overwrite replaces it whole). --kind objects "
+        "renders SynthObjects instead: OUT/<class>/<ID>_<view>.jpg and objects.json.",
     )
     p.add_argument("--identities", type=_positive, default=300, help="training identities (default 300)")
     p.add_argument(
@@ -605,6 +677,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="aligned: 112x112 ArcFace crops (default); wild: 250x250 scenes for detection",
     )
     p.add_argument("--seed", type=int, default=0, help="data-set seed: same seed, same images (default 0)")
+    p.add_argument(
+        "--version",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="1: the original 2-D cartoon faces (default; reproduces earlier sets); 2: 3-D heads with "
+        "texture, lighting and perspective (aligned mode only; see docs/synthfaces.md)",
+    )
     p.add_argument("--workers", type=_non_negative, default=0, help="processes (0 = all cores)")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier identical run)")
     p.add_argument(
@@ -612,5 +692,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace a SynthFaces folder written with other parameters (removes what it wrote there)",
     )
+    p.add_argument(
+        "--kind",
+        choices=["faces", "objects"],
+        default="faces",
+        help="faces: SynthFaces (default); objects: SynthObjects, non-face shapes in "
+        "OUT/<class>/<ID>_<view>.jpg for classification by retrieval",
+    )
+    p.add_argument("--classes", type=_positive, default=None, help="objects: classes, at most 10 (default 8)")
+    p.add_argument(
+        "--ids-per-class", type=_positive, default=None, help="objects: objects per class (default 24)"
+    )
+    p.add_argument("--views", type=_positive, default=None, help="objects: images per object (default 5)")
+    p.add_argument("--size", type=_positive, default=None, help="objects: image side in pixels (default 96)")
     add_progress_option(p)
     p.set_defaults(func=cmd_synth)

@@ -6,11 +6,15 @@
     faceforge eval --model M --sets lfw=lfw.bin data/cfp_fp.bin mine=pairs.txt:images/
     faceforge eval --model M --bin lfw.bin --bin agedb_30.bin --lowres 2,4,8 [--sr mod:fn]
     faceforge eval retrieval --model M --split DIR | --query DIR --gallery DIR
+    faceforge eval classify --model M --split split.json [--gallery-split train --query-split test]
+    faceforge eval classify --run runs/NAME --gallery DIR --query DIR --k 20
     faceforge eval ijb --model M --root IJB_ROOT --target IJBC
 
 ``M`` (``--model``, or its old name ``--checkpoint``) is a pretrained name (``dlib``), a faceforge
 ``.ckpt`` or ``.onnx``, an insightface ONNX, dlib's ``.dat`` or a foreign state dict (``--arch``);
-``--color --mean --std --template --input-size`` replace its preprocessing facts.
+``--color --mean --std --template --input-size`` replace its preprocessing facts. ``--run runs/NAME``
+instead takes the newest run under that folder (its ``checkpoints/best.ckpt``, else ``last.ckpt``).
+Several verification sets get a ``mean`` row (their average) in the table and the report.
 
 Images of pair lists and folders that are not already aligned crops are detected and aligned to the
 model's template like ``faceforge verify`` does (``--detector auto``: YuNet, else SCRFD; ``none`` for
@@ -26,10 +30,12 @@ report folder (default: the checkpoint's run directory for a ``.ckpt``, else
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
-from faceforge.cli._common import RESERVED_KEYS, read_report, write_report
+from faceforge.cli._common import RESERVED_KEYS, note, read_report, write_report
 from faceforge.errors import FaceforgeError
 
 __all__ = ["RESERVED_KEYS", "read_report", "register", "write_report"]
@@ -62,6 +68,13 @@ def _common(p: argparse.ArgumentParser, sub: bool) -> None:
         help="alignment template (none: whole image)",
     )
     g.add_argument("--input-size", default=d(None), help="model input as N or HxW, e.g. 112 or 150")
+    p.add_argument(
+        "--run",
+        default=d(None),
+        metavar="DIR",
+        help="a training run folder (runs/NAME or runs/NAME/TIMESTAMP): its newest checkpoints/best.ckpt, "
+        "else last.ckpt, when --model is not given",
+    )
     p.add_argument("--device", default=d("cpu"), help="torch device of the model (default cpu)")
     p.add_argument(
         "--out",
@@ -108,7 +121,7 @@ def _detector_options(p: argparse.ArgumentParser, sub: bool) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` command and its ``retrieval`` / ``ijb`` sub-commands."""
+    """Add the ``eval`` command and its ``retrieval`` / ``classify`` / ``ijb`` sub-commands."""
     p = sub.add_parser(
         "eval",
         help="verification (any number of sets), retrieval, IJB-B/C, low-resolution; report with calibration",
@@ -167,6 +180,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--name", dest="retrieval_name", help="report row name (default: the folder name)")
     r.set_defaults(func=run_retrieval)
 
+    c = tasks.add_parser(
+        "classify",
+        help="classification by retrieval: kNN vote over a labelled gallery (accuracy, Recall@K, mAP@R)",
+        description="Embed a labelled gallery and query images, classify each query by its k nearest "
+        "gallery images (majority, similarity-weighted and nearest-neighbour votes) and write "
+        "classify.json / classify.md / confusion.png (see docs/evaluation.md).",
+    )
+    _common(c, sub=True)
+    _detector_options(c, sub=True)
+    c.add_argument(
+        "--split", dest="classify_split", metavar="SPLIT.json", help="split file (faceforge data split)"
+    )
+    c.add_argument(
+        "--gallery-split", default="train", help="part of --split used as the gallery (default train)"
+    )
+    c.add_argument(
+        "--query-split", default="test", metavar="NAME", help="part of --split used as queries (default test)"
+    )
+    c.add_argument(
+        "--gallery", dest="classify_gallery", metavar="DIR", help="gallery folder DIR/<class>/**/<image>"
+    )
+    c.add_argument(
+        "--query", dest="classify_query", metavar="DIR", help="query folder DIR/<class>/**/<image>"
+    )
+    c.add_argument(
+        "--k", type=int, default=20, help="neighbours of the vote (default 20; k=1 is reported too)"
+    )
+    c.add_argument(
+        "--ks", dest="classify_ks", default="1,5", metavar="K,K", help="K values of Recall@K (default 1,5)"
+    )
+    c.add_argument(
+        "--index", dest="classify_index", choices=("auto", "flat", "ivf"), default="auto",
+        help="gallery search: exact (flat), IVF, or auto (flat below 50,000 gallery images)",
+    )  # fmt: skip
+    c.add_argument(
+        "--top",
+        type=int,
+        default=5,
+        metavar="N",
+        help="neighbours listed per misclassified query (default 5)",
+    )
+    c.add_argument(
+        "--name",
+        dest="classify_name",
+        metavar="NAME",
+        help="report row name (default: from the split or folder)",
+    )
+    c.set_defaults(func=run_classify)
+
     j = tasks.add_parser("ijb", help="IJB-B/C 1:1 TAR@FAR (and 1:N when its meta files are present)")
     _common(j, sub=True)
     j.add_argument("--root", dest="ijb_root", required=True, help="IJB folder (holding IJBC/ or meta/)")
@@ -189,14 +251,57 @@ def _flip(args: argparse.Namespace) -> str:
     return "none" if args.no_flip else args.flip
 
 
+def run_checkpoint(run: str | Path) -> Path:
+    """The checkpoint of a training run folder: ``checkpoints/best.ckpt``, else ``last.ckpt``.
+
+    ``run`` is one run (``runs/NAME/TIMESTAMP``) or a run name's folder (``runs/NAME``), whose newest
+    timestamped run holding a checkpoint is taken (``train.run.make_run_dir`` names them
+    ``YYYYmmdd-HHMMSS[-k]``, so they sort by name).
+    """
+    base = Path(run).expanduser()
+    if not base.is_dir():
+        raise FaceforgeError(f"--run {run}: not a folder (expected runs/NAME or runs/NAME/TIMESTAMP)")
+
+    def pick(folder: Path) -> Path | None:
+        for name in ("best.ckpt", "last.ckpt"):
+            if (folder / "checkpoints" / name).is_file():
+                return folder / "checkpoints" / name
+        return None
+
+    if (base / "checkpoints").is_dir():
+        found = pick(base)
+    else:
+
+        def order(d: Path) -> tuple[str, int]:
+            m = re.match(r"^(\d{8}-\d{6})(?:-(\d+))?$", d.name)
+            return (m.group(1), int(m.group(2) or 0)) if m else (d.name, 0)
+
+        runs = sorted((d for d in base.iterdir() if d.is_dir()), key=order, reverse=True)
+        found = next((c for c in map(pick, runs) if c is not None), None)
+    if found is None:
+        raise FaceforgeError(
+            f"--run {run}: no checkpoints/best.ckpt or last.ckpt in it or its run folders; "
+            "pass --model FILE instead"
+        )
+    return found
+
+
 def _load_model(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(EmbeddingModel, suite.ModelInfo) of ``--model`` with ``--arch`` and the overrides."""
+    """(EmbeddingModel, suite.ModelInfo) of ``--model`` (or ``--run``) with ``--arch`` and the overrides."""
     from faceforge.cli._common import model_overrides
     from faceforge.eval.suite import ModelInfo
     from faceforge.infer.loading import load_model
 
+    run = getattr(args, "run", None)
+    if run and getattr(args, "model", None):
+        raise FaceforgeError(f"give --model {args.model} or --run {run}, not both")
+    if run:
+        args.model = str(run_checkpoint(run))
+        print(f"model: {args.model} (newest checkpoint of --run {run})")
     if not getattr(args, "model", None):
-        raise FaceforgeError("faceforge eval: --model NAME|FILE is required (--checkpoint is its old name)")
+        raise FaceforgeError(
+            "faceforge eval: --model NAME|FILE is required (or --run DIR; --checkpoint is its old name)"
+        )
     model = load_model(
         args.model, arch=getattr(args, "arch", None), overrides=model_overrides(args),
         device=getattr(args, "device", "cpu"),
@@ -346,6 +451,32 @@ def _print_faces(results: dict[str, Any]) -> None:
             print(f"faces: {name}: arcface crops re-aligned to the model's template ({row.get('set')})")
 
 
+#: name of the row averaging the verification sets of one ``faceforge eval`` command
+MEAN_ROW = "mean"
+_MEAN_KEYS = ("accuracy", "auc", "eer")
+
+
+def mean_row(rows: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The unweighted mean of accuracy, AUC, EER and TAR@FAR over two or more verification rows.
+
+    Each set counts once whatever its number of pairs (how multi-benchmark face results are averaged,
+    e.g. the LFW/CFP-FP/AgeDB-30 mean); a key missing from any row is left out. None for fewer rows.
+    """
+    if len(rows) < 2:
+        return None
+    out: dict[str, Any] = {"kind": "verification", "sets": list(rows), "n_sets": len(rows)}
+    for key in _MEAN_KEYS:
+        vals = [r.get(key) for r in rows.values()]
+        if all(isinstance(v, (int, float)) for v in vals):
+            out[key] = float(sum(vals)) / len(vals)  # type: ignore[arg-type]
+    tars = [r.get("tar_at_far") or {} for r in rows.values()]
+    common = set(tars[0]).intersection(*tars[1:])
+    common = {f for f in common if all(isinstance(t[f], (int, float)) for t in tars)}
+    if common:
+        out["tar_at_far"] = {f: sum(float(t[f]) for t in tars) / len(tars) for f in sorted(common, key=float)}
+    return out
+
+
 def _check_write_calibration(args: argparse.Namespace, model: Any) -> None:
     if model.kind in ("checkpoint", "pretrained"):
         return
@@ -404,6 +535,9 @@ def run(args: argparse.Namespace) -> int:
     if r.get("alignment") == "detected":
         source += f", faces detected with {r.get('detector')}"
     cal = calibration_from_result(r, source, args.far)
+    mean = mean_row({n: results[n] for n in names})
+    if mean is not None:
+        results[MEAN_ROW] = mean
     print(format_report(results))
     if cache.hits:
         print(f"embeddings: {cache.hits} set(s) from the cache ({cache.directory})")
@@ -476,6 +610,114 @@ def run_retrieval(args: argparse.Namespace) -> int:
     print(format_report(rows))
     paths = write_report(rows, out, merge=not args.fresh)
     _print_paths(paths)
+    return 0
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        vals = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise FaceforgeError(f"{option} {text!r}: expected comma-separated positive integers, e.g. 1,5")
+    return vals
+
+
+def _classify_inputs(args: argparse.Namespace) -> tuple[Any, Any, list[str], str, bool]:
+    """(gallery (paths, labels), queries (paths, labels), class names, default row name, same split)."""
+    from faceforge.eval.classify import folder_samples
+
+    split, gdir, qdir = args.classify_split, args.classify_gallery, args.classify_query
+    if split and (gdir or qdir):
+        raise FaceforgeError("classify: give --split FILE, or --gallery DIR and --query DIR, not both")
+    if not split:
+        if not (gdir and qdir):
+            raise FaceforgeError("classify: give --split FILE, or both --gallery DIR and --query DIR")
+        gp, gl, names = folder_samples(gdir)
+        # Query folders may hold classes the gallery lacks: they are added after the gallery's.
+        qroot = Path(qdir)
+        subs = [d.name for d in qroot.iterdir() if d.is_dir()] if qroot.is_dir() else []
+        extra = sorted(n for n in subs if n not in names and not n.startswith("."))
+        qp, ql, names = folder_samples(qdir, names + extra)
+        return (gp, gl), (qp, ql), names, f"{Path(qdir).name} (classify)", False
+    from faceforge.data.splits import Split
+
+    sp = Split.load(split)
+    if sp.classes is None:
+        raise FaceforgeError(
+            f"--split {split}: layout {sp.layout!r} has no classes; eval classify needs a class-layout split "
+            "(root/<class>/<ID>_<seq>.jpg, faceforge data split --layout class)"
+        )
+    gal = sp.samples(args.gallery_split, label="class")
+    qry = sp.samples(args.query_split, label="class")
+    if not gal or not qry:
+        empty = args.gallery_split if not gal else args.query_split
+        raise FaceforgeError(f"--split {split}: part {empty!r} holds no images")
+    same = args.gallery_split == args.query_split
+    name = f"{Path(split).stem} {args.query_split} (classify)"
+    return (
+        ([p for p, _ in gal], [c for _, c in gal]),
+        ([p for p, _ in qry], [c for _, c in qry]),
+        list(sp.classes),
+        name,
+        same,
+    )
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    """Classification by retrieval of a split or two class folders; classify.* and a report row."""
+    from faceforge.eval.classify import evaluate_classification, format_classify, write_classify_report
+
+    ks = _int_list(args.classify_ks, "--ks")
+    if args.k < 1:
+        raise FaceforgeError(f"--k {args.k}: expected a positive number of neighbours, e.g. 20")
+    if args.top < 0:
+        raise FaceforgeError(f"--top {args.top}: expected 0 or more neighbours to list")
+    gallery, queries, names, default_name, same = _classify_inputs(args)
+    n_search = len(gallery[0]) - same  # leave-one-out searches all but the query itself
+    if max(ks) > n_search:
+        raise FaceforgeError(
+            f"--ks {args.classify_ks}: K={max(ks)} is larger than the gallery ({n_search} images per query)"
+        )
+    if args.k > n_search:
+        note(
+            args,
+            f"note: --k {args.k} is more than the gallery's {n_search} images per query; voting with all",
+        )
+    model, info = _load_model(args)
+    out = _out(args, model)
+    res, facts = evaluate_classification(
+        info, gallery, queries, names, k=args.k, ks=ks, index=args.classify_index, exclude_self=same,
+        flip=_flip(args), batch_size=args.batch_size, cache=_cache(args), detector=args.detector,
+        detector_model=args.detector_model, crop_cache=_crop_cache(args),
+    )  # fmt: skip
+    row_name = args.classify_name or default_name
+    folder = out / f"classify-{_safe_name(row_name.replace(' (classify)', ''))}"
+    extra = {"model": model.name, "source": str(model.source), "flip": _flip(args), "leave_one_out": same}
+    extra.update({k: v for k, v in facts.items() if not k.endswith("_paths")})
+    paths = write_classify_report(
+        res, folder, query_paths=facts["query_paths"], gallery_paths=facts["gallery_paths"], title=row_name,
+        top=args.top, extra=extra,
+    )  # fmt: skip
+    print(format_classify(res, title=row_name))
+    if facts["undecodable"]:
+        print(
+            f"warning: {len(facts['undecodable'])} undecodable image(s) left out; "
+            f"first: {facts['undecodable'][0]}",
+            file=sys.stderr,
+        )
+    if facts["query_classes_not_in_gallery"]:
+        miss = facts["query_classes_not_in_gallery"]
+        note(args, f"note: {len(miss)} query class(es) have no gallery image and cannot be predicted: "
+             + ", ".join(miss[:5]))  # fmt: skip
+    d = res.to_dict()
+    keys = ("kind", "accuracy", "accuracy_majority", "accuracy_top1", "recall_at_k", "map_at_r", "macro_f1",
+            "k", "index", "n_queries", "n_gallery", "n_classes")  # fmt: skip
+    row = {k: d[k] for k in keys}
+    row.update(worst_confusions=d["worst_confusions"][:5], details=str(paths["json"]), flip=_flip(args))
+    rep = write_report({row_name: row}, out, merge=not args.fresh)
+    print(f"classify report: {paths['markdown']}  ({paths['json'].name}, {paths['confusion'].name})")
+    _print_paths(rep)
     return 0
 
 

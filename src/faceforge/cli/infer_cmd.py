@@ -40,7 +40,7 @@ import numpy as np
 from faceforge.cli._common import add_model_options, add_precision_option, is_quiet, load_recognizer
 from faceforge.errors import FaceforgeError
 
-__all__ = ["collect_images", "register"]
+__all__ = ["register"]
 
 
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True, threshold: bool = True) -> None:
@@ -61,6 +61,25 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool = True, threshold
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=2,
+        help="threads that decode, detect and align ahead of the batched model (default 2)",
+    )
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+    return n
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``verify``, ``embed`` and ``gallery``."""
     p = sub.add_parser(
@@ -78,6 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output .npz (embeddings, paths, labels)")
     _add_model_args(p, threshold=False)
+    _add_workers(p)
     p.set_defaults(func=cmd_embed)
 
     g = sub.add_parser("gallery", help="build, edit and search a Faiss face gallery")
@@ -86,6 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="gallery directory to write")
     p.add_argument("--index", default="auto", help="auto (by size), flat, ivf or ivfpq")
+    _add_workers(p)
     _add_model_args(p, threshold=False)
     p.set_defaults(func=cmd_gallery_build)
 
@@ -93,6 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--gallery", required=True, help="gallery directory")
     p.add_argument("--label", help="label for every added image (default: from the folder layout)")
+    _add_workers(p)
     _add_model_args(p, required=False, threshold=False)
     p.set_defaults(func=cmd_gallery_add)
 
@@ -102,11 +124,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_gallery_remove)
 
-    p = gs.add_parser("search", help="the k most similar gallery entries to the face in IMG")
-    p.add_argument("image", help="query image")
+    p = gs.add_parser(
+        "search",
+        help="the k most similar gallery entries to the face in IMG (or to each query of a folder / .npz)",
+        description="One image: its top k. A folder of images (one model load, pipelined, one batched "
+        "search) or an .npz from `faceforge embed`: one JSON line per query on stdout.",
+    )
+    p.add_argument("image", help="query image, folder of query images, or .npz of query embeddings")
     p.add_argument("--gallery", required=True, help="gallery directory")
     p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     _add_model_args(p, required=False)
+    _add_workers(p)
     p.set_defaults(func=cmd_gallery_search)
 
     p = gs.add_parser("info", help="what a gallery holds")
@@ -125,42 +153,21 @@ def _gallery_help(parser: argparse.ArgumentParser) -> int:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def collect_images(inputs: list[str]) -> list[tuple[Path, str]]:
-    """``(path, label)`` for every image under ``inputs`` (sorted); labels from the folder layout."""
-    from faceforge.align.io import IMAGE_EXTENSIONS
-
-    out: list[tuple[Path, str]] = []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_file():
-            out.append((p, p.stem))
-        elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-            for f in files:
-                label = f.parent.name if f.parent != p else f.stem
-                out.append((f, label))
-        else:
-            raise FaceforgeError(f"{p} does not exist (expected an image file or a folder of images)")
-    if not out:
-        raise FaceforgeError(
-            f"no images found in {', '.join(inputs)} (extensions {', '.join(IMAGE_EXTENSIONS)})"
-        )
-    return out
-
-
 def _embed_files(
-    rec: Any, files: list[tuple[Path, str]]
+    rec: Any, files: list[tuple[Path, str]], args: argparse.Namespace
 ) -> tuple[np.ndarray, list[tuple[Path, str]], list[dict]]:
-    """Embed each file; returns embeddings, the files kept and ``{"file", "reason"}`` for those skipped."""
-    embs, kept, skipped = [], [], []
-    for path, label in files:
-        try:
-            embs.append(rec.embed(path)[0])
-            kept.append((path, label))
-        except FaceforgeError as e:
-            skipped.append({"file": str(path), "reason": str(e)})
-    dim = int(rec.face_cfg.embedding_size)
-    return (np.stack(embs) if embs else np.zeros((0, dim), np.float32)), kept, skipped
+    """Embed the files through the pipelined path (decode/detect/align in threads, batched model)."""
+    from faceforge.infer.pipeline import embed_labelled
+
+    progress = False if is_quiet(args) else None
+    return embed_labelled(rec, files, workers=args.workers, progress=progress)
+
+
+def collect_images(inputs: list[str]) -> list[tuple[Path, str]]:
+    """``(path, label)`` of every image under ``inputs`` (:func:`faceforge.infer.pipeline.collect_images`)."""
+    from faceforge.infer.pipeline import collect_images as collect
+
+    return collect(inputs)
 
 
 def _nothing_embedded(inputs: list[str], skipped: list[dict], outcome: str) -> FaceforgeError:
@@ -244,7 +251,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """Write ``embeddings``, ``paths`` and ``labels`` of the images into an .npz."""
     rec = load_recognizer(args)
     files = collect_images(args.inputs)
-    emb, kept, skipped = _embed_files(rec, files)
+    emb, kept, skipped = _embed_files(rec, files, args)
     if not kept:
         raise _nothing_embedded(args.inputs, skipped, "nothing written")
     out = Path(args.out)
@@ -271,7 +278,7 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
     from faceforge.infer import Gallery
 
     rec = load_recognizer(args)
-    emb, kept, skipped = _embed_files(rec, collect_images(args.inputs))
+    emb, kept, skipped = _embed_files(rec, collect_images(args.inputs), args)
     if not kept:
         raise _nothing_embedded(args.inputs, skipped, "nothing to build")
     from faceforge.models.pretrained import list_pretrained
@@ -297,7 +304,7 @@ def cmd_gallery_add(args: argparse.Namespace) -> int:
 
     g = Gallery.load(args.gallery)
     rec = _gallery_model(args, g)
-    emb, kept, skipped = _embed_files(rec, collect_images(args.inputs))
+    emb, kept, skipped = _embed_files(rec, collect_images(args.inputs), args)
     if not kept:
         raise _nothing_embedded(args.inputs, skipped, f"gallery {args.gallery} left as it was")
     labels = [args.label or lab for _, lab in kept]
@@ -329,12 +336,15 @@ def cmd_gallery_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery_search(args: argparse.Namespace) -> int:
-    """The k nearest gallery entries to the largest face of IMG."""
+    """The k nearest gallery entries to the largest face of IMG, or to every query of a folder/.npz."""
     from faceforge.infer import Gallery
 
     if args.k < 1:
         raise FaceforgeError(f"-k must be >= 1, got {args.k}")
     g = Gallery.load(args.gallery)
+    query = Path(args.image)
+    if query.is_dir() or query.suffix.lower() == ".npz":
+        return _search_many(args, g, query)
     rec = _gallery_model(args, g)
     hits = rec.find(args.image, g, args.k)
     thr = rec.threshold
@@ -346,6 +356,40 @@ def cmd_gallery_search(args: argparse.Namespace) -> int:
     _print(
         args, {"query": args.image, "threshold": thr, "results": hits}, "\n".join(lines) or "(empty gallery)"
     )
+    return 0
+
+
+def _search_many(args: argparse.Namespace, g: Any, query: Path) -> int:
+    """JSON lines, one per query in input order: its results, or why it has none."""
+    from faceforge.infer.pipeline import load_embeddings_npz
+
+    if query.suffix.lower() == ".npz":
+        emb, names = load_embeddings_npz(query, g.dim)
+        skipped: list[dict] = []
+        thr = args.threshold
+        if thr is None:
+            try:  # the model only gives the calibrated threshold here; its file is opened when named
+                thr = _gallery_model(args, g).threshold
+            except FaceforgeError:
+                thr = None  # similarities only ("match": null)
+    else:
+        rec = _gallery_model(args, g)
+        thr = rec.threshold
+        emb, kept, skipped = _embed_files(rec, collect_images([str(query)]), args)
+        names = [str(p) for p, _ in kept]
+    results = g.search(emb, args.k) if len(emb) else []
+    out = sys.stdout
+    for name, hits in zip(names, results):
+        for h in hits:
+            h["match"] = None if thr is None else bool(h["similarity"] >= thr)
+        out.write(json.dumps({"query": name, "threshold": thr, "results": hits}) + "\n")
+    for s in skipped:
+        out.write(json.dumps({"query": s["file"], "error": s["reason"], "status": s["status"]}) + "\n")
+    out.flush()
+    if not is_quiet(args):
+        print(f"searched {len(names)} queries ({len(skipped)} skipped) in {args.gallery}", file=sys.stderr)
+    if not len(emb):
+        raise _nothing_embedded([str(query)], skipped, "no search run")
     return 0
 
 

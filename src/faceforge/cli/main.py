@@ -31,7 +31,7 @@ from collections.abc import Sequence
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from faceforge.errors import FaceforgeError
+from faceforge.errors import EXTRA_OF_MODULE, FaceforgeError, missing_extra
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -60,12 +60,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    """``faceforge.__version__``: the one place the version is written (pyproject.toml reads it too), so
+    a source tree on ``sys.path`` prints the same as an installed wheel."""
+    from faceforge import __version__
 
-        return version("faceforge")
-    except Exception:  # not installed as a distribution (a source tree on sys.path)
-        return "unknown"
+    return __version__
 
 
 def _sub_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -232,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if debug:
             traceback.print_exc()
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in EXTRA_OF_MODULE:
+            verb = " ".join(["faceforge", *[a for a in argv if not a.startswith("-")][:1]])
+            print(f"faceforge: error: {missing_extra(e.name or '', verb)}", file=sys.stderr)  # which extra
+            return EXIT_ERROR
         print(
             f"faceforge: internal error: {_one_line(e)} (a bug; run again with --debug for the traceback "
             "and report it)",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from faceforge.cli._common import add_override_options, add_progress_option, model_overrides, show_progress
-from faceforge.errors import FaceforgeError
+from faceforge.errors import FaceforgeError, MissingExtraError
 
 
 def describe(name: str, latency: bool = False, **kwargs: Any) -> dict[str, Any]:
@@ -69,9 +69,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from faceforge.models.pretrained import status
 
     pre = status()
-    rows = [describe(n, latency=args.latency) for n in list_models()]
+    rows: list[dict[str, Any]] = []
+    unavailable: list[dict[str, str]] = []
+    for n in list_models():
+        try:
+            rows.append(describe(n, latency=args.latency))
+        except MissingExtraError as e:  # e.g. EdgeFace without timm: listed, with what to install
+            unavailable.append({"name": n, "reason": str(e)})
     if args.json:
-        print(json.dumps({"pretrained": pre, "backbones": rows}, indent=2))
+        print(json.dumps({"pretrained": pre, "backbones": rows, "unavailable": unavailable}, indent=2))
         return 0
     print("pretrained models (--model NAME on every verb; never downloaded implicitly):")
     for r in pre:
@@ -94,6 +100,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.latency:
             line += f" {r['cpu_ms']:>8.1f}"
         print(line)
+    for u in unavailable:
+        print(f"{u['name']:<22} {u['reason']}")
     print("any timm model: timm/<name> (e.g. timm/convnext_tiny)")
     return 0
 

@@ -1,4 +1,4 @@
-"""``faceforge train``: train from a YAML config with dotted overrides.
+"""``faceforge train``: train from a YAML config with typed ``--section.key value`` overrides.
 
 The run folder (``runs/<name>/<timestamp>/``) holds ``config.yaml``, ``checkpoints/{best,last}.ckpt``,
 ``metrics.json``, ``tb/`` and, after the test-pair evaluation (``data.test_pairs`` set and no
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from faceforge.cli._common import check_config_types, note, write_report
+from faceforge.cli._common import note, write_report
 from faceforge.train.config import dump_config, load_config, validate_components
 
 
@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (YAML config + --section.key value overrides)",
-        description="Train a model. Any config key can be overridden: "
-        "--trainer.max_epochs 3 --model.backbone.width 0.5. Resume with --resume auto (newest run of "
+        description="Train a model. Any config key can be overridden, typed as the config declares it: "
+        "--trainer.max_epochs 3 --optimizer.weight_decay 5e-4 --data.val_sets '{lfw: lfw.bin}' "
+        "--model.backbone.width 0.5 (docs/training.md). Resume with --resume auto (newest run of "
         "the same name) or --resume PATH/last.ckpt. The run folder gets report.json/.md and roc.png "
         "of the test pairs (data.test_pairs) unless --no-test.",
     )
@@ -38,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, then print it or train."""
+    # Types (load_config), ranges and components are all checked before the run folder exists: a
+    # bad value leaves nothing behind.
     cfg = load_config(args.config, args.overrides)
-    check_config_types(cfg)  # before the run folder exists: a bad value leaves nothing behind
     validate_components(cfg)
     if args.print_config:
         sys.stdout.write(dump_config(cfg))

@@ -1,13 +1,14 @@
-"""ImageFolder datasets: one sub-folder per identity (torchvision's ImageFolder layout).
+"""Image datasets: a list of ``(path, label)`` files, and ImageFolder trees (one sub-folder per class).
 
 Images that cannot be decoded are never fatal: they are skipped, their paths are logged, and they are
-counted (``bad_count``) so the training loop can report them in its epoch summary.
+counted (``bad_paths``) so the training loop can report them in its epoch summary.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -25,9 +26,12 @@ _REDUCE_ABOVE = 16_000_000
 
 
 def decode_image(
-    path: str | os.PathLike[str], size: int | None = None, color: str = "RGB"
+    path: str | os.PathLike[str], size: int | None = None, color: str = "RGB", *, crop: bool = False
 ) -> np.ndarray | None:
     """Read an image as uint8 HWC in ``color`` order, resized to ``size``²; ``None`` if undecodable.
+
+    A non-square image is stretched to ``size``², or with ``crop`` its shorter side is resized to
+    ``size`` and the centre ``size``² cut out; a square image is resized the same way by both.
 
     The declared size is read from the header first (:func:`faceforge.imageio.check_encoded`): an image
     over the pixel limit counts as undecodable instead of being decoded; a huge one that is allowed is
@@ -59,7 +63,16 @@ def decode_image(
     if img is None:
         return None
     if size is not None and img.shape[:2] != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        h, w = img.shape[:2]
+        if crop and h != w:
+            s = size / min(h, w)
+            nw, nh = max(size, round(w * s)), max(size, round(h * s))
+            if (nw, nh) != (w, h):
+                img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+            y0, x0 = (nh - size) // 2, (nw - size) // 2
+            img = np.ascontiguousarray(img[y0 : y0 + size, x0 : x0 + size])
+        else:
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     if color == "RGB":
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img
@@ -90,23 +103,51 @@ def scan_folder(root: str | os.PathLike[str]) -> tuple[list[str], list[tuple[str
     return classes, samples
 
 
-class ImageFolderDataset(Dataset):
-    """``(uint8 RGB tensor [3, size, size], label)`` samples from an ImageFolder tree.
+class FileListDataset(Dataset):
+    """``(uint8 RGB tensor [3, size, size], label)`` samples from a list of ``(path, label)`` files.
 
     Args:
-        root: the tree (``root/<identity>/<image>``).
-        size: square side the images are resized to (the backbone's input size).
+        samples: ``(image path, label)`` pairs, labels ``0 .. num_classes - 1`` (e.g.
+            :meth:`faceforge.data.splits.Split.samples`).
+        size: square side of the output (the backbone's input size). A non-square image has its
+            shorter side resized to ``size`` and the centre ``size``² cut out (no stretching); a square
+            one is only resized.
         cache: decode every image once into one uint8 array (fast epochs for small sets; undecodable
             images are dropped and counted at load time).
+        class_names: the name of every label; sets :attr:`num_classes` (a split's val or test part may
+            lack some classes). Default: ``"0" .. str(max label)``.
 
     An image that fails to decode without ``cache`` yields label ``-1`` and a zero image; the training
     step drops such samples and counts them.
     """
 
-    def __init__(self, root: str | os.PathLike[str], size: int = 112, cache: bool = False) -> None:
+    def __init__(
+        self,
+        samples: Sequence[tuple[str | os.PathLike[str], int]],
+        size: int = 112,
+        cache: bool = False,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         # Always RGB: the model's colour order is applied by faceforge.models.face_cfg.preprocess.
-        self.root, self.size = Path(root), size
-        self.classes, self.samples = scan_folder(root)
+        if int(size) < 1:
+            raise FaceforgeError(f"image size {size} must be >= 1 pixel")
+        self.size = int(size)
+        self.samples = [(os.fspath(p), int(lab)) for p, lab in samples]
+        if not self.samples:
+            raise FaceforgeError("the image list is empty; expected at least one (path, label)")
+        low = min(self.samples, key=lambda s: s[1])
+        if low[1] < 0:
+            raise FaceforgeError(f"label {low[1]} of {low[0]} is negative; expected labels >= 0")
+        high = max(self.samples, key=lambda s: s[1])
+        if class_names is None:
+            self.classes = [str(i) for i in range(high[1] + 1)]
+        else:
+            self.classes = [str(c) for c in class_names]
+            if high[1] >= len(self.classes):
+                raise FaceforgeError(
+                    f"label {high[1]} of {high[0]} has no class name: class_names lists "
+                    f"{len(self.classes)} (labels 0..{len(self.classes) - 1})"
+                )
         self.bad_paths: list[str] = []
         self.images: torch.Tensor | None = None
         if cache:
@@ -116,7 +157,7 @@ class ImageFolderDataset(Dataset):
         arr = np.empty((len(self.samples), self.size, self.size, 3), np.uint8)
         keep = []
         for i, (path, _label) in enumerate(self.samples):
-            img = decode_image(path, self.size)
+            img = decode_image(path, self.size, crop=True)
             if img is None:
                 self.bad_paths.append(path)
                 log.warning("skipping undecodable image %s", path)
@@ -128,7 +169,7 @@ class ImageFolderDataset(Dataset):
 
     @property
     def num_classes(self) -> int:
-        """Number of identities (sub-folders)."""
+        """Number of classes (``len(classes)``)."""
         return len(self.classes)
 
     @property
@@ -143,8 +184,18 @@ class ImageFolderDataset(Dataset):
         if self.images is not None:
             return self.images[i], self.samples[i][1]
         path, label = self.samples[i]
-        img = decode_image(path, self.size)
+        img = decode_image(path, self.size, crop=True)
         if img is None:
             log.warning("skipping undecodable image %s", path)
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1
         return torch.from_numpy(img).permute(2, 0, 1).contiguous(), label
+
+
+class ImageFolderDataset(FileListDataset):
+    """:class:`FileListDataset` over an ImageFolder tree (``root/<identity>/<image>``, labels over the
+    sorted sub-folders); ``size`` and ``cache`` as there."""
+
+    def __init__(self, root: str | os.PathLike[str], size: int = 112, cache: bool = False) -> None:
+        classes, samples = scan_folder(root)
+        super().__init__(samples, size, cache, classes)
+        self.root = Path(root)

@@ -6,7 +6,11 @@
      {"name": "random_resized_crop", "size": 112, "scale": [0.9, 1.0]},
      {"name": "color_jitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.02},
      {"name": "rotation", "degrees": 10, "p": 0.3},
-     {"name": "low_resolution", "factor": [2, 6], "p": 0.2}]
+     {"name": "low_resolution", "factor": [2, 6], "p": 0.2},
+     {"name": "gaussian_blur", "sigma": [0.3, 1.5], "p": 0.3},
+     {"name": "gaussian_noise", "std": [2, 10], "p": 0.3},
+     {"name": "jpeg", "quality": [30, 95], "p": 0.5},
+     {"name": "corner_warp", "degrees": 8, "corner": 0.04, "p": 0.5}]
 
 into a :class:`Compose`. Inputs are RGB ``uint8`` HWC numpy arrays or CHW torch tensors (``uint8``,
 or float in ``[0, 1]``); the output has the input's type, layout and dtype (``normalize`` is the
@@ -33,7 +37,11 @@ __all__ = [
     "TRANSFORMS",
     "ColorJitter",
     "Compose",
+    "CornerWarp",
     "Flip",
+    "GaussianBlur",
+    "GaussianNoise",
+    "Jpeg",
     "LowResolution",
     "Normalize",
     "RandomResizedCrop",
@@ -286,6 +294,105 @@ class LowResolution(_Op):
         return _keep_channels(up, img)
 
 
+class GaussianBlur(_Op):
+    """Gaussian blur with ``sigma`` uniform in ``[min, max]`` pixels (defocus, motion, a soft lens)."""
+
+    name = "gaussian_blur"
+
+    def __init__(self, sigma: float | Sequence[float] = (0.3, 1.5), p: float = 0.5) -> None:
+        super().__init__(p)
+        self.sigma = _pair(sigma, "sigma", 0.0)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        s = rng.uniform(*self.sigma)
+        if s < 0.05:
+            return img
+        return _keep_channels(cv2.GaussianBlur(img, (0, 0), s), img)
+
+
+class GaussianNoise(_Op):
+    """Additive Gaussian sensor noise, ``std`` uniform in ``[min, max]`` on the 0-255 scale."""
+
+    name = "gaussian_noise"
+
+    def __init__(self, std: float | Sequence[float] = (2.0, 10.0), p: float = 0.5) -> None:
+        super().__init__(p)
+        self.std = _pair(std, "std", 0.0)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        std = rng.uniform(*self.std) / (255.0 if img.dtype != np.uint8 else 1.0)
+        noise = torch.randn(img.shape, dtype=torch.float32).numpy() * np.float32(std)
+        out = img.astype(np.float32) + noise
+        top = 255.0 if img.dtype == np.uint8 else 1.0
+        return np.clip(out, 0.0, top).astype(img.dtype)
+
+
+class Jpeg(_Op):
+    """JPEG compression at a quality uniform in ``[min, max]`` (1-100), decoded back."""
+
+    name = "jpeg"
+
+    def __init__(self, quality: float | Sequence[float] = (30, 95), p: float = 0.5) -> None:
+        super().__init__(p)
+        self.quality = _pair(quality, "quality", 1.0)
+        if self.quality[1] > 100:
+            raise FaceforgeError(f"transform 'jpeg': quality={quality!r} must be within [1, 100]")
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        q = round(rng.uniform(*self.quality))
+        u8 = img if img.dtype == np.uint8 else np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        colour = u8.shape[2] == 3
+        src = cv2.cvtColor(u8, cv2.COLOR_RGB2BGR) if colour else u8
+        ok, buf = cv2.imencode(".jpg", src, [cv2.IMWRITE_JPEG_QUALITY, q])
+        if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
+            return img
+        dec = cv2.imdecode(buf, cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
+        out = cv2.cvtColor(dec, cv2.COLOR_BGR2RGB) if colour else dec
+        out = _keep_channels(out, img)
+        return out if img.dtype == np.uint8 else out.astype(img.dtype) / 255.0
+
+
+class CornerWarp(_Op):
+    """A random similarity (``scale``, ±``degrees``, shift up to ``translate`` of the side) followed
+    by an independent shift of each corner (up to ``corner`` of the side): the affine and
+    perspective augmentation of DigiFace-1M (Bae et al., WACV 2023). Borders are replicated."""
+
+    name = "corner_warp"
+
+    def __init__(
+        self,
+        scale: float | Sequence[float] = (0.92, 1.08),
+        degrees: float = 8.0,
+        translate: float = 0.04,
+        corner: float = 0.04,
+        p: float = 0.5,
+    ) -> None:
+        super().__init__(p)
+        self.scale = _pair(scale, "scale", 1e-3)
+        for k, v in (("degrees", degrees), ("translate", translate), ("corner", corner)):
+            if v < 0:
+                raise FaceforgeError(f"transform 'corner_warp': {k}={v} must be >= 0")
+        self.degrees, self.translate, self.corner = float(degrees), float(translate), float(corner)
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        h, w = img.shape[:2]
+        c = np.array([(w - 1) / 2, (h - 1) / 2])
+        a = math.radians(rng.uniform(-self.degrees, self.degrees))
+        s = rng.uniform(*self.scale)
+        r = s * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        t = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1)]) * self.translate * np.array([w, h])
+        src = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+        dst = (src - c) @ r.T + c + t
+        dst += (
+            np.array([[rng.uniform(-1, 1), rng.uniform(-1, 1)] for _ in range(4)])
+            * self.corner
+            * np.array([w, h])
+        )
+        m = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32))
+        out = cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return _keep_channels(out, img)
+
+
 class Normalize(_Op):
     """``(x / 255 - mean) / std`` per channel; returns a float32 CHW tensor (use last)."""
 
@@ -357,7 +464,19 @@ class Compose:
 
 TRANSFORMS: dict[str, Callable[..., _Op]] = {
     cls.name: cls
-    for cls in (Flip, Resize, RandomResizedCrop, ColorJitter, Rotation, LowResolution, Normalize)
+    for cls in (
+        Flip,
+        Resize,
+        RandomResizedCrop,
+        ColorJitter,
+        Rotation,
+        LowResolution,
+        GaussianBlur,
+        GaussianNoise,
+        Jpeg,
+        CornerWarp,
+        Normalize,
+    )
 }
 _ALIASES = {"hflip": "flip", "horizontal_flip": "flip", "downscale": "low_resolution", "rotate": "rotation"}
 

@@ -19,6 +19,17 @@ For a verification pair list (LFW View-2 ``pairs.txt`` or any format of
    (:func:`faceforge.align.similarity_matrix`), embedded, and the pairs are scored with
    :func:`faceforge.eval.metrics.evaluate_pairs` (10-fold accuracy, AUC, EER).
 
+Batches and threads: with ``batch_size`` > 1 each call is :meth:`~faceforge.align.Detector.detect_batch`
+on that many images (a real batch for the ONNX detectors whose graphs allow one, else a loop; the
+faces are the same as one at a time) and every image is charged the call's time divided by its size,
+so img/s compares directly with batch 1. ``workers`` threads decode the images ahead of the
+detector (and of the crop warping). ``device`` (``auto|cpu|cuda``) goes to every detector that takes
+it (the onnxruntime and YuNet ones); each row records its batch size and device.
+
+Samples: ``aligned_samples.png`` shows the same :data:`SAMPLE_IDENTITIES` identities (the first image
+of the first 8 identities in the list) aligned by each detector, one row per detector (the
+``dlib-native`` row has no landmarks and is left out); ``save_aligned_to`` writes every crop.
+
 Memory: **peak RSS** is the detection subprocess's ``ru_maxrss`` high-water mark (Python, imports, the
 model and the detection loop; the recogniser is not loaded there), in MiB; ``rss_over_start_mib`` is
 that peak minus the resident size just before the detector was built (what the detector and its
@@ -40,7 +51,8 @@ Progress (``log``): one line when each stage starts and ends (detection, embeddi
 elapsed seconds, and a line every :data:`PROGRESS_EVERY_S` seconds during embedding.
 
 Outputs in ``out``: ``results.csv``, ``results.md``, ``results.json``, ``align_bench.png`` (the six
-metrics: success rate, time, peak RSS, accuracy, AUC, EER) and ``outcomes.jsonl``; per-detector
+metrics: success rate, time, peak RSS, accuracy, AUC, EER), ``aligned_samples.png`` and
+``outcomes.jsonl``; per-detector
 ``cache/<name>.npz`` (landmarks, times, embeddings) lets a re-run with the same pairs and recogniser
 skip finished detectors.
 """
@@ -56,7 +68,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +100,8 @@ _DEFAULT_FACE_FRACTION = 0.45
 MIN_STABLE_PAIRS = 300
 #: seconds between progress lines inside a long stage
 PROGRESS_EVERY_S = 30.0
+#: identities (columns) of the sample sheet aligned_samples.png
+SAMPLE_IDENTITIES = 8
 _N_FOLDS = 10
 
 
@@ -274,26 +288,71 @@ def _set_single_thread() -> None:
         pass
 
 
-def _create_detector(name: str, kwargs: dict[str, Any]) -> Any:
-    from faceforge.align import create_detector
+def _create_detector(name: str, kwargs: dict[str, Any], device: str | None = None) -> Any:
+    """The detector with one thread and ``device`` where the backend takes them (onnxruntime, LiteRT)."""
+    from faceforge.align.detectors.base import create_detector_loose
 
-    if "threads" not in kwargs:
-        try:  # one thread where the backend has the setting (onnxruntime, LiteRT)
-            return create_detector(name, **kwargs, threads=1)
-        except TypeError:
-            pass
-    return create_detector(name, **kwargs)
+    optional: dict[str, Any] = {} if "threads" in kwargs else {"threads": 1}
+    if device is not None and "device" not in kwargs:
+        optional["device"] = device
+    kw = dict(kwargs)
+    model_path = kw.pop("model_path", None)
+    return create_detector_loose(name, model_path, optional, **kw)
+
+
+def _read(path: str) -> np.ndarray | FaceforgeError:
+    """The image at ``path``, or the error saying why it cannot be read (a per-file outcome)."""
+    from faceforge.align.io import read_image
+
+    try:
+        return read_image(path)
+    except FaceforgeError as e:
+        return e
+
+
+def _prefetch(paths: Sequence[str], workers: int) -> Iterator[np.ndarray | FaceforgeError]:
+    """:func:`_read` of each path, in order; with ``workers`` > 0 decoded ahead by a thread pool.
+
+    At most ``4 × workers`` images are in flight, so a 13k-image list never sits in memory.
+    """
+    if workers <= 0:
+        yield from (_read(p) for p in paths)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="bench-read") as ex:
+        pending: deque[Any] = deque()
+        it = iter(paths)
+        for p in it:
+            pending.append(ex.submit(_read, p))
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            yield pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(ex.submit(_read, nxt))
 
 
 def _detect_worker(
-    name: str, kwargs: dict[str, Any], paths: list[str], select: str, warmup: int
+    name: str,
+    kwargs: dict[str, Any],
+    paths: list[str],
+    select: str,
+    warmup: int,
+    batch_size: int = 1,
+    workers: int = 0,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Subprocess body: detect on every image; returns plain arrays (landmarks, times, outcomes)."""
-    from faceforge.align.io import read_image
+    """Subprocess body: detect on every image; returns plain arrays (landmarks, times, outcomes).
 
+    ``batch_size`` images go into one :meth:`~faceforge.align.Detector.detect_batch` call, and each
+    image is charged the call's time / its size; ``workers`` threads decode images ahead.
+    """
     _set_single_thread()
     rss_start = _current_rss_mib()
-    det = _create_detector(name, kwargs)
+    det = _create_detector(name, kwargs, device)
     n = len(paths)
     lm = np.zeros((n, 5, 2), np.float32)
     sizes = np.zeros((n, 2), np.int64)
@@ -303,32 +362,50 @@ def _detect_worker(
     n_faces = np.zeros(n, np.int64)
     outcomes: dict[int, str] = {}
     warm = 0
-    for i, p in enumerate(paths):
-        try:
-            rgb = read_image(p)
-        except FaceforgeError as e:
-            outcomes[i] = f"unreadable: {e}"
+    images = _prefetch(paths, workers)
+    for s in range(0, n, batch_size):
+        batch: list[tuple[int, np.ndarray]] = []
+        for i in range(s, min(s + batch_size, n)):
+            rgb = next(images)
+            if isinstance(rgb, FaceforgeError):
+                outcomes[i] = f"unreadable: {rgb}"
+                continue
+            readable[i] = True
+            sizes[i] = (rgb.shape[1], rgb.shape[0])
+            batch.append((i, rgb))
+        if not batch:
             continue
-        readable[i] = True
-        h, w = rgb.shape[:2]
-        sizes[i] = (w, h)
+        rgbs = [rgb for _, rgb in batch]
         try:
-            if warm < warmup:
-                det.detect(rgb)
-                warm += 1
+            if warm < warmup:  # untimed first run(s): lazy initialisation, caches
+                det.detect_batch(rgbs) if batch_size > 1 else det.detect(rgbs[0])
+                warm += len(rgbs)
             t = time.perf_counter()
-            faces = det.detect(rgb)
-            times[i] = time.perf_counter() - t
-        except Exception as e:  # a per-file outcome, never the end of the benchmark
-            outcomes[i] = f"detector error: {type(e).__name__}: {e}"
-            continue
-        n_faces[i] = len(faces)
-        if not faces:
-            outcomes[i] = f"no face found ({w}x{h} image): fallback crop"
-            continue
-        f = select_face(faces, w, h, select)
-        lm[i] = f.landmarks
-        found[i] = True
+            found_faces = det.detect_batch(rgbs) if batch_size > 1 else [det.detect(rgbs[0])]
+            dt = (time.perf_counter() - t) / len(rgbs)
+            per_image: list[list[Any] | Exception] = list(found_faces)
+        except Exception:  # find the image that breaks the batch: one at a time, each timed
+            per_image, dts = [], []
+            for rgb in rgbs:
+                t = time.perf_counter()
+                try:
+                    per_image.append(det.detect(rgb))
+                except Exception as e:  # a per-file outcome, never the end of the benchmark
+                    per_image.append(e)
+                dts.append(time.perf_counter() - t)
+            dt = float(np.mean(dts))
+        for (i, rgb), faces in zip(batch, per_image):
+            if isinstance(faces, Exception):
+                outcomes[i] = f"detector error: {type(faces).__name__}: {faces}"
+                continue
+            times[i] = dt
+            n_faces[i] = len(faces)
+            h, w = rgb.shape[:2]
+            if not faces:
+                outcomes[i] = f"no face found ({w}x{h} image): fallback crop"
+                continue
+            lm[i] = select_face(faces, w, h, select).landmarks
+            found[i] = True
     return {
         "landmarks": lm,
         "sizes": sizes,
@@ -421,19 +498,21 @@ def _in_subprocess(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, A
 
 
 def _crops_for(
-    paths: list[str], idx: Sequence[int], lm: np.ndarray, readable: np.ndarray, rec: Recognizer
+    paths: list[str],
+    idx: Sequence[int],
+    lm: np.ndarray,
+    readable: np.ndarray,
+    rec: Recognizer,
+    workers: int = 0,
 ) -> np.ndarray:
     from faceforge.align import similarity_matrix, warp
-    from faceforge.align.io import read_image
 
     w, h = rec.size
     out = np.zeros((len(idx), h, w, 3), np.uint8)
-    for k, i in enumerate(idx):
-        if not readable[i]:
-            continue  # black crop: the pair is still scored, as in the standard protocol
-        try:
-            rgb = read_image(paths[i])
-        except FaceforgeError:
+    todo = [(k, i) for k, i in enumerate(idx) if readable[i]]
+    # an unreadable image stays a black crop: the pair is still scored, as in the standard protocol
+    for (k, i), rgb in zip(todo, _prefetch([paths[i] for _, i in todo], workers)):
+        if isinstance(rgb, FaceforgeError):
             continue
         out[k] = warp(rgb, similarity_matrix(lm[i], rec.template, rec.size), rec.size)
     return out
@@ -445,14 +524,108 @@ def _embed_all(
     readable: np.ndarray,
     rec: Recognizer,
     progress: Callable[[int], None] | None,
+    workers: int = 0,
 ) -> np.ndarray:
     chunks = []
     for s in range(0, len(paths), _EMBED_BATCH):
         idx = range(s, min(s + _EMBED_BATCH, len(paths)))
-        chunks.append(np.asarray(rec.embed(_crops_for(paths, idx, lm, readable, rec)), np.float32))
+        crops = _crops_for(paths, idx, lm, readable, rec, workers)
+        chunks.append(np.asarray(rec.embed(crops), np.float32))
         if progress is not None:
             progress(idx.stop)
     return np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
+
+
+def _aligned_landmarks(d: dict[str, Any], tmpl: np.ndarray) -> np.ndarray:
+    """The landmarks each image is aligned with: the detection, or the fallback where none was found."""
+    lm = d["landmarks"].copy()
+    ok = d["found"]
+    for i in np.flatnonzero(~ok & d["readable"]):
+        w, h = (int(v) for v in d["sizes"][i])
+        lm[i] = fallback_landmarks(d["landmarks"][ok], d["sizes"][ok], w, h, tmpl)
+    return lm
+
+
+def sample_indices(paths: Sequence[str], k: int = SAMPLE_IDENTITIES) -> list[int]:
+    """Indices of ``k`` images of different identities: the first image of each of the first ``k``
+    identities (parent folder name, LFW's layout) in list order; more images of seen identities
+    fill up when there are fewer than ``k``."""
+    seen: set[str] = set()
+    first: list[int] = []
+    for i, p in enumerate(paths):
+        who = Path(p).parent.name or Path(p).stem
+        if who not in seen:
+            seen.add(who)
+            first.append(i)
+            if len(first) == k:
+                return first
+    rest = [i for i in range(len(paths)) if i not in set(first)]
+    return first + rest[: k - len(first)]
+
+
+def write_sample_sheet(
+    rows: Sequence[tuple[str, np.ndarray]], labels: Sequence[str], path: str | os.PathLike[str]
+) -> Path:
+    """A PNG: one row per detector (name at the left), its aligned crops ``[k, H, W, 3]`` side by side.
+
+    ``labels`` (one per column, e.g. identities) go above the columns.
+    """
+    import cv2
+
+    if not rows:
+        raise FaceforgeError("no detector rows for the sample sheet")
+    k, ch, cw = rows[0][1].shape[:3]
+    left, top, gap = 170, 22, 4
+    height = top + len(rows) * (ch + gap)
+    width = left + k * (cw + gap)
+    sheet = np.full((height, width, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for j, lab in enumerate(labels[:k]):
+        text = lab if len(lab) <= 18 else lab[:16] + ".."
+        text = text.encode("ascii", "replace").decode()  # cv2's Hershey fonts draw ASCII only
+        cv2.putText(sheet, text, (left + j * (cw + gap), top - 7), font, 0.33, (60, 60, 60), 1, cv2.LINE_AA)
+    for r, (name, crops) in enumerate(rows):
+        y = top + r * (ch + gap)
+        cv2.putText(sheet, name[:20], (6, y + ch // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        for j in range(min(k, len(crops))):
+            x = left + j * (cw + gap)
+            sheet[y : y + ch, x : x + cw] = crops[j]
+    from PIL import Image
+
+    p = Path(path)
+    Image.fromarray(sheet).save(p)
+    return p
+
+
+def save_aligned(
+    paths: list[str],
+    lm: np.ndarray,
+    readable: np.ndarray,
+    rec: Recognizer,
+    folder: Path,
+    workers: int = 0,
+) -> int:
+    """Write every readable image's aligned crop as ``folder/<path relative to the images' common
+    folder>.jpg`` (written to a temp name, then renamed); returns the number written."""
+    import cv2
+
+    base = Path(os.path.commonpath([str(Path(p).parent) for p in paths])) if paths else Path(".")
+    written = 0
+    for s in range(0, len(paths), _EMBED_BATCH):
+        idx = [i for i in range(s, min(s + _EMBED_BATCH, len(paths))) if readable[i]]
+        crops = _crops_for(paths, idx, lm, readable, rec, workers)
+        for i, crop in zip(idx, crops):
+            try:
+                rel = Path(paths[i]).relative_to(base)
+            except ValueError:
+                rel = Path(Path(paths[i]).name)
+            dst = (folder / rel).with_suffix(".jpg")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".tmp.jpg")
+            cv2.imwrite(str(tmp), crop[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            os.replace(tmp, dst)
+            written += 1
+    return written
 
 
 def _every(say: Callable[[str], None], seconds: float, prefix: str, total: int) -> Callable[[int], None]:
@@ -485,13 +658,21 @@ def subset_folds(pairs: Pairs, folds: int | None) -> Pairs:
     )
 
 
-def _cache_key(paths: list[str], rec: Recognizer, name: str, kwargs: dict[str, Any], select: str) -> str:
+def _cache_key(
+    paths: list[str],
+    rec: Recognizer,
+    name: str,
+    kwargs: dict[str, Any],
+    select: str,
+    timing: dict[str, Any] | None = None,
+) -> str:
+    """Key of a detector's cached results; ``timing`` (batch size, device when not the defaults) is in it
+    because the cached times depend on it, though the faces do not."""
     h = hashlib.sha256()
-    h.update(
-        json.dumps(
-            [paths, rec.spec, rec.template, list(rec.size), name, kwargs, select], default=str
-        ).encode()
-    )
+    parts: list[Any] = [paths, rec.spec, rec.template, list(rec.size), name, kwargs, select]
+    if timing:
+        parts.append(timing)
+    h.update(json.dumps(parts, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -525,7 +706,14 @@ def _save_cache(path: Path, key: str, d: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _row(name: str, d: dict[str, Any], metrics: dict[str, Any], n_images: int) -> dict[str, Any]:
+def _row(
+    name: str,
+    d: dict[str, Any],
+    metrics: dict[str, Any],
+    n_images: int,
+    batch_size: int = 1,
+    device: str = "auto",
+) -> dict[str, Any]:
     t = d["times"][np.isfinite(d["times"])] * 1000.0
     return {
         "detector": name,
@@ -544,6 +732,8 @@ def _row(name: str, d: dict[str, Any], metrics: dict[str, Any], n_images: int) -
         "auc": metrics["auc"],
         "eer": metrics["eer"],
         "threshold_cos": metrics["threshold_cos"],
+        "batch_size": 1 if name == NATIVE_ROW else int(batch_size),
+        "device": "cpu" if name == NATIVE_ROW else device,
     }
 
 
@@ -564,16 +754,33 @@ def bench_align(
     use_cache: bool = True,
     log: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    batch_size: int = 1,
+    workers: int = 0,
+    device: str = "auto",
+    samples: bool = True,
+    save_aligned_to: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the alignment benchmark (see the module docstring); returns one row dict per detector.
 
     ``native`` adds the ``dlib-native`` baseline row (default: when the recogniser is ``"dlib"``).
     ``subprocess=False`` runs the detectors in this process (no per-detector peak RSS: the row then
     reports this process's high-water mark). ``log`` gets the progress lines, ``warn`` the
-    :func:`pair_warnings` (default: ``log``).
+    :func:`pair_warnings` (default: ``log``). ``batch_size`` images per ``detect_batch`` call,
+    ``workers`` image-decoding threads, ``device`` (``auto|cpu|cuda``) for the detectors that take
+    it; ``samples`` writes ``aligned_samples.png`` into ``out``; ``save_aligned_to`` writes every
+    aligned crop per detector into ``<folder>/<detector>/``.
     """
+    from faceforge.align.detectors.base import check_device
+
     if select not in SELECT_MODES:
         raise FaceforgeError(f"select={select!r}: expected one of {', '.join(SELECT_MODES)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise FaceforgeError(f"batch_size={batch_size!r}: expected a positive integer")
+    if not isinstance(workers, int) or workers < 0:
+        raise FaceforgeError(
+            f"workers={workers!r}: expected 0 (decode in the detection loop) or more threads"
+        )
+    check_device(device, "bench-align")
     if not detectors and not native:
         raise FaceforgeError("no detectors given (e.g. --detectors yunet,scrfd)")
     say = log or (lambda s: None)
@@ -602,40 +809,50 @@ def bench_align(
         f"({rec.template} {rec.size[0]}x{rec.size[1]})"
     )
     rows, all_outcomes = [], []
+    sample_idx = sample_indices(paths)
+    sheet: list[tuple[str, np.ndarray]] = []
+    timing = {k: v for k, v in (("batch_size", batch_size), ("device", device)) if v not in (1, "auto")}
     for name in names:
         kwargs = dict(kw_all.get(name, {}))
-        key = _cache_key(paths, rec, name, kwargs, select)
+        key = _cache_key(paths, rec, name, kwargs, select, None if name == NATIVE_ROW else timing)
         cache_path = out_dir / "cache" / f"{name}.npz" if out_dir is not None else None
         d = _load_cache(cache_path, key) if (cache_path is not None and use_cache) else None
         t0 = time.perf_counter()
+        lm: np.ndarray | None = None
         if d is None:
             what = "detecting + embedding (dlib end to end)" if name == NATIVE_ROW else "detecting faces in"
-            say(f"{name}: {what} {len(paths)} images ...")
+            batch_note = f" (batches of {batch_size})" if batch_size > 1 and name != NATIVE_ROW else ""
+            say(f"{name}: {what} {len(paths)} images{batch_note} ...")
             if name == NATIVE_ROW:
                 args: tuple[Any, ...] = (paths, select, warmup)
                 fn: Callable[..., dict[str, Any]] = _native_worker
             else:
-                args, fn = (name, kwargs, paths, select, warmup), _detect_worker
+                args = (name, kwargs, paths, select, warmup, batch_size, workers, device)
+                fn = _detect_worker
             d = _in_subprocess(fn, *args) if subprocess else fn(*args)
             say(f"{name}: detected {int(d['found'].sum())}/{len(paths)} in {time.perf_counter() - t0:.0f} s")
             if "embeddings" not in d:
-                lm = d["landmarks"].copy()
-                ok = d["found"]
-                for i in np.flatnonzero(~ok & d["readable"]):
-                    w, h = (int(v) for v in d["sizes"][i])
-                    lm[i] = fallback_landmarks(d["landmarks"][ok], d["sizes"][ok], w, h, tmpl)
+                lm = _aligned_landmarks(d, tmpl)
                 t1 = time.perf_counter()
                 say(f"{name}: embedding {len(paths)} crops with {rec.name} ...")
                 tick = _every(say, PROGRESS_EVERY_S, f"{name}: embedded crops", len(paths))
-                d["embeddings"] = _embed_all(paths, lm, d["readable"], rec, tick)
+                d["embeddings"] = _embed_all(paths, lm, d["readable"], rec, tick, workers)
                 say(f"{name}: embedded {len(paths)} crops in {time.perf_counter() - t1:.0f} s")
             if cache_path is not None:
                 _save_cache(cache_path, key, d)
         else:
             say(f"{name}: from cache {cache_path}")
+        if name != NATIVE_ROW:  # dlib-native has no landmarks (dlib cuts its own chip)
+            lm = _aligned_landmarks(d, tmpl) if lm is None else lm
+            if samples and out_dir is not None:
+                sheet.append((name, _crops_for(paths, sample_idx, lm, d["readable"], rec, workers)))
+            if save_aligned_to is not None:
+                folder = Path(save_aligned_to) / name
+                n_saved = save_aligned(paths, lm, d["readable"], rec, folder, workers)
+                say(f"{name}: wrote {n_saved} aligned crops to {folder}")
         emb = d["embeddings"]
         metrics = evaluate_pairs(emb[ia], emb[ib], pr.issame, n_folds=10)
-        row = _row(name, d, metrics, len(paths))
+        row = _row(name, d, metrics, len(paths), batch_size, device)
         rows.append(row)
         for i, reason in sorted(d["outcomes"].items()):
             all_outcomes.append({"detector": name, "file": paths[i], "outcome": reason})
@@ -644,6 +861,9 @@ def bench_align(
             f"{row['img_per_s']:.1f} img/s, accuracy {row['accuracy']:.2%}, AUC {row['auc']:.4f}, "
             f"EER {row['eer']:.2%}"
         )
+    if sheet and out_dir is not None:
+        labels = [Path(paths[i]).parent.name or Path(paths[i]).stem for i in sample_idx]
+        write_sample_sheet(sheet, labels, out_dir / "aligned_samples.png")
     if out_dir is not None:
         meta = {
             "pairs": len(pr),
@@ -653,6 +873,9 @@ def bench_align(
             "size": list(rec.size),
             "select": select,
             "warnings": warnings,
+            "batch_size": batch_size,
+            "workers": workers,
+            "device": device,
         }
         write_outputs(rows, all_outcomes, out_dir, meta)
     return rows
@@ -663,7 +886,7 @@ def bench_align(
 _CSV_COLS = [
     "detector", "images", "detected", "success_rate", "unreadable", "time_median_ms", "time_p95_ms",
     "img_per_s", "peak_rss_mib", "rss_over_start_mib", "gpu_mib", "accuracy", "accuracy_std", "auc",
-    "eer", "threshold_cos",
+    "eer", "threshold_cos", "batch_size", "device",
 ]  # fmt: skip
 
 
@@ -745,7 +968,10 @@ def plot_metrics(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -
 def write_outputs(
     rows: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]], out: Path, meta: dict[str, Any]
 ) -> None:
-    """Write results.csv / .md / .json, outcomes.jsonl and align_bench.png into ``out``."""
+    """Write results.csv / .md / .json, outcomes.jsonl and align_bench.png into ``out``.
+
+    (``aligned_samples.png`` is written by :func:`bench_align`, which has the crops.)
+    """
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=_CSV_COLS)
         w.writeheader()
@@ -754,6 +980,7 @@ def write_outputs(
     head = (
         f"# bench-align\n\n{meta['pairs']} pairs, {meta['images']} images; recogniser {meta['recognizer']} "
         f"({meta['template']} template, {meta['size'][0]}x{meta['size'][1]}); face kept: {meta['select']}; "
+        f"detection batch size {meta.get('batch_size', 1)}, device {meta.get('device', 'auto')}; "
         "failed detections use the fallback crop (see faceforge.eval.align_bench).\n\n"
     )
     head += "".join(f"**Warning:** {w}\n\n" for w in meta.get("warnings", []))

@@ -2,7 +2,8 @@
 
 ``results`` everywhere is ``{set name: evaluate_pairs() dict}``. Rows may carry only some keys (for
 example a published baseline with just an accuracy); missing numbers are shown as ``-``. Rows with
-``"kind": "retrieval"``, ``"ijb"`` or ``"ijb_1n"`` have their own tables (:func:`format_report`).
+``"kind": "retrieval"``, ``"classify"``, ``"ijb"`` or ``"ijb_1n"`` have their own tables
+(:func:`format_report`).
 
 Under the verification table :func:`format_report` says what stands behind the numbers
 (:func:`verification_notes`): the impostor pairs and false accepts behind each TAR@FAR (a FAR
@@ -186,9 +187,21 @@ IJB_1N_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
     ("TPIR@FPIR=1e-2 (%)", _sub("tpir_at_fpir", "1e-2")),
     ("TPIR@FPIR=1e-1 (%)", _sub("tpir_at_fpir", "1e-1")),
 ]
+CLASSIFY_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
+    ("Queries", _count("n_queries")),
+    ("Gallery", _count("n_gallery")),
+    ("Classes", _count("n_classes")),
+    ("k", _count("k")),
+    ("Acc weighted (%)", lambda r: _pct(_num(r.get("accuracy")))),
+    ("Acc majority (%)", lambda r: _pct(_num(r.get("accuracy_majority")))),
+    ("Acc top-1 (%)", lambda r: _pct(_num(r.get("accuracy_top1")))),
+    ("R@5 (%)", _sub("recall_at_k", "5")),
+    ("mAP@R (%)", lambda r: _pct(_num(r.get("map_at_r")))),
+]
 _KIND_TABLES = {
     "verification": ("Verification (10-fold)", None),
     "retrieval": ("Retrieval", RETRIEVAL_COLUMNS),
+    "classify": ("Classification by retrieval (kNN vote)", CLASSIFY_COLUMNS),
     "ijb": ("IJB 1:1 verification", IJB_COLUMNS),
     "ijb_1n": ("IJB 1:N identification", IJB_1N_COLUMNS),
 }

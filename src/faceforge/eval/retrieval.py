@@ -18,9 +18,10 @@ and processed in chunks of queries so that the working memory is ``chunk_size ×
 ``n_queries × n_gallery``. It uses :func:`faiss.knn` with ``METRIC_INNER_PRODUCT`` — the same exhaustive
 kernel as ``faiss.IndexFlatIP`` but without copying the gallery into an index (a 1M × 512 float32 gallery is
 2 GB). ``index="ivf"`` uses ``faiss.IndexIVFFlat`` (inner product, ``nlist ≈ 4·sqrt(N)``) for approximate
-search. faiss is optional (``pip install faiss-cpu``): without it exact search falls back to a numpy
-matrix product + partial sort (same results up to float rounding, slower); ``index="ivf"`` then raises
-:class:`~faceforge.errors.FaceforgeError`.
+search; ``index="auto"`` picks flat below 50,000 gallery items and IVF above. faiss is optional
+(``pip install faiss-cpu``): without it exact search falls back to a numpy matrix product + partial sort
+(same results up to float rounding, slower); ``index="ivf"`` then raises
+:class:`~faceforge.errors.FaceforgeError` and ``"auto"`` stays exact.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ import numpy as np
 
 from faceforge.errors import FaceforgeError
 
-__all__ = ["knn_search", "retrieval_metrics"]
+__all__ = ["knn_search", "resolve_index", "retrieval_metrics", "retrieval_with_neighbours"]
 
 INDEXES = ("flat", "ivf")
+#: ``index="auto"`` switches from exact search to IVF at this gallery size: below it exhaustive search of a
+#: few thousand queries takes seconds, above it IVF's speed-up outweighs its small recall loss.
+AUTO_IVF_MIN_GALLERY = 50_000
 # Upper bound on the number of (query, neighbour) entries held per chunk; the chunk is shrunk when the
 # search depth (driven by the largest class for mAP@R) is large, so memory stays bounded.
 _MAX_CHUNK_ENTRIES = 1 << 25
@@ -206,7 +210,7 @@ def knn_search(
     _check_ks((k,), n_search)
     if chunk_size < 1:
         raise FaceforgeError(f"chunk_size must be >= 1, got {chunk_size}")
-    searcher = _Searcher(g, index, nlist, nprobe)
+    searcher = _Searcher(g, resolve_index(index, len(g)), nlist, nprobe)
     ds, ids = [], []
     for s in range(0, len(q), chunk_size):
         self_ids = np.arange(s, min(s + chunk_size, len(q))) if gallery_emb is None else None
@@ -218,6 +222,18 @@ def knn_search(
 
 # --------------------------------------------------------------------------------------------------
 # metrics
+
+
+def resolve_index(index: str, n_gallery: int) -> str:
+    """``"auto"`` → ``"flat"`` (exact) below :data:`AUTO_IVF_MIN_GALLERY` gallery items, else ``"ivf"``
+    when faiss is installed (exact numpy search otherwise); ``"flat"`` / ``"ivf"`` are returned as given."""
+    if index == "auto":
+        if n_gallery >= AUTO_IVF_MIN_GALLERY and _import_faiss() is not None:
+            return "ivf"
+        return "flat"
+    if index not in INDEXES:
+        raise FaceforgeError(f"unknown index {index!r}; expected one of {(*INDEXES, 'auto')}")
+    return index
 
 
 def retrieval_metrics(
@@ -238,10 +254,38 @@ def retrieval_metrics(
     ``n_queries``, ``n_gallery``, ``n_skipped_queries`` (queries with no other same-label gallery item,
     left out of mAP@R / R-precision) and ``index``. ``nlist`` / ``nprobe`` only apply to ``index="ivf"``.
     """
+    metrics, _, _ = retrieval_with_neighbours(
+        query_emb, query_labels, gallery_emb, gallery_labels, ks=ks, keep=0,
+        chunk_size=chunk_size, index=index, nlist=nlist, nprobe=nprobe,
+    )  # fmt: skip
+    return metrics
+
+
+def retrieval_with_neighbours(
+    query_emb: Any,
+    query_labels: Any,
+    gallery_emb: Any | None = None,
+    gallery_labels: Any | None = None,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    keep: int = 0,
+    chunk_size: int = 4096,
+    index: str = "flat",
+    nlist: int | None = None,
+    nprobe: int = 16,
+    exclude_self: bool = False,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """:func:`retrieval_metrics` plus each query's ``keep`` nearest gallery items from the same search.
+
+    Returns ``(metrics, similarities [Q, keep], gallery ids [Q, keep])``, best first (id ``-1`` where an
+    IVF search found fewer). ``exclude_self=True`` with a separate gallery means row ``i`` of the queries
+    is row ``i`` of the gallery (same length) and is left out of its own neighbours, as in leave-one-out.
+    ``index`` also accepts ``"auto"`` (:func:`resolve_index`).
+    """
     q = _embeddings(query_emb, "query_emb")
     ql = _labels(query_labels, len(q), "query_labels")
-    loo = gallery_emb is None
-    if loo:
+    loo = gallery_emb is None or exclude_self
+    if gallery_emb is None:
         if gallery_labels is not None:
             raise FaceforgeError("gallery_labels given without gallery_emb")
         g, gl = q, ql
@@ -252,10 +296,17 @@ def retrieval_metrics(
         gl = _labels(gallery_labels, len(g), "gallery_labels")
         if q.shape[1] != g.shape[1]:
             raise FaceforgeError(f"query_emb has dim {q.shape[1]} but gallery_emb has dim {g.shape[1]}")
+        if exclude_self and len(q) != len(g):
+            raise FaceforgeError(
+                f"exclude_self needs the queries to be the gallery: {len(q)} queries vs {len(g)} gallery rows"
+            )
     n_search = len(g) - loo
     ks = _check_ks(ks, n_search)
+    if keep:
+        _check_ks((keep,), n_search)
     if chunk_size < 1:
         raise FaceforgeError(f"chunk_size must be >= 1, got {chunk_size}")
+    index = resolve_index(index, len(g))
 
     # Integer label codes shared by query and gallery; -1 marks a missing neighbour (IVF) below.
     try:
@@ -265,7 +316,11 @@ def retrieval_metrics(
     codes = codes.reshape(-1)
     qc, gc = codes[: len(ql)], codes[len(ql) :]
     # R per query: same-label gallery items, minus the query itself in leave-one-out mode.
-    r_all = np.bincount(gc, minlength=codes.max() + 1)[qc] - loo
+    r_all = np.bincount(gc, minlength=codes.max() + 1)[qc]
+    if loo:
+        # Only rows whose own gallery row carries their label lose one (with exclude_self the two
+        # label arrays may differ).
+        r_all = r_all - (gc[: len(q)] == qc)
     gc_pad = np.append(gc, -1)  # index -1 (faiss "no result") maps to label -1, never relevant
 
     searcher = _Searcher(g, index, nlist, nprobe)
@@ -274,8 +329,10 @@ def retrieval_metrics(
     kmax = ks_eval[-1]
     hits_at = np.zeros(len(ks_eval), np.int64)
     ap_sum = rp_sum = 0.0
+    kept_d = np.empty((len(q), keep), np.float32)
+    kept_i = np.empty((len(q), keep), np.int64)
     # Chunk rows adapt to the depth the largest class needs, so memory stays ~_MAX_CHUNK_ENTRIES.
-    depth_all = np.maximum(r_all, kmax)
+    depth_all = np.maximum(r_all, max(kmax, keep))
     s = 0
     while s < len(q):
         rows = min(chunk_size, len(q) - s)
@@ -285,7 +342,10 @@ def retrieval_metrics(
         r = r_all[s:e]
         depth = min(int(depth_all[s:e].max()), n_search)
         self_ids = np.arange(s, e) if loo else None
-        _, ids = searcher.search(q[s:e], depth, self_ids)
+        d, ids = searcher.search(q[s:e], depth, self_ids)
+        if keep:
+            kept_d[s:e] = d[:, :keep]
+            kept_i[s:e] = ids[:, :keep]
         rel = gc_pad[ids] == qc[s:e, None]  # [rows, depth]
         first_hit = np.where(rel.any(1), rel.argmax(1), depth)
         hits_at += (first_hit[:, None] < np.asarray(ks_eval)[None, :]).sum(0)
@@ -302,7 +362,7 @@ def retrieval_metrics(
 
     n_valid = int((r_all > 0).sum())
     recall = {k: float(h) / len(q) for k, h in zip(ks_eval, hits_at) if k in ks}
-    return {
+    metrics = {
         "recall_at_k": recall,
         "precision_at_1": float(hits_at[0]) / len(q),
         "map_at_r": ap_sum / n_valid if n_valid else float("nan"),
@@ -312,3 +372,4 @@ def retrieval_metrics(
         "n_skipped_queries": len(q) - n_valid,
         "index": index,
     }
+    return metrics, kept_d, kept_i

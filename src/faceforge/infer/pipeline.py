@@ -46,7 +46,16 @@ if TYPE_CHECKING:
     from faceforge.align.detectors.base import Detector
     from faceforge.infer.recognizer import FaceRecognizer, ImageInput
 
-__all__ = ["FileOutcome", "FolderEmbeddings", "embed_folder", "iter_embed_folder", "list_images"]
+__all__ = [
+    "FileOutcome",
+    "FolderEmbeddings",
+    "collect_images",
+    "embed_folder",
+    "embed_labelled",
+    "iter_embed_folder",
+    "list_images",
+    "load_embeddings_npz",
+]
 
 OK, NO_FACE, UNDECODABLE, FAILED = "ok", "no_face", "undecodable", "failed"
 #: outcome statuses, in the order they are counted in progress lines and summaries
@@ -190,10 +199,10 @@ class _Stage:
     def _is_aligned(self, rgb: np.ndarray) -> bool:
         # FaceRecognizer.embed's rule: an image at the model's input size (or a 112×112 ArcFace crop)
         # is taken as an aligned crop unless `aligned` says otherwise.
+        if self.cfg.template == "none":
+            return True  # a whole-image model never detects, even with aligned=False
         if self.aligned is not None:
             return bool(self.aligned)
-        if self.cfg.template == "none":
-            return True
         hw = tuple(rgb.shape[:2])
         return hw == self.size or (self.cfg.template == "arcface" and hw == _CANONICAL_ALIGNED)
 
@@ -438,3 +447,96 @@ def embed_folder(
     for o in outcomes:
         counts[o.status] += 1
     return FolderEmbeddings(outcomes, emb, time.perf_counter() - start, counts)
+
+
+# ------------------------------------------------------------------------------------- labelled files
+
+
+def collect_images(inputs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
+    """``(path, label)`` for every image under ``inputs`` (files, or folders searched recursively).
+
+    Labels follow the folder layout: ``DIR/<label>/*.jpg`` gives each image its sub-folder's name, an
+    image directly in ``DIR`` (or given as a file) its file stem.
+    """
+    names = [str(x) for x in inputs]
+    out: list[tuple[Path, str]] = []
+    for raw in names:
+        p = Path(raw)
+        if p.is_file():
+            out.append((p, p.stem))
+        elif p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            out += [(f, f.parent.name if f.parent != p else f.stem) for f in files]
+        else:
+            raise FaceforgeError(f"{p} does not exist (expected an image file or a folder of images)")
+    if not out:
+        raise FaceforgeError(
+            f"no images found in {', '.join(names)} (extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return out
+
+
+def embed_labelled(
+    recognizer: FaceRecognizer,
+    files: list[tuple[Path, str]],
+    *,
+    workers: int = 2,
+    batch_size: int = 32,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, list[tuple[Path, str]], list[dict[str, Any]]]:
+    """Embed ``(path, label)`` files through :func:`embed_folder` (pipelined, batched).
+
+    Returns the embeddings of the files that gave one, those files (in input order) and
+    ``{"file", "status", "reason"}`` for each file skipped (no face, not decodable, failed).
+    """
+    res = embed_folder(
+        recognizer, [str(p) for p, _ in files], workers=workers, batch_size=batch_size, progress=progress
+    )
+    kept = [files[o.index] for o in res.outcomes if o.ok]
+    skipped = [{"file": o.path, "status": o.status, "reason": o.reason} for o in res.skipped]
+    return res.embeddings, kept, skipped
+
+
+#: queries an .npz may hold (4M × 512 float32 = 8 GiB would not be a query file)
+MAX_NPZ_QUERIES = 1_000_000
+
+
+def load_embeddings_npz(path: str | os.PathLike[str], dim: int) -> tuple[np.ndarray, list[str]]:
+    """``embeddings`` (and ``paths`` when present) of an .npz written by ``faceforge embed``.
+
+    The file is hostile until checked: read with ``allow_pickle=False``, the array header is checked
+    (2-D float, ``dim`` columns, at most :data:`MAX_NPZ_QUERIES` rows) before the data is loaded.
+    """
+    import zipfile
+
+    p = Path(path)
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise FaceforgeError(f"cannot read {p} as an .npz of embeddings: {e}".splitlines()[0]) from None
+    with z:
+        if "embeddings" not in z.files:
+            raise FaceforgeError(f"{p} has no 'embeddings' array (keys: {', '.join(z.files) or 'none'})")
+        try:
+            with z.zip.open("embeddings.npy") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(fh)  # the header only: no data read yet
+        except (OSError, ValueError, KeyError) as e:
+            raise FaceforgeError(f"{p}: 'embeddings' is not a readable .npy array ({e})") from None
+        if len(shape) != 2 or shape[1] != dim or dtype.kind != "f" or shape[0] > MAX_NPZ_QUERIES:
+            raise FaceforgeError(
+                f"{p}: 'embeddings' is {dtype} {list(shape)}; expected float [N, {dim}] with N <= "
+                f"{MAX_NPZ_QUERIES:,} (embeddings of the gallery's model)"
+            )
+        emb = np.asarray(z["embeddings"], np.float32)
+        paths = [str(x) for x in z["paths"]] if "paths" in z.files else []
+    if len(paths) != len(emb):
+        paths = [f"{p.name}[{i}]" for i in range(len(emb))]
+    if not np.isfinite(emb).all():
+        raise FaceforgeError(f"{p}: 'embeddings' holds NaN or Inf values")
+    return emb, paths

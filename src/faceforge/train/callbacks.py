@@ -1,4 +1,4 @@
-"""Training callbacks: verification during training, the epoch summary, checkpoints for resuming."""
+"""Training callbacks: verification and retrieval validation, the epoch summary, checkpoints for resuming."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from faceforge.errors import FaceforgeError
 from faceforge.eval.calibration import calibration_from_result
-from faceforge.eval.verification import PairImages, evaluate_model
+from faceforge.eval.verification import PairImages, embed_images, evaluate_model
 from faceforge.fileio import fsync_dir
 
 #: the temporary name of a checkpoint being written (``.last.ckpt.tmp<pid>``); see clean_stale_temps
@@ -66,43 +68,81 @@ def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 class VerificationCallback(L.Callback):
-    """10-fold verification on held-out pairs every ``every_n_steps`` steps (0: every epoch end).
+    """10-fold verification on held-out pair sets every ``every_n_steps`` steps (0: every epoch end).
 
-    Logs ``val/acc``, ``val/threshold`` (cosine), ``val/auc`` and ``val/best_acc``; the checkpoint
-    callback monitors ``val/acc`` to keep the best model. The thresholds of the latest evaluation
-    are stored on the module as its calibration (saved in checkpoints).
+    ``sets`` maps a set name to its pairs. The single set of ``data.val_pairs`` has the name ``None``
+    and logs ``val/acc``, ``val/threshold`` (cosine), ``val/auc`` and ``val/best_acc``. Named sets
+    (``data.val_sets``) log ``val/{set}_acc``, ``val/{set}_threshold`` and ``val/{set}_best`` each,
+    ``val/mean_acc`` (their mean), and ``val/acc`` = ``val/mean_acc`` and ``val/best_acc`` (best mean)
+    so that monitors written for one set keep working. The thresholds of the latest evaluation of
+    the first set are stored on the module as its calibration (saved in checkpoints).
     """
 
     def __init__(
-        self, data: PairImages, every_n_steps: int = 0, flip: bool = True, batch_size: int = 256
+        self,
+        sets: dict[str | None, PairImages] | PairImages,
+        every_n_steps: int = 0,
+        flip: bool = True,
+        batch_size: int = 256,
     ) -> None:
-        self.data, self.every_n_steps, self.flip, self.batch_size = data, every_n_steps, flip, batch_size
+        self.sets = sets if isinstance(sets, dict) else {None: sets}
+        self.every_n_steps, self.flip, self.batch_size = every_n_steps, flip, batch_size
         self.best = float("-inf")
+        self.best_per_set: dict[str, float] = {}
         self.last: dict[str, Any] = {}
+        self.last_per_set: dict[str, dict[str, Any]] = {}
+
+    @property
+    def named(self) -> bool:
+        """Whether the sets are named (``data.val_sets``) rather than the single ``data.val_pairs``."""
+        return None not in self.sets
+
+    def _evaluate(self, module: L.LightningModule) -> dict[str | None, dict[str, Any]]:
+        was_training = module.training
+        module.eval()
+        try:
+            embed = _on_device(module)
+            return {n: evaluate_model(embed, d, self.batch_size, self.flip) for n, d in self.sets.items()}
+        finally:
+            module.train(was_training)
 
     def _run(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # Rank 0 evaluates while the other ranks wait in the broadcast: the embedding pass uses the
         # bare module (no DDP wrapper, so no collectives that could deadlock), and every rank then
         # logs the same numbers, which keeps checkpoint and early-stopping decisions identical.
-        res: dict[str, Any] | None = None
+        res: dict[str | None, dict[str, Any]] | None = None
         if trainer.is_global_zero:
-            was_training = module.training
-            module.eval()
-            try:
-                res = evaluate_model(module, self.data, self.batch_size, self.flip)
-            finally:
-                module.train(was_training)
+            res = self._evaluate(module)
         if trainer.world_size > 1:
             res = trainer.strategy.broadcast(res, src=0)
         assert res is not None
-        self.best = max(self.best, res["accuracy"])
-        self.last = res
-        module.log("val/acc", res["accuracy"], prog_bar=True)
-        module.log("val/threshold", res["threshold_cos"])
-        module.log("val/auc", res["auc"])
-        module.log("val/best_acc", self.best)
+        if not self.named:
+            r = res[None]
+            self.best = max(self.best, r["accuracy"])
+            self.last = r
+            module.log("val/acc", r["accuracy"], prog_bar=True)
+            module.log("val/threshold", r["threshold_cos"])
+            module.log("val/auc", r["auc"])
+            module.log("val/best_acc", self.best)
+            first = r
+        else:
+            for name, r in res.items():
+                assert name is not None
+                self.best_per_set[name] = max(self.best_per_set.get(name, float("-inf")), r["accuracy"])
+                module.log(f"val/{name}_acc", r["accuracy"])
+                module.log(f"val/{name}_threshold", r["threshold_cos"])
+                module.log(f"val/{name}_best", self.best_per_set[name])
+            mean = float(sum(r["accuracy"] for r in res.values()) / len(res))
+            self.best = max(self.best, mean)
+            self.last = {"accuracy": mean}
+            self.last_per_set = {str(k): v for k, v in res.items()}
+            module.log("val/mean_acc", mean, prog_bar=True)
+            module.log("val/acc", mean)
+            module.log("val/best_acc", self.best)
+            first = next(iter(res.values()))
+        what = "validation pairs" if not self.named else f"validation set {next(iter(res))!s}"
         module.calibration = calibration_from_result(
-            res, f"validation pairs during training ({res['n_pairs']} pairs)"
+            first, f"{what} during training ({first['n_pairs']} pairs)"
         )
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
@@ -114,10 +154,88 @@ class VerificationCallback(L.Callback):
             self._run(trainer, module)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": float(self.best)}
+        return {"best": float(self.best), "best_per_set": dict(self.best_per_set)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = float(state_dict.get("best", float("-inf")))
+        self.best_per_set = {str(k): float(v) for k, v in state_dict.get("best_per_set", {}).items()}
+
+
+def _on_device(module: L.LightningModule) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The module as an embedding function that moves each batch to the module's device."""
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return module(x.to(module.device))
+
+    return embed
+
+
+def embed_dataset(
+    module: L.LightningModule, dataset: Any, batch_size: int = 256, flip: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and labels of every decodable sample of ``dataset`` (``(uint8 image, label)`` items)."""
+    from torch.utils.data import DataLoader
+
+    embed = _on_device(module)
+    embs, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        good = y >= 0  # undecodable images come as label -1
+        if not bool(good.any()):
+            continue
+        embs.append(embed_images(embed, x[good], batch_size, flip))
+        labels.append(y[good].numpy())
+    if not embs:
+        raise FaceforgeError("retrieval validation: no image of the set decodes")
+    return np.concatenate(embs), np.concatenate(labels)
+
+
+class RetrievalCallback(L.Callback):
+    """kNN classification and retrieval of the split's val part against its train part, each epoch.
+
+    Logs ``val/knn_acc`` (similarity-weighted vote of the ``k`` nearest training images),
+    ``val/recall@K`` for each ``K`` of ``ks`` and ``val/map_at_r``
+    (:func:`faceforge.eval.classify.classify_by_retrieval`). Rank 0 computes, the others receive the
+    numbers, as in :class:`VerificationCallback`.
+    """
+
+    def __init__(
+        self,
+        gallery: Any,
+        queries: Any,
+        k: int = 20,
+        ks: Any = (1, 5),
+        flip: bool = True,
+        batch_size: int = 256,
+    ) -> None:
+        self.gallery, self.queries = gallery, queries
+        self.k, self.ks, self.flip, self.batch_size = int(k), tuple(int(x) for x in ks), flip, batch_size
+        self.last: dict[str, float] = {}
+
+    def _evaluate(self, module: L.LightningModule) -> dict[str, float]:
+        from faceforge.eval.classify import classify_by_retrieval
+
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                g_emb, g_lab = embed_dataset(module, self.gallery, self.batch_size, self.flip)
+                q_emb, q_lab = embed_dataset(module, self.queries, self.batch_size, self.flip)
+        finally:
+            module.train(was_training)
+        r = classify_by_retrieval(g_emb, g_lab, q_emb, q_lab, k=self.k, ks=self.ks)
+        out = {"val/knn_acc": float(r.accuracy)}
+        out.update({f"val/recall@{k}": float(r.recall_at[k]) for k in self.ks})
+        out["val/map_at_r"] = float(r.map_at_r)
+        return out
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        res = self._evaluate(module) if trainer.is_global_zero else None
+        if trainer.world_size > 1:
+            res = trainer.strategy.broadcast(res, src=0)
+        assert res is not None
+        self.last = res
+        for name, value in res.items():
+            module.log(name, value, prog_bar=name == "val/knn_acc")
 
 
 class EpochSummary(L.Callback):
@@ -128,9 +246,11 @@ class EpochSummary(L.Callback):
         load_time_skipped: int = 0,
         verification: VerificationCallback | None = None,
         runtime_skipped: Callable[[], int] | None = None,
+        retrieval: RetrievalCallback | None = None,
     ) -> None:
         self.load_time_skipped = load_time_skipped
         self.verification = verification
+        self.retrieval = retrieval
         self.runtime_skipped = runtime_skipped or (lambda: 0)
         self.verbose = True
         self._skip0 = 0
@@ -155,17 +275,27 @@ class EpochSummary(L.Callback):
             + int(getattr(module, "skipped_in_epoch", 0)),
             "seconds": round(time.perf_counter() - self.t0, 2),
         }
-        if self.verification is not None and self.verification.last:
-            row["val_acc"] = self.verification.last["accuracy"]
-            row["val_best_acc"] = self.verification.best
+        v = self.verification
+        if v is not None and v.last:
+            row["val_acc"] = v.last["accuracy"]
+            row["val_best_acc"] = v.best
+            if v.named:
+                row["val_sets"] = {n: r["accuracy"] for n, r in v.last_per_set.items()}
+        if self.retrieval is not None and self.retrieval.last:
+            row["retrieval"] = dict(self.retrieval.last)
         self.history.append(row)
         if trainer.is_global_zero and self.verbose:
             parts = [f"epoch {row['epoch']}"]
             if row["loss"] is not None:
                 acc = "" if row["train_acc"] is None else f"  train acc {row['train_acc']:.3f}"
                 parts.append(f"loss {row['loss']:.3f}{acc}")
-            if "val_acc" in row:
+            if "val_sets" in row:
+                each = "  ".join(f"{n} {a:.4f}" for n, a in row["val_sets"].items())
+                parts.append(f"val {each}  mean {row['val_acc']:.4f} (best {row['val_best_acc']:.4f})")
+            elif "val_acc" in row:
                 parts.append(f"val acc {row['val_acc']:.4f} (best {row['val_best_acc']:.4f})")
+            if "retrieval" in row:
+                parts.append("  ".join(f"{k[4:]} {x:.4f}" for k, x in row["retrieval"].items()))
             parts.append(f"skipped images {row['skipped_images']}")
             parts.append(f"{row['seconds']:.1f} s")
             print(" | ".join(parts), flush=True)
@@ -175,6 +305,20 @@ class EpochSummary(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(r) for r in state_dict.get("history", [])]
+
+
+class KeptCheckpoints(ModelCheckpoint):
+    """A ``ModelCheckpoint`` for the extra files of ``checkpoint.keep`` (the N best, or every epoch).
+
+    Its saved state is keyed by its file-name pattern as well, so it can share the monitor of the
+    ``best.ckpt`` callback (Lightning refuses two callbacks with the same state key).
+    """
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            monitor=self.monitor, mode=self.mode, filename=self.filename, top_k=self.save_top_k
+        )
 
 
 class ResumeCheckpoint(Checkpoint):

@@ -1,10 +1,10 @@
-"""LightningDataModule over an ImageFolder training set and the verification pairs.
-
-The training order comes from :class:`ResumableSampler`: one permutation per ``(seed, epoch)``
-of the whole set, cut into global batches of ``batch_size · world_size`` images, rank ``r`` taking
-the ``r``-th slice of each. The data module saves how many global batches of the current epoch
-were trained (``state_dict``), so a run resumed from a mid-epoch checkpoint continues with the very
-next batch, also at another world size (the position is kept in images).
+"""LightningDataModule: the training images (an ImageFolder, a ``.rec`` or a split file's train part),
+the validation sets and the retrieval validation data of the config. The training order comes from
+:class:`ResumableSampler` (one permutation per ``(seed, epoch)``, cut into global batches of
+``batch_size · world_size`` images, rank ``r`` taking the ``r``-th slice of each) or, with
+``data.sampler: {name: pk}``, from :class:`ResumablePKSampler` (P classes × K images per batch);
+the module saves how many images of the current epoch were trained (``state_dict``), so a run
+resumed from a mid-epoch checkpoint continues with the very next batch, also at another world size.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from faceforge.data.folder import ImageFolderDataset
+from faceforge.data.folder import FileListDataset, ImageFolderDataset
 from faceforge.data.pairs import read_pairs
+from faceforge.data.samplers import PKBatchSampler
 from faceforge.errors import FaceforgeError
 from faceforge.eval.verification import PairImages, load_pair_images
 
@@ -32,38 +33,80 @@ def resolve(root: str | Path, rel: str | None) -> Path | None:
 
 
 class FaceDataModule(L.LightningDataModule):
-    """Training images from ``data.root/data.train`` and the validation/test pair sets of the config."""
+    """Training images of ``data.train`` (or ``data.split``'s train part) and the config's validation sets."""
 
     def __init__(self, data_cfg: dict[str, Any], seed: int = 0) -> None:
         super().__init__()
         self.cfg = data_cfg
         self.seed = seed
         self._resume: dict[str, Any] | None = None
-        self.sampler: ResumableSampler | None = None
+        self.sampler: ResumableSampler | ResumablePKSampler | None = None
+        self.split: Any = None
         root = Path(data_cfg["root"])
-        if not root.is_dir():
-            raise FaceforgeError(
-                f"data directory {root} does not exist (set --data.root; `faceforge data synth --out {root}` "
-                "makes a SynthFaces set there)"
-            )
-        self.train_dir = resolve(root, data_cfg["train"])
         size = int(data_cfg["image_size"])
         self.train_set: Any
-        if self.train_dir.suffix == ".rec":
-            from faceforge.data.recordio import FaceRecordDataset
+        if data_cfg.get("split"):
+            from faceforge.data.splits import Split
 
-            self.train_set = FaceRecordDataset(self.train_dir, transform=_RecordTransform(size))
+            path = resolve(root, data_cfg["split"])
+            assert path is not None
+            if not path.is_file():
+                raise FaceforgeError(
+                    f"data.split: split file {path} does not exist (`faceforge data split` writes one)"
+                )
+            self.split = Split.load(path)
+            self.train_dir = path
+            # Paths in the split are absolute: nothing is copied or linked.
+            self.train_set = FileListDataset(
+                self.split.samples("train", label="auto"),
+                size,
+                cache=bool(data_cfg["cache"]),
+                class_names=self.split.classes,
+            )
         else:
-            self.train_set = ImageFolderDataset(self.train_dir, size, cache=bool(data_cfg["cache"]))
+            if not root.is_dir():
+                raise FaceforgeError(
+                    f"data directory {root} does not exist (set --data.root; `faceforge data synth --out "
+                    f"{root}` makes a SynthFaces set there)"
+                )
+            self.train_dir = resolve(root, data_cfg["train"])
+            if self.train_dir.suffix == ".rec":
+                from faceforge.data.recordio import FaceRecordDataset
+
+                self.train_set = FaceRecordDataset(self.train_dir, transform=_RecordTransform(size))
+            else:
+                self.train_set = ImageFolderDataset(self.train_dir, size, cache=bool(data_cfg["cache"]))
         if data_cfg.get("augment"):
             from faceforge.data.transforms import build_transforms
 
             self.train_set = _Augmented(self.train_set, build_transforms(data_cfg["augment"]))
-        if len(self.train_set) < data_cfg["batch_size"]:
+        self.pk: tuple[int, int] | None = None
+        sm = data_cfg.get("sampler")
+        if sm is not None:
+            k = int(sm["samples_per_class"])
+            p = sm["classes_per_batch"]
+            n_cls = len(np.unique(self._base.labels))
+            if p is None:  # as many classes as fit in a batch (and exist)
+                p = min(int(data_cfg["batch_size"]) // k, n_cls)
+            if int(p) > n_cls:
+                raise FaceforgeError(
+                    f"data.sampler.classes_per_batch {p} is more than the {n_cls} classes of {self.train_dir}"
+                )
+            self.pk = (int(p), k)
+        if len(self.train_set) < self.batch_size:
             raise FaceforgeError(
                 f"{self.train_dir} has {len(self.train_set)} decodable images, fewer than one batch "
                 f"(data.batch_size={data_cfg['batch_size']})"
             )
+
+    @property
+    def batch_size(self) -> int:
+        """Images per device and step: ``data.batch_size``, or P·K with the P×K sampler."""
+        return self.pk[0] * self.pk[1] if self.pk is not None else int(self.cfg["batch_size"])
+
+    def global_micro_batch(self, world_size: int) -> int:
+        """Images of one forward pass over all ``world_size`` ranks."""
+        return self.batch_size * int(world_size)
 
     @property
     def num_classes(self) -> int:
@@ -95,16 +138,64 @@ class FaceDataModule(L.LightningDataModule):
         pairs = read_pairs(path)
         return load_pair_images(pairs, self.cfg["image_size"])
 
-    def make_sampler(self, world_size: int = 1, rank: int = 0) -> ResumableSampler:
-        """The training sampler for this rank, positioned where a loaded checkpoint left off."""
-        sampler = ResumableSampler(
-            len(self.train_set),
-            int(self.cfg["batch_size"]),
-            world_size=world_size,
-            rank=rank,
-            seed=self.seed,
-            with_seed=isinstance(self.train_set, _Augmented),
+    def val_sets(self) -> dict[str | None, PairImages]:
+        """The verification sets scored during training: ``data.val_sets`` by name, else ``data.val_pairs``
+        under the name ``None`` (logged as plain ``val/acc``), else none."""
+        sets = self.cfg.get("val_sets")
+        if not sets:
+            val = self.pair_images("val")
+            return {} if val is None else {None: val}
+        out: dict[str | None, PairImages] = {}
+        for name, rel in sets.items():
+            path = resolve(self.cfg["root"], rel)
+            assert path is not None
+            if not path.is_file():
+                raise FaceforgeError(f"data.val_sets.{name}: {path} does not exist (a .bin or a pair list)")
+            out[name] = load_verification_set(path, int(self.cfg["image_size"]))
+        return out
+
+    def retrieval_data(self, part: str) -> tuple[Any, Any]:
+        """``(gallery, queries)`` datasets of retrieval validation: the split's train part (the
+        training images without augmentation) and its ``part``, both with class labels."""
+        if self.split is None:
+            raise FaceforgeError(
+                "validation.retrieval needs data.split (a split file from `faceforge data split`)"
+            )
+        if self.split.classes is None:
+            raise FaceforgeError(
+                f"validation.retrieval needs a class-layout split (root/<class>/<ID>_<seq>.jpg): "
+                f"{self.train_dir} has layout {self.split.layout!r}, whose parts share no labels"
+            )
+        queries = FileListDataset(
+            self.split.samples(part, label="class"),
+            int(self.cfg["image_size"]),
+            cache=bool(self.cfg["cache"]),
+            class_names=self.split.classes,
         )
+        return self._base, queries
+
+    def make_sampler(self, world_size: int = 1, rank: int = 0) -> ResumableSampler | ResumablePKSampler:
+        """The training sampler for this rank, positioned where a loaded checkpoint left off."""
+        sampler: ResumableSampler | ResumablePKSampler
+        with_seed = isinstance(self.train_set, _Augmented)
+        if self.pk is not None:
+            sampler = ResumablePKSampler(
+                self._base.labels,
+                *self.pk,
+                world_size=world_size,
+                rank=rank,
+                seed=self.seed,
+                with_seed=with_seed,
+            )
+        else:
+            sampler = ResumableSampler(
+                len(self.train_set),
+                int(self.cfg["batch_size"]),
+                world_size=world_size,
+                rank=rank,
+                seed=self.seed,
+                with_seed=with_seed,
+            )
         if self._resume is not None:
             sampler.resume(int(self._resume["epoch"]), int(self._resume["consumed_samples"]))
         return sampler
@@ -118,6 +209,14 @@ class FaceDataModule(L.LightningDataModule):
         g = torch.Generator()
         g.manual_seed(self.seed)
         workers = int(self.cfg["num_workers"]) if self.cfg["num_workers"] != "auto" else 0
+        if isinstance(self.sampler, ResumablePKSampler):
+            return DataLoader(
+                self.train_set,
+                batch_sampler=self.sampler,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                generator=g,
+            )
         return DataLoader(
             self.train_set,
             batch_size=int(self.cfg["batch_size"]),
@@ -145,6 +244,25 @@ class FaceDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Remember the position; :meth:`train_dataloader` starts the sampler there."""
         self._resume = dict(state_dict) if state_dict else None
+
+
+def load_verification_set(path: Path, size: int) -> PairImages:
+    """A verification set from an insightface ``.bin`` (image pairs inline) or a pair list, at ``size``²."""
+    if path.suffix.lower() == ".bin":
+        from faceforge.data.binset import read_bin
+
+        bs = read_bin(path)
+        arr, ok = bs.decode_all((size, size))
+        n = len(bs.issame)
+        bad = [f"{path} image {i}" for i in np.flatnonzero(~ok)]
+        return PairImages(
+            torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(),
+            np.arange(0, 2 * n, 2),
+            np.arange(1, 2 * n, 2),
+            np.asarray(bs.issame, dtype=bool),
+            bad,
+        )
+    return load_pair_images(read_pairs(path), size)
 
 
 class ResumableSampler(Sampler):
@@ -207,6 +325,74 @@ class ResumableSampler(Sampler):
             base = k * self.global_batch + self.rank * self.batch_size
             for i in perm[base : base + self.batch_size]:
                 yield (i, (self.seed * 1_000_003 + self.epoch) * 2_654_435_761 + i) if self.with_seed else i
+
+
+class ResumablePKSampler(Sampler):
+    """P×K batches (:class:`~faceforge.data.samplers.PKBatchSampler`) that can start mid-epoch.
+
+    The epoch's batches are a function of ``(seed, epoch)``; step ``s`` of rank ``r`` is batch
+    ``s · world_size + r`` (PKBatchSampler's rank rule), so one step trains ``world_size`` P×K
+    batches and the position is kept, like :class:`ResumableSampler`'s, in images over all ranks.
+    Yields lists of indices (``(index, sample_seed)`` pairs with ``with_seed``): use it as a
+    ``batch_sampler``.
+    """
+
+    def __init__(
+        self,
+        labels: Any,
+        p: int,
+        k: int,
+        *,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        with_seed: bool = False,
+    ) -> None:
+        self.pk = PKBatchSampler(labels, p, k, rank=rank, world_size=world_size, seed=seed)
+        self.p, self.k, self.world_size, self.rank = p, k, world_size, rank
+        self.seed, self.with_seed = seed, with_seed
+        self.batch_size = p * k
+        self.global_batch = self.batch_size * world_size
+        self.num_batches = self.pk.num_batches // world_size  # steps per epoch
+        self.epoch = 0
+        self.resume_epoch = -1
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the batches of ``epoch`` (Lightning calls this before each epoch)."""
+        self.epoch = int(epoch)
+
+    @property
+    def sampler(self) -> ResumablePKSampler:
+        """Itself: Lightning calls ``set_epoch`` on ``loader.batch_sampler.sampler`` (not on the batch
+        sampler), so without this every epoch would repeat the batches of epoch 0."""
+        return self
+
+    def resume(self, epoch: int, consumed_samples: int) -> None:
+        """Skip the first ``consumed_samples`` images of ``epoch`` (rounded down to whole steps)."""
+        start = consumed_samples // self.global_batch
+        if start >= self.num_batches:  # saved at the end of the epoch: the next one starts afresh
+            epoch, start = epoch + 1, 0
+        self.epoch = self.resume_epoch = int(epoch)
+        self.start_batch = int(start)
+
+    def __len__(self) -> int:
+        # A full epoch, also when resuming: Lightning counts the batches already done itself.
+        return self.num_batches
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.pk.set_epoch(self.epoch)
+        batches = self.pk.global_batches()
+        skip = self.start_batch if self.epoch == self.resume_epoch else 0
+        base = (self.seed * 1_000_003 + self.epoch) * 2_654_435_761
+        for step in range(skip, self.num_batches):
+            g = step * self.world_size + self.rank
+            batch = batches[g]
+            if self.with_seed:
+                # One augmentation seed per position in the epoch (an image can recur in an epoch).
+                yield [(i, base + g * self.batch_size + j) for j, i in enumerate(batch)]
+            else:
+                yield list(batch)
 
 
 class _RecordTransform:

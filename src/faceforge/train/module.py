@@ -32,6 +32,7 @@ from faceforge.heads import create_head
 from faceforge.heads.partial_fc import PartialFC, ddp_ignore_partial_fc
 from faceforge.models.build import build_backbone
 from faceforge.models.face_cfg import FaceConfig, preprocess
+from faceforge.train.config import resolve_monitor
 from faceforge.train.optim import build_optimizer, lr_factor, param_groups
 
 CHECKPOINT_FORMAT = 2
@@ -220,10 +221,7 @@ class FaceRecognitionModule(L.LightningModule):
         assert self.head is not None
         opt = build_optimizer(ocfg, param_groups(self.backbone, self.head, wd, hwd))
         if scfg["name"] == "plateau":
-            monitor = scfg["monitor"]
-            if monitor == "auto":
-                monitor = "val/acc" if self.config["data"]["val_pairs"] else "train/loss_epoch"
-            mode = "max" if "acc" in monitor else "min"
+            monitor, mode = resolve_monitor(self.config, scfg["monitor"])
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode=mode, factor=float(scfg["gamma"]), patience=int(scfg["patience"])
             )
@@ -273,6 +271,12 @@ class FaceRecognitionModule(L.LightningModule):
                 sd["raw_" + k] = sd[k]
                 sd[k] = sd.pop("ema_" + k)
             checkpoint["faceforge_ema"] = True
+        # Weights are stored in fp32 whatever the training precision (a half-precision copy would
+        # lose what the mixed-precision master weights hold, and inference expects fp32).
+        sd = checkpoint["state_dict"]
+        for k, v in sd.items():
+            if torch.is_tensor(v) and v.dtype in (torch.float16, torch.bfloat16):
+                sd[k] = v.float()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         sd = checkpoint["state_dict"]
@@ -353,7 +357,7 @@ def _rescale_progress(checkpoint: dict[str, Any], trainer: L.Trainer) -> None:
     if not dm_state:
         return
     dm = trainer.datamodule
-    new_gb = int(dm.cfg["batch_size"]) * int(trainer.world_size)
+    new_gb = int(dm.global_micro_batch(trainer.world_size))
     old_gb = int(dm_state["global_micro_batch"])
     if new_gb == old_gb:
         return

@@ -13,6 +13,8 @@ the first step), with an optional linear warm-up of ``warmup_epochs`` epochs:
   ``restart_epochs · restart_mult^i`` epochs;
 * ``polynomial`` (arcface_torch's PolyScheduler): ``floor + (1 - floor) · (1 - t)^power``;
 * ``multistep``: ``gamma^k`` after the ``k``-th milestone (in epochs, fractional allowed);
+* ``step``: ``gamma^k`` from the ``k``-th of ``decay_steps`` on (in optimizer steps, counted from the
+  first step including warm-up; arcface_torch's and insightface's step decay);
 * ``constant``; ``plateau`` is torch's ``ReduceLROnPlateau`` (per epoch, no warm-up).
 """
 
@@ -84,6 +86,8 @@ def lr_factor(step: int, scfg: dict[str, Any], steps_per_epoch: int, total_steps
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
     if name == "polynomial":
         return floor + (1 - floor) * (1 - t) ** float(scfg["power"])
+    if name == "step":
+        return float(scfg["gamma"]) ** bisect.bisect_right([int(m) for m in scfg["decay_steps"]], step)
     if name == "multistep":
         epoch = step / steps_per_epoch
         return float(scfg["gamma"]) ** bisect.bisect_right([float(m) for m in scfg["milestones"]], epoch)

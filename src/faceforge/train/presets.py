@@ -11,12 +11,22 @@ Only the config values left at ``auto`` are chosen; every other value is kept as
   bf16 is emulated through fp32 and several times slower, so no probe runs. On an Intel Xeon with
   AMX-BF16 an IResNet-50 training step ran 2.33x faster in bf16, a GhostFaceNetV1 step 1.15x
   (issue #21): whether bf16 pays depends on the model, hence the probe rather than a table.
-* workers: on GPU ``min(8, cpus // local devices)`` processes per device (JPEG decoding keeps a
-  GPU step fed); on CPU ``0`` when images are cached in memory (the step is the bottleneck and a
+* GPUs by model (:data:`GPU_PRESETS`, first match): A100 80 GB → bf16, 16 workers, accumulation 1;
+  A100 40 GB → bf16, 8, 2; RTX 3090 (24 GB) → fp16, 4, 4; other Ampere and newer → bf16, workers
+  ``min(8, cpus // local devices)``, accumulation 1; pre-Ampere → fp16, 4, 4. Workers never exceed
+  ``cpus // local devices``; the table's accumulation applies only without ``data.global_batch_size``.
+  On Ampere and newer TF32 matmuls/convolutions and ``cudnn.benchmark`` (the input size is fixed, so
+  the autotuned kernels stay valid) are switched on.
+* workers on CPU: ``0`` when images are cached in memory (the step is the bottleneck and a
   worker only competes for the cores), else ``min(4, cpus // 2)``.
 * accumulation: ``global_batch_size / (batch_size · devices · nodes)``, which must be a whole number;
-  without ``global_batch_size``, 1. Keeping the global batch fixed keeps the optimizer-step schedule
-  (and a resumed run) the same whatever the number of GPUs.
+  without ``global_batch_size``, the GPU row's (1 on CPU). Keeping the global batch fixed keeps the
+  optimizer-step schedule (and a resumed run) the same whatever the number of GPUs.
+
+Every value is overridable (``trainer.precision``, ``data.num_workers``,
+``trainer.accumulate_grad_batches``, ``trainer.tf32``, ``trainer.cudnn_benchmark``); weights are
+saved in fp32 whatever the precision
+(:meth:`faceforge.train.module.FaceRecognitionModule.on_save_checkpoint`).
 
 The CPU precision rule (:func:`choose_cpu_precision`) is shared with inference
 (:func:`faceforge.infer.loading.load_model` with ``precision="auto"``).
@@ -34,17 +44,20 @@ from typing import Any
 from faceforge.errors import FaceforgeError
 
 __all__ = [
+    "GPU_PRESETS",
     "MIN_BF16_SPEEDUP",
     "PROBE_SECONDS",
     "Bf16Probe",
     "CpuPrecision",
     "DeviceInfo",
+    "GpuPreset",
     "Preset",
     "apply_preset",
     "choose_cpu_precision",
     "choose_preset",
     "cpu_bf16_support",
     "detect_device",
+    "gpu_preset",
     "probe_train_step",
     "time_fp32_vs_bf16",
 ]
@@ -74,6 +87,33 @@ class Preset:
     num_workers: int
     accumulate_grad_batches: int
     summary: str
+    tf32: bool = False
+    cudnn_benchmark: bool = False
+
+
+@dataclass(frozen=True)
+class GpuPreset:
+    """One row of the GPU table: what a GPU model trains with (``None``: the generic rule)."""
+
+    name: str
+    precision: str
+    num_workers: int | None
+    accumulate_grad_batches: int | None
+
+
+#: rows tried in order by :func:`gpu_preset`
+GPU_PRESETS: tuple[tuple[Callable[[DeviceInfo], bool], GpuPreset], ...] = (
+    (lambda i: "A100" in i.name and i.memory_gib >= 60, GpuPreset("A100 80 GB", "bf16-mixed", 16, 1)),
+    (lambda i: "A100" in i.name, GpuPreset("A100 40 GB", "bf16-mixed", 8, 2)),
+    (lambda i: "3090" in i.name, GpuPreset("RTX 3090 24 GB", "16-mixed", 4, 4)),
+    (lambda i: i.capability >= (8, 0), GpuPreset("Ampere or newer", "bf16-mixed", None, None)),
+    (lambda i: True, GpuPreset("pre-Ampere", "16-mixed", 4, 4)),
+)
+
+
+def gpu_preset(info: DeviceInfo) -> GpuPreset:
+    """The first row of :data:`GPU_PRESETS` that ``info`` matches."""
+    return next(row for match, row in GPU_PRESETS if match(info))
 
 
 @dataclass(frozen=True)
@@ -323,10 +363,12 @@ def choose_preset(
     t, d = cfg["trainer"], cfg["data"]
     local = _devices_per_node(t["devices"], info)
     world = local * int(t["num_nodes"])
+    row = gpu_preset(info) if info.kind == "cuda" else None
     if d["num_workers"] != "auto":
         workers = int(d["num_workers"])
-    elif info.kind == "cuda":
-        workers = max(1, min(8, info.cpus // local))
+    elif row is not None:
+        # The row's count, but never more processes than this node's cores per GPU.
+        workers = max(1, min(row.num_workers or 8, info.cpus // local))
     else:
         workers = 0 if d["cache"] else max(0, min(4, info.cpus // 2))
     per_step = int(d["batch_size"]) * world
@@ -339,7 +381,7 @@ def choose_preset(
                 f"trainer.accumulate_grad_batches {accum}; set one of them to auto/null"
             )
     elif gb is None:
-        accum = 1
+        accum = (row.accumulate_grad_batches or 1) if row is not None else 1
     else:
         if gb % per_step:
             raise FaceforgeError(
@@ -350,9 +392,9 @@ def choose_preset(
     if t["precision"] != "auto":
         precision = t["precision"]
         why_p = "as configured"
-    elif info.kind == "cuda":
-        precision = "bf16-mixed" if info.capability >= (8, 0) else "16-mixed"
-        why_p = f"compute capability {info.capability[0]}.{info.capability[1]}"
+    elif row is not None:
+        precision = row.precision
+        why_p = f"{row.name}, compute capability {info.capability[0]}.{info.capability[1]}"
     else:
         if info.cpu_bf16 and world > 1:
             cp = CpuPrecision(False, f"{info.cpu_bf16}; not probed with {world} processes sharing the CPU")
@@ -365,12 +407,19 @@ def choose_preset(
         )
     else:
         dev = f"CPU ({info.cpus} cores) x {world}"
+    ampere = info.kind == "cuda" and info.capability >= (8, 0)
+    tf32 = ampere if t.get("tf32", "auto") == "auto" else bool(t["tf32"])
+    bench = t.get("cudnn_benchmark", "auto")
+    # Deterministic runs need deterministic kernels: autotuning may pick different ones per run.
+    benchmark = (ampere and not t.get("deterministic")) if bench == "auto" else bool(bench)
     summary = (
         f"preset: {dev} -> precision {precision} ({why_p}), num_workers {workers}, "
         f"accumulate_grad_batches {accum} "
         f"(global batch {per_step * accum} = {d['batch_size']} x {world} x {accum})"
     )
-    return Preset(precision, workers, accum, summary)
+    if info.kind == "cuda":
+        summary += f", tf32 {'on' if tf32 else 'off'}, cudnn.benchmark {'on' if benchmark else 'off'}"
+    return Preset(precision, workers, accum, summary, tf32, benchmark)
 
 
 def apply_preset(
@@ -393,4 +442,6 @@ def apply_preset(
     cfg["trainer"]["precision"] = p.precision
     cfg["data"]["num_workers"] = p.num_workers
     cfg["trainer"]["accumulate_grad_batches"] = p.accumulate_grad_batches
+    cfg["trainer"]["tf32"] = p.tf32
+    cfg["trainer"]["cudnn_benchmark"] = p.cudnn_benchmark
     return p

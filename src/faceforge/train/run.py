@@ -4,7 +4,7 @@ Run directory::
 
     runs/<name>/<timestamp>/
       config.yaml            the resolved config (``faceforge train --config`` reproduces the run)
-      checkpoints/best.ckpt  best validation accuracy (last.ckpt when there are no val pairs)
+      checkpoints/best.ckpt  best by ``checkpoint.monitor`` (with ``checkpoint.keep`` N or all: more files)
       checkpoints/last.ckpt
       tb/                    TensorBoard logs
       metrics.json           epoch history, best validation, test results
@@ -27,7 +27,7 @@ import torch
 
 from faceforge.errors import FaceforgeError
 from faceforge.fileio import atomic_write_bytes
-from faceforge.train.config import dump_config, validate_components
+from faceforge.train.config import dump_config, resolve_monitor, validate_components
 
 
 @dataclass
@@ -222,23 +222,82 @@ def make_loggers(cfg: dict[str, Any], run_dir: Path) -> list[Any]:
     return out
 
 
-def _early_stopping(cfg: dict[str, Any], has_val: bool) -> Any:
+def _early_stopping(cfg: dict[str, Any]) -> Any:
     from lightning.pytorch.callbacks import EarlyStopping
 
-    es = dict(cfg["trainer"]["early_stopping"])
-    monitor = es.get("monitor") or ("val/acc" if has_val else "train/loss_epoch")
-    if monitor.startswith("val/") and not has_val:
-        raise FaceforgeError(
-            f"trainer.early_stopping.monitor {monitor!r} needs validation pairs (data.val_pairs is null)"
-        )
+    es = cfg["trainer"]["early_stopping"]
+    # auto: the checkpoint's monitor, so the run stops on the metric that picks its best model.
+    want = es.get("monitor")
+    if want in (None, "auto"):
+        want = cfg["checkpoint"]["monitor"]
+    monitor, mode = resolve_monitor(cfg, want, es.get("mode"))
     return EarlyStopping(
         monitor=monitor,
         patience=int(es.get("patience", 3)),
-        mode=es.get("mode") or ("max" if "acc" in monitor else "min"),
+        mode=mode,
         min_delta=float(es.get("min_delta", 0.0)),
         check_on_train_epoch_end=True,
         strict=True,
     )
+
+
+def checkpoint_callbacks(cfg: dict[str, Any], ckpt_dir: Path) -> tuple[list[Any], str, str]:
+    """The ``ModelCheckpoint`` callbacks of ``checkpoint.keep``, and the resolved ``(monitor, mode)``.
+
+    ``best`` (default): ``best.ckpt`` by the monitor; ``N``: also the N best as
+    ``best-eEEE-sSSSSSS.ckpt``; ``all``: also ``epochEEE.ckpt`` after every epoch; ``last``: none
+    (``last.ckpt``, written by :class:`~faceforge.train.callbacks.ResumeCheckpoint`, is the result).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from faceforge.train.callbacks import KeptCheckpoints
+
+    ck = cfg["checkpoint"]
+    monitor, mode = resolve_monitor(cfg, ck["monitor"], ck["mode"])
+    keep = ck["keep"]
+    if keep == "last":
+        return [], monitor, mode
+    every = int(cfg["verification"]["every_n_steps"])
+    by_step = every > 0 and monitor.startswith("val/") and not _is_retrieval_metric(monitor)
+    common = {
+        "dirpath": ckpt_dir,
+        "save_last": False,
+        "auto_insert_metric_name": False,
+        "enable_version_counter": False,
+    }
+    step_kw = {"every_n_train_steps": every} if by_step else {}
+    out = [ModelCheckpoint(filename="best", monitor=monitor, mode=mode, save_top_k=1, **common, **step_kw)]
+    if isinstance(keep, int) and keep > 1:
+        top = "best-e{epoch:03d}-s{step:06d}"
+        out.append(
+            KeptCheckpoints(filename=top, monitor=monitor, mode=mode, save_top_k=keep, **common, **step_kw)
+        )
+    elif keep == "all":
+        out.append(KeptCheckpoints(filename="epoch{epoch:03d}", monitor=None, save_top_k=-1, **common))
+    return out, monitor, mode
+
+
+def _is_retrieval_metric(name: str) -> bool:
+    return name in ("val/knn_acc", "val/map_at_r") or name.startswith("val/recall@")
+
+
+def trained_epochs(path: Path) -> tuple[int, bool]:
+    """``(whole epochs completed, whether a further epoch was started)`` of a training checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ep = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]
+        bp = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    except (KeyError, TypeError):
+        return int(ckpt.get("epoch", 0)), False
+    done = int(ep["completed"])
+    in_epoch = int(bp["current"]["completed"])
+    if int(ep["processed"]) > done and bool(bp.get("is_last_batch")):
+        # Saved in on_train_epoch_end: the epoch ran all its batches but is not counted yet.
+        return int(ep["processed"]), False
+    return done, in_epoch > 0
 
 
 def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
@@ -249,12 +308,12 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     checkpoints that do not load (truncated, refused), saying which (:func:`pick_resume_checkpoint`).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from faceforge.train.callbacks import (
         AtomicCheckpointIO,
         EpochSummary,
         ResumeCheckpoint,
+        RetrievalCallback,
         VerificationCallback,
         clean_stale_temps,
     )
@@ -285,10 +344,27 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
             print(f"resume auto: no checkpoint of {cfg['name']!r} loads; starting afresh")
         else:
             print(f"resume auto: no earlier run of {cfg['name']!r}; starting afresh")
+    if resume is not None and int(tcfg["max_epochs"]) >= 0:
+        done, partial = trained_epochs(resume)
+        if done + partial > int(tcfg["max_epochs"]):
+            what = f"{done} epochs" + (f" and part of epoch {done + 1}" if partial else "")
+            raise FaceforgeError(
+                f"resume: {resume} has trained {what}, more than trainer.max_epochs {tcfg['max_epochs']}; "
+                f"pass --trainer.max_epochs {done + partial} or more to continue it"
+            )
+    if preset.tf32:
+        # TF32 tensor-core matmuls and convolutions (Ampere+): fp32 range, 10-bit mantissa.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     dm = FaceDataModule(cfg["data"], seed=int(cfg["seed"]))
+    if rank0 and dm.pk is not None:
+        p, k = dm.pk
+        print(f"sampler: {p} classes x {k} images = {p * k} per batch and device", flush=True)
     module = FaceRecognitionModule(cfg, dm.num_classes)
-    val = dm.pair_images("val")
+    val = dm.val_sets()
+    rcfg = cfg["validation"]["retrieval"]
+    retrieval_data = dm.retrieval_data(rcfg["split"]) if rcfg is not None else None
     run_dir = resolve_run_dir(cfg, resume)
     if rank0:
         (run_dir / "config.yaml").write_text(dump_config({**cfg, "resume": None}))
@@ -298,30 +374,30 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
             print(f"removed {stale}: a temporary checkpoint left by an interrupted save", flush=True)
 
     callbacks: list[Any] = []
+    vcfg = cfg["verification"]
     verification = None
-    if val is not None:
-        vcfg = cfg["verification"]
+    if val:
         verification = VerificationCallback(
             val, int(vcfg["every_n_steps"]), bool(vcfg["flip"]), int(vcfg["batch_size"])
         )
         callbacks.append(verification)
+    retrieval = None
+    if retrieval_data is not None:
+        retrieval = RetrievalCallback(
+            *retrieval_data, rcfg["k"], rcfg["ks"], bool(vcfg["flip"]), int(vcfg["batch_size"])
+        )
+        callbacks.append(retrieval)
     if tcfg["early_stopping"] is not None:
-        callbacks.append(_early_stopping(cfg, val is not None))
-    summary = EpochSummary(dm.load_time_skipped, verification, dm.runtime_skipped)
+        callbacks.append(_early_stopping(cfg))
+    summary = EpochSummary(dm.load_time_skipped, verification, dm.runtime_skipped, retrieval)
     summary.verbose = rank0
     callbacks.append(summary)
-    ckpt_cb = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor="val/acc" if val is not None else None,
-        mode="max",
-        save_last=False,
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-        every_n_train_steps=int(cfg["verification"]["every_n_steps"]) or None if val is not None else None,
-    )
-    callbacks.append(ckpt_cb)
+    ckpt_cbs, monitor, mode = checkpoint_callbacks(cfg, ckpt_dir)
+    if rank0:
+        keep = cfg["checkpoint"]["keep"]
+        what = "last.ckpt only" if keep == "last" else f"best.ckpt follows {monitor} ({mode})"
+        print(f"checkpoint: {what}, keep {keep}", flush=True)
+    callbacks += ckpt_cbs
     callbacks.append(ResumeCheckpoint(ckpt_dir / "last.ckpt", int(tcfg["checkpoint_every_n_steps"])))
     strategy = tcfg["strategy"]
     if strategy == "ddp" and int(tcfg["freeze_backbone_epochs"]) > 0:
@@ -337,6 +413,7 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         num_nodes=int(tcfg["num_nodes"]),
         strategy=strategy,
         accumulate_grad_batches=int(tcfg["accumulate_grad_batches"]),
+        benchmark=bool(preset.cudnn_benchmark),
         log_every_n_steps=int(tcfg["log_every_n_steps"]),
         gradient_clip_val=tcfg["gradient_clip_val"],
         deterministic=bool(tcfg["deterministic"]),
@@ -372,6 +449,13 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         return result
     if verification is not None:
         result.val = {"best_accuracy": verification.best}
+        if verification.named:
+            result.val["best_per_set"] = dict(verification.best_per_set)
+    result.val.update({"monitor": monitor, "mode": mode})
+    for cb in ckpt_cbs:
+        if cb.monitor is not None and cb.best_model_score is not None:
+            result.val["best_score"] = float(cb.best_model_score)
+            break
     if evaluate_test:
         test = dm.pair_images("test")
         if test is not None:

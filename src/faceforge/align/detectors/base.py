@@ -8,7 +8,9 @@ template, see :mod:`faceforge.align.templates`).
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,24 @@ from faceforge.registry import Registry
 
 __all__ = [
     "DETECTORS",
+    "DEVICES",
     "Detector",
     "Face",
     "create_detector",
+    "create_detector_loose",
     "letterbox",
     "list_detectors",
     "nms",
+    "onnx_session",
+    "ort_providers",
     "to_rgb_uint8",
 ]
 
 DETECTORS: Registry[Detector] = Registry("detector")
+#: what ``device=`` accepts on every detector that runs a network through onnxruntime or OpenCV DNN
+DEVICES = ("auto", "cpu", "cuda")
+
+log = logging.getLogger("faceforge.align.detectors")
 
 
 @dataclass
@@ -138,7 +148,18 @@ class Detector(ABC):
         h, w = rgb.shape[:2]
         if min(h, w) < self.min_image_side:
             return []
-        faces = self._detect(rgb)
+        return self._finish(self._detect(rgb), w, h)
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """``[detect(im) for im in images]``; backends whose network takes a batch override it.
+
+        Overrides must return exactly what one-at-a-time calls return (same faces, same order).
+        """
+        return [self.detect(im) for im in images]
+
+    @staticmethod
+    def _finish(faces: list[Face], w: int, h: int) -> list[Face]:
+        """Clip boxes to the image, fix dtypes and shapes, sort by score (best first)."""
         for f in faces:
             f.bbox = np.asarray(f.bbox, dtype=np.float32).copy()
             f.bbox[[0, 2]] = np.clip(f.bbox[[0, 2]], 0, w)
@@ -175,6 +196,27 @@ def create_detector(name: str, model_path: str | Path | None = None, **kwargs: A
     return DETECTORS.create(name, model_path=model_path, **kwargs)
 
 
+def create_detector_loose(
+    name: str, model_path: str | Path | None = None, optional: dict[str, Any] | None = None, **kwargs: Any
+) -> Detector:
+    """:func:`create_detector`, passing each of ``optional`` (``threads``, ``device``) only where taken.
+
+    A backend without the option (MediaPipe has no ``device``, MTCNN no ``threads``) is built
+    without it; asking for ``device="cuda"`` on a CPU-only backend says so once.
+    """
+    opts = dict(optional or {})
+    while True:
+        try:
+            return create_detector(name, model_path=model_path, **kwargs, **opts)
+        except TypeError as e:
+            bad = next((k for k in opts if f"'{k}'" in str(e)), None)
+            if bad is None:
+                raise
+            if bad == "device" and opts[bad] == "cuda":
+                say_cpu_fallback(name, "cuda", "this backend runs on the CPU only")
+            opts.pop(bad)
+
+
 def list_detectors() -> list[str]:
     """Names of all registered detector backends (whether or not their dependencies are installed)."""
     import faceforge.align.detectors  # noqa: F401
@@ -194,14 +236,65 @@ def require_onnxruntime(detector: str) -> Any:
     return ort
 
 
-def onnx_session(path: Path, detector: str, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session for ``path`` with a clear error for unreadable files."""
+def check_device(device: str, detector: str) -> str:
+    """``device`` if it is one of :data:`DEVICES`, else a :class:`FaceforgeError` naming it."""
+    if device not in DEVICES:
+        raise FaceforgeError(f"{detector} device={device!r}: expected one of {', '.join(DEVICES)}")
+    return device
+
+
+#: (detector, what) pairs already told that they run on the CPU: the line is said once per process
+_SAID_CPU: set[tuple[str, str]] = set()
+
+
+def say_cpu_fallback(detector: str, device: str, why: str) -> None:
+    """Log, once per detector and process, that ``detector`` runs on the CPU although ``device`` asked.
+
+    ``device="cuda"`` is a warning (the user asked for the GPU); ``auto`` an info line.
+    """
+    key = (detector, device)
+    if key in _SAID_CPU:
+        return
+    _SAID_CPU.add(key)
+    level = logging.WARNING if device == "cuda" else logging.INFO
+    log.log(level, "%s: device=%s but %s; running on the CPU", detector, device, why)
+
+
+def ort_providers(device: str, detector: str) -> list[str]:
+    """onnxruntime execution providers for ``device`` (``auto|cpu|cuda``): CUDA first when present.
+
+    ``cpu`` is the CPU provider only; ``auto`` and ``cuda`` put ``CUDAExecutionProvider`` first when
+    this onnxruntime build has it (``onnxruntime-gpu``), else the CPU with one log line
+    (:func:`say_cpu_fallback`).
+    """
     ort = require_onnxruntime(detector)
+    check_device(device, detector)
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    say_cpu_fallback(
+        detector, device, "this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
+    )
+    return ["CPUExecutionProvider"]
+
+
+def onnx_session(path: Path, detector: str, threads: int | None = None, device: str = "auto") -> Any:
+    """An onnxruntime session for ``path`` on ``device`` with a clear error for unreadable files.
+
+    When CUDA was asked for and listed but the session still came up on the CPU (no driver, no
+    device), that is said once too.
+    """
+    ort = require_onnxruntime(detector)
+    providers = ort_providers(device, detector)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types
         raise FaceforgeError(f"cannot load {detector} model {path}: {e}; expected an ONNX file") from None
+    if providers[0] == "CUDAExecutionProvider" and "CUDAExecutionProvider" not in sess.get_providers():
+        say_cpu_fallback(detector, device, "onnxruntime could not start CUDA here (driver or device missing)")
+    return sess

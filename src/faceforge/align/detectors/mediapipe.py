@@ -420,3 +420,10 @@ def _mediapipe(model_path: str | Path | None = None, **kwargs: Any) -> MediaPipe
 def _mediapipe_full(model_path: str | Path | None = None, **kwargs: Any) -> MediaPipeDetector:
     kwargs.setdefault("variant", "full")
     return MediaPipeDetector(model_path=model_path, **kwargs)
+
+
+@DETECTORS.register("mediapipe_simple")
+def _mediapipe_simple(model_path: str | Path | None = None, **kwargs: Any) -> MediaPipeDetector:
+    """BlazeFace short range alone: mouth corners estimated from its mouth centre (``refine="none"``)."""
+    kwargs.setdefault("refine", "none")
+    return MediaPipeDetector(model_path=model_path, **kwargs)

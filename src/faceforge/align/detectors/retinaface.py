@@ -51,11 +51,14 @@ class RetinaFaceDetector(OnnxDetector):
     ) -> None:
         super().__init__(model_path=model_path, score_threshold=score_threshold, **kw)  # type: ignore[arg-type]
 
-    def _detect(self, rgb: np.ndarray) -> list[Face]:
+    def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, int, int]]:
         canvas, scale = self._canvas(rgb)
-        x = (canvas[:, :, ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)[None]
-        loc, conf, lmk = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})
-        h, w = canvas.shape[:2]
+        x = (canvas[:, :, ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)
+        return np.ascontiguousarray(x), (scale, canvas.shape[0], canvas.shape[1])
+
+    def _decode(self, outs: list[np.ndarray], meta: tuple[float, int, int]) -> list[Face]:
+        scale, h, w = meta
+        loc, conf, lmk = outs
         priors = prior_boxes(h, w)
         if len(priors) != loc.shape[1]:
             raise RuntimeError(f"retinaface: {loc.shape[1]} outputs for {len(priors)} priors at {w}x{h}")

@@ -5,7 +5,8 @@ Efficient Face Detection", ICLR 2022 (insightface's SCRFD). File: ``scrfd_500m_b
 (SCRFD-0.5GF with keypoints) with outputs ``score_{8,16,32}`` [1, N, 1] (sigmoid already applied),
 ``bbox_{8,16,32}`` [1, N, 4] (distances left/top/right/bottom in stride units) and
 ``kps_{8,16,32}`` [1, N, 10] (offsets in stride units), 2 anchors per feature-map cell.
-Input: RGB, (x − 127.5) / 128. Landmarks come in our order (left eye = smaller x).
+Input: RGB, (x − 127.5) / 128. Landmarks come in our order (left eye = smaller x). The batch
+dimension is free, so ``detect_batch`` stacks images of the same padded size into one run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from faceforge.align.detectors._onnx import OnnxDetector
 from faceforge.align.detectors.base import DETECTORS, Face, faces_from_arrays
+from faceforge.errors import FaceforgeError
 
 __all__ = ["SCRFDDetector"]
 
@@ -32,27 +34,50 @@ def anchor_centres(height: int, width: int, stride: int, per_cell: int) -> np.nd
 
 
 class SCRFDDetector(OnnxDetector):
-    """SCRFD-0.5GF with 5 keypoints."""
+    """SCRFD with 5 keypoints (any insightface ``*_bnkps`` / ``*_kps`` export, e.g. ``det_10g.onnx``).
+
+    Outputs are taken by name (``score_8`` …) when the file has those names, else in insightface's
+    order (scores, boxes, keypoints; strides 8, 16, 32). Exports whose outputs have no batch
+    dimension (``[N_anchors, 1]``, as in insightface's model zoo) run one image at a time.
+    """
 
     name = "scrfd"
     store_name = "scrfd"
 
-    def _detect(self, rgb: np.ndarray) -> list[Face]:
+    def __init__(self, model_path: str | Path | None = None, **kw: object) -> None:
+        super().__init__(model_path=model_path, **kw)  # type: ignore[arg-type]
+        names = self._output_names
+        wanted = [f"{k}_{s}" for k in ("score", "bbox", "kps") for s in _STRIDES]
+        if set(wanted) <= set(names):
+            self._order = [names.index(n) for n in wanted]
+        elif len(names) == 9:
+            self._order = list(range(9))
+        else:
+            raise FaceforgeError(
+                f"{self.model_path}: {len(names)} outputs {names}; expected SCRFD's 9 (score, bbox, kps "
+                "at strides 8, 16, 32; a model with 5 keypoints)"
+            )
+        self._flat = len(self.session.get_outputs()[self._order[0]].shape) == 2
+        if self._flat:
+            self._batchable = False
+
+    def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, int, int]]:
         canvas, scale = self._canvas(rgb)
-        x = ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
-        outs = dict(
-            zip([o.name for o in self.session.get_outputs()], self.session.run(None, {self.input_name: x}))
-        )
-        h, w = canvas.shape[:2]
+        x = ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)
+        return np.ascontiguousarray(x), (scale, canvas.shape[0], canvas.shape[1])
+
+    def _decode(self, outs: list[np.ndarray], meta: tuple[float, int, int]) -> list[Face]:
+        scale, h, w = meta
+        arr = [outs[k] if self._flat else outs[k][0] for k in self._order]
         boxes, scores, kps = [], [], []
-        for s in _STRIDES:
-            sc = outs[f"score_{s}"][0, :, 0]
+        for j, s in enumerate(_STRIDES):
+            sc = arr[j].reshape(-1)
             keep = np.nonzero(sc >= self.score_threshold)[0]
             if keep.size == 0:
                 continue
             c = anchor_centres(h, w, s, _ANCHORS_PER_CELL)[keep]
-            d = outs[f"bbox_{s}"][0, keep] * s
-            k = outs[f"kps_{s}"][0, keep].reshape(-1, 5, 2) * s
+            d = arr[3 + j].reshape(-1, 4)[keep] * s
+            k = arr[6 + j].reshape(-1, 5, 2)[keep] * s
             boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
             kps.append(c[:, None, :] + k)
             scores.append(sc[keep])

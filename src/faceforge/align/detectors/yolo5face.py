@@ -5,7 +5,8 @@ ECCV Workshops 2022. File ``yolo5face_500m_320x320.onnx``: one output [1, 6300, 
 input (3 anchors × (40² + 20² + 10²) cells), already decoded by the exported Detect layer into
 input pixels: (cx, cy, w, h, objectness, 5 × (x, y) landmarks, face-class probability). The score
 is objectness × class probability. Input: RGB / 255, letterboxed to the fixed input size.
-Landmarks come in our order (left eye = smaller x).
+Landmarks come in our order (left eye = smaller x). The output's batch is fixed to 1 (a reshape in
+the graph), so ``detect_batch`` runs one image per call.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ class YOLO5FaceDetector(OnnxDetector):
             input_size = (int(m.group(1)), int(m.group(2))) if m else (320, 320)
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
 
-    def _detect(self, rgb: np.ndarray) -> list[Face]:
+    def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         canvas, scale = self._canvas(rgb)
-        x = (canvas.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0][0]
+        return np.ascontiguousarray((canvas.astype(np.float32) / 255.0).transpose(2, 0, 1)), scale
+
+    def _decode(self, outs: list[np.ndarray], scale: float) -> list[Face]:
+        out = outs[0][0]
         sc = out[:, 4] * out[:, 15]
         keep = np.nonzero(sc >= self.score_threshold)[0]
         if keep.size == 0:

@@ -9,7 +9,10 @@ network is reshaped to that size (``setInputSize``; OpenCV's DNN reshapes the "f
 ``yunet_*_640_640.onnx``, ``*_320_320`` and the Zoo's 2023mar file too). On 250×250 LFW images this
 is 256×256 instead of a 640×640 letterbox: ~6× faster, same detections. ``input_size=640`` or
 ``(w, h)`` letterboxes to that size instead (upscaling small images, which finds smaller faces).
-Boxes/landmarks are mapped back to the input image.
+Boxes/landmarks are mapped back to the input image. ``device``: ``auto`` / ``cuda`` use OpenCV's CUDA
+DNN backend when this OpenCV build has it (``cv2.cuda.getCudaEnabledDeviceCount() > 0``; the pip
+wheels do not), else the CPU with one log line; ``cpu`` always the CPU. One image per network run
+(``detect_batch`` loops): ``cv2.FaceDetectorYN`` has no batch input.
 ``cv2.FaceDetectorYN`` returns per face ``x, y, w, h``, then 5 points that OpenCV calls
 "right eye, left eye, nose tip, right mouth corner, left mouth corner" in the *subject's* terms —
 i.e. the first eye is the one with the smaller image x. That is exactly our order (left eye =
@@ -25,10 +28,25 @@ import cv2
 import numpy as np
 
 from faceforge.align.detectors._model import model_file
-from faceforge.align.detectors.base import DETECTORS, Detector, Face, letterbox
+from faceforge.align.detectors.base import (
+    DETECTORS,
+    Detector,
+    Face,
+    check_device,
+    letterbox,
+    say_cpu_fallback,
+)
 from faceforge.errors import FaceforgeError
 
 __all__ = ["YuNetDetector"]
+
+
+def opencv_cuda_available() -> bool:
+    """Whether this OpenCV build has CUDA and sees a device (the pip wheels are CPU-only)."""
+    try:
+        return cv2.cuda.getCudaEnabledDeviceCount() > 0
+    except (AttributeError, cv2.error):
+        return False
 
 
 def _input_size_from_name(path: Path) -> tuple[int, int] | None:
@@ -50,8 +68,10 @@ class YuNetDetector(Detector):
         top_k: int = 5000,
         upscale: bool = True,
         max_side: int = 640,
+        device: str = "auto",
     ) -> None:
         super().__init__(score_threshold, nms_threshold)
+        self._device = check_device(device, "yunet")
         self.model_path = model_file(model_path, "yunet", "yunet")
         if "dynamic" in self.model_path.name:
             raise FaceforgeError(
@@ -71,9 +91,23 @@ class YuNetDetector(Detector):
         # faceforge's logs are quiet by default, so OpenCV's level is lowered around the call.
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        backend, target = cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU
+        if device != "cpu":
+            if opencv_cuda_available():
+                backend, target = cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA
+            else:
+                say_cpu_fallback("yunet", device, "this OpenCV build has no CUDA device")
+        self._on_cuda = backend == cv2.dnn.DNN_BACKEND_CUDA
         try:
             self._net = cv2.FaceDetectorYN.create(
-                str(self.model_path), "", create_size, self.score_threshold, self.nms_threshold, top_k
+                str(self.model_path),
+                "",
+                create_size,
+                self.score_threshold,
+                self.nms_threshold,
+                top_k,
+                backend,
+                target,
             )
         except cv2.error as e:
             raise FaceforgeError(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -630,37 +631,99 @@ class SynthFaces:
 
     Args:
         seed: data-set seed; identities of different seeds are unrelated.
-        mode: ``"aligned"`` (112×112 ArcFace-aligned crops) or ``"wild"`` (250×250 scenes).
+        mode: ``"aligned"`` (112×112 ArcFace-aligned crops) or ``"wild"`` (250×250 scenes; v1 only).
         size: output side in pixels (default 112 aligned, 250 wild); the template scales with it.
         difficulty: scales every nuisance (0 renders the identity's canonical frontal face).
+        version: 1 (flat 2-D cartoon faces, the original set; its images never change) or 2 (3-D
+            heads with texture, lighting and perspective: :mod:`faceforge.data.synth.render_v2`).
     """
 
     def __init__(
-        self, seed: int = 0, mode: str = "aligned", size: int | None = None, difficulty: float = 1.0
+        self,
+        seed: int = 0,
+        mode: str = "aligned",
+        size: int | None = None,
+        difficulty: float = 1.0,
+        version: int = 1,
     ) -> None:
         if mode not in ("aligned", "wild"):
             raise ValueError(f"SynthFaces mode must be 'aligned' or 'wild', got {mode!r}")
+        if version not in (1, 2):
+            raise ValueError(f"SynthFaces version must be 1 or 2, got {version!r}")
+        if version == 2 and mode != "aligned":
+            raise ValueError("SynthFaces version 2 renders aligned crops only (mode='aligned')")
         self.seed, self.mode, self.size, self.difficulty = seed, mode, size, difficulty
+        self.version = version
         self._geo: dict[int, _Geometry] = {}
+        self._v2: Any = None
+        if version == 2:
+            from faceforge.data.synth.render_v2 import SynthFacesV2
 
-    def identity(self, ident: int) -> Identity:
-        """The parameters of identity ``ident``."""
+            self._v2 = SynthFacesV2(seed=seed, size=size, difficulty=difficulty)
+
+    def identity(self, ident: int) -> Any:
+        """The parameters of identity ``ident`` (:class:`Identity`, or ``Identity2`` for version 2)."""
+        if self._v2 is not None:
+            return self._v2.identity(ident)
         return self.geometry(ident).ident
 
     def geometry(self, ident: int) -> _Geometry:
-        """The precomputed face geometry of identity ``ident`` (cached)."""
+        """The precomputed face geometry of identity ``ident`` (cached; version 1)."""
         if ident not in self._geo:
             self._geo[ident] = _Geometry(sample_identity(np.random.default_rng([self.seed, ident, 7919])))
         return self._geo[ident]
 
-    def variation(self, ident: int, index: int) -> Variation:
+    def variation(self, ident: int, index: int) -> Any:
         """The nuisance draw of image ``index`` of identity ``ident``."""
+        if self._v2 is not None:
+            return self._v2.variation(ident, index)
         return sample_variation(
             np.random.default_rng([self.seed, ident, index, 104729]), self.mode, self.difficulty
         )
 
-    def image(self, ident: int, index: int, part_map: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Render image ``index`` of identity ``ident``: (RGB uint8 [H,W,3] or part map, landmarks [5,2])."""
+    def image(
+        self, ident: int, index: int, part_map: bool = False, **overrides: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Render image ``index`` of identity ``ident``: (RGB uint8 [H,W,3] or part map, landmarks [5,2]).
+
+        ``overrides`` change one attribute and keep every other draw of this image: a field of the
+        identity (e.g. ``skin``, ``glasses``, ``hair_style``) or of the variation (e.g. ``smile``,
+        ``light_dir``), ``yaw``/``pitch``/``roll`` in degrees or ``pose=(yaw, pitch)``. Version 2
+        also takes ``lighting=INDEX`` (the lights of another image) and the expression names of
+        ``render_v2.EXPRESSIONS2``; see :meth:`SynthFacesV2.image`.
+        """
+        if self._v2 is not None:
+            return self._v2.image(ident, index, part_map=part_map, **overrides)
         var = self.variation(ident, index)
         rng = np.random.default_rng([self.seed, ident, index, 15485863])
-        return render(self.geometry(ident), var, self.mode, self.size, part_map=part_map, rng=rng)
+        geo = self.geometry(ident)
+        if overrides:
+            geo, var = _override_v1(geo, var, overrides)
+        return render(geo, var, self.mode, self.size, part_map=part_map, rng=rng)
+
+
+def _override_v1(geo: _Geometry, var: Variation, overrides: dict[str, Any]) -> tuple[_Geometry, Variation]:
+    """Apply :meth:`SynthFaces.image` overrides to a version-1 identity and variation."""
+    from dataclasses import fields, replace
+
+    over = dict(overrides)
+    if "pose" in over:
+        over["yaw"], over["pitch"] = over.pop("pose")
+    for k in ("yaw", "pitch", "roll"):
+        if k in over:
+            over[k] = math.radians(float(over[k]))
+    id_names = {f.name for f in fields(Identity)}
+    var_names = {f.name for f in fields(Variation)}
+    if "glasses" in over and isinstance(over["glasses"], bool):
+        over["glasses"] = int(over["glasses"])
+    if "skin" in over:
+        skin = np.asarray(over.pop("skin"), np.float64)
+        over["skin"] = SKIN_TONES[int(skin)] if skin.ndim == 0 else skin
+    id_over = {k: v for k, v in over.items() if k in id_names}
+    var_over = {k: v for k, v in over.items() if k in var_names}
+    bad = sorted(set(over) - set(id_over) - set(var_over))
+    if bad:
+        raise ValueError(f"unknown SynthFaces override(s) {bad}: expected Identity or Variation fields")
+    if id_over:
+        geo = _Geometry(replace(geo.ident, **id_over))
+    return geo, replace(var, **var_over)

@@ -50,9 +50,9 @@ def identity_name(i: int) -> str:
     return f"id{i:05d}"
 
 
-def _init_worker(seed: int, mode: str) -> None:
+def _init_worker(seed: int, mode: str, version: int = 1) -> None:
     cv2.setNumThreads(1)
-    _WORKER["synth"] = SynthFaces(seed=seed, mode=mode)
+    _WORKER["synth"] = SynthFaces(seed=seed, mode=mode, version=version)
 
 
 def _render_identity(task: tuple[str, int, int, str]) -> list[str]:
@@ -88,13 +88,15 @@ def write_dataset(
     val_pairs_per_fold: int = 100,
     progress: bool | None = None,
     overwrite: bool = False,
+    version: int = 1,
 ) -> dict[str, Any]:
     """Render SynthFaces into ``out`` (see the module docstring) and return its summary dict.
 
     Re-running with the same arguments into a complete folder does nothing (the summary file is
     written last, so an interrupted run is redone). A non-empty ``out`` written otherwise is an
     error unless ``overwrite`` (see the module docstring). ``progress``: a bar on stderr (default:
-    only when stderr is a terminal).
+    only when stderr is a terminal). ``version``: 1 (the original cartoon faces) or 2 (3-D heads,
+    :mod:`faceforge.data.synth.render_v2`; aligned mode only).
     """
     out = Path(out)
     params = {
@@ -108,6 +110,12 @@ def write_dataset(
         "val_pairs_per_fold": val_pairs_per_fold,
         "format": 1,
     }
+    if version != 1:  # v1 summaries stay as they were, so earlier v1 folders are still recognised
+        params["version"] = version
+    if version not in (1, 2):
+        raise FaceforgeError(f"synth: version must be 1 or 2, got {version!r}")
+    if version == 2 and mode != "aligned":
+        raise FaceforgeError("synth: version 2 renders aligned crops only (--mode aligned)")
     meta_path = out / "synthfaces.json"
     old = _read_json(meta_path)
     if old.get("params") == params and not overwrite:
@@ -137,13 +145,13 @@ def write_dataset(
     rows: list[str] = []
     bar = _progress(len(tasks), progress, "SynthFaces identities")
     if workers == 1:
-        _init_worker(seed, mode)
+        _init_worker(seed, mode, version)
         for t in tasks:
             rows += _render_identity(t)
             bar.update(1)
     else:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(seed, mode)) as pool:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(seed, mode, version)) as pool:
             for r in pool.imap(_render_identity, tasks, chunksize=4):
                 rows += r
                 bar.update(1)
@@ -172,22 +180,33 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _claim(out: Path, params: dict[str, Any], old: dict[str, Any], overwrite: bool) -> None:
-    """Make ``out`` ours for ``params``: refuse a folder another run (or anything else) wrote."""
+def _claim(
+    out: Path,
+    params: dict[str, Any],
+    old: dict[str, Any],
+    overwrite: bool,
+    written: tuple[str, ...] = WRITTEN,
+    what: str = "SynthFaces",
+) -> None:
+    """Make ``out`` ours for ``params``: refuse a folder another run (or anything else) wrote.
+
+    ``written``: the names a run of this kind may leave in ``out`` (``overwrite`` removes only those);
+    ``what``: the kind's name in messages (SynthObjects shares this logic).
+    """
     if out.exists() and not out.is_dir():
         raise FaceforgeError(f"synth: --out {out} is a file; expected a folder (new or empty)")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     partial = _read_json(out / _PARTIAL)
     resumable = partial.get("params") == params and not old  # the same run, interrupted
     if entries and not resumable:
-        foreign = [e for e in entries if e not in WRITTEN and e != _PARTIAL and not e.endswith(".tmp")]
+        foreign = [e for e in entries if e not in written and e != _PARTIAL and not e.endswith(".tmp")]
         if not overwrite:
             prev = old.get("params") or partial.get("params")
             if prev:
                 diff = ", ".join(
                     f"{k} {prev.get(k)!r} -> {v!r}" for k, v in params.items() if prev.get(k) != v
                 )
-                why = f"holds a SynthFaces set made with other parameters ({diff})"
+                why = f"holds a {what} set made with other parameters ({diff})"
             else:
                 why = f"is not empty and was not written by `faceforge data synth` (it holds {entries[0]!r})"
             raise FaceforgeError(
@@ -195,8 +214,8 @@ def _claim(out: Path, params: dict[str, Any], old: dict[str, Any], overwrite: bo
             )
         if foreign:
             raise FaceforgeError(
-                f"synth: --out {out} holds files SynthFaces did not write ({', '.join(foreign[:3])}); "
-                "--overwrite only replaces a SynthFaces folder: empty it yourself or choose another --out"
+                f"synth: --out {out} holds files {what} did not write ({', '.join(foreign[:3])}); "
+                f"--overwrite only replaces a {what} folder: empty it yourself or choose another --out"
             )
         for name in entries:
             p = out / name

@@ -10,7 +10,7 @@ EdgeFace's wrapper does, so its checkpoints load). For the ``gamma`` variants ev
 attribute name does not contain "head" is replaced by a low-rank pair :class:`LowRankLinear`
 (``linear1`` without bias, then ``linear2`` with the original bias) of rank
 ``max(2, int(min(in, out) * gamma))``. The head's last layer is named ``fc``, so it is factorised too.
-Requires ``timm`` (``pip install timm``).
+Requires ``timm`` (``pip install "faceforge[train]"``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from faceforge.errors import FaceforgeError
+from faceforge.errors import FaceforgeError, missing_extra
 from faceforge.models.backbones.iresnet import _pair
 from faceforge.models.backbones.registry import register_model
 from faceforge.models.face_cfg import FaceConfig
@@ -32,7 +32,7 @@ def _timm():
     try:
         import timm
     except ImportError:  # pragma: no cover - depends on the environment
-        raise FaceforgeError("this backbone needs timm; install it with `pip install timm`") from None
+        raise missing_extra("timm", "this backbone") from None
     return timm
 
 

@@ -51,7 +51,9 @@ class TimmBackbone(nn.Module):
                 f"timm model {name!r} rejected arguments {sorted(timm_kwargs)}: {e}"
             ) from None
         self.embedding_size = embedding_size
-        self.num_features = self.model.num_features
+        # The width of ``forward_head(pre_logits=True)``: models with a conv head after pooling
+        # (LCNet, MobileNetV3, EfficientNet-lite heads) give ``head_hidden_size``, not ``num_features``.
+        self.num_features = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self.neck = nn.Sequential(
             nn.Linear(self.num_features, embedding_size, bias=False), nn.BatchNorm1d(embedding_size)
         )
@@ -77,10 +79,10 @@ def create_timm_backbone(
 ) -> TimmBackbone:
     """Build ``timm/<name>``; ``input_size`` only sets ``face_cfg`` unless passed on as ``img_size``."""
     model = TimmBackbone(name, embedding_size, pretrained, **timm_kwargs)
-    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    if pretrained:  # keep the normalisation the pretrained weights expect
-        cfg = getattr(model.model, "pretrained_cfg", None) or {}
-        mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+    # The architecture's own normalisation (ImageNet mean/std for most): what its pretrained weights
+    # expect, and harmless from scratch, so a run started from scratch or from a file is fed alike.
+    cfg = getattr(model.model, "pretrained_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
     model.face_cfg = FaceConfig(
         input_size=_pair(input_size),
         color="RGB",

@@ -1,9 +1,12 @@
 """A bounded load generator for the service: N requests, C in flight, latency percentiles; and the
 decompression-bomb attack of ``docs/security.md`` against a service in another process.
 
-Used by ``tests/serve`` (the acceptance load test) and ``benchmarks/serve_load.py``. Closed-loop: C
-worker threads each send their next request as soon as the previous one answered, so the offered
-load adapts to the server (no coordinated-omission correction is needed or claimed: this measures
+Not part of the package (a test and benchmark tool): used by ``tests/serve`` (the acceptance load test),
+``tests/security`` and ``benchmarks/serve_load.py``, imported as ``loadtest`` (``tests/helpers`` is on
+pytest's ``pythonpath``; the benchmark puts it on ``sys.path`` itself).
+
+Closed-loop: C worker threads each send their next request as soon as the previous one answered, so the
+offered load adapts to the server (no coordinated-omission correction is needed or claimed: this measures
 service time under C concurrent clients, not latency at a fixed arrival rate).
 """
 
@@ -264,7 +267,7 @@ def run_attack(
 
 
 def _serve_child(argv: Sequence[str] | None = None) -> None:
-    """``python -m faceforge.serve.loadtest``: serve a randomly initialised model on 127.0.0.1 (port 0),
+    """``python tests/helpers/loadtest.py``: serve a randomly initialised model on 127.0.0.1 (port 0),
     print ``PORT <n>`` and serve until stdin closes. The process the attack tests and benchmark watch."""
     import argparse
     import sys

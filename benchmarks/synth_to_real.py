@@ -1,0 +1,179 @@
+"""Synthetic-to-real transfer: train the same model on SynthFaces v1 and v2, evaluate both on real LFW.
+
+For each version the script writes a SynthFaces set of the same size (training identities ×
+images, plus 20 validation and 20 held-out identities), trains ``configs/quickstart.yaml``
+(GhostFaceNetV1 + ArcFace, 64×64) with the same epochs, threads and augmentation — the same CPU
+budget, since the model and input size are the same — and evaluates the last checkpoint on the LFW
+View-2 pairs of raw photos, detected and aligned exactly as ``faceforge eval --pairs --root`` does
+(crops are cached, so the second model reuses the detections). LFW is never trained on. Prints
+10-fold accuracy, AUC and EER side by side, and the synthetic held-out accuracy for reference.
+
+    python benchmarks/synth_to_real.py --lfw ../shared/data/lfw [--identities 600] [--images-per-id 20]
+        [--epochs 4] [--augment digiface|none] [--versions 1,2] [--threads 1] [--work runs/synth_to_real]
+
+DigiFace-1M (Bae et al., WACV 2023) trains on rendered faces only; its augmentation (blur, noise,
+colour, JPEG, down-up sampling, affine and corner warping) is ``--augment digiface`` here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: the DigiFace-style augmentation recipe (``data.augment``), on the 64×64 training crops
+DIGIFACE_AUGMENT: list[dict[str, Any]] = [
+    {"name": "color_jitter", "brightness": 0.3, "contrast": 0.3, "saturation": 0.35, "hue": 0.03, "p": 0.8},
+    {"name": "gaussian_blur", "sigma": [0.3, 1.3], "p": 0.25},
+    {"name": "gaussian_noise", "std": [2, 8], "p": 0.2},
+    {"name": "jpeg", "quality": [30, 90], "p": 0.4},
+    {"name": "low_resolution", "factor": [1.5, 3.5], "p": 0.25},
+    {"name": "corner_warp", "scale": [0.93, 1.07], "degrees": 8, "translate": 0.03, "corner": 0.04, "p": 0.5},
+]
+_YUNET = "models/detectors/yunet_s_640_640.onnx"
+
+
+def _find_config() -> Path:
+    for base in (Path.cwd(), *Path(__file__).resolve().parents):
+        c = base / "configs" / "quickstart.yaml"
+        if c.is_file():
+            return c
+    raise SystemExit("configs/quickstart.yaml not found: run from the faceforge checkout")
+
+
+def _detector(lfw: Path, name: str) -> tuple[str, str | None]:
+    """``auto`` uses YuNet from ../shared when it is there (the detector LFW was checked with)."""
+    if name != "auto":
+        return name, None
+    for base in (lfw, *lfw.parents):
+        f = base / _YUNET
+        if f.is_file():
+            return "yunet", str(f)
+    return "auto", None
+
+
+def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Write the set, train, evaluate on LFW; the row of the results table."""
+    import torch
+
+    from faceforge.data.synth import write_dataset
+    from faceforge.eval.cache import CropCache
+    from faceforge.eval.suite import ModelInfo, SetSpec, evaluate_sets
+    from faceforge.infer.loading import load_model
+    from faceforge.train.config import load_config
+    from faceforge.train.run import train
+
+    torch.set_num_threads(args.threads)
+    data = work / f"data_v{version}_{args.identities}x{args.images_per_id}"
+    t0 = time.perf_counter()
+    write_dataset(
+        data, identities=args.identities, images_per_id=args.images_per_id, val_identities=20,
+        test_identities=20, seed=args.seed, workers=args.workers, version=version,
+    )  # fmt: skip
+    t_data = time.perf_counter() - t0
+    aug = DIGIFACE_AUGMENT if args.augment == "digiface" else []
+    overrides = [
+        "--data.root", str(data), "--trainer.max_epochs", str(args.epochs),
+        "--trainer.num_threads", str(args.threads), "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "null", "--run_root", str(work / "runs"),
+        "--name", f"v{version}_{args.augment}", "--data.augment", json.dumps(aug),
+        "--data.num_workers", "0", "--seed", str(args.seed),
+    ]  # fmt: skip
+    cfg = load_config(str(args.config), overrides + list(args.overrides))
+    t0 = time.perf_counter()
+    result = train(cfg)
+    t_train = time.perf_counter() - t0
+    ckpt = result.last_checkpoint if args.checkpoint == "last" else result.best_checkpoint
+    info = ModelInfo.from_model(load_model(str(ckpt)))
+    det, det_model = _detector(args.lfw, args.detector)
+    spec = SetSpec("lfw", args.lfw / "pairs.txt", "pairs", args.lfw / "lfw-deepfunneled")
+    t0 = time.perf_counter()
+    rows = evaluate_sets(
+        [spec], info, "sum", detector=det, detector_model=det_model, crop_cache=CropCache(work / "crops")
+    )
+    t_eval = time.perf_counter() - t0
+    lfw = rows["lfw"]
+    return {
+        "version": version,
+        "lfw": lfw,
+        "synth_heldout": result.test.get("model", {}),
+        "seconds": {"data": t_data, "train": t_train, "eval": t_eval},
+        "checkpoint": str(ckpt),
+        "detector": lfw.get("detector"),
+        "no_face_images": lfw.get("no_face_images"),
+    }
+
+
+def main() -> None:
+    """Run every version and print the side-by-side table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--lfw",
+        type=Path,
+        default=Path("../shared/data/lfw"),
+        help="folder with pairs.txt and lfw-deepfunneled/",
+    )
+    ap.add_argument("--versions", default="1,2")
+    ap.add_argument("--identities", type=int, default=600)
+    ap.add_argument("--images-per-id", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--augment", choices=["digiface", "none"], default="digiface")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the budget is per thread)")
+    ap.add_argument("--workers", type=int, default=1, help="processes that render the sets")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],
+        default="last",
+        help="last (default; no selection on synthetic validation) or best (by synthetic val)",
+    )
+    ap.add_argument(
+        "--detector", default="auto", help="LFW face detector (auto: YuNet from ../shared when present)"
+    )
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=Path("runs/synth_to_real"))
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args, extra = ap.parse_known_args()
+    args.overrides = extra  # any --section.key value: training config overrides for both runs
+    args.config = args.config or _find_config()
+    if not (args.lfw / "pairs.txt").is_file() or not (args.lfw / "lfw-deepfunneled").is_dir():
+        print(
+            f"LFW not found at {args.lfw} (expected pairs.txt and lfw-deepfunneled/); --lfw PATH",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import cv2
+
+    cv2.setNumThreads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = [run_version(int(v), args, args.work) for v in args.versions.split(",")]
+    from faceforge.eval.report import format_table
+
+    table = {f"LFW, trained on SynthFaces v{r['version']}": r["lfw"] for r in results}
+    print(format_table(table))
+    print(
+        f"{args.identities} identities x {args.images_per_id} images, {args.epochs} epochs, "
+        f"augment {args.augment}, {args.threads} thread(s), {args.checkpoint} checkpoint"
+    )
+    for r in results:
+        s = r["seconds"]
+        syn = r["synth_heldout"].get("accuracy")
+        print(
+            f"v{r['version']}: LFW {100 * r['lfw']['accuracy']:.2f} % (AUC {r['lfw']['auc']:.4f}, EER "
+            f"{100 * r['lfw']['eer']:.2f} %); synthetic held-out {100 * syn:.2f} %; data {s['data']:.0f} s, "
+            f"train {s['train']:.0f} s, LFW eval {s['eval']:.0f} s; faces by {r['detector']}, "
+            f"no face in {r['no_face_images']}"
+            if syn is not None
+            else f"v{r['version']}: LFW {100 * r['lfw']['accuracy']:.2f} %"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
