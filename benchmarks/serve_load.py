@@ -10,6 +10,12 @@ Without ``--url`` it starts the service itself on 127.0.0.1 (a real uvicorn in a
 not change the speed), and also times the same calls in-process, serially, as the baseline: the ratio
 is what HTTP, multipart, PNG and JSON add per request.
 
+``--compare-batching`` serves the model twice in the same run, one request at a time (``max_batch=1``)
+and micro-batched (``--max-batch``, default 16), at 1, 8 and 32 concurrent clients, and prints req/s,
+p50/p95 and the model calls and crops per call of the batcher::
+
+    PYTHONPATH=src python benchmarks/serve_load.py --compare-batching [--requests 200]
+
     PYTHONPATH=src python benchmarks/serve_load.py                      # 200 requests, 8 concurrent
     PYTHONPATH=src python benchmarks/serve_load.py --requests 1000 --concurrency 16 --model best.ckpt
 
@@ -99,6 +105,14 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--api-key-env", metavar="VAR", help="send the value of this variable as X-API-Key")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the in-process service")
+    ap.add_argument(
+        "--compare-batching",
+        action="store_true",
+        help="micro-batched (--max-batch) vs one request at a time, at 1, 8 and 32 concurrent clients",
+    )
+    ap.add_argument(
+        "--max-batch", type=int, default=16, help="the batched service's --max-batch (default 16)"
+    )
     ap.add_argument("--attack", action="store_true", help="measure the decompression-bomb attack instead")
     ap.add_argument("--attack-n", type=int, default=16, help="concurrent attack uploads (default 16)")
     ap.add_argument("--max-decode-mb", type=float, default=512.0, help="the attacked service's decode budget")
@@ -132,6 +146,9 @@ def main() -> None:
             rec.threshold = 0.3  # an uncalibrated model: any threshold times the same
     else:
         rec = FaceRecognizer.from_name("ghostfacenetv1", threshold=0.3, detector=None)
+    if args.compare_batching:
+        compare_batching(rec, reqs, args)
+        return
     base = in_process_ms(rec, reqs, 40)
     with BackgroundServer(create_app(rec)) as srv:
         run_load(srv.url, reqs, n_requests=2 * args.concurrency, concurrency=args.concurrency)  # warm-up
@@ -152,6 +169,53 @@ def main() -> None:
     if res.failures:
         print("failures:", *res.failures[:5], sep="\n  ")
         sys.exit(1)
+
+
+def compare_batching(rec: Any, reqs: list[Any], args: argparse.Namespace) -> None:
+    """req/s and p50/p95 of one-at-a-time (max_batch 1) and micro-batched services, same run.
+
+    The two services alternate at each concurrency level (one-at-a-time first, then batched, then
+    both again, best of two each), so a change in the machine's load hits both alike.
+    """
+    from loadtest import run_load
+
+    from faceforge.serve.app import create_app
+    from faceforge.serve.server import BackgroundServer
+
+    print(
+        f"model {rec.name} {tuple(rec.face_cfg.input_size)} ({rec.backend}, {args.threads} torch thread(s)), "
+        f"/v1/{args.endpoint}, {args.requests} requests per run"
+    )
+    print("| clients | service | req/s | p50 ms | p95 ms | model calls | crops/call |")
+    print("|---|---|---|---|---|---|---|")
+    table: dict[tuple[int, int], Any] = {}
+    for conc in (1, 8, 32):
+        for _ in range(2):
+            for mb in (1, args.max_batch):
+                app = create_app(rec, max_batch=mb)
+                with BackgroundServer(app) as srv:
+                    run_load(srv.url, reqs, n_requests=max(4, conc), concurrency=conc)  # warm-up
+                    batcher = rec._batcher
+                    calls0, rows0 = (batcher.batches, batcher.rows) if batcher else (0, 0)
+                    res = run_load(srv.url, reqs, n_requests=args.requests, concurrency=conc)
+                    calls = (batcher.batches - calls0, batcher.rows - rows0) if batcher else None
+                if res.failures:
+                    print("failures:", *res.failures[:5], sep="\n  ")
+                    sys.exit(1)
+                best = table.get((conc, mb))
+                if best is None or res.rps > best[0].rps:
+                    table[(conc, mb)] = (res, calls)
+        for mb in (1, args.max_batch):
+            res, calls = table[(conc, mb)]
+            name = "one at a time" if mb == 1 else f"batched ({mb})"
+            per = f"{calls[0]} | {calls[1] / max(1, calls[0]):.2f}" if calls else "- | 1.00"
+            p50, p95 = res.percentile(50), res.percentile(95)
+            print(f"| {conc} | {name} | {res.rps:.1f} | {p50:.1f} | {p95:.1f} | {per} |")
+    rec.disable_batching()
+    r8 = table[(8, args.max_batch)][0].rps / table[(8, 1)][0].rps
+    p95 = table[(1, args.max_batch)][0].percentile(95) / table[(1, 1)][0].percentile(95) - 1
+    print(f"batched / one-at-a-time at 8 clients: {r8:.2f}x req/s (target >= 2x)")
+    print(f"p95 at 1 client, batched vs one-at-a-time: {p95 * 100:+.1f} % (target <= +10 %)")
 
 
 def attack_main(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ View-2 pairs of raw photos, detected and aligned exactly as ``faceforge eval --p
 10-fold accuracy, AUC and EER side by side, and the synthetic held-out accuracy for reference.
 
     python benchmarks/synth_to_real.py --lfw ../shared/data/lfw [--identities 600] [--images-per-id 20]
-        [--epochs 4] [--augment digiface|none] [--versions 1,2] [--threads 1] [--work runs/synth_to_real]
+        [--epochs 2] [--augment digiface|none] [--versions 1,2] [--threads 1] [--work runs/synth_to_real]
 
 DigiFace-1M (Bae et al., WACV 2023) trains on rendered faces only; its augmentation (blur, noise,
 colour, JPEG, down-up sampling, affine and corner warping) is ``--augment digiface`` here.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -120,7 +119,7 @@ def main() -> None:
     ap.add_argument("--versions", default="1,2")
     ap.add_argument("--identities", type=int, default=600)
     ap.add_argument("--images-per-id", type=int, default=20)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--augment", choices=["digiface", "none"], default="digiface")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the budget is per thread)")
     ap.add_argument("--workers", type=int, default=1, help="processes that render the sets")
@@ -141,11 +140,9 @@ def main() -> None:
     args.overrides = extra  # any --section.key value: training config overrides for both runs
     args.config = args.config or _find_config()
     if not (args.lfw / "pairs.txt").is_file() or not (args.lfw / "lfw-deepfunneled").is_dir():
-        print(
-            f"LFW not found at {args.lfw} (expected pairs.txt and lfw-deepfunneled/); --lfw PATH",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+        # Like the tests that need ../shared: without the data there is nothing to measure.
+        print(f"skipped: LFW not found at {args.lfw} (expected pairs.txt and lfw-deepfunneled/; --lfw PATH)")
+        return
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import cv2
 

@@ -1,8 +1,8 @@
 """Write the SynthFaces figures of docs/synthfaces.md into docs/img/.
 
-* ``synthfaces_v2.png``: 6 v2 identities (rows) × 8 images (columns: pose, expression, lighting,
+* ``synthfaces_v2.png``: 6 v2 identities (rows) × 6 images (columns: pose, expression, lighting,
   accessories and camera vary; identity, hair and texture stay), then one row of v1 for comparison.
-* ``lfw_aligned.png``: 2 rows of 8 real LFW photos aligned by the same 5-point ArcFace similarity
+* ``lfw_aligned.png``: 2 rows of 6 real LFW photos aligned by the same 5-point ArcFace similarity
   (YuNet landmarks), only when ``../shared/data/lfw`` and the YuNet model are there. These are
   pictures for the documentation: no LFW image is ever part of the package or used for training.
 
@@ -29,7 +29,7 @@ def _grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
     return out
 
 
-def _lfw_crops(lfw: Path, n: int = 16) -> list[np.ndarray]:
+def _lfw_crops(lfw: Path, n: int = 12) -> list[np.ndarray]:
     from faceforge.align.detectors.base import create_detector
     from faceforge.align.transform import align_face
 
@@ -61,19 +61,19 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     v2 = SynthFaces(seed=2024, version=2)
-    rows = [[v2.image(ident, k)[0] for k in range(8)] for ident in range(6)]
+    rows = [[v2.image(ident, k)[0] for k in range(6)] for ident in range(6)]
     v1 = SynthFaces(seed=2024)
-    rows.append([v1.image(ident, 0)[0] for ident in range(8)])
+    rows.append([v1.image(ident, 0)[0] for ident in range(6)])
     path = args.out / "synthfaces_v2.png"
-    cv2.imwrite(str(path), cv2.cvtColor(_grid(rows), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(path), cv2.cvtColor(_grid(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {path}")
     if (args.lfw / "lfw-deepfunneled").is_dir():
         crops = _lfw_crops(args.lfw)
-        if len(crops) >= 8:
-            half = len(crops) // 8 * 8
-            grid = _grid([crops[k : k + 8] for k in range(0, half, 8)])
+        if len(crops) >= 6:
+            full = len(crops) // 6 * 6
+            grid = _grid([crops[k : k + 6] for k in range(0, full, 6)])
             path = args.out / "lfw_aligned.png"
-            cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
             print(f"wrote {path}")
 
 

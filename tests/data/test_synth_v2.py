@@ -170,6 +170,19 @@ def test_written_v2_set_and_cli_flag(tmp_path) -> None:
     assert np.allclose(np.array(row[1:], float).reshape(5, 2), lms, atol=1e-3)
 
 
+def test_cli_default_is_v2_for_aligned_and_v1_for_wild(tmp_path, monkeypatch) -> None:
+    import faceforge.data.synth as synth_pkg
+    from faceforge.cli.main import main
+
+    seen: list[dict] = []
+    monkeypatch.setattr(synth_pkg, "write_dataset", lambda **kw: seen.append(kw) or {})
+    base = ["data", "synth", "--out", str(tmp_path / "x"), "--workers", "1"]
+    for extra in ([], ["--version", "1"], ["--mode", "wild"], ["--version", "2"]):
+        assert main(base + extra) == 0
+    assert [kw.get("version", 1) for kw in seen] == [2, 1, 1, 2]
+    assert "version" not in seen[1] and "version" not in seen[2]  # v1 calls exactly as before v2
+
+
 def test_v1_sets_keep_their_summary(tmp_path) -> None:
     """A v1 set's parameters carry no version key, so folders written before v2 are still reused."""
     s = write_dataset(tmp_path / "v1", identities=2, images_per_id=2, val_identities=0, test_identities=0,

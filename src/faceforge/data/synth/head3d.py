@@ -22,7 +22,7 @@ positions are barycentric combinations of the vertices of the triangle that hold
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -113,7 +113,7 @@ class Identity2:
     brow_density: float
     brow_ridge: float
     nose_y: float
-    nose_len: float
+    nose_len: float  # drawn but not used yet (kept so the random stream, and every image, stays)
     nose_protrude: float
     nose_w: float
     nose_bridge: float
@@ -149,7 +149,6 @@ class Identity2:
     clothes: np.ndarray  # colour of the collar on the neck
     collar: float  # height where the clothes start
     tex_seed: int
-    extra: dict = field(default_factory=dict)
 
 
 def _clip(v: float, lo: float, hi: float) -> float:

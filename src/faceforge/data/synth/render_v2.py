@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import cv2
@@ -73,7 +73,6 @@ class Variation2:
     gamma: float
     blur: float  # Gaussian sigma in output pixels
     noise: float  # sensor noise std (0-255 scale)
-    extra: dict = field(default_factory=dict)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -217,7 +216,7 @@ class Frame:
     lms: np.ndarray  # [5, 2] output pixels
     lms3d: np.ndarray  # [5, 3] head frame
     rot: np.ndarray
-    scale: float  # supersampled pixels per face unit (at the face)
+    scale: float  # output pixels per face unit (at the face)
     uv_img: np.ndarray  # [R, C, 2] texture coordinates at the grid points
     light_img: np.ndarray  # [R, C, 4] Gouraud light RGB and specular intensity at the grid points
     head_quads: int  # the first ``head_quads`` quads are the head grid (row-major)
@@ -326,7 +325,7 @@ def _geometry(head: Head, var: Variation2, size: int, ss: float) -> Frame:
         lms=lms.astype(np.float32),
         lms3d=head.landmarks3d(verts),
         rot=rot,
-        scale=float(math.hypot(mss[0, 0], mss[0, 1])),
+        scale=float(math.hypot(m[0, 0], m[0, 1])),
         uv_img=st["uv_img"],
         light_img=light_img,
         head_quads=len(head.quads),
@@ -365,31 +364,55 @@ def _pixel_coords(side: int) -> tuple[np.ndarray, np.ndarray]:
     return _COORDS[side]
 
 
-def _rasterise(fr: Frame, side: int, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Visibility buffer and the grid coordinates of every covered pixel.
-
-    Draws the quads ``vis`` (far to near) with their list index + 1 into an int32 buffer, then gives
-    every covered pixel its (col, row) from the plane equation of the triangle that holds it.
-    Returns (covered pixel indices [n], (col, row) [m, 2] float32 padded with zeros to a multiple of
-    512 rows (the layout ``cv2.remap`` takes), buffer [side, side]).
-    """
+def _fill(fr: Frame, side: int, vis: np.ndarray) -> np.ndarray:
+    """Visibility buffer [side, side] int32: the quads ``vis`` drawn far to near with their list
+    index + 1 (0: background) — the painter's algorithm."""
     buf = np.zeros((side, side), np.int32)
-    c = fr.px[fr.quads[vis]]
-    pts = np.round(c * 16).astype(np.int32)
+    pts = np.round(fr.px[fr.quads[vis]] * 16).astype(np.int32)
     fill = cv2.fillConvexPoly
     for j in range(len(vis)):
         fill(buf, pts[j], j + 1, cv2.LINE_8, 4)
-    flat = buf.ravel()
+    return buf
+
+
+def _rasterise(
+    fr: Frame, buf: np.ndarray, vis: np.ndarray, step: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The grid coordinates of every shaded pixel, from the plane equation of its triangle.
+
+    ``step`` 1 shades every buffer pixel; ``step`` k shades one pixel per k×k block of the buffer
+    (at the block centre) with the nearest quad drawn in the block, and returns the block's coverage.
+    Returns (shaded pixel indices [n] on the shading grid, (col, row) [m, 2] float32 padded with zeros
+    to a multiple of 512 rows — the layout ``cv2.remap`` takes —, coverage [n] or None).
+    """
+    cover = None
+    if step == 1:
+        flat = buf.ravel()
+        side = buf.shape[0]
+    else:
+        side = buf.shape[0] // step
+        rows = buf[0 : side * step : step]
+        for k in range(1, step):
+            rows = np.maximum(rows, buf[k : side * step : step])
+        top = rows[:, 0 : side * step : step]
+        for k in range(1, step):
+            top = np.maximum(top, rows[:, k : side * step : step])
+        flat = top.ravel()  # later-drawn quads are nearer: the largest index of the block
     pix = np.flatnonzero(flat)
     n = len(pix)
     out = np.zeros((-(-n // 512) * 512, 2), np.float32)
     if n == 0:
-        return pix, out, buf
+        return pix, out, cover
+    if step > 1:
+        covered = (buf[: side * step, : side * step] > 0).astype(np.float32)
+        cover = cv2.resize(covered, (side, side), interpolation=cv2.INTER_AREA).ravel().take(pix)
     j = flat.take(pix) - 1
     xs, ys = _pixel_coords(side)
-    x, y = xs.take(pix)[:, None], ys.take(pix)[:, None]
+    off = np.float32((step - 1) / 2)
+    x, y = xs.take(pix)[:, None] * step + off, ys.take(pix)[:, None] * step + off
     # Per visible quad, in one row: the diagonal 0-2 (oriented so corner 1 is on its positive side)
     # and the plane coefficients of the (col, row) of both triangles; one gather per pixel.
+    c = fr.px[fr.quads[vis]]
     a0, a1, a2 = c[:, 0], c[:, 1], c[:, 2]
     e = a2 - a0
     ref = np.sign(e[:, 0] * (a1[:, 1] - a0[:, 1]) - e[:, 1] * (a1[:, 0] - a0[:, 0]))
@@ -398,7 +421,7 @@ def _rasterise(fr: Frame, side: int, vis: np.ndarray) -> tuple[np.ndarray, np.nd
     second = (pack[:, 0:1] * (y - pack[:, 3:4]) - pack[:, 1:2] * (x - pack[:, 2:3])) < 0
     coef = np.where(second, pack[:, 10:16], pack[:, 4:10])
     out[:n] = x * coef[:, 0:2] + y * coef[:, 2:4] + coef[:, 4:6]
-    return pix, out, buf
+    return pix, out, cover
 
 
 def _planes(px: np.ndarray, attrs: np.ndarray, quads: np.ndarray) -> np.ndarray:
@@ -489,7 +512,7 @@ def _glasses(head: Head, var: Variation2, fr: Frame, img: np.ndarray, ss: int) -
         return (prj @ mss[:, :2].T + mss[:, 2] + (ss - 1) / 2.0) * 16
 
     col = tuple(float(v) for v in i.glasses_colour)
-    thick = max(1, round(0.014 * fr.scale))
+    thick = max(1, round(0.014 * fr.scale * ss))
     for rim in rims:
         pts = np.round(project(rim)).astype(np.int32)
         if var.sunglasses:
@@ -527,26 +550,41 @@ def render2(
     head: Head | Identity2,
     var: Variation2,
     size: int = 112,
-    supersample: int = 2,
+    supersample: float = 1,
     part_map: bool = False,
+    antialias: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Render one aligned v2 image: (RGB uint8 [size, size, 3], landmarks [5, 2] float32, info).
+
+    Sampling: by default (``antialias``, ``supersample`` 1) the visibility buffer is drawn at 2× and
+    every output pixel is shaded once, with the nearest quad of its 2×2 block, and blended with the
+    background by the block's coverage (anti-aliased silhouettes at the cost of one shading per
+    pixel). ``supersample`` > 1 shades every pixel of a ``supersample``× canvas and area-downsamples
+    it (2× costs about twice as much). ``antialias=False`` with ``supersample`` 1 draws one sample
+    per pixel.
 
     ``info`` holds ``visible`` ([5] bool: the pixel at the landmark shows the landmark's own part of
     the mesh), ``landmarks3d`` (head frame), ``matrix`` (camera plane → output pixels) and
     ``yaw``/``pitch`` in degrees. ``part_map=True`` returns instead a uint8 label image (output
-    resolution, no supersampling) where the visible surface whose texture point lies within 0.035
-    face units of landmark ``k``'s is ``k + 1``, drawn by the same projection and visibility buffer.
+    resolution, one sample per pixel) where the visible surface whose texture point lies within a
+    small disc (:data:`PART_RADIUS`) round landmark ``k``'s is ``k + 1``, drawn by the same projection
+    and visibility buffer.
     """
     if not isinstance(head, Head):
         head = Head(head)
-    ss = 1 if part_map else supersample
-    side = round(size * ss)
-    fr = _geometry(head, var, size, ss)
+    if part_map:
+        ss_vis, step = 1.0, 1
+    elif supersample > 1:
+        ss_vis, step = float(supersample), 1
+    else:
+        ss_vis, step = (2.0, 2) if antialias else (1.0, 1)
+    side = round(size * ss_vis)
+    fr = _geometry(head, var, size, ss_vis)
     vis, front = _visible_quads(fr, side)
-    pix, rc, buf = _rasterise(fr, side, vis)
+    buf = _fill(fr, side, vis)
+    pix, rc, cover = _rasterise(fr, buf, vis, step)
     info = {
-        "visible": _visible(fr, buf, vis, front, ss),
+        "visible": _visible(fr, buf, vis, front, ss_vis),
         "landmarks3d": fr.lms3d,
         "matrix": fr.matrix,
         "yaw": math.degrees(var.yaw),
@@ -554,12 +592,18 @@ def render2(
     }
     if part_map:
         return _part_map(head, fr, pix, rc, side), fr.lms, info
-    canvas = _background(var.bg_seed, side)
+    shade_side = side // step
+    canvas = _background(var.bg_seed, shade_side)
     if len(pix):
-        canvas.reshape(-1, 3)[pix] = _shade(head, var, fr, rc, len(pix))
+        colour = _shade(head, var, fr, rc, len(pix))
+        flat = canvas.reshape(-1, 3)
+        if cover is not None:
+            a = cover[:, None]
+            colour = colour * a + flat[pix] * (1 - a)
+        flat[pix] = colour
     if var.glasses:
-        _glasses(head, var, fr, canvas, ss)
-    if ss > 1:
+        _glasses(head, var, fr, canvas, ss_vis / step)
+    if shade_side != size:
         canvas = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
     return _camera(canvas, var, size), fr.lms, info
 
@@ -612,9 +656,15 @@ class SynthFacesV2:
     """
 
     def __init__(
-        self, seed: int = 0, size: int | None = None, difficulty: float = 1.0, supersample: int = 2
+        self,
+        seed: int = 0,
+        size: int | None = None,
+        difficulty: float = 1.0,
+        supersample: float = 1,
+        antialias: bool = True,
     ) -> None:
         self.seed, self.size, self.difficulty, self.supersample = seed, size or 112, difficulty, supersample
+        self.antialias = antialias
         self._heads: OrderedDict[int, Head] = OrderedDict()
 
     def identity(self, ident: int) -> Identity2:
@@ -658,7 +708,9 @@ class SynthFacesV2:
         var = self.variation(ident, index)
         if var_over:
             var = _apply_variation(var, var_over, self, ident)
-        img, lms, info = render2(head, var, self.size, self.supersample, part_map=part_map)
+        img, lms, info = render2(
+            head, var, self.size, self.supersample, part_map=part_map, antialias=self.antialias
+        )
         info["identity"], info["variation"] = head.ident, var
         return img, lms, info
 
