@@ -67,8 +67,7 @@ def test_pick_threshold_unmeasured_far_is_an_error(result) -> None:
 
 
 def test_fallback_with_1000_impostors_at_far_1e4_says_why_in_the_report(tmp_path) -> None:
-    from faceforge.cli.eval_cmd import write_report
-    from faceforge.eval.report import format_report
+    from faceforge.eval.report import format_report, write_report
 
     rng = np.random.default_rng(1)
     n = 2000

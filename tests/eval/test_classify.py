@@ -227,7 +227,7 @@ def test_user_errors(data, kwargs, match):
 
 
 def test_mean_row_over_verification_sets() -> None:
-    from faceforge.cli.eval_cmd import mean_row
+    from faceforge.eval.run import mean_row
 
     a = {"accuracy": 0.9, "auc": 0.95, "eer": 0.1, "tar_at_far": {"0.001": 0.5, "0.01": 0.7}}
     b = {"accuracy": 0.7, "auc": 0.75, "eer": 0.3, "tar_at_far": {"0.01": 0.3}}
@@ -239,8 +239,8 @@ def test_mean_row_over_verification_sets() -> None:
 
 @pytest.mark.slow  # two evaluations of a checkpoint: ~9 s on 2 cores
 def test_eval_prints_and_writes_the_mean_row(synth_data, tmp_path, capsys, ckpt_factory, monkeypatch) -> None:
-    from faceforge.cli.eval_cmd import MEAN_ROW
     from faceforge.cli.main import main
+    from faceforge.eval.run import MEAN_ROW
 
     monkeypatch.setenv("FACEFORGE_HOME", str(tmp_path / "home"))
     ckpt = ckpt_factory(tmp_path / "c.ckpt")

@@ -181,7 +181,7 @@ def test_eval_classify_on_class_folders(ckpt, objects, tmp_path, capsys) -> None
 
 
 def test_eval_run_folder_picks_the_newest_checkpoint(ckpt, objects, tmp_path, capsys) -> None:
-    from faceforge.cli.eval_cmd import run_checkpoint
+    from faceforge.eval.run import run_checkpoint
 
     runs = tmp_path / "runs" / "objects"
     old = runs / "20250101-120000" / "checkpoints"

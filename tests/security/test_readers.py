@@ -77,7 +77,7 @@ def test_header_record_with_absurd_end_is_refused(tmp_path, h) -> None:
 
 
 def test_label_3e9_sizes_nothing(tmp_path, h) -> None:
-    from faceforge.cli.data_cmd import inspect_path
+    from faceforge.data.inspect import inspect_path
 
     items = [(0, _jpeg(1)), (1, _jpeg(2))]
     write_face_rec(tmp_path / "train.rec", items, header=False, num_classes=2)

@@ -10,28 +10,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from faceforge.errors import FaceforgeError
-
 __all__ = [
-    "RESERVED_KEYS",
+    "action_group",
     "add_model_options",
     "add_override_options",
+    "add_precision_option",
     "add_progress_option",
-    "check_config_types",
+    "add_recognizer_options",
+    "add_workers_option",
     "is_quiet",
+    "load_eval_model",
     "load_recognizer",
     "model_overrides",
+    "non_negative_count",
     "note",
-    "read_report",
+    "note_skipped",
+    "positive_count",
+    "positive_int",
+    "print_result",
     "show_progress",
-    "write_report",
 ]
-
-# Top-level keys of report.json that are not result rows.
-RESERVED_KEYS = ("calibration",)
 
 
 def is_quiet(args: argparse.Namespace) -> bool:
@@ -64,34 +64,6 @@ def show_progress(args: argparse.Namespace) -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stderr
         return False
-
-
-def check_config_types(cfg: dict[str, Any]) -> None:
-    """Every training-config value whose default is a number or a boolean must be one too.
-
-    ``--trainer.max_epochs three`` is then a one-line error naming the key before a run folder is
-    made, instead of a ``ValueError`` from deep inside the trainer. ``trainer.devices`` also takes
-    ``auto``, a list or ``"0,1"``, so it is left to Lightning.
-    """
-    from faceforge.train.config import DEFAULTS, OPEN_SECTIONS
-
-    def walk(default: dict[str, Any], value: dict[str, Any], prefix: str) -> None:
-        for k, d in default.items():
-            key = prefix + k
-            if key in OPEN_SECTIONS or key == "trainer.devices" or k not in value:
-                continue
-            v = value[k]
-            if isinstance(d, dict):
-                if isinstance(v, dict):
-                    walk(d, v, key + ".")
-            elif isinstance(d, bool):
-                if not isinstance(v, bool):
-                    raise FaceforgeError(f"config key {key!r} must be true or false, got {v!r}")
-            elif isinstance(d, (int, float)) and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                kind = "an integer" if isinstance(d, int) else "a number"
-                raise FaceforgeError(f"config key {key!r} must be {kind}, got {v!r}")
-
-    walk(DEFAULTS, cfg, "")
 
 
 def add_model_options(p: argparse.ArgumentParser, required: bool = True, default_note: str = "") -> None:
@@ -140,34 +112,15 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_recognizer(args: argparse.Namespace, model: str | None = None) -> Any:
     """A :class:`~faceforge.infer.FaceRecognizer` for ``--model`` (or ``model``) and the verb's options."""
-    from faceforge.infer import FaceRecognizer
-    from faceforge.infer.loading import load_model
+    from faceforge.infer.recognizer import build_recognizer
 
-    detector: Any = getattr(args, "detector", "auto")
-    det_model = getattr(args, "detector_model", None)
-    if det_model:
-        from faceforge.align.detectors.base import list_detectors
-
-        if detector in ("auto", None) or detector not in list_detectors():
-            raise FaceforgeError(
-                f"--detector-model {det_model} needs --detector NAME (one of {', '.join(list_detectors())})"
-            )
-        if not Path(det_model).is_file():
-            raise FaceforgeError(f"--detector-model {det_model} does not exist")
-    loaded = load_model(
+    rec = build_recognizer(
         model or args.model,
         arch=getattr(args, "arch", None),
         overrides=model_overrides(args),
         precision=getattr(args, "precision", None) or "fp32",
-    )
-    # A whole-image model (template "none": objects, products) never builds a face detector.
-    if det_model and loaded.face_cfg.template != "none":
-        from faceforge.align.detectors.base import create_detector
-
-        detector = create_detector(detector, model_path=det_model)
-    rec = FaceRecognizer(
-        loaded,
-        detector=detector,
+        detector=getattr(args, "detector", "auto"),
+        detector_model=getattr(args, "detector_model", None),
         threshold=getattr(args, "threshold", None),
         far=getattr(args, "far", None),
     )
@@ -177,82 +130,117 @@ def load_recognizer(args: argparse.Namespace, model: str | None = None) -> Any:
     return rec
 
 
-# ---------------------------------------------------------------------------------------- reports
-# (eval, demo and train write the same report.json / report.md / roc.png into a run folder)
-
-
-def read_report(path: Path) -> dict[str, Any]:
-    """An existing ``report.json`` (``{}`` when absent); unreadable ones are an error, never overwritten."""
-    if not path.is_file():
-        return {}
+def positive_int(v: str) -> int:
+    """argparse type: an integer >= 1."""
     try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise FaceforgeError(f"{path} is not valid JSON ({e}); move it away or pass --fresh") from None
-    if not isinstance(data, dict):
-        raise FaceforgeError(
-            f"{path}: expected an object of set name -> metrics; move it away or pass --fresh"
-        )
-    return data
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+    return n
 
 
-def write_report(
-    results: dict[str, Any],
-    out: Path,
-    calibration: dict[str, Any] | None = None,
-    merge: bool = False,
-) -> dict[str, Path]:
-    """``report.json``, ``report.md``, ``roc.png`` and ``det.png`` in ``out``.
+def add_recognizer_options(p: argparse.ArgumentParser, required: bool = True, threshold: bool = True) -> None:
+    """``--model`` and friends, the detector options, ``--json``; ``--threshold/--far`` where they decide."""
+    add_model_options(p, required, "" if required else "default: the gallery's model")
+    add_precision_option(p)
+    p.add_argument(
+        "--detector",
+        default="auto",
+        help="face detector: auto (yunet, else scrfd), a detector name or a model file path",
+    )
+    p.add_argument(
+        "--detector-model", help="detector model file for --detector NAME (e.g. SCRFD det_10g.onnx)"
+    )
+    if threshold:
+        p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibration)")
+        p.add_argument("--far", type=float, help="use the calibration's threshold at this false accept rate")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    ``report.json`` is ``{row name: metrics}`` plus, when given, the top-level ``"calibration"``
-    block (:mod:`faceforge.eval.calibration`). With ``merge`` the rows (and calibration) of an
-    existing report are kept unless replaced by a row of the same name.
+
+def add_workers_option(p: argparse.ArgumentParser) -> None:
+    """``--workers N``: threads of the pipelined embedding path."""
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=2,
+        help="threads that decode, detect and align ahead of the batched model (default 2)",
+    )
+
+
+def print_result(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    """``payload`` as indented JSON with ``--json``, else ``text``, on stdout."""
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(text)
+
+
+def note_skipped(args: argparse.Namespace, skipped: list[dict]) -> None:
+    """The images an embedding run skipped (first 20), on stderr unless ``--json``/``--quiet``."""
+    if skipped and not args.json and not is_quiet(args):
+        print(f"skipped {len(skipped)} image(s):", file=sys.stderr)
+        for s in skipped[:20]:
+            print(f"  {s['file']}: {s['reason']}", file=sys.stderr)
+
+
+def positive_count(v: str) -> int:
+    """argparse type: an integer >= 1 (``'x' is not an integer`` / ``0 must be >= 1``)."""
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be >= 1")
+    return n
+
+
+def non_negative_count(v: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} must be >= 0")
+    return n
+
+
+def action_group(
+    subparsers: argparse._SubParsersAction, name: str, help: str, dest: str
+) -> argparse._SubParsersAction:
+    """The ``ACTION`` sub-parsers of verb ``name``, made on first use (modules share one verb)."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help)
+        sub = parser.add_subparsers(dest=dest, metavar="ACTION")
+        sub.required = True
+        return sub
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def load_eval_model(args: argparse.Namespace, calibrating: bool = False) -> tuple[Any, Any, Any]:
+    """(EmbeddingModel, eval ``ModelInfo``, report folder) of ``--model`` (or ``--run``) and ``--out``.
+
+    ``calibrating``: the model must have a place for a calibration (checked before the folder is told).
     """
-    from faceforge.eval.report import format_report, plot_det, plot_roc, split_rows, write_json
+    from faceforge.eval.run import check_calibration_target, report_dir, resolve_model_spec
+    from faceforge.eval.suite import ModelInfo
+    from faceforge.infer.loading import load_model
 
-    out.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = read_report(out / "report.json") if merge else {}
-    data.update(results)
-    if calibration is not None:
-        data["calibration"] = calibration
-    rows = {k: v for k, v in data.items() if k not in RESERVED_KEYS and isinstance(v, dict)}
-    paths: dict[str, Path] = {"json": write_json(data, out / "report.json")}
-    curves = {
-        k: v for kind, g in split_rows(rows).items() if kind in ("verification", "ijb") for k, v in g.items()
-    }
-    curves = {k: v for k, v in curves.items() if v.get("roc_fpr")}
-    md = ["# Evaluation report", "", format_report(rows, markdown=True)]
-    cal = data.get("calibration")
-    if isinstance(cal, dict):
-        md += ["", "## Calibration", "", _calibration_text(cal)]
-    if curves:
-        paths["png"] = plot_roc(curves, out / "roc.png")
-        md += ["", "![ROC](roc.png)"]
-        try:
-            paths["det"] = plot_det(curves, out / "det.png")
-            md += ["", "![DET](det.png)"]
-        except FaceforgeError as e:
-            # Every curve is error-free: a log-log DET has nothing to show, so say so in the report.
-            md += ["", f"DET plot omitted: {e}"]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    paths["md"] = out / "report.md"
-    return paths
-
-
-def _calibration_text(cal: dict[str, Any]) -> str:
-    far = cal.get("far_target")
-    at = f"FAR = {far:g}" if far is not None else "best 10-fold accuracy"
-    lines = [
-        f"- source: {cal.get('source')}",
-        f"- default threshold (cosine, accept `>=`): {cal.get('threshold'):.4f} at {at}",
-    ]
-    if cal.get("far_note"):
-        lines.append(f"- why: {cal['far_note']}")
-    n_imp, n_gen = cal.get("n_impostor"), cal.get("n_genuine")
-    if n_imp is not None:
-        gen = f", {n_gen:,} genuine" if n_gen is not None else ""
-        lines.append(f"- pairs behind it: {n_imp:,} impostor{gen}")
-    lines.append(f"- best-accuracy threshold: {cal.get('threshold_cos_best_accuracy'):.4f}")
-    for k, v in (cal.get("tar_at_far_threshold_cos") or {}).items():
-        lines.append(f"- threshold at FAR = {float(k):g}: {v:.4f}")
-    return "\n".join(lines)
+    args.model, said = resolve_model_spec(getattr(args, "model", None), getattr(args, "run", None))
+    if said:
+        print(said)
+    model = load_model(
+        args.model, arch=getattr(args, "arch", None), overrides=model_overrides(args),
+        device=getattr(args, "device", "cpu"),
+    )  # fmt: skip
+    print(model.describe())
+    info = ModelInfo.from_model(model)
+    if calibrating:
+        check_calibration_target(model)
+    out, said = report_dir(getattr(args, "out", None), model)
+    if said:
+        print(said)
+    return model, info, out

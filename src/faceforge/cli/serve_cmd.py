@@ -142,7 +142,7 @@ def build_app(args: argparse.Namespace) -> Any:
         from faceforge.infer import Gallery
 
         gallery = Gallery.load(args.gallery)
-    if str(recognizer.info().get("detector", "")).startswith("auto (none"):
+    if recognizer.detector_missing:
         log.warning(
             "no face detector file found (faceforge models fetch yunet): only aligned crops at the model's "
             "input size can be sent; photos get a 400"

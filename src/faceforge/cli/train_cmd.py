@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from faceforge.cli._common import note, write_report
+from faceforge.cli._common import note
+from faceforge.eval.report import write_report
 from faceforge.train.config import dump_config, load_config, validate_components
 
 

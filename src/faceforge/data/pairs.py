@@ -57,6 +57,7 @@ __all__ = [
     "make_pairs",
     "parse_label",
     "read_pairs",
+    "write_folder_pairs",
     "write_lfw_pairs",
     "write_pairs_csv",
 ]
@@ -566,3 +567,62 @@ def make_pairs(
             imp.append((key[0], groups[key[0]][key[1]], key[2], groups[key[2]][key[3]]))
         out.append((gen, imp))
     return out
+
+
+_LFW_FILE = re.compile(r"^(?P<name>.+)_(?P<num>\d+)\.jpg$")
+
+
+def write_folder_pairs(
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    fmt: str = "lfw",
+    n_folds: int = 10,
+    per_fold: int = 300,
+    seed: int = 0,
+) -> Path:
+    """Draw balanced pairs in identity-disjoint folds from ``root/ID/*.jpg`` and write them to ``out``.
+
+    ``fmt`` ``lfw`` writes LFW's ``pairs.txt`` (files must be named ``ID/ID_NNNN.jpg``), ``csv`` a
+    pairs CSV with paths relative to ``out``'s folder.
+    """
+    from faceforge.data.splits import scan_folder
+
+    root_p = Path(root).expanduser()
+    _, groups = scan_folder(root_p, "folder")
+    folds = make_pairs(groups, n_folds=n_folds, per_fold=per_fold, seed=seed)
+    out_p = Path(out)
+    if fmt == "lfw":
+
+        def num(ident: str, rel: str) -> int:
+            m = _LFW_FILE.match(Path(rel).name)
+            if not m or m["name"] != ident or Path(rel).parent.name != ident:
+                raise FaceforgeError(
+                    f"make-pairs: {root_p / rel} is not named '{ident}/{ident}_NNNN.jpg' as the LFW format "
+                    "needs; use --format csv"
+                )
+            return int(m["num"])
+
+        lfw = [
+            (
+                [(i, num(i, a), num(i, b)) for i, a, b in gen],
+                [(i1, num(i1, a), i2, num(i2, b)) for i1, a, i2, b in imp],
+            )
+            for gen, imp in folds
+        ]
+        write_lfw_pairs(out_p, lfw)
+    else:
+        pa, pb, same, fl = [], [], [], []
+        for f, (gen, imp) in enumerate(folds):
+            for _i, a, b in gen:
+                pa.append(str(root_p / a))
+                pb.append(str(root_p / b))
+                same.append(True)
+                fl.append(f)
+            for _i1, a, _i2, b in imp:
+                pa.append(str(root_p / a))
+                pb.append(str(root_p / b))
+                same.append(False)
+                fl.append(f)
+        pairs = Pairs(pa, pb, np.array(same), np.array(fl))
+        write_pairs_csv(out_p, pairs, relative_to=out_p.parent.resolve())
+    return out_p

@@ -32,8 +32,10 @@ __all__ = [
     "LAYOUTS",
     "SPLIT_NAMES",
     "Split",
+    "format_split",
     "group_class",
     "make_split",
+    "parse_class_names",
     "parse_flat_name",
     "scan_folder",
 ]
@@ -539,3 +541,37 @@ def make_split(
     if out_p is not None:
         atomic_write_bytes(out_p, json.dumps(split.to_json(), indent=1).encode("utf-8"))
     return split
+
+
+def parse_class_names(value: str | None) -> list[str] | str | None:
+    """``--class-names``: an existing file (one name per line, kept as its path) or a comma-separated list."""
+    if value is None or os.path.isfile(value):
+        return value
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    looks_like_file = os.sep in value or Path(value).suffix.lower() in (".txt", ".lst", ".csv")
+    if not names or ("," not in value and looks_like_file):
+        raise FaceforgeError(
+            f"--class-names {value!r}: no such file; expected a file with one name per line or a "
+            "comma-separated list (e.g. monstera,ficus)"
+        )
+    return names
+
+
+def format_split(split: Split, out: str, reused: bool) -> str:
+    """The text report of a split written to (or, ``reused``, read back from) ``out``: counts per split."""
+    counts = split.counts()["splits"]
+    what = f"{len(split.classes)} classes" if split.classes is not None else "one class per ID"
+    lines = [
+        f"{'re-used' if reused else 'wrote'} split {out}: layout {split.layout}, {what} ({split.root})",
+        f"{'split':<6} {'images':>8} {'groups':>8} {'classes':>8}",
+    ]
+    for name, c in counts.items():
+        lines.append(f"{name:<6} {c['images']:>8} {c['groups']:>8} {c['classes']:>8}")
+    lines.append(
+        f"dropped {len(split.dropped)} groups (--min-image-size {split.params.get('min_image_size', 0)}); "
+        f"skipped {split.num_corrupt} unreadable images"
+    )
+    if split.small_classes:
+        few = "; ".join(f"{c} -> {', '.join(v)}" for c, v in split.small_classes.items())
+        lines.append(f"classes with too few groups for every split: {few}")
+    return "\n".join(lines)

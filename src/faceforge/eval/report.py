@@ -26,15 +26,22 @@ import numpy as np
 from faceforge.errors import FaceforgeError
 
 __all__ = [
+    "RESERVED_KEYS",
+    "calibration_text",
     "format_report",
     "format_table",
     "plot_det",
     "plot_roc",
+    "read_report",
     "split_rows",
     "to_markdown",
     "verification_notes",
     "write_json",
+    "write_report",
 ]
+
+#: top-level keys of report.json that are not result rows
+RESERVED_KEYS = ("calibration",)
 
 _MISSING = "-"
 #: fewer false accepts than this behind a TAR@FAR are flagged as noisy (the calibration's rule)
@@ -436,3 +443,83 @@ def plot_det(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[s
     fig.tight_layout()
     _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
     return path
+
+
+# ---------------------------------------------------------------------------------------- run folders
+# (eval, demo and train write the same report.json / report.md / roc.png into a run folder)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """An existing ``report.json`` (``{}`` when absent); unreadable ones are an error, never overwritten."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise FaceforgeError(f"{path} is not valid JSON ({e}); move it away or pass --fresh") from None
+    if not isinstance(data, dict):
+        raise FaceforgeError(
+            f"{path}: expected an object of set name -> metrics; move it away or pass --fresh"
+        )
+    return data
+
+
+def write_report(
+    results: dict[str, Any],
+    out: Path,
+    calibration: dict[str, Any] | None = None,
+    merge: bool = False,
+) -> dict[str, Path]:
+    """``report.json``, ``report.md``, ``roc.png`` and ``det.png`` in ``out``.
+
+    ``report.json`` is ``{row name: metrics}`` plus, when given, the top-level ``"calibration"``
+    block (:mod:`faceforge.eval.calibration`). With ``merge`` the rows (and calibration) of an
+    existing report are kept unless replaced by a row of the same name.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = read_report(out / "report.json") if merge else {}
+    data.update(results)
+    if calibration is not None:
+        data["calibration"] = calibration
+    rows = {k: v for k, v in data.items() if k not in RESERVED_KEYS and isinstance(v, dict)}
+    paths: dict[str, Path] = {"json": write_json(data, out / "report.json")}
+    curves = {
+        k: v for kind, g in split_rows(rows).items() if kind in ("verification", "ijb") for k, v in g.items()
+    }
+    curves = {k: v for k, v in curves.items() if v.get("roc_fpr")}
+    md = ["# Evaluation report", "", format_report(rows, markdown=True)]
+    cal = data.get("calibration")
+    if isinstance(cal, dict):
+        md += ["", "## Calibration", "", calibration_text(cal)]
+    if curves:
+        paths["png"] = plot_roc(curves, out / "roc.png")
+        md += ["", "![ROC](roc.png)"]
+        try:
+            paths["det"] = plot_det(curves, out / "det.png")
+            md += ["", "![DET](det.png)"]
+        except FaceforgeError as e:
+            # Every curve is error-free: a log-log DET has nothing to show, so say so in the report.
+            md += ["", f"DET plot omitted: {e}"]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    paths["md"] = out / "report.md"
+    return paths
+
+
+def calibration_text(cal: dict[str, Any]) -> str:
+    """The Markdown bullet list of a report's ``"calibration"`` block."""
+    far = cal.get("far_target")
+    at = f"FAR = {far:g}" if far is not None else "best 10-fold accuracy"
+    lines = [
+        f"- source: {cal.get('source')}",
+        f"- default threshold (cosine, accept `>=`): {cal.get('threshold'):.4f} at {at}",
+    ]
+    if cal.get("far_note"):
+        lines.append(f"- why: {cal['far_note']}")
+    n_imp, n_gen = cal.get("n_impostor"), cal.get("n_genuine")
+    if n_imp is not None:
+        gen = f", {n_gen:,} genuine" if n_gen is not None else ""
+        lines.append(f"- pairs behind it: {n_imp:,} impostor{gen}")
+    lines.append(f"- best-accuracy threshold: {cal.get('threshold_cos_best_accuracy'):.4f}")
+    for k, v in (cal.get("tar_at_far_threshold_cos") or {}).items():
+        lines.append(f"- threshold at FAR = {float(k):g}: {v:.4f}")
+    return "\n".join(lines)

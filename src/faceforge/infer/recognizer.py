@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from faceforge.infer.gallery import Gallery
     from faceforge.infer.loading import EmbeddingModel
 
-__all__ = ["DETECTOR_ORDER", "FaceRecognizer", "FaceResult", "ImageInput", "load_image"]
+__all__ = ["DETECTOR_ORDER", "FaceRecognizer", "FaceResult", "ImageInput", "build_recognizer", "load_image"]
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +380,15 @@ class FaceRecognizer:
             "facts": dict(self.model.facts),
         }
 
+    @property
+    def detector_missing(self) -> bool:
+        """Whether ``detector="auto"`` was asked and no detector can run here (photos then fail)."""
+        if self._detector_name is not None or self._detector_spec != "auto":
+            return False
+        from faceforge.align.choose import auto_detector_name
+
+        return auto_detector_name() is None
+
     def _detector_label(self) -> str | None:
         if self._detector_name is not None:
             return self._detector_name
@@ -570,3 +579,38 @@ class FaceRecognizer:
             f"FaceRecognizer(name={self.name!r}, backend={self.backend!r}, "
             f"input_size={tuple(self.face_cfg.input_size)}, threshold={self.threshold})"
         )
+
+
+def build_recognizer(
+    model: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    detector: str | None = "auto",
+    detector_model: str | None = None,
+    threshold: float | None = None,
+    far: float | None = None,
+) -> FaceRecognizer:
+    """A recognizer for ``--model`` and the options every verb shares.
+
+    ``detector_model`` is the weights file of the backend named by ``detector`` (``--detector-model``
+    needs ``--detector NAME``); a whole-image model (template ``none``) never builds a detector.
+    """
+    from faceforge.infer.loading import load_model
+
+    det: Any = detector
+    if detector_model:
+        from faceforge.align.detectors.base import list_detectors
+
+        if detector in ("auto", None) or detector not in list_detectors():
+            names = ", ".join(list_detectors())
+            raise FaceforgeError(f"--detector-model {detector_model} needs --detector NAME (one of {names})")
+        if not Path(detector_model).is_file():
+            raise FaceforgeError(f"--detector-model {detector_model} does not exist")
+    loaded = load_model(model, arch=arch, overrides=overrides, precision=precision)
+    if detector_model and loaded.face_cfg.template != "none":
+        from faceforge.align.detectors.base import create_detector
+
+        det = create_detector(detector, model_path=detector_model)
+    return FaceRecognizer(loaded, detector=det, threshold=threshold, far=far)

@@ -4,6 +4,7 @@ Reference: R. Wightman, "PyTorch Image Models" (timm), https://github.com/huggin
 The timm model is built headless (``num_classes=0``); its pooled features go through a neck
 ``Linear(num_features, embedding_size, bias=False) -> BatchNorm1d`` (the BN-FC-BN style embedding of
 ArcFace, without the pre-BN). Example: ``create_model("timm/resnet18", embedding_size=256)``.
+:meth:`TimmBackbone.trunk` is the timm network alone: a frozen warm-up freezes it, not the neck.
 Extra keyword arguments are passed to ``timm.create_model`` (e.g. ``img_size=112`` for ViTs).
 """
 
@@ -66,8 +67,16 @@ class TimmBackbone(nn.Module):
         """Unpooled features -> timm pooling -> neck -> embedding."""
         return self.neck(self.model.forward_head(x, pre_logits=True))
 
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batch -> the timm network's pooled features (everything but the neck).
+
+        The neck is always new (pretrained files fill the timm network only), so a frozen warm-up
+        (``trainer.freeze_backbone_epochs``) freezes this part and trains the neck with the head.
+        """
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.neck(self.trunk(x))
 
 
 def create_timm_backbone(

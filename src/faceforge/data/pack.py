@@ -1,0 +1,214 @@
+"""Image folder <-> insightface RecordIO: the worker pool behind ``faceforge data pack`` and ``unpack``.
+
+:func:`pack_folder` reads an image folder (``SRC/ID/*.jpg`` or flat ``SRC/ID_seq.jpg``) in a pool of
+processes (each image optionally decoded to verify it, or resized and re-encoded as JPEG) and writes
+``.rec``/``.idx``/``property`` (:func:`faceforge.data.recordio.write_face_rec`) plus a ``.lst`` of
+``key, label, relative path`` and a ``.classes`` file; unreadable images are skipped and counted.
+:func:`unpack_rec` writes a ``.rec`` back into a folder, naming files from the ``.lst`` when present
+(names that would leave the output folder are replaced by ``class/key.ext``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceforge.errors import FaceforgeError
+
+__all__ = ["PackResult", "image_ext", "pack_folder", "progress_bar", "read_lst", "unpack_rec"]
+
+log = logging.getLogger(__name__)
+
+
+def progress_bar(it: Iterable[Any], total: int, desc: str, enabled: bool) -> Iterable[Any]:
+    """``it`` wrapped in a tqdm bar on stderr when ``enabled``, else ``it`` itself."""
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def _pack_load(job: tuple[int, str, bool, int, int]) -> tuple[int, bytes | None, tuple[int, int]]:
+    """Worker: read (and verify / resize) one image; ``None`` bytes when unreadable."""
+    import cv2
+
+    label, path, verify, resize, quality = job
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return label, None, (0, 0)
+    if not data:
+        return label, None, (0, 0)
+    if not verify and not resize:
+        return label, data, (0, 0)
+    im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if im is None:
+        return label, None, (0, 0)
+    if resize:
+        im = cv2.resize(im, (resize, resize), interpolation=cv2.INTER_AREA)
+        data = cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+    return label, data, (int(im.shape[0]), int(im.shape[1]))
+
+
+def _pool_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+@dataclass
+class PackResult:
+    """What :func:`pack_folder` wrote: the ``.rec`` path, counts and the folder layout it found."""
+
+    rec: Path
+    num_images: int
+    num_classes: int
+    layout: str
+    skipped: int
+
+
+def pack_folder(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    layout: str = "auto",
+    workers: int = 0,
+    verify: bool = True,
+    resize: int = 0,
+    quality: int = 95,
+    header: bool = True,
+    progress: bool = False,
+    on_skip: Callable[[Path], None] | None = None,
+) -> PackResult:
+    """Pack an image folder into insightface RecordIO at ``out`` (a ``.rec`` path, prefix or folder).
+
+    ``workers`` 0 uses every core; ``on_skip(path)`` is called for each unreadable image (default:
+    a log warning).
+    """
+    from faceforge.data.recordio import rec_paths, write_face_rec
+    from faceforge.data.splits import scan_folder
+
+    src = Path(src).expanduser()
+    found, groups = scan_folder(src, layout)
+    classes = list(groups)
+    jobs = [
+        (label, str(src / rel), verify, resize or 0, quality)
+        for label, ident in enumerate(classes)
+        for rel in groups[ident]
+    ]
+    rels = [rel for ident in classes for rel in groups[ident]]
+    rec, _, _ = rec_paths(out)
+    if Path(out).suffix not in (".rec", ".idx") and not Path(out).is_dir() and Path(out).exists():
+        raise FaceforgeError(f"pack: output {out} exists and is not a folder or .rec path")
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    n_workers = max(1, os.cpu_count() or 1) if workers <= 0 else workers
+    skipped = 0
+    sizes: Counter[tuple[int, int]] = Counter()
+    lst: list[tuple[int, int, str]] = []
+    base = 1 if header else 0
+
+    def items(results: Any) -> Any:
+        nonlocal skipped
+        for (label, data, size), rel in zip(results, rels):
+            if data is None:
+                skipped += 1
+                if on_skip is None:
+                    log.warning("skipped unreadable image %s", src / rel)
+                else:
+                    on_skip(src / rel)
+                continue
+            sizes[size] += 1
+            lst.append((base + len(lst), label, rel))
+            yield label, data
+
+    if n_workers == 1:
+        _pool_init()
+        results = progress_bar(map(_pack_load, jobs), len(jobs), "pack", progress)
+        info = write_face_rec(rec, items(results), header=header, num_classes=len(classes))
+    else:
+        ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+        with ctx.Pool(n_workers, _pool_init) as pool:
+            results = progress_bar(pool.imap(_pack_load, jobs, chunksize=16), len(jobs), "pack", progress)
+            info = write_face_rec(rec, items(results), header=header, num_classes=len(classes))
+    if sizes and (0, 0) not in sizes:
+        (h, w), _ = sizes.most_common(1)[0]
+        info["property"].write_text(f"{len(classes)},{h},{w}\n", encoding="utf-8")
+    with open(rec.with_suffix(".lst"), "w", encoding="utf-8") as fh:
+        for key, label, rel in lst:
+            fh.write(f"{key}\t{label}\t{rel}\n")
+    with open(rec.with_suffix(".classes"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(classes) + "\n")
+    return PackResult(rec, int(info["num_images"]), len(classes), found, skipped)
+
+
+def read_lst(path: Path) -> dict[int, str]:
+    """``{record key: relative path}`` of a ``.lst`` (``{}`` when absent); a bad line is an error."""
+    out: dict[int, str] = {}
+    if not path.is_file():
+        return out
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 3 or not parts[0].strip().isdigit():
+            raise FaceforgeError(f"{path}:{lineno}: expected 'index<TAB>label<TAB>path', got {line!r}")
+        out[int(parts[0])] = parts[-1]
+    return out
+
+
+def image_ext(data: bytes) -> str:
+    """``.jpg``/``.png`` from an encoded image's magic bytes, else ``.img``."""
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    return ".img"
+
+
+def unpack_rec(
+    rec_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    allow_outside_root: bool = False,
+    progress: bool = False,
+) -> tuple[Path, int, int]:
+    """Unpack a ``.rec`` into the folder ``out``; returns (folder, images written, records skipped)."""
+    from faceforge.data.recordio import FaceRecordDataset, rec_paths
+    from faceforge.fileio import check_inside
+
+    ds = FaceRecordDataset(rec_path)
+    rec, _, _ = rec_paths(rec_path)
+    names = read_lst(rec.with_suffix(".lst"))
+    classes_file = rec.with_suffix(".classes")
+    classes = classes_file.read_text(encoding="utf-8").split() if classes_file.is_file() else []
+    dst = Path(out).expanduser()
+    dst.mkdir(parents=True, exist_ok=True)
+    written = skipped = 0
+    for i in progress_bar(range(len(ds)), len(ds), "unpack", progress):
+        key = int(ds.keys[i])
+        try:
+            label, data = ds.read_raw(i)
+        except (ValueError, KeyError, OSError):
+            skipped += 1
+            continue
+        rel = names.get(key)
+        if rel is None or os.path.isabs(rel) or ".." in Path(rel).parts:
+            cname = classes[label] if 0 <= label < len(classes) else str(label)
+            rel = f"{cname}/{key:08d}{image_ext(data)}"
+        dest = dst / rel
+        # symlinks already in OUT must not lead a name of the .lst outside it
+        check_inside(dest, dst, f"{rec.with_suffix('.lst')} (record {key})", allow_outside_root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        written += 1
+    return dst, written, skipped + ds.num_truncated
