@@ -824,4 +824,3 @@ def _validate_data(cfg: dict[str, Any]) -> None:
             raise FaceforgeError(
                 f"config key 'validation.retrieval.ks' must be a list of K >= 1, got {r['ks']!r}"
             )
-
