@@ -15,6 +15,48 @@ SHARED = Path(os.environ.get("FACEFORGE_SHARED", REPO.parent / "shared"))
 TRAINING_FIXTURES = ("trained_checkpoint", "serve_recognizer", "serve_gallery", "live_server", "client")
 
 
+#: tests that take 1.4 s or more without training (``--durations`` of ``make test-fast`` on the 2-core
+#: CI machine): they run in ``make test`` / CI only, so the edit-test loop stays under 3 minutes
+MULTI_SECOND_TESTS = frozenset(
+    {
+        "tests/align/test_bad_inputs.py::test_align_every_bad_input_is_an_outcome",
+        "tests/align/test_cli.py::test_align_all_sizes_workers",
+        "tests/align/test_dlib.py::test_astronaut_hog",
+        "tests/align/test_dlib.py::test_dlib_resnet_on_our_crops_matches_native",
+        "tests/align/test_quality_gates.py::test_lfw_boxes_hold_their_landmarks",
+        "tests/align/test_quality_gates.py::test_mediapipe_says_when_faces_are_out_of_range",
+        "tests/cli/test_cli_contract.py::test_a_closed_output_pipe_is_one_line",
+        "tests/cli/test_walkthrough.py::test_a_pairs_header_promising_more_pairs_is_an_error_everywhere",
+        "tests/cli/test_walkthrough.py::test_bench_align_warns_about_a_small_sorted_pair_list",
+        "tests/cli/test_walkthrough.py::test_eval_names_a_pair_file_the_same_way_with_pairs_and_sets",
+        "tests/cli/test_walkthrough.py::test_no_native_log_lines_in_a_fresh_process",
+        "tests/cli/test_walkthrough.py::test_synth_refuses_a_folder_written_with_other_parameters",
+        "tests/eval/test_align_bench.py::test_subprocess_reports_its_own_peak_rss",
+        "tests/eval/test_eval_model.py::test_checkpoint_is_an_alias_of_model",
+        "tests/eval/test_eval_model.py::test_overrides_reach_the_model_and_the_crops",
+        "tests/eval/test_eval_model.py::test_pairs_flag_uses_the_folder_name",
+        "tests/eval/test_eval_model.py::test_pretrained_name_writes_its_calibration_file",
+        "tests/eval/test_eval_photos.py::test_cli_detector_none_warns_once_per_set",
+        "tests/eval/test_eval_photos.py::test_cli_detects_reports_no_faces_and_reuses_crops",
+        "tests/eval/test_ijb.py::test_cli_ijb_writes_the_report",
+        "tests/eval/test_retrieval.py::test_ivf_close_to_exact",
+        "tests/eval/test_suite.py::test_cli_cache_is_invalidated_by_a_changed_checkpoint",
+        "tests/eval/test_suite.py::test_cli_several_sets_report_and_calibration",
+        "tests/eval/test_suite.py::test_lowres_and_super_resolution",
+        "tests/eval/test_suite.py::test_write_calibration_is_used_by_inference",
+        "tests/export/test_onnx.py::test_dynamic_batch_and_opset",
+        "tests/export/test_onnx.py::test_onnx_parity_every_backbone",
+        "tests/infer/test_gallery.py::test_approximate_indexes_recall",
+        "tests/models/test_foreign.py::test_adaface_fed_rgb_by_mistake_changes_the_embedding",
+        "tests/models/test_foreign.py::test_arcface_torch_iresnet18_dataparallel_and_resume_checkpoint",
+        "tests/models/test_foreign.py::test_import_keeps_adaface_bgr_and_sizes",
+        "tests/models/test_foreign.py::test_layout_keys_equal_reference_and_are_detected",
+        "tests/security/test_gallery_files.py::test_sigkill_at_every_save_step",
+        "tests/security/test_resume.py::test_resume_auto_after_a_truncated_newest_checkpoint",
+    }
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that needs a trained model ``slow`` (``make test-fast`` leaves them out).
 
@@ -24,6 +66,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     for item in items:
         if any(name in TRAINING_FIXTURES for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        elif item.nodeid.split("[")[0] in MULTI_SECOND_TESTS:
             item.add_marker(pytest.mark.slow)
 
 
