@@ -153,3 +153,35 @@ def test_recognizer_with_batching_gives_the_same_embeddings() -> None:
     for i in range(6):
         np.testing.assert_allclose(out[i][0], direct[i], rtol=1e-5, atol=1e-6)
     assert rec.embed_crops(crops[:2]).shape == (2, 16)  # batching off again: runs in the caller
+
+
+def test_the_service_batches_on_a_gpu_only_unless_told() -> None:
+    pytest.importorskip("fastapi")
+    from faceforge.infer.loading import EmbeddingModel
+    from faceforge.infer.recognizer import FaceRecognizer
+    from faceforge.models.face_cfg import FaceConfig
+    from faceforge.serve.app import DEFAULT_MAX_BATCH, auto_max_batch, create_app
+
+    cfg = FaceConfig(input_size=(32, 32), template="none", embedding_size=4)
+    rec = FaceRecognizer(
+        EmbeddingModel(lambda x: x[:, 0, 0, :4], cfg, "m", "t", "torch", "weights"), detector=None
+    )
+    assert auto_max_batch(rec) == 1  # a CPU model: batches measured not to pay
+    create_app(rec)
+    assert rec._batcher is None
+    create_app(rec, max_batch=8)
+    assert rec._batcher is not None and rec._batcher.max_batch == 8
+    create_app(rec, max_batch=1)  # serving again with other settings drops the old batcher
+    assert rec._batcher is None
+
+    class Cuda:
+        type = "cuda"
+
+    class Runner:
+        device = Cuda()
+
+        def __call__(self, x):  # pragma: no cover - never run
+            return x
+
+    gpu = FaceRecognizer(EmbeddingModel(Runner(), cfg, "m", "t", "torch", "weights"), detector=None)
+    assert auto_max_batch(gpu) == DEFAULT_MAX_BATCH

@@ -27,6 +27,18 @@ __all__ = ["build_app", "register"]
 log = logging.getLogger(__name__)
 
 
+def _max_batch(v: str) -> int | None:
+    if v == "auto":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive integer, got {v!r}")
+    return n
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` command."""
     p = sub.add_parser("serve", help="REST service (verify / embed / search) with a verify page at /")
@@ -74,9 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-batch",
-        type=int,
-        default=16,  # serve.app.DEFAULT_MAX_BATCH (not imported here: fastapi is an optional extra)
-        help="crops of concurrent requests embedded in one model call (default 16; 1: one request at a time)",
+        type=_max_batch,
+        default=None,
+        help="crops of concurrent requests embedded in one model call: auto (default: 16 on a GPU, 1 on a "
+        "CPU, where batching was measured not to pay) or a number; 1: one request at a time",
     )
     p.add_argument(
         "--max-wait-ms",
@@ -161,7 +174,7 @@ def build_app(args: argparse.Namespace) -> Any:
         decode_max_side=int(args.decode_max_side) or None,
         decode_wait_s=float(args.decode_wait_s),
         expose_paths=bool(args.expose_paths),
-        max_batch=int(args.max_batch),
+        max_batch=args.max_batch,
         max_wait_ms=float(args.max_wait_ms),
     )
 

@@ -18,7 +18,7 @@ Errors are JSON ``{"error": {"code", "message"}}``: bad image → 400, no face �
 thread pool: requests decode, detect (serialised per detector: OpenCV's nets are not thread-safe)
 and align side by side, and their crops are embedded together by one micro-batcher thread
 (``max_batch``, :mod:`faceforge.infer.batching`), the only caller of the model; ``max_batch=1``
-serialises whole requests under a lock instead.
+(the default on a CPU, where batches do not pay) serialises whole requests under a lock instead.
 
 Memory (``docs/security.md``): every upload's header is read first and an image declaring more than
 ``max_pixels`` is refused (413) before any pixel is decoded. The decoded images of all requests in
@@ -95,8 +95,19 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_DECODE_BYTES = 512 * 2**20
 #: longer side an upload is shrunk to while decoding (detection and crops need no more)
 DEFAULT_DECODE_MAX_SIDE = 2048
-#: crops of concurrent requests embedded in one model call (``--max-batch``; 1: one request at a time)
+#: crops of concurrent requests embedded in one model call on an accelerator (``--max-batch auto``). On a
+#: CPU ``auto`` is 1 (one request at a time): measured on a 2-core CPU, GhostFaceNetV1 costs as much per
+#: crop in a batch of 16 as alone, and the batched service answered 0.74× the requests at 8 clients
+#: (``benchmarks/serve_load.py --compare-batching``, docs/performance.md)
 DEFAULT_MAX_BATCH = 16
+
+
+def auto_max_batch(recognizer: FaceRecognizer) -> int:
+    """:data:`DEFAULT_MAX_BATCH` when the model runs on a GPU, else 1 (see the constant's note)."""
+    device = getattr(getattr(recognizer.model, "run", None), "device", None)
+    return DEFAULT_MAX_BATCH if getattr(device, "type", "cpu") == "cuda" else 1
+
+
 #: seconds a request waits for decode budget before it gets 503 + Retry-After
 DEFAULT_DECODE_WAIT_S = 5.0
 API_KEY_HEADER = "X-API-Key"
@@ -602,7 +613,7 @@ def create_app(
     decode_max_side: int | None = DEFAULT_DECODE_MAX_SIDE,
     decode_wait_s: float = DEFAULT_DECODE_WAIT_S,
     expose_paths: bool = False,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch: int | None = None,
     max_wait_ms: float = 0.0,
 ) -> FastAPI:
     """The FastAPI app serving ``recognizer`` (and ``gallery`` for ``/v1/search``); see the module doc.
@@ -614,9 +625,10 @@ def create_app(
     uploads are shrunk to while decoding (None: never). ``expose_paths``: let server paths (model file,
     gallery image paths) appear in answers; by default they are reduced to file names.
     ``max_batch``: crops of concurrent requests embedded in one model call (micro-batching, see
-    :mod:`faceforge.infer.batching`; 1: requests run one at a time under a lock, the former
-    behaviour). ``max_wait_ms``: how long a batch waits for company after its first crop (0: never —
-    no latency added to a lone request; under load batches form while the previous one runs).
+    :mod:`faceforge.infer.batching`; 1: requests run one at a time under a lock; None:
+    :func:`auto_max_batch`, batching on a GPU only). ``max_wait_ms``: how long a batch waits for
+    company after its first crop (0: never — no latency added to a lone request; under load batches
+    form while the previous one runs).
     """
     if max_body_bytes <= 0:
         raise FaceforgeError(f"max_body_bytes must be positive, got {max_body_bytes}")
@@ -630,6 +642,8 @@ def create_app(
             f"the gallery holds {gallery.dim}-d embeddings but model {recognizer.name!r} gives {dim}-d; "
             "build the gallery with this model"
         )
+    if max_batch is None:
+        max_batch = auto_max_batch(recognizer)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise FaceforgeError(f"max_batch must be a positive integer, got {max_batch!r}")
     if not 0 <= max_wait_ms <= 1000:
