@@ -36,15 +36,9 @@ from typing import Any
 import numpy as np
 
 from faceforge.cli._common import add_model_options, model_overrides
+from faceforge.cli._common import positive_count as _positive
 
 __all__ = ["cmd_bench_align", "register"]
-
-
-def _positive(v: str) -> int:
-    x = int(v)
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
-    return x
 
 
 def _recognizer(args: argparse.Namespace) -> Any:

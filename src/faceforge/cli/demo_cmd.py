@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from faceforge.cli._common import add_progress_option, show_progress
+from faceforge.cli._common import positive_count as _positive
 from faceforge.eval.report import write_report
 
 
@@ -45,16 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_progress_option(p)
     p.set_defaults(func=run, accepts_overrides=True)
-
-
-def _positive(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} must be >= 1")
-    return n
 
 
 def _default_config() -> str:
