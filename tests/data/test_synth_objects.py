@@ -78,6 +78,15 @@ def test_classes_have_distinct_shapes() -> None:
         assert (along_rows < 1.0) == (cls == "stripes"), (cls, along_rows)
 
 
+def test_objects_fill_most_of_the_image_and_stay_inside_it() -> None:
+    """Large enough for a small network at 48 px to see the details; never cut by the border."""
+    size = 96
+    for i in range(300):
+        v = _View(size, np.random.default_rng(i), 1.0)
+        assert 0.30 <= v.radius / size <= 0.42
+        assert v.radius <= min(v.cx, v.cy) and max(v.cx, v.cy) + v.radius <= size
+
+
 def test_raw_pixels_are_a_poor_cue(tmp_path: Path) -> None:
     """A raw-pixel 1-NN classifier over held-out objects stays far from perfect (chance is 1/8)."""
     s = SynthObjects(0, 48)

@@ -46,6 +46,16 @@ def test_forward_shapes_and_weight(name: str) -> None:
     assert loss.dim() == 0 and torch.isfinite(loss)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_logits_and_cosine_are_the_forward_and_its_plain_cosine(name: str) -> None:
+    head = _make(name, d=6, c=9, **({} if name in ("softmax", "normface") else {"margin": 0.3}))
+    head.eval()  # AdaFace: the same batch statistics on both calls
+    x, y = torch.randn(4, 6), torch.tensor([0, 3, 8, 3])
+    logits, cos = head.logits_and_cosine(x, y)
+    torch.testing.assert_close(logits, head(x, y))
+    torch.testing.assert_close(cos, head.cosine(x))
+
+
 def test_unknown_head_name_suggests() -> None:
     with pytest.raises(FaceforgeError, match=r"'arcfce'.*did you mean 'arcface'"):
         create_head("arcfce", 8, 10)

@@ -112,6 +112,40 @@ def test_frozen_backbone_is_unchanged_and_head_learns(data, tmp_path) -> None:
     assert not torch.equal(sd["head.weight"], ref.head.weight)
 
 
+def test_frozen_timm_trunk_trains_its_new_neck_with_the_head(data, tmp_path) -> None:
+    """A timm backbone freezes its (pretrained) trunk only: the neck is new and learns with the head."""
+    pytest.importorskip("timm")
+    m, _ = _module(
+        data, tmp_path, "--trainer.freeze_backbone_epochs", "1",
+        "--model.backbone", "{name: timm/test_resnet, embedding_size: 32, template: none}",
+    )  # fmt: skip
+    trunk_state = {k: v.clone() for k, v in m.backbone.model.state_dict().items()}
+    m.train()
+    emb = m._embed_for_training(torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8))
+    m.head(emb, torch.arange(8) % 4).sum().backward()
+    assert all(p.grad is None for p in m.backbone.model.parameters())
+    assert all(p.grad is not None for p in m.backbone.neck.parameters())
+    assert not m.backbone.model.training and m.backbone.neck.training
+    for k, v in m.backbone.model.state_dict().items():
+        assert torch.equal(v, trunk_state[k]), k  # BatchNorm statistics of the trunk too
+
+
+def test_training_accuracy_is_that_of_the_plain_cosine(data, tmp_path) -> None:
+    """With a margin the target logit is lowered on purpose: accuracy counts the nearest centre."""
+    m, _ = _module(data, tmp_path, "--model.head.margin", "0.5", "--model.head.scale", "64")
+    labels = torch.arange(4)
+    with torch.no_grad():  # every embedding lies nearest its own centre, though not by 0.5 rad
+        m.head.weight.copy_(torch.eye(8, 32))
+    emb = torch.eye(4, 32) + 0.8 * torch.eye(4, 32).roll(1, 0)
+    logits, cos = m.head.logits_and_cosine(emb, labels)
+    assert (logits.argmax(1) == labels).float().mean() == 0  # what the margin logits say
+    assert (cos.argmax(1) == labels).all()  # ... and the nearest centres
+    m.backbone.forward = lambda x: emb  # type: ignore[method-assign]
+    m.flip = False
+    m.training_step((torch.zeros(4, 3, 32, 32, dtype=torch.uint8), labels), 0)
+    assert m.epoch_stats[1] == 1.0
+
+
 @pytest.mark.slow  # trains a model
 def test_ema_follows_its_formula_and_is_what_inference_loads(data, tmp_path) -> None:
     m, _ = _module(data, tmp_path, "--trainer.ema_decay", "0.9")

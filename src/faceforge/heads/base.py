@@ -226,13 +226,18 @@ class BaseHead(nn.Module):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Logits ``[B, C]`` in float32 for raw (un-normalised) ``embeddings`` ``[B, D]``."""
+        return self.logits_and_cosine(embeddings, labels)[0]
+
+    def logits_and_cosine(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """``(logits, cosine)``, both ``[B, C]`` float32: the margin logits and the plain cosine they
+        come from (what a nearest-centre classifier scores, e.g. for a training accuracy)."""
         self.check_inputs(embeddings, labels)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             cos = self.cosine(embeddings)
             norms = None
             if self.needs_norms:
                 norms = embeddings.detach().to(cos.dtype).norm(dim=1, keepdim=True)
-            return self.apply_margin(cos, labels, norms)
+            return self.apply_margin(cos, labels, norms), cos
 
     def loss_from_logits(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy (or focal, if ``focal_gamma``) of ``logits`` with the head's reduction."""

@@ -239,7 +239,12 @@ class RetrievalCallback(L.Callback):
 
 
 class EpochSummary(L.Callback):
-    """One line per epoch: loss, accuracy, validation accuracy, skipped images and time."""
+    """One line per epoch: loss, accuracy, validation accuracy, skipped images and time.
+
+    Each row of :attr:`history` (``metrics.json``) also says whether the backbone was frozen
+    (``frozen``, with ``trainer.freeze_backbone_epochs``) and the margin at the epoch's last step
+    (``margin``, with a ``margin_schedule``).
+    """
 
     def __init__(
         self,
@@ -283,12 +288,23 @@ class EpochSummary(L.Callback):
                 row["val_sets"] = {n: r["accuracy"] for n, r in v.last_per_set.items()}
         if self.retrieval is not None and self.retrieval.last:
             row["retrieval"] = dict(self.retrieval.last)
+        # The warm-ups as they ran: whether the backbone was frozen, and the margin of the last step
+        # (a scheduled margin changes within the epoch).
+        freeze = int(getattr(module, "freeze_epochs", 0) or 0)
+        if freeze:
+            row["frozen"] = trainer.current_epoch < freeze
+        head = getattr(module, "head", None)
+        margin_head = getattr(head, "margin_head", head)
+        scheduled = getattr(margin_head, "margin_schedule", None) is not None
+        if scheduled:
+            row["margin"] = float(margin_head.margin)
         self.history.append(row)
         if trainer.is_global_zero and self.verbose:
-            parts = [f"epoch {row['epoch']}"]
+            parts = [f"epoch {row['epoch']}" + (" (backbone frozen)" if row.get("frozen") else "")]
             if row["loss"] is not None:
                 acc = "" if row["train_acc"] is None else f"  train acc {row['train_acc']:.3f}"
-                parts.append(f"loss {row['loss']:.3f}{acc}")
+                margin = f"  margin {row['margin']:.3f}" if scheduled else ""
+                parts.append(f"loss {row['loss']:.3f}{acc}{margin}")
             if "val_sets" in row:
                 each = "  ".join(f"{n} {a:.4f}" for n, a in row["val_sets"].items())
                 parts.append(f"val {each}  mean {row['val_acc']:.4f} (best {row['val_best_acc']:.4f})")

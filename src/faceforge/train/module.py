@@ -9,6 +9,10 @@ image (uint8) → preprocess (the backbone's mean/std) → backbone → embeddin
   i.e. after the process group exists, and tells DDP not to average its per-rank shards.
 * ``trainer.freeze_backbone_epochs``: the backbone runs without gradient and in eval mode (frozen
   BatchNorm statistics) for the first epochs, so only the head learns; its weights stay bit-identical.
+  A backbone with a separate new embedding neck (``timm/<name>``: ``trunk`` + ``neck``) freezes only
+  its trunk: the neck, never pretrained, learns with the head.
+* The training accuracy (``train/acc``, the epoch line's ``train acc``) is that of the plain cosine
+  (nearest class centre), not of the margin logits, whose target is lowered on purpose.
 * ``trainer.ema_decay``: ``ema ← d · ema + (1 − d) · w`` after every optimizer step (Polyak averaging);
   buffers are copied. Verification uses the EMA backbone, and checkpoints store it as ``backbone.*``
   (what inference loads) with the raw weights as ``raw_backbone.*`` (what resuming loads).
@@ -109,8 +113,16 @@ class FaceRecognitionModule(L.LightningModule):
         fn = self._backbone_fn or self.backbone
         if self.current_epoch < self.freeze_epochs:
             self.backbone.eval()
+            trunk, neck = getattr(self.backbone, "trunk", None), getattr(self.backbone, "neck", None)
+            if trunk is None or neck is None:
+                with torch.no_grad():
+                    return fn(x).detach()
             with torch.no_grad():
-                return fn(x).detach()
+                feats = trunk(x)
+            # The neck is new (never pretrained): frozen at its random initialisation it would hand
+            # the head a fixed random projection of the trunk's features for the whole warm-up.
+            neck.train()
+            return neck(feats)
         self.backbone.train()
         return fn(x)
 
@@ -159,9 +171,12 @@ class FaceRecognitionModule(L.LightningModule):
             loss = self.pfc(emb, labels)
             acc = None
         else:
-            logits = self.head(emb, labels)
+            logits, cos = self.head.logits_and_cosine(emb, labels)
             loss = self.head.loss_from_logits(logits, labels)
-            acc = (logits.argmax(1) == labels).float().mean()
+            # Nearest centre by plain cosine: the margin lowers the target logit on purpose, so the
+            # argmax of the logits reads 0 while cos(θ_y + m) < max cos θ_j, even when every sample
+            # already lies nearest its own class centre.
+            acc = (cos.detach().argmax(1) == labels).float().mean()
         if not torch.isfinite(loss):
             raise FaceforgeError(
                 f"training loss became {loss.item()} at step {self.global_step}; lower optimizer.lr "

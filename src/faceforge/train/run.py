@@ -362,6 +362,11 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         p, k = dm.pk
         print(f"sampler: {p} classes x {k} images = {p * k} per batch and device", flush=True)
     module = FaceRecognitionModule(cfg, dm.num_classes)
+    if rank0 and module.freeze_epochs > 0:
+        what = "backbone"
+        if hasattr(module.backbone, "trunk") and hasattr(module.backbone, "neck"):
+            what = "backbone trunk (its embedding neck trains with the head)"
+        print(f"warm-up: {what} frozen for the first {module.freeze_epochs} epoch(s)", flush=True)
     val = dm.val_sets()
     rcfg = cfg["validation"]["retrieval"]
     retrieval_data = dm.retrieval_data(rcfg["split"]) if rcfg is not None else None
