@@ -28,7 +28,6 @@ __all__ = [
     "note",
     "note_skipped",
     "positive_count",
-    "positive_int",
     "print_result",
     "show_progress",
 ]
@@ -130,17 +129,6 @@ def load_recognizer(args: argparse.Namespace, model: str | None = None) -> Any:
     return rec
 
 
-def positive_int(v: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
-    return n
-
-
 def add_recognizer_options(p: argparse.ArgumentParser, required: bool = True, threshold: bool = True) -> None:
     """``--model`` and friends, the detector options, ``--json``; ``--threshold/--far`` where they decide."""
     add_model_options(p, required, "" if required else "default: the gallery's model")
@@ -163,7 +151,7 @@ def add_workers_option(p: argparse.ArgumentParser) -> None:
     """``--workers N``: threads of the pipelined embedding path."""
     p.add_argument(
         "--workers",
-        type=positive_int,
+        type=positive_count,
         default=2,
         help="threads that decode, detect and align ahead of the batched model (default 2)",
     )

@@ -10,6 +10,7 @@ Both paths decode the same per-image outputs, so their faces are the same.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,13 +127,13 @@ class OnnxDetector(Detector):
         return list(self.session.get_providers())
 
     # ---------------------------------------------------------------- backend hooks
+    @abstractmethod
     def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, Any]:
         """The network input ``[3, H, W]`` float32 for ``rgb`` and what :meth:`_decode` needs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _decode(self, outs: list[np.ndarray], meta: Any) -> list[Face]:
         """Faces from one image's outputs (each with a leading batch dimension of 1)."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- running
     def _canvas(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
