@@ -173,26 +173,24 @@ def note_skipped(args: argparse.Namespace, skipped: list[dict]) -> None:
             print(f"  {s['file']}: {s['reason']}", file=sys.stderr)
 
 
-def positive_count(v: str) -> int:
-    """argparse type: an integer >= 1 (``'x' is not an integer`` / ``0 must be >= 1``)."""
+def _count(v: str, minimum: int) -> int:
     try:
         n = int(v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} must be >= 1")
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"{n} must be >= {minimum}")
     return n
+
+
+def positive_count(v: str) -> int:
+    """argparse type: an integer >= 1 (``'x' is not an integer`` / ``0 must be >= 1``)."""
+    return _count(v, 1)
 
 
 def non_negative_count(v: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n} must be >= 0")
-    return n
+    return _count(v, 0)
 
 
 def action_group(

@@ -265,7 +265,33 @@ def load_verification_set(path: Path, size: int) -> PairImages:
     return load_pair_images(read_pairs(path), size)
 
 
-class ResumableSampler(Sampler):
+class _EpochPosition(Sampler):
+    """Where a resumable sampler stands: the epoch (``set_epoch``) and the first step to yield.
+
+    Subclasses set ``global_batch`` (images per optimizer step over all ranks) and ``num_batches``
+    (steps per epoch); a run resumed mid-epoch continues with the very next step.
+    """
+
+    global_batch: int
+    num_batches: int
+    epoch: int = 0
+    resume_epoch: int = -1
+    start_batch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the batches of ``epoch`` (Lightning calls this before each epoch)."""
+        self.epoch = int(epoch)
+
+    def resume(self, epoch: int, consumed_samples: int) -> None:
+        """Skip the first ``consumed_samples`` images of ``epoch`` (rounded down to whole steps)."""
+        start = consumed_samples // self.global_batch
+        if start >= self.num_batches:  # saved at the end of the epoch: the next one starts afresh
+            epoch, start = epoch + 1, 0
+        self.epoch = self.resume_epoch = int(epoch)
+        self.start_batch = int(start)
+
+
+class ResumableSampler(_EpochPosition):
     """Seeded per-epoch permutation, sharded over ranks by global batch, that can start mid-epoch.
 
     Args:
@@ -300,18 +326,6 @@ class ResumableSampler(Sampler):
         self.resume_epoch = -1
         self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch`` (Lightning calls this before each epoch)."""
-        self.epoch = int(epoch)
-
-    def resume(self, epoch: int, consumed_samples: int) -> None:
-        """Skip the first ``consumed_samples`` images of ``epoch`` (rounded down to whole global batches)."""
-        start = consumed_samples // self.global_batch
-        if start >= self.num_batches:  # saved at the end of the epoch: the next one starts afresh
-            epoch, start = epoch + 1, 0
-        self.epoch = self.resume_epoch = int(epoch)
-        self.start_batch = int(start)
-
     def __len__(self) -> int:
         # A full epoch, also when resuming: Lightning counts the batches already done itself.
         return self.num_batches * self.batch_size
@@ -327,7 +341,7 @@ class ResumableSampler(Sampler):
                 yield (i, (self.seed * 1_000_003 + self.epoch) * 2_654_435_761 + i) if self.with_seed else i
 
 
-class ResumablePKSampler(Sampler):
+class ResumablePKSampler(_EpochPosition):
     """P×K batches (:class:`~faceforge.data.samplers.PKBatchSampler`) that can start mid-epoch.
 
     The epoch's batches are a function of ``(seed, epoch)``; step ``s`` of rank ``r`` is batch
@@ -358,23 +372,11 @@ class ResumablePKSampler(Sampler):
         self.resume_epoch = -1
         self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the batches of ``epoch`` (Lightning calls this before each epoch)."""
-        self.epoch = int(epoch)
-
     @property
     def sampler(self) -> ResumablePKSampler:
         """Itself: Lightning calls ``set_epoch`` on ``loader.batch_sampler.sampler`` (not on the batch
         sampler), so without this every epoch would repeat the batches of epoch 0."""
         return self
-
-    def resume(self, epoch: int, consumed_samples: int) -> None:
-        """Skip the first ``consumed_samples`` images of ``epoch`` (rounded down to whole steps)."""
-        start = consumed_samples // self.global_batch
-        if start >= self.num_batches:  # saved at the end of the epoch: the next one starts afresh
-            epoch, start = epoch + 1, 0
-        self.epoch = self.resume_epoch = int(epoch)
-        self.start_batch = int(start)
 
     def __len__(self) -> int:
         # A full epoch, also when resuming: Lightning counts the batches already done itself.
