@@ -5,6 +5,7 @@ without the training extra (Lightning, timm, TensorBoard, matplotlib, jsonargpar
 from __future__ import annotations
 
 import email.parser
+import importlib.metadata
 import importlib.util
 import json
 import shutil
@@ -254,3 +255,93 @@ def test_version_from_a_source_tree(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     monkeypatch.setattr(importlib.metadata, "version", nowhere)
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"faceforge {faceforge.__version__}\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# the wheel in a clean venv (the CI step of issue #17)
+
+
+def _core_closure() -> list[importlib.metadata.Distribution]:
+    """The installed distributions the core requirements pull in, transitively (no extras)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo, seen, out = sorted(CORE), set(), []
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an optional platform dependency this machine does not have
+        out.append(dist)
+        for spec in dist.requires or []:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return out
+
+
+def _link_core_dependencies(dest: Path) -> None:
+    """Symlink the top-level files of the core closure into ``dest``: the venv sees these and nothing else
+    of this environment (installing PyTorch afresh is ~3 GB and minutes: ``make dist-check`` does that)."""
+    dest.mkdir()
+    for dist in _core_closure():
+        for f in dist.files or []:
+            top = f.parts[0]
+            if top == ".." or top == "__pycache__":
+                continue  # console scripts, headers outside site-packages
+            src = Path(dist.locate_file(top))
+            if src.exists() and not (dest / top).exists():
+                (dest / top).symlink_to(src, target_is_directory=src.is_dir())
+
+
+@pytest.mark.slow  # installs the wheel (~3 s) and runs `models list` in a fresh interpreter (~15-35 s)
+def test_wheel_installs_into_a_clean_venv_and_runs(dists: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import sysconfig
+    import venv
+
+    root = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(root)
+    py = root / "bin" / "python"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
+         str(dists["wheel"])],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    )  # fmt: skip
+    assert site.is_dir() and site != Path(sysconfig.get_paths()["purelib"])
+    _link_core_dependencies(tmp_path / "core")
+    (site / "_faceforge_core_deps.pth").write_text(str(tmp_path / "core") + "\n")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(OMP_NUM_THREADS="1", FACEFORGE_HOME=str(tmp_path / "home"))
+    probe = (
+        "import importlib.util, json, faceforge; "
+        "print(json.dumps({'file': faceforge.__file__, "
+        f"'extra': [m for m in {list(TRAINING_MODULES)!r} if importlib.util.find_spec(m)]}})"
+        ")"
+    )
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+
+    where = json.loads(run(str(py), "-c", probe).stdout)
+    assert Path(where["file"]).resolve().is_relative_to(site.resolve()), where  # the wheel, not src/
+    assert where["extra"] == [], where  # a clean venv: no module of the train extra is importable
+    cli = root / "bin" / "faceforge"
+    version = run(str(cli), "--version")
+    assert (version.returncode, version.stdout) == (0, f"faceforge {faceforge.__version__}\n"), version.stderr
+    listed = run(str(cli), "models", "list")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    names = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    assert {"iresnet50", "mobilefacenet", "ghostfacenetv1"} <= names, listed.stdout[:2000]

@@ -205,7 +205,7 @@ def test_report_files(tmp_path, data):
     assert first["file"] == qp[i] and first["true"] == f"c{ql[i]}" and first["predicted"] != first["true"]
     assert first["neighbours"][0]["file"] == gp[res.neighbour_indices[i, 0]]
     assert first["neighbours"][0]["score"] == pytest.approx(float(res.neighbour_scores[i, 0]), abs=1e-5)
-    md = paths["markdown"].read_text()
+    md = paths["md"].read_text()
     assert "Misclassified" in md and "c0" in md and qp[i] in md
     assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "R@5 (%)" in format_classify(res)

@@ -109,3 +109,32 @@ def test_plot_roc_errors(tmp_path):
         plot_roc({"paper": BASELINE}, tmp_path / "roc.png")
     with pytest.raises(FaceforgeError, match=r"roc\.jpg"):
         plot_roc({"a": _evaluated(4)}, tmp_path / "roc.jpg")
+
+
+def test_reports_without_matplotlib_keep_their_tables(tmp_path, monkeypatch):
+    """matplotlib is of the ``train`` extra: without it a report has its JSON and Markdown and says, in one
+    line, which plots were left out and how to get them (no ImportError, no stale PNG)."""
+    import sys
+
+    from faceforge.eval.classify import classify_by_retrieval, write_classify_report
+    from faceforge.eval.report import plots_unavailable, write_report
+
+    res = _evaluated(0)
+    assert plots_unavailable() is None  # the dev install has matplotlib: both branches are exercised
+    with_plots = write_report({"syn": res}, tmp_path / "a")
+    assert {"json", "md", "png", "det"} <= set(with_plots)
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import machinery: "not installed"
+    assert "pip install" in plots_unavailable()
+    paths = write_report({"syn": res}, tmp_path / "b")
+    assert set(paths) == {"json", "md"} and not (tmp_path / "b" / "roc.png").exists()
+    md = paths["md"].read_text()
+    assert "ROC and DET plots omitted: matplotlib is not installed" in md and "![ROC]" not in md
+    assert "syn" in md and json.loads(paths["json"].read_text())["syn"]["accuracy"] == res["accuracy"]
+
+    rng = np.random.default_rng(0)
+    g, q = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)
+    cres = classify_by_retrieval(g, np.arange(40) % 4, q, np.arange(20) % 4, k=3)
+    cpaths = write_classify_report(cres, tmp_path / "c")
+    assert set(cpaths) == {"json", "md"} and not (tmp_path / "c" / "confusion.png").exists()
+    assert "Confusion-matrix plot omitted: matplotlib is not installed" in cpaths["md"].read_text()

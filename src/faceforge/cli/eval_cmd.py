@@ -229,7 +229,7 @@ def run_classify(args: argparse.Namespace) -> int:
         note(args, f"note: {len(miss)} query class(es) have no gallery image and cannot be predicted: "
              + ", ".join(miss[:5]))  # fmt: skip
     rep = write_report({row_name: row}, out, merge=not args.fresh)
-    print(f"classify report: {paths['markdown']}  ({paths['json'].name}, {paths['confusion'].name})")
+    print("classify " + ev.paths_line(paths))
     print(ev.paths_line(rep))
     return 0
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.eval.report import plots_unavailable
 from faceforge.eval.retrieval import _to_numpy, knn_search, resolve_index, retrieval_with_neighbours
 from faceforge.fileio import atomic_write_bytes
 
@@ -506,7 +507,7 @@ def write_classify_report(
         data.update(_finite(extra))
     paths = {
         "json": out / "classify.json",
-        "markdown": out / "classify.md",
+        "md": out / "classify.md",
         "confusion": out / "confusion.png",
     }
     atomic_write_bytes(paths["json"], (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
@@ -522,7 +523,12 @@ def write_classify_report(
         if m["support"] or m["precision"]:
             cells = [name.replace("|", "\\|"), _pct(m["precision"]), _pct(m["recall"]), _pct(m["f1"])]
             md.append("| " + " | ".join(cells) + f" | {m['support']} |")
-    md += ["", "![confusion matrix](confusion.png)", ""]
+    no_plots = plots_unavailable()
+    if no_plots:
+        del paths["confusion"]
+        md += ["", f"Confusion-matrix plot omitted: {no_plots}", ""]
+    else:
+        md += ["", "![confusion matrix](confusion.png)", ""]
     if mis:
         md += [f"## Misclassified queries ({min(len(mis), 50)} most confident of {n_wrong})", ""]
         md += [
@@ -535,8 +541,9 @@ def write_classify_report(
             q = r.get("file", f"#{r['index']}")
             md.append(f"| {q} | {r['true']} | {r['predicted']} | {nb} |".replace("\n", " "))
         md.append("")
-    atomic_write_bytes(paths["markdown"], "\n".join(md).encode())
-    plot_confusion(result, paths["confusion"])
+    atomic_write_bytes(paths["md"], "\n".join(md).encode())
+    if "confusion" in paths:
+        plot_confusion(result, paths["confusion"])
     return paths
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "format_table",
     "plot_det",
     "plot_roc",
+    "plots_unavailable",
     "read_report",
     "split_rows",
     "to_markdown",
@@ -354,6 +355,18 @@ def write_json(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path
     return path
 
 
+def plots_unavailable() -> str | None:
+    """Why PNG plots cannot be drawn here (matplotlib, of the ``train`` extra, missing), else ``None``.
+
+    Reports then carry their tables and say in one line which plots were left out and how to get them.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return 'matplotlib is not installed (pip install "faceforge[train]" or pip install matplotlib)'
+    return None
+
+
 def plot_roc(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Plot each entry's ROC (TAR vs log-scale FAR, all pairs) to a PNG; entries without one are skipped."""
     # Figure + FigureCanvasAgg instead of pyplot: no global backend switch, safe in servers and threads.
@@ -491,7 +504,10 @@ def write_report(
     cal = data.get("calibration")
     if isinstance(cal, dict):
         md += ["", "## Calibration", "", calibration_text(cal)]
-    if curves:
+    no_plots = plots_unavailable() if curves else None
+    if no_plots:
+        md += ["", f"ROC and DET plots omitted: {no_plots}"]
+    elif curves:
         paths["png"] = plot_roc(curves, out / "roc.png")
         md += ["", "![ROC](roc.png)"]
         try:
