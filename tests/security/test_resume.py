@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from faceforge.train.callbacks import AtomicCheckpointIO, clean_stale_temps
+from faceforge.train._lightning import AtomicCheckpointIO
+from faceforge.train.callbacks import clean_stale_temps
 from faceforge.train.run import check_resume_checkpoint, pick_resume_checkpoint
 
 ARGS = [

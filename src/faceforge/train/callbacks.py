@@ -14,41 +14,14 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from faceforge.errors import FaceforgeError
 from faceforge.eval.calibration import calibration_from_result
 from faceforge.eval.verification import PairImages, embed_images, evaluate_model
-from faceforge.fileio import fsync_dir
+from faceforge.train._lightning import is_last_batch
 
 #: the temporary name of a checkpoint being written (``.last.ckpt.tmp<pid>``); see clean_stale_temps
 TMP_PATTERN = re.compile(r"^\..+\.tmp\d+$")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file, fsync it, rename it into place, fsync the folder.
-
-    A crash (or SIGKILL, or a power cut) during a save then leaves the previous checkpoint intact
-    instead of a truncated file that the next ``--resume`` would choke on; a temporary file such a
-    kill leaves behind is removed when the next run starts (:func:`clean_stale_temps`).
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        fsync_dir(path.parent)
 
 
 def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
@@ -359,9 +332,7 @@ class ResumeCheckpoint(Checkpoint):
     ) -> None:
         # Only right after an optimizer step: a checkpoint between accumulated micro-batches would
         # lose the gradients summed so far.
-        if (batch_idx + 1) % max(
-            1, trainer.accumulate_grad_batches
-        ) and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if (batch_idx + 1) % max(1, trainer.accumulate_grad_batches) and not is_last_batch(trainer):
             return
         step = trainer.global_step
         due = self.every_n_steps > 0 and step % self.every_n_steps == 0

@@ -22,6 +22,7 @@ from faceforge.data.pairs import read_pairs
 from faceforge.data.samplers import PKBatchSampler
 from faceforge.errors import FaceforgeError
 from faceforge.eval.verification import PairImages, load_pair_images
+from faceforge.train._lightning import batches_processed
 
 
 def resolve(root: str | Path, rel: str | None) -> Path | None:
@@ -232,7 +233,7 @@ class FaceDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None or getattr(self, "sampler", None) is None:
             return {}
-        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        done = batches_processed(trainer)
         return {
             "epoch": int(trainer.current_epoch),
             "batches_done": done,

@@ -36,6 +36,7 @@ from faceforge.heads import create_head
 from faceforge.heads.partial_fc import PartialFC, ddp_ignore_partial_fc
 from faceforge.models.build import build_backbone
 from faceforge.models.face_cfg import FaceConfig, preprocess
+from faceforge.train._lightning import shift_batch_progress
 from faceforge.train.config import resolve_monitor
 from faceforge.train.optim import build_optimizer, lr_factor, param_groups
 
@@ -379,10 +380,4 @@ def _rescale_progress(checkpoint: dict[str, Any], trainer: L.Trainer) -> None:
     old_done = int(dm_state["batches_done"])
     new_done = int(dm_state["consumed_samples"]) // new_gb
     delta = new_done - old_done
-    try:
-        bp = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
-    except KeyError:
-        return
-    for part in ("total", "current"):
-        for f in ("ready", "started", "processed", "completed"):
-            bp[part][f] = max(0, int(bp[part][f]) + delta)
+    shift_batch_progress(checkpoint, delta)

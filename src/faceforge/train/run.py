@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,30 +53,11 @@ def make_run_dir(cfg: dict[str, Any]) -> Path:
     return run
 
 
-def _quiet_lightning() -> None:
-    # Lightning's tips ("consider num_workers", "GPU available but not used") are noise for a CLI.
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.pytorch.accelerators.cuda",
-        "lightning.fabric",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.*treespec.*")
-    # The data module restores the sampler position itself (Lightning cannot see that).
-    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
-    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-
-
 def env_rank() -> int:
     """Global rank of this process from the launcher's environment (0 outside distributed launches)."""
-    from lightning.pytorch.utilities import rank_zero_only
+    from faceforge.train._lightning import rank
 
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
+    return rank()
 
 
 def find_resume_checkpoint(cfg: dict[str, Any]) -> Path | None:
@@ -158,13 +137,17 @@ def pick_resume_checkpoint(cfg: dict[str, Any]) -> tuple[Path | None, list[tuple
 def resolve_run_dir(cfg: dict[str, Any], resume: Path | None) -> Path:
     """Where this run writes: explicit ``run_dir``, the launcher's shared choice, the resumed run, or new.
 
-    Every process of a distributed job must agree: processes started by Lightning inherit
-    ``FACEFORGE_RUN_DIR`` from rank 0; torchrun/SLURM jobs derive it from the job id.
+    Every process of a distributed job must agree: processes started by Lightning receive rank 0's
+    folder (:class:`~faceforge.train._lightning.LaunchHandover`); torchrun/SLURM jobs derive it
+    from the job id.
     """
+    from faceforge.train._lightning import LaunchHandover
+
+    handed = LaunchHandover.inherited()
     if cfg.get("run_dir"):
         run = Path(cfg["run_dir"])
-    elif os.environ.get("FACEFORGE_RUN_DIR"):
-        run = Path(os.environ["FACEFORGE_RUN_DIR"])
+    elif handed is not None:
+        run = handed[0]
     elif resume is not None and resume.parent.name == "checkpoints":
         run = resume.parent.parent
     elif os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
@@ -283,21 +266,13 @@ def _is_retrieval_metric(name: str) -> bool:
 
 def trained_epochs(path: Path) -> tuple[int, bool]:
     """``(whole epochs completed, whether a further epoch was started)`` of a training checkpoint."""
+    from faceforge.train._lightning import checkpoint_epochs
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        ep = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]
-        bp = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]
-    except (KeyError, TypeError):
-        return int(ckpt.get("epoch", 0)), False
-    done = int(ep["completed"])
-    in_epoch = int(bp["current"]["completed"])
-    if int(ep["processed"]) > done and bool(bp.get("is_last_batch")):
-        # Saved in on_train_epoch_end: the epoch ran all its batches but is not counted yet.
-        return int(ep["processed"]), False
-    return done, in_epoch > 0
+    return checkpoint_epochs(ckpt)
 
 
 def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
@@ -309,8 +284,8 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     """
     import lightning as L
 
+    from faceforge.train._lightning import AtomicCheckpointIO, LaunchHandover, quiet_lightning
     from faceforge.train.callbacks import (
-        AtomicCheckpointIO,
         EpochSummary,
         ResumeCheckpoint,
         RetrievalCallback,
@@ -321,7 +296,7 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     from faceforge.train.module import FaceRecognitionModule
     from faceforge.train.presets import apply_preset
 
-    _quiet_lightning()
+    quiet_lightning()
     validate_components(cfg)
     cfg = copy.deepcopy(cfg)
     tcfg = cfg["trainer"]
@@ -331,8 +306,9 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     preset = apply_preset(cfg)
     if rank0:
         print(preset.summary, flush=True)
-    if os.environ.get("FACEFORGE_RESUME"):  # chosen by rank 0 for the processes it launched
-        resume, skipped = Path(os.environ["FACEFORGE_RESUME"]), []
+    handed = LaunchHandover.inherited()
+    if handed is not None:  # chosen by rank 0 for the processes it launched
+        resume, skipped = handed[1], []
     else:
         resume, skipped = pick_resume_checkpoint(cfg)
     if rank0 and cfg.get("resume") is not None:
@@ -432,18 +408,8 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         # The data module's sampler shards by rank itself (and can resume mid-epoch).
         use_distributed_sampler=False,
     )
-    saved_env = {k: os.environ.get(k) for k in ("FACEFORGE_RUN_DIR", "FACEFORGE_RESUME")}
-    os.environ["FACEFORGE_RUN_DIR"] = str(run_dir)
-    if resume is not None:
-        os.environ["FACEFORGE_RESUME"] = str(resume)
-    try:
+    with LaunchHandover.publish(run_dir, resume):
         trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
     last = ckpt_dir / "last.ckpt"
     best = ckpt_dir / "best.ckpt"

@@ -1,0 +1,191 @@
+"""Everything faceforge knows about Lightning's internals, in one place (tested with Lightning 2.6).
+
+The rest of ``faceforge.train`` uses Lightning's public classes (``LightningModule``, callbacks,
+``Trainer``); what depends on a minor version lives here: the layout of a checkpoint's ``"loops"``
+state and the trainer's batch counters, the warning texts that are noise for a CLI, the atomic
+checkpoint writer, and the hand-over from a rank-0 process to the processes Lightning launches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from faceforge.fileio import fsync_dir
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "LaunchHandover",
+    "batches_processed",
+    "checkpoint_epochs",
+    "is_last_batch",
+    "quiet_lightning",
+    "rank",
+    "shift_batch_progress",
+]
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's tips and the warnings that do not apply to how faceforge drives it."""
+    # ("consider num_workers", "GPU available but not used") are noise for a CLI.
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for text in (
+        "does not have many workers",
+        "LeafSpec",
+        "isinstance.*treespec",
+        # The data module restores the sampler position itself (Lightning cannot see that).
+        "dataloader is not resumable",
+        "sync_dist=True",
+        "exists and is not empty",
+        "all_gather is deprecated",
+        "smaller than the logging interval",
+    ):
+        warnings.filterwarnings("ignore", message=f".*{text}.*")
+
+
+def rank() -> int:
+    """Global rank of this process from the launcher's environment (0 outside distributed launches)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+# ---------------------------------------------------------------------------- progress counters
+
+
+def batches_processed(trainer: Any) -> int:
+    """Batches of the current epoch the trainer has processed (what a mid-epoch resume skips)."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+
+def is_last_batch(trainer: Any) -> bool:
+    """Whether the batch being finished is the epoch's last."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
+def _fit_loop(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        loop = checkpoint["loops"]["fit_loop"]
+        return loop if isinstance(loop, dict) else None
+    except (KeyError, TypeError):
+        return None
+
+
+def checkpoint_epochs(checkpoint: dict[str, Any]) -> tuple[int, bool]:
+    """``(whole epochs completed, whether a further epoch was started)`` of a loaded checkpoint dict."""
+    loop = _fit_loop(checkpoint)
+    try:
+        ep = loop["epoch_progress"]["current"]  # type: ignore[index]
+        bp = loop["epoch_loop.batch_progress"]  # type: ignore[index]
+        done, in_epoch = int(ep["completed"]), int(bp["current"]["completed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", 0)), False
+    if int(ep["processed"]) > done and bool(bp.get("is_last_batch")):
+        # Saved in on_train_epoch_end: the epoch ran all its batches but is not counted yet.
+        return int(ep["processed"]), False
+    return done, in_epoch > 0
+
+
+def shift_batch_progress(checkpoint: dict[str, Any], delta: int) -> bool:
+    """Move the current epoch's batch counters of a checkpoint by ``delta`` (never below 0).
+
+    Used when a run resumes with another global batch: the same images are another number of
+    batches. Returns False when the checkpoint has no such counters.
+    """
+    loop = _fit_loop(checkpoint)
+    bp = loop.get("epoch_loop.batch_progress") if loop else None
+    if not isinstance(bp, dict):
+        return False
+    for part in ("total", "current"):
+        for f in ("ready", "started", "processed", "completed"):
+            bp[part][f] = max(0, int(bp[part][f]) + delta)
+    return True
+
+
+# ---------------------------------------------------------------------------- checkpoint files
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file, fsync it, rename it into place, fsync the folder.
+
+    A crash (or SIGKILL, or a power cut) during a save then leaves the previous checkpoint intact
+    instead of a truncated file that the next ``--resume`` would choke on; a temporary file such a
+    kill leaves behind is removed when the next run starts (``callbacks.clean_stale_temps``).
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        fsync_dir(path.parent)
+
+
+# ---------------------------------------------------------------------------- launched processes
+
+
+class LaunchHandover:
+    """What rank 0 decided (run directory, checkpoint to resume) for the processes Lightning starts.
+
+    With ``strategy: ddp`` on one machine Lightning's subprocess launcher re-executes the same command
+    line for ranks 1..N-1 and hands them nothing but its environment, so rank 0's decisions (a
+    timestamped run folder, the newest loadable ``last.ckpt``) travel as one JSON value in
+    :data:`VARIABLE`, set only for the duration of ``trainer.fit``. A process reads it with
+    :meth:`inherited`; torchrun and SLURM launches do not use it (every rank derives the folder from
+    the job id).
+    """
+
+    VARIABLE = "FACEFORGE_LAUNCH"
+
+    @classmethod
+    @contextlib.contextmanager
+    def publish(cls, run_dir: Path, resume: Path | None) -> Iterator[None]:
+        """Make the decision visible to processes started inside the ``with`` block."""
+        saved = os.environ.get(cls.VARIABLE)
+        os.environ[cls.VARIABLE] = json.dumps(
+            {"run_dir": str(run_dir), "resume": None if resume is None else str(resume)}
+        )
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(cls.VARIABLE, None)
+            else:
+                os.environ[cls.VARIABLE] = saved
+
+    @classmethod
+    def inherited(cls) -> tuple[Path, Path | None] | None:
+        """``(run_dir, resume)`` published by the process that launched this one, else ``None``."""
+        raw = os.environ.get(cls.VARIABLE)
+        if not raw:
+            return None
+        try:
+            d = json.loads(raw)
+            run_dir, resume = Path(d["run_dir"]), d.get("resume")
+        except (ValueError, KeyError, TypeError):
+            return None  # not ours to trust: decide afresh
+        return run_dir, None if resume is None else Path(resume)
