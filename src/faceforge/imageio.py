@@ -44,6 +44,7 @@ from faceforge.errors import FaceforgeError, ImageDecodeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
     "IMAGE_FORMATS",
     "ImageHeader",
     "ImageTooLargeError",
@@ -52,6 +53,8 @@ __all__ = [
     "decode_image",
     "decode_image_scaled",
     "default_max_pixels",
+    "is_image_name",
+    "list_images",
     "probe",
     "release_memory",
     "to_rgb_uint8",
@@ -62,6 +65,9 @@ DEFAULT_MAX_PIXELS = 120_000_000
 ENV_MAX_PIXELS = "FACEFORGE_MAX_IMAGE_PIXELS"
 #: PIL formats decoded from untrusted bytes (MPO: the JPEG variant many phones write)
 IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+#: the file endings every folder reader takes as images (the formats above; one list for training,
+#: evaluation, alignment and inference)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 #: bytes per pixel of each PIL mode while decoding (the decoded buffer itself)
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2,
                "I;16N": 2, "RGB": 4, "YCbCr": 4, "LAB": 4, "HSV": 4, "RGBA": 4, "RGBa": 4, "RGBX": 4,
@@ -101,6 +107,32 @@ def default_max_pixels() -> int:
     if v < 1:
         raise FaceforgeError(f"environment {ENV_MAX_PIXELS}={raw!r}: expected a positive pixel count")
     return v
+
+
+def is_image_name(name: str | os.PathLike[str]) -> bool:
+    """Whether a file name has an image ending and is not hidden (``._x.jpg``: macOS resource forks)."""
+    base = os.path.basename(os.fspath(name))
+    return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
+    """The image files in ``folder`` (below it with ``recursive``), sorted; hidden ones left out.
+
+    The one folder scanner of the package: every reader of a folder of pictures lists it here.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FaceforgeError(f"{root} is not a folder (expected a folder of images)")
+    if recursive:
+        found = (
+            Path(dp) / f
+            for dp, dirs, fs in os.walk(root)
+            for f in fs
+            if is_image_name(f) and not any(part.startswith(".") for part in Path(dp).relative_to(root).parts)
+        )
+    else:
+        found = (Path(e.path) for e in os.scandir(root) if e.is_file() and is_image_name(e.name))
+    return sorted(p for p in found if p.is_file())
 
 
 def _describe(src: Any, source: str | None) -> str:

@@ -269,9 +269,9 @@ def test_lowres_and_super_resolution(synth_data, tmp_path, monkeypatch, ckpt_fac
 def test_retrieval_folders_match_brute_force(synth_data) -> None:
     model = ModelInfo(_color_embed, 32, "RGB", "")
     res = evaluate_retrieval_folders(model, split=synth_data / "test", flip="none", ks=(1, 5))
-    from faceforge.data.folder import decode_image, scan_folder
+    from faceforge.data.folder import decode_image, image_folder_samples
 
-    _, samples = scan_folder(synth_data / "test")
+    _, samples = image_folder_samples(synth_data / "test")
     x = torch.from_numpy(np.stack([decode_image(p, 32) for p, _ in samples])).permute(0, 3, 1, 2)
     e = _color_embed(x).numpy()
     e /= np.linalg.norm(e, axis=1, keepdims=True)

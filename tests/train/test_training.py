@@ -202,10 +202,10 @@ def test_verification_every_n_steps_drives_best_checkpoint(tiny_data, tmp_path, 
 @pytest.mark.slow  # trains a model
 def test_truncated_recordio_trains_and_counts(tiny_data, tmp_path) -> None:
     """A .rec cut short mid-record: training goes on and the lost records are counted."""
-    from faceforge.data.folder import scan_folder
+    from faceforge.data.folder import image_folder_samples
     from faceforge.data.recordio import write_face_rec
 
-    classes, samples = scan_folder(tiny_data / "train")
+    classes, samples = image_folder_samples(tiny_data / "train")
     rec = tmp_path / "train.rec"
     write_face_rec(rec, [(label, Path(p).read_bytes()) for p, label in samples], num_classes=len(classes))
     data = rec.read_bytes()

@@ -61,15 +61,13 @@ def draw_faces(rgb: np.ndarray, faces: list) -> np.ndarray:
 
 def expand_image_inputs(items: list[str]) -> list[str]:
     """Image paths: files as given, folders expanded to the images under them (sorted)."""
-    from faceforge.align.io import IMAGE_EXTENSIONS
+    from faceforge.imageio import IMAGE_EXTENSIONS, list_images
 
     out: list[str] = []
     for raw in items:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(
-                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = [str(f) for f in list_images(p)]
             if not found:
                 raise FaceforgeError(
                     f"folder {p} holds no image (expected files ending in {', '.join(IMAGE_EXTENSIONS)})"

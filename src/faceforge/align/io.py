@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from faceforge.errors import FaceforgeError
-from faceforge.imageio import decode_image
+from faceforge.imageio import IMAGE_EXTENSIONS, decode_image
 
 __all__ = ["IMAGE_EXTENSIONS", "read_image"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from faceforge import imageio
 from faceforge.errors import FaceforgeError
-from faceforge.imageio import check_encoded
+from faceforge.imageio import IMAGE_EXTENSIONS, check_encoded, list_images
 
 log = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: formats decoded with the inference decoder (PIL) rather than OpenCV
+_PIL_ONLY_FORMATS = ("GIF",)
 #: images above this many pixels are decoded at a reduced scale when the output size allows
 _REDUCE_ABOVE = 16_000_000
 
@@ -59,9 +61,14 @@ def decode_image(
             if min(header.width, header.height) // r >= size:
                 flag = f
                 break
-    img = cv2.imdecode(buf, flag)
+    # OpenCV decodes JPEG/PNG/WebP/TIFF/BMP/PNM to the very pixels PIL gives inference (tested); its GIF
+    # decoder maps palette colours differently (up to 51 levels off), and older builds read no GIF.
+    img = None if header.format in _PIL_ONLY_FORMATS else cv2.imdecode(buf, flag)
     if img is None:
-        return None
+        try:
+            img = cv2.cvtColor(imageio.decode_image(data, source=os.fspath(path)), cv2.COLOR_RGB2BGR)
+        except FaceforgeError:
+            return None
     if size is not None and img.shape[:2] != (size, size):
         h, w = img.shape[:2]
         if crop and h != w:
@@ -78,7 +85,7 @@ def decode_image(
     return img
 
 
-def scan_folder(root: str | os.PathLike[str]) -> tuple[list[str], list[tuple[str, int]]]:
+def image_folder_samples(root: str | os.PathLike[str]) -> tuple[list[str], list[tuple[str, int]]]:
     """Class names (sorted sub-folders) and ``(path, label)`` samples of an ImageFolder tree."""
     root = Path(root)
     if not root.is_dir():
@@ -86,16 +93,17 @@ def scan_folder(root: str | os.PathLike[str]) -> tuple[list[str], list[tuple[str
             f"data directory {root} does not exist "
             "(expected an ImageFolder: one sub-folder of images per identity)"
         )
-    classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    classes = sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise FaceforgeError(
             f"data directory {root} has no identity sub-folders (expected ROOT/<identity>/<image>)"
         )
-    samples = []
-    for label, name in enumerate(classes):
-        for f in sorted(os.scandir(root / name), key=lambda e: e.name):
-            if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS):
-                samples.append((f.path, label))
+    # Every sub-folder is a class, even an empty one: labels stay those of the folder names.
+    samples = [
+        (str(f), label)
+        for label, name in enumerate(classes)
+        for f in list_images(root / name, recursive=False)
+    ]
     if not samples:
         raise FaceforgeError(
             f"data directory {root} has identity folders but no images ({', '.join(IMAGE_EXTENSIONS)})"
@@ -196,6 +204,6 @@ class ImageFolderDataset(FileListDataset):
     sorted sub-folders); ``size`` and ``cache`` as there."""
 
     def __init__(self, root: str | os.PathLike[str], size: int = 112, cache: bool = False) -> None:
-        classes, samples = scan_folder(root)
+        classes, samples = image_folder_samples(root)
         super().__init__(samples, size, cache, classes)
         self.root = Path(root)

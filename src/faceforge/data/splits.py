@@ -25,7 +25,7 @@ import numpy as np
 
 from faceforge.errors import FaceforgeError, did_you_mean
 from faceforge.fileio import atomic_write_bytes
-from faceforge.imageio import default_max_pixels, probe
+from faceforge.imageio import IMAGE_EXTENSIONS, default_max_pixels, is_image_name, probe
 
 __all__ = [
     "IMAGE_EXTS",
@@ -40,7 +40,7 @@ __all__ = [
     "scan_folder",
 ]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTS = IMAGE_EXTENSIONS  # the package's one list (faceforge.imageio)
 SPLIT_NAMES = ("train", "val", "test")
 LAYOUTS = ("auto", "flat", "folder", "class")
 LABEL_MODES = ("auto", "class", "group")
@@ -57,7 +57,7 @@ _SEARCH_MAX_GROUPS = 400
 
 
 def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    return is_image_name(p.name)
 
 
 def parse_flat_name(name: str) -> tuple[str, int]:

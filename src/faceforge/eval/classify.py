@@ -559,7 +559,7 @@ def folder_samples(
     Images are found recursively below each class folder, sorted. ``class_names`` fixes the class list
     (a query folder labelled like its gallery); a class folder not in it is an error.
     """
-    from faceforge.data.folder import IMAGE_EXTENSIONS
+    from faceforge.imageio import IMAGE_EXTENSIONS, list_images
 
     base = Path(root)
     if not base.is_dir():
@@ -576,10 +576,7 @@ def folder_samples(
             raise FaceforgeError(
                 f"class folder {base / c} is not a class of the gallery{did_you_mean(c, names)}"
             )
-        files = sorted(
-            str(p) for p in (base / c).rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )  # fmt: skip
+        files = [str(p) for p in list_images(base / c)]
         paths += files
         labels += [index[c]] * len(files)
     if not paths:

@@ -426,9 +426,9 @@ def evaluate_sets(
 
 
 def _folder_images(root: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    from faceforge.data.folder import scan_folder
+    from faceforge.data.folder import image_folder_samples
 
-    classes, samples = scan_folder(root)
+    classes, samples = image_folder_samples(root)
     paths = [p for p, _ in samples]
     labels = np.array([classes[lab] for _, lab in samples])
     ident = {"type": "folder", "images": _listing_hash(paths)}

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from faceforge.align.io import IMAGE_EXTENSIONS
 from faceforge.align.transform import crop_face
 from faceforge.errors import FaceforgeError, NoFaceError
+from faceforge.imageio import IMAGE_EXTENSIONS, list_images
 from faceforge.infer.recognizer import load_image
 
 if TYPE_CHECKING:
@@ -107,14 +107,6 @@ class FolderEmbeddings:
     def skipped(self) -> list[FileOutcome]:
         """The outcomes that gave no embedding."""
         return [o for o in self.outcomes if not o.ok]
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted; extensions of :data:`IMAGE_EXTENSIONS`)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FaceforgeError(f"{root} is not a folder (expected a folder of images)")
-    return sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _describe(item: Any) -> str:
@@ -465,7 +457,7 @@ def collect_images(inputs: Iterable[str | os.PathLike[str]]) -> list[tuple[Path,
         if p.is_file():
             out.append((p, p.stem))
         elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            files = list_images(p)
             out += [(f, f.parent.name if f.parent != p else f.stem) for f in files]
         else:
             raise FaceforgeError(f"{p} does not exist (expected an image file or a folder of images)")
