@@ -1,75 +1,17 @@
-"""Alignment benchmark: the same recogniser on the crops of several detectors, side by side.
-
-For a verification pair list (LFW View-2 ``pairs.txt`` or any format of
-:func:`faceforge.data.pairs.read_pairs`) and each detector:
-
-1. **Detection** (in a fresh subprocess per detector, one thread): every distinct image is read with
-   :func:`faceforge.align.io.read_image` (EXIF orientation applied) and ``detect`` is timed (the call
-   only, not the decoding; the first ``warmup`` images are run once more before timing). The face
-   kept is the one whose box centre is nearest the image centre (``select="center"``, LFW centres the
-   named person; ``"largest"`` and ``"score"`` are the alternatives).
-2. **Success rate** = images with at least one face / all images.
-3. **Failed images** (no face, or unreadable) are handled the documented way: an image with no face
-   is aligned with the *fallback landmarks* — the mean landmark position of this detector's successful
-   detections, relative to the image size (a centre crop at the typical face scale); if the detector
-   found nothing at all, the template placed in the central 45 % of the image. An image that cannot
-   be read becomes a black crop. Every pair is still scored (the standard protocol), and each such
-   image is a per-file outcome in ``outcomes.jsonl`` and the Markdown report.
-4. **Recognition**: each image is warped with the recogniser's template and size
-   (:func:`faceforge.align.similarity_matrix`), embedded, and the pairs are scored with
-   :func:`faceforge.eval.metrics.evaluate_pairs` (10-fold accuracy, AUC, EER).
-
-Batches and threads: with ``batch_size`` > 1 each call is :meth:`~faceforge.align.Detector.detect_batch`
-on that many images (a real batch for the ONNX detectors whose graphs allow one, else a loop; the
-faces are the same as one at a time) and every image is charged the call's time divided by its size,
-so img/s compares directly with batch 1. ``workers`` threads decode the images ahead of the
-detector (and of the crop warping). ``device`` (``auto|cpu|cuda``) goes to every detector that takes
-it (the onnxruntime and YuNet ones); each row records its batch size and device.
-
-Samples: ``aligned_samples.png`` shows the same :data:`SAMPLE_IDENTITIES` identities (the first image
-of the first 8 identities in the list) aligned by each detector, one row per detector (the
-``dlib-native`` row has no landmarks and is left out); ``save_aligned_to`` writes every crop.
-
-Memory: **peak RSS** is the detection subprocess's ``ru_maxrss`` high-water mark (Python, imports, the
-model and the detection loop; the recogniser is not loaded there), in MiB; ``rss_over_start_mib`` is
-that peak minus the resident size just before the detector was built (what the detector and its
-loop add; imports that peaked earlier are not counted).
-**GPU memory** is ``torch.cuda.max_memory_allocated`` in that process when a CUDA device is present,
-else "n/a" (all the detectors here run on the CPU).
-
-Baseline row ``dlib-native``: dlib end to end (HOG detector, 5-point shape predictor, dlib's own
-chip, ResNet) in its own subprocess; failures use the mean successful box the same way. It needs
-the ``dlib`` recogniser to be meaningful and is added when ``native=True``.
-
-Warnings (:func:`pair_warnings`): the accuracy uses 10 contiguous folds of the pair list, as in LFW
-View-2; a fold holding only genuine or only impostor pairs (a list sorted by label, or too short)
-makes its threshold and the ± meaningless, and fewer than :data:`MIN_STABLE_PAIRS` genuine or
-impostor pairs make AUC and EER coarse (one pair moves them by 1/N; 100 pairs can print AUC 1.0000
-and EER 0). Both are said before the run (``warn``) and written into ``results.md`` / ``.json``.
-
-Progress (``log``): one line when each stage starts and ends (detection, embedding) with counts and
-elapsed seconds, and a line every :data:`PROGRESS_EVERY_S` seconds during embedding.
-
-Outputs in ``out``: ``results.csv``, ``results.md``, ``results.json``, ``align_bench.png`` (the six
-metrics: success rate, time, peak RSS, accuracy, AUC, EER), ``aligned_samples.png`` and
-``outcomes.jsonl``; per-detector
-``cache/<name>.npz`` (landmarks, times, embeddings) lets a re-run with the same pairs and recogniser
-skip finished detectors.
+"""The run of the alignment benchmark: :func:`bench_align` reads the pairs, runs each detector's worker
+(in its own subprocess), aligns and embeds the crops with the recogniser, scores the pairs, caches each
+detector's results in ``out/cache`` and hands the rows to the report; :func:`pair_warnings` and
+:func:`subset_folds` are the pair-list checks and the ``--folds`` subset.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import os
-import resource
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,31 +19,22 @@ import numpy as np
 
 from faceforge.data.pairs import Pairs, read_pairs
 from faceforge.errors import FaceforgeError
+from faceforge.eval.align_bench.recognizers import _EMBED_BATCH, Recognizer, _crops_for, build_recognizer
+from faceforge.eval.align_bench.report import sample_indices, save_aligned, write_outputs, write_sample_sheet
+from faceforge.eval.align_bench.worker import (
+    SELECT_MODES,
+    DetectorStep,
+    NativeStep,
+    fallback_landmarks,
+    run_worker,
+)
 from faceforge.eval.metrics import evaluate_pairs
 
-__all__ = [
-    "MIN_STABLE_PAIRS",
-    "NATIVE_ROW",
-    "Recognizer",
-    "bench_align",
-    "build_recognizer",
-    "fallback_landmarks",
-    "pair_warnings",
-    "select_face",
-    "subset_folds",
-]
-
 NATIVE_ROW = "dlib-native"
-SELECT_MODES = ("center", "largest", "score")
-_EMBED_BATCH = 32
-#: the template fills the central 45 % of the image when a detector found no face at all.
-_DEFAULT_FACE_FRACTION = 0.45
 #: fewer genuine or impostor pairs than this give AUC / EER too coarse to compare detectors by
 MIN_STABLE_PAIRS = 300
 #: seconds between progress lines inside a long stage
 PROGRESS_EVERY_S = 30.0
-#: identities (columns) of the sample sheet aligned_samples.png
-SAMPLE_IDENTITIES = 8
 _N_FOLDS = 10
 
 
@@ -132,517 +65,6 @@ def pair_warnings(issame: np.ndarray, n_folds: int = _N_FOLDS) -> list[str]:
             "each, e.g. LFW's 6,000 pairs or --folds 1 for 600)"
         )
     return out
-
-
-# ------------------------------------------------------------------------------------------ recognisers
-
-
-@dataclass
-class Recognizer:
-    """What the benchmark needs of a recogniser: its template, crop size and a batch embed function.
-
-    ``embed(crops)`` takes uint8 RGB crops ``[N, H, W, 3]`` aligned with ``template`` at ``size``
-    (``(width, height)``) and returns float32 ``[N, E]``.
-    """
-
-    name: str
-    template: str
-    size: tuple[int, int]
-    embed: Callable[[np.ndarray], np.ndarray]
-    spec: dict[str, Any] = field(default_factory=dict)
-
-
-def _torch_embed(backbone: Any, face_cfg: Any, flip: bool = True) -> Callable[[np.ndarray], np.ndarray]:
-    import torch
-
-    from faceforge.models.face_cfg import preprocess
-
-    backbone.eval()
-
-    @torch.no_grad()
-    def embed(crops: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
-        e = backbone(preprocess(t, face_cfg)).float()
-        if flip:  # insightface's flip-test fusion, as faceforge eval does
-            e = e + backbone(preprocess(t.flip(-1), face_cfg)).float()
-        return e.numpy().astype(np.float32)
-
-    return embed
-
-
-def build_recognizer(name_or_ckpt: str, weights: str | None = None) -> Recognizer:
-    """``"dlib"`` (dlib's ResNet), a faceforge ``.ckpt`` path, or a backbone name with ``weights``.
-
-    The template and crop size come from the model's :class:`~faceforge.models.face_cfg.FaceConfig`:
-    the alignment follows the model.
-    """
-    spec = {"recognizer": name_or_ckpt, "weights": weights}
-    if name_or_ckpt == "dlib":
-        from faceforge.models.dlib_resnet import DlibResNet
-
-        model = DlibResNet(weights)
-        cfg = model.face_cfg
-        return Recognizer("dlib", cfg.template, (cfg.input_size[1], cfg.input_size[0]), model.embed, spec)
-    p = Path(name_or_ckpt)
-    if p.suffix == ".ckpt" or p.is_file():
-        from faceforge.models.checkpoint import load_checkpoint
-
-        loaded = load_checkpoint(p)
-        cfg = loaded.face_cfg
-        return Recognizer(
-            p.name,
-            cfg.template,
-            (cfg.input_size[1], cfg.input_size[0]),
-            _torch_embed(loaded.backbone, cfg),
-            spec,
-        )
-    from faceforge.models.backbones.registry import create_model
-    from faceforge.models.backbones.weights import load_backbone_weights
-
-    if not weights:
-        raise FaceforgeError(
-            f"recogniser {name_or_ckpt!r} is a backbone name, which needs --weights FILE "
-            "(or pass 'dlib' or a faceforge .ckpt)"
-        )
-    model = create_model(name_or_ckpt)
-    load_backbone_weights(model, weights)
-    cfg = model.face_cfg
-    return Recognizer(
-        name_or_ckpt, cfg.template, (cfg.input_size[1], cfg.input_size[0]), _torch_embed(model, cfg), spec
-    )
-
-
-# ------------------------------------------------------------------------------------------ detection
-
-
-def select_face(faces: Sequence[Any], width: int, height: int, mode: str = "center") -> Any:
-    """The face to keep: nearest the image centre (``center``), ``largest`` box, or best ``score``."""
-    if mode == "center":
-        c = np.array([width / 2.0, height / 2.0])
-        return min(faces, key=lambda f: float(np.abs(np.asarray(f.bbox).reshape(2, 2).mean(0) - c).max()))
-    if mode == "largest":
-        return max(faces, key=lambda f: f.area)
-    if mode == "score":
-        return max(faces, key=lambda f: f.score)
-    raise FaceforgeError(f"select={mode!r}: expected one of {', '.join(SELECT_MODES)}")
-
-
-def fallback_landmarks(
-    found_landmarks: np.ndarray, found_sizes: np.ndarray, width: int, height: int, template_points: np.ndarray
-) -> np.ndarray:
-    """Landmarks ``[5, 2]`` for an image where detection failed (see the module docstring).
-
-    ``found_landmarks`` ``[K, 5, 2]`` and ``found_sizes`` ``[K, 2]`` (width, height) are this
-    detector's successes; their mean relative position is scaled to ``width`` × ``height``. With no
-    success, ``template_points`` (crop pixels of a square template) are fitted into the central 45 %.
-    """
-    if len(found_landmarks):
-        rel = (
-            np.asarray(found_landmarks, np.float64) / np.asarray(found_sizes, np.float64)[:, None, :]
-        ).mean(0)
-        return (rel * [width, height]).astype(np.float32)
-    t = np.asarray(template_points, np.float64)
-    side = _DEFAULT_FACE_FRACTION * min(width, height)
-    span = max(float(t.max()), 1.0)
-    return (t / span * side + [(width - side) / 2, (height - side) / 2]).astype(np.float32)
-
-
-def _peak_rss_mib() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
-
-
-def _current_rss_mib() -> float:
-    """Resident set size now (``/proc/self/status`` VmRSS); the high-water mark where /proc is absent."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return _peak_rss_mib()
-
-
-def _gpu_peak_mib() -> float | None:
-    mod = sys.modules.get("torch")
-    if mod is None:
-        return None
-    try:
-        if mod.cuda.is_available():
-            return float(mod.cuda.max_memory_allocated()) / 2**20
-    except Exception:  # a broken CUDA setup is "no GPU" for this report
-        return None
-    return None
-
-
-def _set_single_thread() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _create_detector(name: str, kwargs: dict[str, Any], device: str | None = None) -> Any:
-    """The detector with one thread and ``device`` where the backend takes them (onnxruntime, LiteRT)."""
-    from faceforge.align.detectors.base import create_detector_loose
-
-    optional: dict[str, Any] = {} if "threads" in kwargs else {"threads": 1}
-    if device is not None and "device" not in kwargs:
-        optional["device"] = device
-    kw = dict(kwargs)
-    model_path = kw.pop("model_path", None)
-    return create_detector_loose(name, model_path, optional, **kw)
-
-
-def _read(path: str) -> np.ndarray | FaceforgeError:
-    """The image at ``path``, or the error saying why it cannot be read (a per-file outcome)."""
-    from faceforge.align.io import read_image
-
-    try:
-        return read_image(path)
-    except FaceforgeError as e:
-        return e
-
-
-def _prefetch(paths: Sequence[str], workers: int) -> Iterator[np.ndarray | FaceforgeError]:
-    """:func:`_read` of each path, in order; with ``workers`` > 0 decoded ahead by a thread pool.
-
-    At most ``4 × workers`` images are in flight, so a 13k-image list never sits in memory.
-    """
-    if workers <= 0:
-        yield from (_read(p) for p in paths)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="bench-read") as ex:
-        pending: deque[Any] = deque()
-        it = iter(paths)
-        for p in it:
-            pending.append(ex.submit(_read, p))
-            if len(pending) >= 4 * workers:
-                break
-        while pending:
-            yield pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(ex.submit(_read, nxt))
-
-
-def _detect_worker(
-    name: str,
-    kwargs: dict[str, Any],
-    paths: list[str],
-    select: str,
-    warmup: int,
-    batch_size: int = 1,
-    workers: int = 0,
-    device: str | None = None,
-) -> dict[str, Any]:
-    """Subprocess body: detect on every image; returns plain arrays (landmarks, times, outcomes).
-
-    ``batch_size`` images go into one :meth:`~faceforge.align.Detector.detect_batch` call, and each
-    image is charged the call's time / its size; ``workers`` threads decode images ahead.
-    """
-    _set_single_thread()
-    rss_start = _current_rss_mib()
-    det = _create_detector(name, kwargs, device)
-    n = len(paths)
-    lm = np.zeros((n, 5, 2), np.float32)
-    sizes = np.zeros((n, 2), np.int64)
-    found = np.zeros(n, bool)
-    readable = np.zeros(n, bool)
-    times = np.full(n, np.nan)
-    n_faces = np.zeros(n, np.int64)
-    outcomes: dict[int, str] = {}
-    warm = 0
-    images = _prefetch(paths, workers)
-    for s in range(0, n, batch_size):
-        batch: list[tuple[int, np.ndarray]] = []
-        for i in range(s, min(s + batch_size, n)):
-            rgb = next(images)
-            if isinstance(rgb, FaceforgeError):
-                outcomes[i] = f"unreadable: {rgb}"
-                continue
-            readable[i] = True
-            sizes[i] = (rgb.shape[1], rgb.shape[0])
-            batch.append((i, rgb))
-        if not batch:
-            continue
-        rgbs = [rgb for _, rgb in batch]
-        try:
-            if warm < warmup:  # untimed first run(s): lazy initialisation, caches
-                det.detect_batch(rgbs) if batch_size > 1 else det.detect(rgbs[0])
-                warm += len(rgbs)
-            t = time.perf_counter()
-            found_faces = det.detect_batch(rgbs) if batch_size > 1 else [det.detect(rgbs[0])]
-            dt = (time.perf_counter() - t) / len(rgbs)
-            per_image: list[list[Any] | Exception] = list(found_faces)
-        except Exception:  # find the image that breaks the batch: one at a time, each timed
-            per_image, dts = [], []
-            for rgb in rgbs:
-                t = time.perf_counter()
-                try:
-                    per_image.append(det.detect(rgb))
-                except Exception as e:  # a per-file outcome, never the end of the benchmark
-                    per_image.append(e)
-                dts.append(time.perf_counter() - t)
-            dt = float(np.mean(dts))
-        for (i, rgb), faces in zip(batch, per_image):
-            if isinstance(faces, Exception):
-                outcomes[i] = f"detector error: {type(faces).__name__}: {faces}"
-                continue
-            times[i] = dt
-            n_faces[i] = len(faces)
-            h, w = rgb.shape[:2]
-            if not faces:
-                outcomes[i] = f"no face found ({w}x{h} image): fallback crop"
-                continue
-            lm[i] = select_face(faces, w, h, select).landmarks
-            found[i] = True
-    return {
-        "landmarks": lm,
-        "sizes": sizes,
-        "found": found,
-        "readable": readable,
-        "times": times,
-        "n_faces": n_faces,
-        "outcomes": outcomes,
-        "peak_rss_mib": _peak_rss_mib(),
-        "start_rss_mib": rss_start,
-        "gpu_mib": _gpu_peak_mib(),
-    }
-
-
-def _native_worker(paths: list[str], select: str, warmup: int) -> dict[str, Any]:
-    """Subprocess body of the dlib-native row: HOG + 5-point shape + dlib chip + ResNet."""
-    from faceforge.align.detectors.base import Face
-    from faceforge.align.io import read_image
-    from faceforge.models.dlib_resnet import DlibNativePipeline
-
-    _set_single_thread()
-    rss_start = _current_rss_mib()
-    pipe = DlibNativePipeline()
-    n = len(paths)
-    boxes = np.zeros((n, 4), np.float32)
-    sizes = np.zeros((n, 2), np.int64)
-    found = np.zeros(n, bool)
-    readable = np.zeros(n, bool)
-    times = np.full(n, np.nan)
-    n_faces = np.zeros(n, np.int64)
-    outcomes: dict[int, str] = {}
-    images: dict[int, np.ndarray] = {}
-    emb = np.zeros((n, 128), np.float32)
-    warm = 0
-    for i, p in enumerate(paths):
-        try:
-            rgb = read_image(p)
-        except FaceforgeError as e:
-            outcomes[i] = f"unreadable: {e}"
-            continue
-        readable[i] = True
-        h, w = rgb.shape[:2]
-        sizes[i] = (w, h)
-        if warm < warmup:
-            pipe.detect(rgb)
-            warm += 1
-        t = time.perf_counter()
-        dets = pipe.detect(rgb)
-        times[i] = time.perf_counter() - t
-        n_faces[i] = len(dets)
-        if not dets:
-            outcomes[i] = f"no face found ({w}x{h} image): fallback crop"
-            images[i] = rgb
-            continue
-        faces = [Face(bbox=b, score=s, landmarks=np.zeros((5, 2))) for b, s in dets]
-        boxes[i] = select_face(faces, w, h, select).bbox
-        found[i] = True
-        emb[i] = pipe.embed(rgb, boxes[i])
-    if found.any():
-        rel = (boxes[found].reshape(-1, 2, 2) / sizes[found][:, None, :]).mean(0).reshape(4)
-    else:
-        rel = np.array([0.275, 0.275, 0.725, 0.725])
-    for i, rgb in images.items():
-        h, w = rgb.shape[:2]
-        emb[i] = pipe.embed(rgb, rel * [w, h, w, h])
-    return {
-        "landmarks": np.zeros((n, 5, 2), np.float32),
-        "sizes": sizes,
-        "found": found,
-        "readable": readable,
-        "times": times,
-        "n_faces": n_faces,
-        "outcomes": outcomes,
-        "peak_rss_mib": _peak_rss_mib(),
-        "start_rss_mib": rss_start,
-        "gpu_mib": _gpu_peak_mib(),
-        "embeddings": emb,
-    }
-
-
-def _in_subprocess(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``fn(*args)`` in a fresh spawned process (its own RSS high-water mark)."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-        return ex.submit(fn, *args).result()
-
-
-# ------------------------------------------------------------------------------------------ embedding
-
-
-def _crops_for(
-    paths: list[str],
-    idx: Sequence[int],
-    lm: np.ndarray,
-    readable: np.ndarray,
-    rec: Recognizer,
-    workers: int = 0,
-) -> np.ndarray:
-    from faceforge.align import similarity_matrix, warp
-
-    w, h = rec.size
-    out = np.zeros((len(idx), h, w, 3), np.uint8)
-    todo = [(k, i) for k, i in enumerate(idx) if readable[i]]
-    # an unreadable image stays a black crop: the pair is still scored, as in the standard protocol
-    for (k, i), rgb in zip(todo, _prefetch([paths[i] for _, i in todo], workers)):
-        if isinstance(rgb, FaceforgeError):
-            continue
-        out[k] = warp(rgb, similarity_matrix(lm[i], rec.template, rec.size), rec.size)
-    return out
-
-
-def _embed_all(
-    paths: list[str],
-    lm: np.ndarray,
-    readable: np.ndarray,
-    rec: Recognizer,
-    progress: Callable[[int], None] | None,
-    workers: int = 0,
-) -> np.ndarray:
-    chunks = []
-    for s in range(0, len(paths), _EMBED_BATCH):
-        idx = range(s, min(s + _EMBED_BATCH, len(paths)))
-        crops = _crops_for(paths, idx, lm, readable, rec, workers)
-        chunks.append(np.asarray(rec.embed(crops), np.float32))
-        if progress is not None:
-            progress(idx.stop)
-    return np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
-
-
-def _aligned_landmarks(d: dict[str, Any], tmpl: np.ndarray) -> np.ndarray:
-    """The landmarks each image is aligned with: the detection, or the fallback where none was found."""
-    lm = d["landmarks"].copy()
-    ok = d["found"]
-    for i in np.flatnonzero(~ok & d["readable"]):
-        w, h = (int(v) for v in d["sizes"][i])
-        lm[i] = fallback_landmarks(d["landmarks"][ok], d["sizes"][ok], w, h, tmpl)
-    return lm
-
-
-def sample_indices(paths: Sequence[str], k: int = SAMPLE_IDENTITIES) -> list[int]:
-    """Indices of ``k`` images of different identities: the first image of each of the first ``k``
-    identities (parent folder name, LFW's layout) in list order; more images of seen identities
-    fill up when there are fewer than ``k``."""
-    seen: set[str] = set()
-    first: list[int] = []
-    for i, p in enumerate(paths):
-        who = Path(p).parent.name or Path(p).stem
-        if who not in seen:
-            seen.add(who)
-            first.append(i)
-            if len(first) == k:
-                return first
-    rest = [i for i in range(len(paths)) if i not in set(first)]
-    return first + rest[: k - len(first)]
-
-
-def write_sample_sheet(
-    rows: Sequence[tuple[str, np.ndarray]], labels: Sequence[str], path: str | os.PathLike[str]
-) -> Path:
-    """A PNG: one row per detector (name at the left), its aligned crops ``[k, H, W, 3]`` side by side.
-
-    ``labels`` (one per column, e.g. identities) go above the columns.
-    """
-    import cv2
-
-    if not rows:
-        raise FaceforgeError("no detector rows for the sample sheet")
-    k, ch, cw = rows[0][1].shape[:3]
-    left, top, gap = 170, 22, 4
-    height = top + len(rows) * (ch + gap)
-    width = left + k * (cw + gap)
-    sheet = np.full((height, width, 3), 255, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for j, lab in enumerate(labels[:k]):
-        text = lab if len(lab) <= 18 else lab[:16] + ".."
-        text = text.encode("ascii", "replace").decode()  # cv2's Hershey fonts draw ASCII only
-        cv2.putText(sheet, text, (left + j * (cw + gap), top - 7), font, 0.33, (60, 60, 60), 1, cv2.LINE_AA)
-    for r, (name, crops) in enumerate(rows):
-        y = top + r * (ch + gap)
-        cv2.putText(sheet, name[:20], (6, y + ch // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        for j in range(min(k, len(crops))):
-            x = left + j * (cw + gap)
-            sheet[y : y + ch, x : x + cw] = crops[j]
-    from PIL import Image
-
-    p = Path(path)
-    Image.fromarray(sheet).save(p)
-    return p
-
-
-def save_aligned(
-    paths: list[str],
-    lm: np.ndarray,
-    readable: np.ndarray,
-    rec: Recognizer,
-    folder: Path,
-    workers: int = 0,
-) -> int:
-    """Write every readable image's aligned crop as ``folder/<path relative to the images' common
-    folder>.jpg`` (written to a temp name, then renamed); returns the number written."""
-    import cv2
-
-    base = Path(os.path.commonpath([str(Path(p).parent) for p in paths])) if paths else Path(".")
-    written = 0
-    for s in range(0, len(paths), _EMBED_BATCH):
-        idx = [i for i in range(s, min(s + _EMBED_BATCH, len(paths))) if readable[i]]
-        crops = _crops_for(paths, idx, lm, readable, rec, workers)
-        for i, crop in zip(idx, crops):
-            try:
-                rel = Path(paths[i]).relative_to(base)
-            except ValueError:
-                rel = Path(Path(paths[i]).name)
-            dst = (folder / rel).with_suffix(".jpg")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(dst.name + ".tmp.jpg")
-            cv2.imwrite(str(tmp), crop[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-            os.replace(tmp, dst)
-            written += 1
-    return written
-
-
-def _every(say: Callable[[str], None], seconds: float, prefix: str, total: int) -> Callable[[int], None]:
-    """A progress callback ``done -> None``: ``prefix done/total (elapsed)`` at most every ``seconds``."""
-    t0 = time.perf_counter()
-    last = [t0]
-
-    def tick(done: int) -> None:
-        now = time.perf_counter()
-        if now - last[0] >= seconds:
-            last[0] = now
-            say(f"{prefix} {done}/{total} ({now - t0:.0f} s)")
-
-    return tick
-
-
-# ------------------------------------------------------------------------------------------ the run
 
 
 def subset_folds(pairs: Pairs, folds: int | None) -> Pairs:
@@ -760,7 +182,7 @@ def bench_align(
     samples: bool = True,
     save_aligned_to: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the alignment benchmark (see the module docstring); returns one row dict per detector.
+    """Run the alignment benchmark (docs/align.md, bench-align); returns one row dict per detector.
 
     ``native`` adds the ``dlib-native`` baseline row (default: when the recogniser is ``"dlib"``).
     ``subprocess=False`` runs the detectors in this process (no per-detector peak RSS: the row then
@@ -771,6 +193,7 @@ def bench_align(
     aligned crop per detector into ``<folder>/<detector>/``.
     """
     from faceforge.align.detectors.base import check_device
+    from faceforge.eval import align_bench as _pkg
 
     if select not in SELECT_MODES:
         raise FaceforgeError(f"select={select!r}: expected one of {', '.join(SELECT_MODES)}")
@@ -823,13 +246,12 @@ def bench_align(
             what = "detecting + embedding (dlib end to end)" if name == NATIVE_ROW else "detecting faces in"
             batch_note = f" (batches of {batch_size})" if batch_size > 1 and name != NATIVE_ROW else ""
             say(f"{name}: {what} {len(paths)} images{batch_note} ...")
-            if name == NATIVE_ROW:
-                args: tuple[Any, ...] = (paths, select, warmup)
-                fn: Callable[..., dict[str, Any]] = _native_worker
+            if name == NATIVE_ROW:  # dlib's own loop: one image per call, read in the loop
+                args: tuple[Any, ...] = (NativeStep(), paths, select, warmup, 1, 0)
             else:
-                args = (name, kwargs, paths, select, warmup, batch_size, workers, device)
-                fn = _detect_worker
-            d = _in_subprocess(fn, *args) if subprocess else fn(*args)
+                args = (DetectorStep(name, kwargs, device), paths, select, warmup, batch_size, workers)
+            # looked up on the package at call time: tests replace align_bench._in_subprocess
+            d = _pkg._in_subprocess(run_worker, *args) if subprocess else run_worker(*args)
             say(f"{name}: detected {int(d['found'].sum())}/{len(paths)} in {time.perf_counter() - t0:.0f} s")
             if "embeddings" not in d:
                 lm = _aligned_landmarks(d, tmpl)
@@ -881,112 +303,43 @@ def bench_align(
     return rows
 
 
-# ------------------------------------------------------------------------------------------ reports
-
-_CSV_COLS = [
-    "detector", "images", "detected", "success_rate", "unreadable", "time_median_ms", "time_p95_ms",
-    "img_per_s", "peak_rss_mib", "rss_over_start_mib", "gpu_mib", "accuracy", "accuracy_std", "auc",
-    "eer", "threshold_cos", "batch_size", "device",
-]  # fmt: skip
-
-
-def _fmt_gpu(v: Any) -> str:
-    return "n/a" if v is None else f"{float(v):.0f}"
-
-
-def to_markdown(
-    rows: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]] = (), max_outcomes: int = 20
-) -> str:
-    """The benchmark table (and per-file outcomes) as Markdown."""
-    lines = [
-        "| detector | detected | success | median ms | p95 ms | img/s | peak RSS MiB | GPU MiB "
-        "| accuracy (%) | AUC | EER (%) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['detector']} | {r['detected']}/{r['images']} | {r['success_rate']:.2%} | "
-            f"{r['time_median_ms']:.1f} | {r['time_p95_ms']:.1f} | {r['img_per_s']:.1f} | "
-            f"{r['peak_rss_mib']:.0f} | {_fmt_gpu(r['gpu_mib'])} | "
-            f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} | "
-            f"{r['auc']:.4f} | {100 * r['eer']:.2f} |"
-        )
-    if outcomes:
-        lines += [
-            "",
-            f"Per-file outcomes ({len(outcomes)} in outcomes.jsonl; first {max_outcomes} per detector):",
-            "",
-        ]
-        seen: dict[str, int] = {}
-        for o in outcomes:
-            seen[o["detector"]] = seen.get(o["detector"], 0) + 1
-            if seen[o["detector"]] <= max_outcomes:
-                lines.append(f"- {o['detector']}: `{o['file']}`: {o['outcome']}")
-    return "\n".join(lines) + "\n"
+def _embed_all(
+    paths: list[str],
+    lm: np.ndarray,
+    readable: np.ndarray,
+    rec: Recognizer,
+    progress: Callable[[int], None] | None,
+    workers: int = 0,
+) -> np.ndarray:
+    chunks = []
+    for s in range(0, len(paths), _EMBED_BATCH):
+        idx = range(s, min(s + _EMBED_BATCH, len(paths)))
+        crops = _crops_for(paths, idx, lm, readable, rec, workers)
+        chunks.append(np.asarray(rec.embed(crops), np.float32))
+        if progress is not None:
+            progress(idx.stop)
+    return np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
 
 
-def plot_metrics(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """One PNG, six bar charts: success rate, median time (p95 as a tick), peak RSS, accuracy, AUC, EER."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r["detector"] for r in rows]
-    panels = [
-        ("detection success (%)", [100 * r["success_rate"] for r in rows]),
-        ("time per image (ms, median; p95 ▲)", [r["time_median_ms"] for r in rows]),
-        ("peak RSS (MiB)", [r["peak_rss_mib"] for r in rows]),
-        ("10-fold accuracy (%)", [100 * r["accuracy"] for r in rows]),
-        ("ROC AUC", [r["auc"] for r in rows]),
-        ("EER (%)", [100 * r["eer"] for r in rows]),
-    ]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    x = np.arange(len(rows))
-    for ax, (title, vals) in zip(axes.ravel(), panels):
-        ax.bar(x, vals, color="#4477aa")
-        if title.startswith("time"):
-            ax.plot(x, [r["time_p95_ms"] for r in rows], "^", color="#cc3311")
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
-        finite = [v for v in vals if np.isfinite(v)]
-        if finite and title.split()[0] in ("detection", "10-fold", "ROC"):
-            lo = min(finite)
-            ax.set_ylim(max(0.0, lo - (max(finite) - lo) * 0.5 - (0.5 if "AUC" not in title else 0.005)),
-                        max(finite) + (0.2 if "AUC" not in title else 0.002))  # fmt: skip
-        for xi, v in zip(x, vals):
-            if np.isfinite(v):
-                ax.annotate(f"{v:.4g}", (xi, v), ha="center", va="bottom", fontsize=7)
-    fig.suptitle("faceforge bench-align", fontsize=11)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+def _aligned_landmarks(d: dict[str, Any], tmpl: np.ndarray) -> np.ndarray:
+    """The landmarks each image is aligned with: the detection, or the fallback where none was found."""
+    lm = d["landmarks"].copy()
+    ok = d["found"]
+    for i in np.flatnonzero(~ok & d["readable"]):
+        w, h = (int(v) for v in d["sizes"][i])
+        lm[i] = fallback_landmarks(d["landmarks"][ok], d["sizes"][ok], w, h, tmpl)
+    return lm
 
 
-def write_outputs(
-    rows: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]], out: Path, meta: dict[str, Any]
-) -> None:
-    """Write results.csv / .md / .json, outcomes.jsonl and align_bench.png into ``out``.
+def _every(say: Callable[[str], None], seconds: float, prefix: str, total: int) -> Callable[[int], None]:
+    """A progress callback ``done -> None``: ``prefix done/total (elapsed)`` at most every ``seconds``."""
+    t0 = time.perf_counter()
+    last = [t0]
 
-    (``aligned_samples.png`` is written by :func:`bench_align`, which has the crops.)
-    """
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_CSV_COLS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("n/a" if k == "gpu_mib" and r[k] is None else r[k]) for k in _CSV_COLS})
-    head = (
-        f"# bench-align\n\n{meta['pairs']} pairs, {meta['images']} images; recogniser {meta['recognizer']} "
-        f"({meta['template']} template, {meta['size'][0]}x{meta['size'][1]}); face kept: {meta['select']}; "
-        f"detection batch size {meta.get('batch_size', 1)}, device {meta.get('device', 'auto')}; "
-        "failed detections use the fallback crop (see faceforge.eval.align_bench).\n\n"
-    )
-    head += "".join(f"**Warning:** {w}\n\n" for w in meta.get("warnings", []))
-    (out / "results.md").write_text(head + to_markdown(rows, outcomes))
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=float))
-    with open(out / "outcomes.jsonl", "w") as f:
-        for o in outcomes:
-            f.write(json.dumps(o) + "\n")
-    plot_metrics(rows, out / "align_bench.png")
+    def tick(done: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= seconds:
+            last[0] = now
+            say(f"{prefix} {done}/{total} ({now - t0:.0f} s)")
+
+    return tick
