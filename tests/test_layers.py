@@ -35,6 +35,8 @@ LAYERS: dict[str, int] = {
     "faceforge.registry": 0,
     "faceforge.fileio": 1,
     "faceforge.imageio": 1,
+    "faceforge.onnx_io": 1,
+    "faceforge.progress": 1,
     "faceforge.models.face_cfg": 1,  # the preprocessing contract (FaceConfig) lives under models/
     "faceforge.data": 2,
     "faceforge.align": 3,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.progress import progress_bar
 
 __all__ = [
     "CROP_EXTENSIONS",
@@ -295,11 +295,7 @@ def align_folder(
     n_workers = min(n_workers, max(1, len(jobs)))
     new_failures: dict[str, str] = {}
     n_ok = n_crops = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), desc="align", unit="img", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(len(jobs), "align", enabled=progress)
     pool = None
     try:
         if n_workers == 1:
@@ -315,13 +311,11 @@ def align_folder(
                 n_crops += n
             else:
                 new_failures[rel] = reason
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
         if pool is not None:
             pool.terminate()
-        if bar is not None:
-            bar.close()
+        bar.close()
         # Failures are rewritten whole: old ones still skipped + this run's, none of the now-fixed.
         allf = {**kept_failures, **new_failures}
         tmp = failures_path.with_suffix(".jsonl.tmp")

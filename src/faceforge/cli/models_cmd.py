@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any
 
@@ -129,25 +128,20 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download a known model file into the store (verified by SHA-256)."""
     from faceforge.align import store
+    from faceforge.progress import progress_bar
 
-    progress = None
-    bar = None
-    if show_progress(args):
-        from tqdm import tqdm
+    bar = progress_bar(None, args.name, unit="B", enabled=show_progress(args), unit_scale=True)
 
-        bar = tqdm(unit="B", unit_scale=True, desc=args.name, file=sys.stderr)
-
-        def progress(done: int, total: int | None) -> None:
-            if total and bar.total != total:
-                bar.total = total
-            bar.n = done
-            bar.refresh()
+    def progress(done: int, total: int | None) -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
 
     try:
         path = store.fetch(args.name, force=args.force, progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     print(path)
     return 0
 

@@ -15,7 +15,7 @@ import multiprocessing as mp
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,19 +23,11 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.progress import track
 
-__all__ = ["PackResult", "image_ext", "pack_folder", "progress_bar", "read_lst", "unpack_rec"]
+__all__ = ["PackResult", "image_ext", "pack_folder", "read_lst", "unpack_rec"]
 
 log = logging.getLogger(__name__)
-
-
-def progress_bar(it: Iterable[Any], total: int, desc: str, enabled: bool) -> Iterable[Any]:
-    """``it`` wrapped in a tqdm bar on stderr when ``enabled``, else ``it`` itself."""
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
 def _pack_load(job: tuple[int, str, bool, int, int]) -> tuple[int, bytes | None, tuple[int, int]]:
@@ -133,12 +125,12 @@ def pack_folder(
 
     if n_workers == 1:
         _pool_init()
-        results = progress_bar(map(_pack_load, jobs), len(jobs), "pack", progress)
+        results = track(map(_pack_load, jobs), len(jobs), "pack", enabled=progress)
         info = write_face_rec(rec, items(results), header=header, num_classes=len(classes))
     else:
         ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
         with ctx.Pool(n_workers, _pool_init) as pool:
-            results = progress_bar(pool.imap(_pack_load, jobs, chunksize=16), len(jobs), "pack", progress)
+            results = track(pool.imap(_pack_load, jobs, chunksize=16), len(jobs), "pack", enabled=progress)
             info = write_face_rec(rec, items(results), header=header, num_classes=len(classes))
     if sizes and (0, 0) not in sizes:
         (h, w), _ = sizes.most_common(1)[0]
@@ -194,7 +186,7 @@ def unpack_rec(
     dst = Path(out).expanduser()
     dst.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
-    for i in progress_bar(range(len(ds)), len(ds), "unpack", progress):
+    for i in track(range(len(ds)), len(ds), "unpack", enabled=progress):
         key = int(ds.keys[i])
         try:
             label, data = ds.read_raw(i)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from faceforge.errors import FaceforgeError
-from faceforge.eval.verification import _progress
+from faceforge.progress import progress_bar
 
 __all__ = [
     "CANONICAL_ALIGNED",
@@ -296,12 +296,11 @@ class FaceCropper:
         found = np.zeros(n, bool)
         readable = np.ones(n, bool)
         from_cache = detected = 0
-        bar = _progress(n, f"{name}: detecting faces", self.progress)
+        bar = progress_bar(n, f"{name}: detecting faces", enabled=self.progress, leave=False)
         caching = self.cache is not None and getattr(self.cache, "directory", None) is not None
         try:
             for i, p in enumerate(paths):
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
                 key = self._key(p, plan) if caching else None
                 entry = self.cache.get(key) if key is not None else None
                 if entry is not None and _valid_entry(entry, (h, w)):
@@ -333,8 +332,7 @@ class FaceCropper:
                     self.cache.put(key, store)
                     caching = getattr(self.cache, "directory", None) is not None
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         no_face = np.flatnonzero(~found & readable)
         if len(no_face):
             self._fallback(paths, no_face, arr, landmarks, sizes, found, readable)

@@ -40,6 +40,7 @@ import torch
 from faceforge.errors import FaceforgeError, did_you_mean
 from faceforge.eval.metrics import _downsample_roc, equal_error_rate, roc_auc, roc_curve, tar_at_far
 from faceforge.eval.verification import EmbedFn, embed_images, flip_mode
+from faceforge.progress import progress_bar
 
 __all__ = [
     "TARGETS",
@@ -321,25 +322,16 @@ def embed_ijb(
     """
     mode = flip_mode(flip)
     n = len(meta.image_names)
-    bar = None
-    if progress or (progress is None and os.isatty(2)):
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n, desc=f"{meta.target} images", unit="img", leave=False)
-        except ImportError:
-            bar = None
+    bar = progress_bar(n, f"{meta.target} images", enabled=progress, leave=False)
     out = []
     try:
         for s in range(0, n, batch_size):
             idx = range(s, min(s + batch_size, n))
             x = _aligned_batch(meta, idx, size, template)
             out.append(embed_images(embed, x, batch_size=len(idx), flip=mode, progress=False))
-            if bar is not None:
-                bar.update(len(idx))
+            bar.update(len(idx))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return np.concatenate(out)
 
 

@@ -18,7 +18,6 @@ The metrics L2-normalise whatever comes out.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from faceforge.data.folder import decode_image
 from faceforge.data.pairs import Pairs
 from faceforge.errors import FaceforgeError, did_you_mean
 from faceforge.eval.metrics import evaluate_pairs
+from faceforge.progress import progress_bar
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 FLIP_MODES = ("none", "sum", "concat", "norm")
@@ -95,19 +95,6 @@ def fuse_flip(e: torch.Tensor, f: torch.Tensor | None, mode: str) -> torch.Tenso
     raise FaceforgeError(f"flip mode {mode!r} is not one of {list(FLIP_MODES)}")
 
 
-def _progress(total: int, desc: str, enabled: bool | None) -> Any:
-    # A bar only on an interactive terminal: logs and CI output stay free of carriage returns.
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="img", leave=False)
-
-
 @torch.no_grad()
 def embed_images(
     embed: EmbedFn,
@@ -125,7 +112,7 @@ def embed_images(
     mode = flip_mode(flip)
     if batch_size < 1:
         raise FaceforgeError(f"batch_size={batch_size}; expected an integer >= 1")
-    bar = _progress(len(images), desc, progress)
+    bar = progress_bar(len(images), desc, enabled=progress, leave=False)
     out = []
     try:
         for s in range(0, len(images), batch_size):
@@ -133,11 +120,9 @@ def embed_images(
             e = embed(x).float()
             f = embed(x.flip(-1)).float() if mode != "none" else None
             out.append(fuse_flip(e, f, mode).cpu())
-            if bar is not None:
-                bar.update(len(x))
+            bar.update(len(x))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if not out:
         raise FaceforgeError("no images to embed")
     return torch.cat(out).numpy()

@@ -22,9 +22,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceforge.data.synth.writer import _PARTIAL, _claim, _progress, _read_json
+from faceforge.data.synth.writer import _PARTIAL, _claim, _read_json
 from faceforge.errors import FaceforgeError
 from faceforge.fileio import atomic_write_bytes
+from faceforge.progress import progress_bar
 
 __all__ = ["MANIFEST", "OBJECT_CLASSES", "SynthObjects", "object_name", "write_objects"]
 
@@ -393,7 +394,7 @@ def write_objects(
     synth = SynthObjects(seed, size)  # checks size before anything is written
     names = list(OBJECT_CLASSES[:classes])
     _claim(out, params, old, overwrite, written=(*OBJECT_CLASSES, MANIFEST), what="SynthObjects")
-    bar = _progress(classes * ids_per_class, progress, "SynthObjects objects")
+    bar = progress_bar(classes * ids_per_class, "SynthObjects objects", unit="object", enabled=progress)
     n = 0
     for cls in names:
         (out / cls).mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 from faceforge.data.pairs import make_pairs, write_lfw_pairs
 from faceforge.data.synth.render import SynthFaces
 from faceforge.errors import FaceforgeError
+from faceforge.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
 #: fewest val/test identities that give 10 identity-disjoint folds with impostor pairs in each
@@ -143,7 +143,7 @@ def write_dataset(
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     rows: list[str] = []
-    bar = _progress(len(tasks), progress, "SynthFaces identities")
+    bar = progress_bar(len(tasks), "SynthFaces identities", unit="id", enabled=progress)
     if workers == 1:
         _init_worker(seed, mode, version)
         for t in tasks:
@@ -225,24 +225,3 @@ def _claim(
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / _PARTIAL).write_text(json.dumps({"params": params}))
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        """No progress output."""
-
-    def close(self) -> None:
-        """No progress output."""
-
-
-def _progress(total: int, enabled: bool | None, desc: str) -> Any:
-    if enabled is None:
-        try:
-            enabled = sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            enabled = False
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="id", file=sys.stderr)
