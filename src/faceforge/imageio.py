@@ -53,6 +53,7 @@ __all__ = [
     "decode_image",
     "decode_image_scaled",
     "default_max_pixels",
+    "extension_for",
     "is_image_name",
     "list_images",
     "probe",
@@ -107,6 +108,24 @@ def default_max_pixels() -> int:
     if v < 1:
         raise FaceforgeError(f"environment {ENV_MAX_PIXELS}={raw!r}: expected a positive pixel count")
     return v
+
+
+def extension_for(data: bytes) -> str:
+    """The file ending for encoded image bytes, from their magic numbers (``.img`` when unknown).
+
+    JPEG ``FF D8 FF``, PNG's 8-byte signature, BMP ``BM``, GIF ``GIF8``, WebP ``RIFF....WEBP``.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if data[:2] == b"BM":
+        return ".bmp"
+    if data[:4] == b"GIF8":
+        return ".gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return ".img"
 
 
 def is_image_name(name: str | os.PathLike[str]) -> bool:

@@ -5,12 +5,30 @@ Adding a component is one file and one line: decorate its factory with ``@REGIST
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from faceforge.errors import FaceforgeError, did_you_mean
 
 T = TypeVar("T")
+
+
+def check_options(
+    what: str, given: Iterable[str], accepted: Iterable[str], noun: str = "option", prefix: str = ""
+) -> None:
+    """Raise a one-line :class:`FaceforgeError` for the first of ``given`` not in ``accepted``.
+
+    The message names ``what`` and the key, suggests the nearest accepted name and lists them all:
+    ``head 'arcface': unknown option 'margn' (did you mean 'margin'?); accepted: margin, scale``.
+    ``prefix`` is written before the unknown key (a config path such as ``model.backbone.``).
+    """
+    ok = list(accepted)
+    for key in given:
+        if key not in ok:
+            raise FaceforgeError(
+                f"{what}: unknown {noun} {prefix + key!r}{did_you_mean(key, ok)}; "
+                f"accepted: {', '.join(ok) or '(none)'}"
+            )
 
 
 class Registry(Generic[T]):

@@ -66,3 +66,15 @@ def test_training_decodes_the_same_pixels_as_inference(tmp_path: Path) -> None:
     bgr = decode_image(tmp_path / "a/a_3.gif", color="BGR")
     np.testing.assert_array_equal(bgr, imageio.decode_image(tmp_path / "a/a_3.gif")[..., ::-1])
     assert decode_image(tmp_path / "a" / "._a_1.jpg") is None  # undecodable: skipped, not fatal
+
+
+def test_extension_for_encoded_bytes() -> None:
+    import io
+
+    arr = np.zeros((4, 4, 3), np.uint8)
+    for fmt, ext in (("JPEG", ".jpg"), ("PNG", ".png"), ("BMP", ".bmp"), ("GIF", ".gif"), ("WEBP", ".webp")):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format=fmt)
+        assert imageio.extension_for(buf.getvalue()) == ext, fmt
+        assert imageio.is_image_name("x" + ext)
+    assert imageio.extension_for(b"not an image") == ".img"

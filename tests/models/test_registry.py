@@ -56,3 +56,25 @@ def test_register_model_roundtrip() -> None:
 def test_non_string_name() -> None:
     with pytest.raises(FaceforgeError):
         create_model(None)  # type: ignore[arg-type]
+
+
+def test_one_option_check_behind_backbones_heads_transforms_and_config() -> None:
+    """Backbone arguments, head options, transform options and backbone config keys are checked by one
+    function (:func:`faceforge.registry.check_options`): the same one-line shape everywhere."""
+    from faceforge.data.transforms import build_transforms
+    from faceforge.heads import create_head
+    from faceforge.models.build import build_backbone
+
+    messages = []
+    for call in (
+        lambda: create_model("mobilefacenet", embeding_size=8),
+        lambda: create_head("arcface", 8, 4, margn=0.5),
+        lambda: build_transforms([{"name": "rotation", "degree": 3}]),
+        lambda: build_backbone({"name": "mobilefacenet", "embeding_size": 8}),
+    ):
+        with pytest.raises(FaceforgeError) as ei:
+            call()
+        messages.append(str(ei.value))
+    for msg in messages:
+        assert "\n" not in msg and "did you mean" in msg and "; accepted: " in msg, msg
+    assert "unknown config key 'model.backbone.embeding_size' (did you mean 'embedding_size'?)" in messages[3]

@@ -45,7 +45,7 @@ import numpy as np
 from faceforge.data.pairs import Pairs, write_pairs_csv
 from faceforge.errors import FaceforgeError
 from faceforge.fileio import env_limit
-from faceforge.imageio import check_encoded
+from faceforge.imageio import check_encoded, extension_for
 
 __all__ = [
     "MAX_DECODED_BYTES",
@@ -354,16 +354,6 @@ def write_bin(
     return p
 
 
-def _ext_for(data: bytes) -> str:
-    if data[:3] == b"\xff\xd8\xff":
-        return ".jpg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return ".png"
-    if data[:2] == b"BM":
-        return ".bmp"
-    return ".img"
-
-
 def pairs_to_bin(
     pairs: Pairs, out: str | os.PathLike[str], image_size: tuple[int, int] | None = None, quality: int = 95
 ) -> Path:
@@ -408,7 +398,7 @@ def bin_to_pairs(
     width = max(6, len(str(len(bs.images))))
     paths = []
     for i, data in enumerate(bs.images):
-        p = out / "images" / f"{i:0{width}d}{_ext_for(data)}"
+        p = out / "images" / f"{i:0{width}d}{extension_for(data)}"
         p.write_bytes(data)
         paths.append(str(p))
     n = len(bs.issame)

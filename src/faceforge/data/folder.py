@@ -28,9 +28,10 @@ _REDUCE_ABOVE = 16_000_000
 
 
 def decode_image(
-    path: str | os.PathLike[str], size: int | None = None, color: str = "RGB", *, crop: bool = False
+    path: str | os.PathLike[str] | bytes, size: int | None = None, color: str = "RGB", *, crop: bool = False
 ) -> np.ndarray | None:
-    """Read an image as uint8 HWC in ``color`` order, resized to ``size``²; ``None`` if undecodable.
+    """Read an image (a file, or encoded bytes such as a RecordIO record) as uint8 HWC in ``color`` order,
+    resized to ``size``²; ``None`` if undecodable.
 
     A non-square image is stretched to ``size``², or with ``crop`` its shorter side is resized to
     ``size`` and the centre ``size``² cut out; a square image is resized the same way by both.
@@ -39,15 +40,19 @@ def decode_image(
     over the pixel limit counts as undecodable instead of being decoded; a huge one that is allowed is
     decoded at 1/2, 1/4 or 1/8 scale when ``size`` needs no more (OpenCV's reduced JPEG decode).
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data, where = bytes(path), "record"
+    else:
+        where = os.fspath(path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            return None
     if not data:
         return None
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
-        header = check_encoded(data, source=os.fspath(path))
+        header = check_encoded(data, source=where)
     except FaceforgeError as e:
         log.warning("skipping image %s", e)
         return None
@@ -66,7 +71,7 @@ def decode_image(
     img = None if header.format in _PIL_ONLY_FORMATS else cv2.imdecode(buf, flag)
     if img is None:
         try:
-            img = cv2.cvtColor(imageio.decode_image(data, source=os.fspath(path)), cv2.COLOR_RGB2BGR)
+            img = cv2.cvtColor(imageio.decode_image(data, source=where), cv2.COLOR_RGB2BGR)
         except FaceforgeError:
             return None
     if size is not None and img.shape[:2] != (size, size):

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.imageio import extension_for
 from faceforge.progress import track
 
-__all__ = ["PackResult", "image_ext", "pack_folder", "read_lst", "unpack_rec"]
+__all__ = ["PackResult", "pack_folder", "read_lst", "unpack_rec"]
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +159,6 @@ def read_lst(path: Path) -> dict[int, str]:
     return out
 
 
-def image_ext(data: bytes) -> str:
-    """``.jpg``/``.png`` from an encoded image's magic bytes, else ``.img``."""
-    if data[:3] == b"\xff\xd8\xff":
-        return ".jpg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return ".png"
-    return ".img"
-
-
 def unpack_rec(
     rec_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -196,7 +188,7 @@ def unpack_rec(
         rel = names.get(key)
         if rel is None or os.path.isabs(rel) or ".." in Path(rel).parts:
             cname = classes[label] if 0 <= label < len(classes) else str(label)
-            rel = f"{cname}/{key:08d}{image_ext(data)}"
+            rel = f"{cname}/{key:08d}{extension_for(data)}"
         dest = dst / rel
         # symlinks already in OUT must not lead a name of the .lst outside it
         check_inside(dest, dst, f"{rec.with_suffix('.lst')} (record {key})", allow_outside_root)

@@ -48,14 +48,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from faceforge.data.folder import decode_image
 from faceforge.errors import FaceforgeError
 from faceforge.fileio import env_limit
-from faceforge.imageio import check_encoded, probe
+from faceforge.imageio import probe
 
 __all__ = [
     "MAGIC",
@@ -517,21 +517,6 @@ def write_face_rec(
                 image_size = (header.height, header.width)
     prop.write_text(f"{ncls},{image_size[0]},{image_size[1]}\n", encoding="utf-8")
     return {"rec": rec, "idx": idx, "property": prop, "num_images": n, "num_classes": ncls}
-
-
-def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode JPEG/PNG bytes to an RGB ``uint8`` HWC array; ``None`` if they do not decode or declare more
-    pixels than the decoder's limit (:func:`faceforge.imageio.check_encoded`, read from the header)."""
-    if not data:
-        return None
-    try:
-        check_encoded(data, source="record")
-    except FaceforgeError:
-        return None
-    im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if im is None:
-        return None
-    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
 
 
 class FaceRecordDataset(Dataset):

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.registry import check_options
 
 __all__ = [
     "TRANSFORMS",
@@ -503,13 +504,7 @@ def build_transforms(cfg: Sequence[dict[str, Any]] | None) -> Compose:
                 f"known: {', '.join(TRANSFORMS)}"
             )
         cls = TRANSFORMS[key]
-        accepted = [p for p in inspect.signature(cls).parameters]
-        for k in opts:
-            if k not in accepted:
-                raise FaceforgeError(
-                    f"transforms[{i}] ({key}): unknown option {k!r}{did_you_mean(k, accepted)}; "
-                    f"accepted: {', '.join(accepted)}"
-                )
+        check_options(f"transforms[{i}] ({key})", opts, inspect.signature(cls).parameters)
         try:
             ops.append(cls(**opts))
         except FaceforgeError as e:

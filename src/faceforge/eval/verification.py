@@ -19,52 +19,18 @@ The metrics L2-normalise whatever comes out.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from faceforge.data.folder import decode_image
-from faceforge.data.pairs import Pairs
+from faceforge.data.pair_images import PairImages
 from faceforge.errors import FaceforgeError, did_you_mean
 from faceforge.eval.metrics import evaluate_pairs
 from faceforge.progress import progress_bar
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 FLIP_MODES = ("none", "sum", "concat", "norm")
-
-
-@dataclass
-class PairImages:
-    """The distinct images of a pair list, decoded once, and each pair's two indices into them."""
-
-    images: torch.Tensor  # uint8 [U, 3, H, W]
-    index_a: np.ndarray
-    index_b: np.ndarray
-    issame: np.ndarray
-    bad_paths: list[str]
-
-
-def load_pair_images(pairs: Pairs, size: int) -> PairImages:
-    """Decode every distinct image of ``pairs`` at ``size``×``size``, RGB (the model applies its colours).
-
-    An undecodable image is counted in ``bad_paths`` and replaced by a black image (its pairs are
-    kept, as the standard protocol scores every pair).
-    """
-    paths = pairs.unique_paths()
-    where = {p: i for i, p in enumerate(paths)}
-    arr = np.zeros((len(paths), size, size, 3), np.uint8)
-    bad = []
-    for i, p in enumerate(paths):
-        img = decode_image(p, size)
-        if img is None:
-            bad.append(p)
-        else:
-            arr[i] = img
-    ia = np.array([where[p] for p in pairs.paths_a])
-    ib = np.array([where[p] for p in pairs.paths_b])
-    return PairImages(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), ia, ib, pairs.issame, bad)
 
 
 def flip_mode(flip: bool | str) -> str:

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.errors import FaceforgeError
 from faceforge.heads.schedules import Schedule, build_schedule
-from faceforge.registry import Registry
+from faceforge.registry import Registry, check_options
 
 __all__ = [
     "HEADS",
@@ -270,13 +270,7 @@ def create_head(name: str, embedding_size: int, num_classes: int, **kwargs: Any)
     Unknown names and keyword arguments raise :class:`FaceforgeError`.
     """
     factory = HEADS.get(name)
-    known = head_options(factory)
-    for key in kwargs:
-        if key not in known:
-            raise FaceforgeError(
-                f"head {name!r}: unknown option {key!r}{did_you_mean(key, known)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
+    check_options(f"head {name!r}", kwargs, sorted(head_options(factory)))
     return factory(embedding_size, num_classes, **kwargs)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.registry import check_options
 
 #: keys every backbone section accepts on top of its factory's options (applied by build_backbone)
 BUILD_KEYS = ("template", "weights")
@@ -229,13 +230,7 @@ def check_backbone_config(backbone_cfg: dict[str, Any]) -> tuple[str, dict[str, 
         raise FaceforgeError("model.backbone.name is missing (e.g. --model.backbone.name ghostfacenetv1)")
     params = _params(name)
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        known = [*params, *BUILD_KEYS]
-        for key in bcfg:
-            if key not in known:
-                raise FaceforgeError(
-                    f"unknown config key 'model.backbone.{key}' for backbone {name!r}"
-                    f"{did_you_mean(key, known)}; known: {', '.join(known)}"
-                )
+        check_options(f"backbone {name!r}", bcfg, [*params, *BUILD_KEYS], "config key", "model.backbone.")
     return name, bcfg
 
 

@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from faceforge.data.folder import FileListDataset, ImageFolderDataset
+from faceforge.data.pair_images import PairImages, load_pair_images
 from faceforge.data.pairs import read_pairs
 from faceforge.data.samplers import PKBatchSampler
 from faceforge.errors import FaceforgeError
-from faceforge.eval.verification import PairImages, load_pair_images
 from faceforge.train._lightning import batches_processed
 
 

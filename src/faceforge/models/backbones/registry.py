@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from faceforge.errors import FaceforgeError, did_you_mean
-from faceforge.registry import Registry
+from faceforge.errors import FaceforgeError
+from faceforge.registry import Registry, check_options
 
 __all__ = ["MODELS", "create_model", "list_models", "register_model", "register_prefix"]
 
@@ -69,12 +69,7 @@ def _check_kwargs(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> 
         for p in params.values()
         if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
-    for key in kwargs:
-        if key not in accepted:
-            raise FaceforgeError(
-                f"backbone {name!r} got unknown argument {key!r}{did_you_mean(key, accepted)}; "
-                f"accepted: {', '.join(accepted) or '(none)'}"
-            )
+    check_options(f"backbone {name!r}", kwargs, accepted, noun="argument")
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
