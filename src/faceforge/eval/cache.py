@@ -48,28 +48,28 @@ def warn_stderr(message: str) -> None:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (:func:`faceforge.align.store.sha256_file`), memoised per
+    """SHA-256 of a file's bytes (:func:`faceforge.hub.sha256_file`), memoised per
     (path, size, mtime) within the process so a set read twice is hashed once."""
-    from faceforge.align.store import _sha_cached
+    from faceforge.hub import sha256_cached
 
     p = Path(path)
     try:
         st = p.stat()
     except OSError as e:
         raise FaceforgeError(f"cannot read {p}: {e}") from None
-    return _sha_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    return sha256_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
 
 
 def default_cache_dir() -> Path:
     """``$FACEFORGE_HOME/cache/embeddings`` (default ``~/.cache/faceforge/cache/embeddings``)."""
-    from faceforge.align.store import home
+    from faceforge.hub import home
 
     return home() / "cache" / "embeddings"
 
 
 def default_crop_cache_dir() -> Path:
     """``$FACEFORGE_HOME/cache/crops``: aligned crops of detected faces (:class:`CropCache`)."""
-    from faceforge.align.store import home
+    from faceforge.hub import home
 
     return home() / "cache" / "crops"
 

@@ -41,7 +41,7 @@ class PretrainedModel:
 
     name: str
     arch: str  # registered backbone name (faceforge.models.create_model)
-    store_file: str  # name of the weights file in faceforge.align.store.KNOWN_FILES
+    store_file: str  # name of the weights file in faceforge.hub.KNOWN_FILES
     license: str
     description: str
     face_cfg: FaceConfig
@@ -87,7 +87,7 @@ def _package_file(entry: PretrainedModel) -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    from faceforge.align import store
+    from faceforge import hub as store
 
     fn = store.KNOWN_FILES[entry.store_file].filename
     for loc in spec.submodule_search_locations:
@@ -102,7 +102,7 @@ def pretrained_file(name: str) -> Path | None:
 
     A file whose SHA-256 differs from the registered one is never used.
     """
-    from faceforge.align import store
+    from faceforge import hub as store
 
     entry = get_pretrained(name)
     p = store.find(entry.store_file)
@@ -115,7 +115,7 @@ def pretrained_file(name: str) -> Path | None:
 
 
 def _missing_message(entry: PretrainedModel) -> str:
-    from faceforge.align import store
+    from faceforge import hub as store
 
     spec = store.KNOWN_FILES[entry.store_file]
     q = _package_file(entry)
@@ -130,7 +130,7 @@ def _missing_message(entry: PretrainedModel) -> str:
 
 def calibration_path(name: str) -> Path:
     """Where ``faceforge eval --model NAME --write-calibration`` stores a pretrained model's calibration."""
-    from faceforge.align import store
+    from faceforge import hub as store
 
     return store.home() / "calibration" / f"{name}.json"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faceforge.align import store
+from faceforge import hub as store
 from faceforge.errors import FaceforgeError
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from faceforge.align import store
+from faceforge import hub as store
 from faceforge.align.detectors.base import DETECTORS, Detector, Face
 from faceforge.errors import FaceforgeError
 

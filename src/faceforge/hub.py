@@ -1,4 +1,7 @@
-"""Model file store: known detector files by name + SHA-256, looked up locally, fetched on request.
+"""Model file store (the hub): known model files by name + SHA-256, looked up locally, fetched on request.
+
+Detectors, pretrained recognisers and caches find their files here; it sits below every package
+(it imports only :mod:`faceforge.errors`).
 
 Files live in ``$FACEFORGE_HOME/models`` (default ``~/.cache/faceforge/models``); extra read-only
 search folders can be listed in ``$FACEFORGE_MODEL_DIRS`` (``os.pathsep``-separated), e.g. a shared
@@ -301,8 +304,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 @lru_cache(maxsize=256)
-def _sha_cached(path: str, size: int, mtime_ns: int) -> str:
-    # Keyed on size and mtime so a replaced file is hashed again.
+def sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of ``path``, remembered per (path, size, mtime): a replaced file is hashed again."""
     return sha256_file(path)
 
 
@@ -330,7 +333,7 @@ def find(name: str | ModelFile) -> Path | None:
                 if not spec.verified:
                     return p
                 st = p.stat()
-                if _sha_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256:
+                if sha256_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256:
                     return p
     return None
 
@@ -351,7 +354,7 @@ def matches(path: str | Path, name: str | ModelFile) -> bool:
     if not p.is_file() or not spec.verified:
         return False
     st = p.stat()
-    return _sha_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256
+    return sha256_cached(str(p), st.st_size, st.st_mtime_ns) == spec.sha256
 
 
 def resolve(name: str | ModelFile, what: str = "") -> Path:
