@@ -17,7 +17,8 @@ Embeddings are L2-normalised and ranked by inner product (cosine similarity). Ex
 and processed in chunks of queries so that the working memory is ``chunk_size × depth`` rather than
 ``n_queries × n_gallery``. It uses :func:`faiss.knn` with ``METRIC_INNER_PRODUCT`` — the same exhaustive
 kernel as ``faiss.IndexFlatIP`` but without copying the gallery into an index (a 1M × 512 float32 gallery is
-2 GB). ``index="ivf"`` uses ``faiss.IndexIVFFlat`` (inner product, ``nlist ≈ 4·sqrt(N)``) for approximate
+2 GB). ``index="ivf"`` uses ``faiss.IndexIVFFlat`` (inner product; :mod:`faceforge.eval.ivf`'s rules, shared
+with the inference gallery: ``nlist ≈ 2·sqrt(N)``, ``nprobe = nlist/32`` clipped to [16, 128]) for approximate
 search; ``index="auto"`` picks flat below 50,000 gallery items and IVF above. faiss is optional
 (``pip install faiss-cpu``): without it exact search falls back to a numpy matrix product + partial sort
 (same results up to float rounding, slower); ``index="ivf"`` then raises
@@ -26,13 +27,13 @@ search; ``index="auto"`` picks flat below 50,000 gallery items and IVF above. fa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.eval.ivf import build_ivf
 
 __all__ = ["knn_search", "resolve_index", "retrieval_metrics", "retrieval_with_neighbours"]
 
@@ -147,7 +148,7 @@ def _drop_self(d: np.ndarray, i: np.ndarray, self_ids: np.ndarray, k: int) -> tu
 class _Searcher:
     """Top-``k`` inner-product search of query chunks against one gallery."""
 
-    def __init__(self, gallery: np.ndarray, index: str, nlist: int | None, nprobe: int) -> None:
+    def __init__(self, gallery: np.ndarray, index: str, nlist: int | None, nprobe: int | None) -> None:
         if index not in INDEXES:
             raise FaceforgeError(f"unknown index {index!r}; expected one of {INDEXES}")
         self.gallery = gallery
@@ -171,20 +172,10 @@ class _Searcher:
         return d, i
 
 
-def _build_ivf(faiss: Any, g: np.ndarray, nlist: int | None, nprobe: int) -> Any:
-    n, dim = g.shape
-    if nlist is None:
-        # 4·sqrt(N) lists, but at least 39 training points per centroid (faiss's own minimum).
-        nlist = max(1, min(round(4 * math.sqrt(n)), n // 39))
-    if not 1 <= nlist <= n:
-        raise FaceforgeError(f"nlist must be in [1, {n}] (the gallery size), got {nlist}")
-    if nprobe < 1:
-        raise FaceforgeError(f"nprobe must be >= 1, got {nprobe}")
-    quantizer = faiss.IndexFlatIP(dim)
-    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(g)
+def _build_ivf(faiss: Any, g: np.ndarray, nlist: int | None, nprobe: int | None) -> Any:
+    """The gallery ``g`` in an IVF-flat index built by :func:`faceforge.eval.ivf.build_ivf`."""
+    ivf = build_ivf(faiss, g, nlist=nlist, nprobe=nprobe)
     ivf.add(g)
-    ivf.nprobe = min(nprobe, nlist)
     return ivf
 
 
@@ -195,7 +186,7 @@ def knn_search(
     chunk_size: int = 4096,
     index: str = "flat",
     nlist: int | None = None,
-    nprobe: int = 16,
+    nprobe: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-``k`` neighbours: ``(similarities [Q, k], gallery ids [Q, k])``, best first.
 
@@ -245,14 +236,15 @@ def retrieval_metrics(
     chunk_size: int = 4096,
     index: str = "flat",
     nlist: int | None = None,
-    nprobe: int = 16,
+    nprobe: int | None = None,
 ) -> dict[str, Any]:
     """Recall@K, precision@1, mAP@R and R-precision of ``query_emb`` against a gallery.
 
     ``gallery_emb=None`` is leave-one-out: the query set is also the gallery and each query's own row
     is excluded. Returns ``recall_at_k`` ({K: value}), ``precision_at_1``, ``map_at_r``, ``r_precision``,
     ``n_queries``, ``n_gallery``, ``n_skipped_queries`` (queries with no other same-label gallery item,
-    left out of mAP@R / R-precision) and ``index``. ``nlist`` / ``nprobe`` only apply to ``index="ivf"``.
+    left out of mAP@R / R-precision) and ``index``. ``nlist`` / ``nprobe`` only apply to ``index="ivf"``
+    (``None``: the :mod:`faceforge.eval.ivf` defaults).
     """
     metrics, _, _ = retrieval_with_neighbours(
         query_emb, query_labels, gallery_emb, gallery_labels, ks=ks, keep=0,
@@ -272,7 +264,7 @@ def retrieval_with_neighbours(
     chunk_size: int = 4096,
     index: str = "flat",
     nlist: int | None = None,
-    nprobe: int = 16,
+    nprobe: int | None = None,
     exclude_self: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """:func:`retrieval_metrics` plus each query's ``keep`` nearest gallery items from the same search.

@@ -41,6 +41,7 @@ import numpy as np
 from faceforge.errors import FaceforgeError
 from faceforge.fileio import fsync_dir, fsync_file, public_file_mode
 from faceforge.models.face_cfg import FaceConfig, preprocess
+from faceforge.onnx_io import create_session, metadata_props
 
 __all__ = [
     "FORMAT",
@@ -265,7 +266,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends
         raise FaceforgeError(f"{p} is not a readable ONNX file: {e}") from None
-    raw = {m.key: m.value for m in proto.metadata_props}
+    raw = metadata_props(proto)
     if raw.get("faceforge.format") != FORMAT:
         raise FaceforgeError(
             f"{p} has no faceforge metadata (metadata_props 'faceforge.format' is "
@@ -363,23 +364,16 @@ def _to_input(images: Any, cfg: FaceConfig) -> np.ndarray:
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None) -> Any:
-    """A CPU onnxruntime session for ``path`` (``threads`` defaults to ``torch.get_num_threads()``)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise FaceforgeError("running ONNX models needs onnxruntime: pip install onnxruntime") from None
+    """A CPU onnxruntime session for ``path`` (``threads`` defaults to ``torch.get_num_threads()``).
+
+    Built by :func:`faceforge.onnx_io.create_session`, with one inter-op thread so that ``threads`` is
+    the session's whole CPU budget.
+    """
     if threads is None:
         import torch
 
         threads = torch.get_num_threads()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads))
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime has its own exception types
-        raise FaceforgeError(f"onnxruntime cannot load {path}: {e}") from None
+    return create_session(path, device="cpu", threads=max(1, int(threads)), inter_op_threads=1)
 
 
 def check_parity(

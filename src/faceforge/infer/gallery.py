@@ -9,7 +9,8 @@ quantization for nearest neighbor search", TPAMI 2011):
 ``ivf``
     ``IndexIVFFlat`` (inner product), ``nlist ≈ 2·sqrt(N)`` lists trained by k-means (10
     iterations) on at most ``64·nlist`` sampled entries; ``nprobe = nlist/32`` (clipped to
-    [16, 128]) lists visited per query, settable with :attr:`Gallery.nprobe`.
+    [16, 128]) lists visited per query, settable with :attr:`Gallery.nprobe` (the builder and these
+    rules are :mod:`faceforge.eval.ivf`, shared with ``eval.retrieval``).
 ``ivfpq``
     ``IndexIVFPQ`` (``dim/8`` sub-quantizers of 8 bits): the index stores 1/8 of the float bytes
     per entry; the candidates it returns are re-ranked with the exact stored embeddings.
@@ -50,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import secrets
@@ -64,6 +64,10 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+
+# default_nprobe is re-exported: the rule lives in eval.ivf, callers still find it beside Gallery
+from faceforge.eval.ivf import build_ivf, default_nlist
+from faceforge.eval.ivf import default_nprobe as default_nprobe
 from faceforge.fileio import dir_lock, exchange_paths, fsync_dir, fsync_file
 
 __all__ = ["FORMAT", "INDEX_KINDS", "Gallery", "choose_index"]
@@ -101,20 +105,6 @@ def _faiss() -> Any:
 def choose_index(n: int) -> str:
     """The index kind ``auto`` picks for ``n`` entries."""
     return "flat" if n < FLAT_MAX else "ivfpq"
-
-
-def default_nlist(n: int) -> int:
-    """``≈ 2·sqrt(n)`` inverted lists, with at least 39 training points per list (Faiss's minimum)."""
-    return max(1, min(round(2 * math.sqrt(n)), n // 39))
-
-
-def default_nprobe(nlist: int) -> int:
-    """Lists visited per query: ``nlist / 32`` clipped to [16, 128] (and to ``nlist``).
-
-    At 1M entries (nlist 2000) that is 62 lists, ~31k scanned vectors: under 10 ms per query on one
-    core of the CI machine (``benchmarks/gallery.py`` prints the recall/latency trade-off).
-    """
-    return min(nlist, max(16, min(128, nlist // 32)))
 
 
 def _as_embeddings(x: Any, dim: int | None, what: str) -> np.ndarray:
@@ -279,26 +269,14 @@ class Gallery:
             self.params = {"kind": "flat"}
         else:
             nlist = min(int(self.requested.get("nlist") or default_nlist(n)), n)
-            nprobe = int(self.requested.get("nprobe") or default_nprobe(nlist))
-            quantizer = faiss.IndexFlatIP(d)
-            if kind == "ivf":
-                index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-            else:
-                index = faiss.IndexIVFPQ(
-                    quantizer, d, nlist, _pq_subquantizers(d), 8, faiss.METRIC_INNER_PRODUCT
-                )
-            # k-means on a sample: 64 points per list is plenty (Faiss itself caps at 256) and keeps
-            # a 1M-entry build in seconds rather than minutes on a small CPU.
-            n_train = min(n, max(64 * nlist, IVFPQ_MIN if kind == "ivfpq" else 0))
-            if n_train < n:
-                pick = np.sort(np.random.default_rng(0).choice(n, n_train, replace=False))
-                sample = self.embeddings[pick]
-            else:
-                sample = self.embeddings
-            # 10 k-means iterations instead of Faiss's 25: the lists barely change, the build time halves.
-            index.cp.niter = 10
-            index.train(sample)
-            index.nprobe = min(nprobe, nlist)
+            index = build_ivf(
+                faiss,
+                self.embeddings,
+                nlist=nlist,
+                nprobe=self.requested.get("nprobe"),
+                pq_m=_pq_subquantizers(d) if kind == "ivfpq" else None,
+                min_train=IVFPQ_MIN if kind == "ivfpq" else 0,
+            )
             self.params = {"kind": kind, "nlist": nlist, "nprobe": int(index.nprobe)}
             if kind == "ivfpq":
                 self.params["pq_m"] = _pq_subquantizers(d)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.onnx_io import create_session, import_onnxruntime, session_providers
 from faceforge.registry import Registry
 
 __all__ = [
@@ -224,16 +225,16 @@ def list_detectors() -> list[str]:
     return DETECTORS.names()
 
 
+def _ort_hint(detector: str) -> str:
+    return (
+        f"detector {detector!r} needs onnxruntime: pip install onnxruntime "
+        "(or pip install 'faceforge[detectors]')"
+    )
+
+
 def require_onnxruntime(detector: str) -> Any:
     """Import onnxruntime or raise a :class:`FaceforgeError` saying how to install it."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise FaceforgeError(
-            f"detector {detector!r} needs onnxruntime: pip install onnxruntime "
-            "(or pip install 'faceforge[detectors]')"
-        ) from None
-    return ort
+    return import_onnxruntime(_ort_hint(detector))
 
 
 def check_device(device: str, detector: str) -> str:
@@ -265,36 +266,24 @@ def ort_providers(device: str, detector: str) -> list[str]:
 
     ``cpu`` is the CPU provider only; ``auto`` and ``cuda`` put ``CUDAExecutionProvider`` first when
     this onnxruntime build has it (``onnxruntime-gpu``), else the CPU with one log line
-    (:func:`say_cpu_fallback`).
+    (:func:`say_cpu_fallback`). The rule is :func:`faceforge.onnx_io.session_providers`.
     """
-    ort = require_onnxruntime(detector)
     check_device(device, detector)
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    say_cpu_fallback(
-        detector, device, "this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
-    )
-    return ["CPUExecutionProvider"]
+    return session_providers(device, lambda why: say_cpu_fallback(detector, device, why), _ort_hint(detector))
 
 
 def onnx_session(path: Path, detector: str, threads: int | None = None, device: str = "auto") -> Any:
     """An onnxruntime session for ``path`` on ``device`` with a clear error for unreadable files.
 
-    When CUDA was asked for and listed but the session still came up on the CPU (no driver, no
-    device), that is said once too.
+    Built by :func:`faceforge.onnx_io.create_session`; a CPU fallback (no CUDA provider, or CUDA
+    listed but not started: no driver, no device) is said once per detector (:func:`say_cpu_fallback`).
     """
-    ort = require_onnxruntime(detector)
-    providers = ort_providers(device, detector)
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise FaceforgeError(f"cannot load {detector} model {path}: {e}; expected an ONNX file") from None
-    if providers[0] == "CUDAExecutionProvider" and "CUDAExecutionProvider" not in sess.get_providers():
-        say_cpu_fallback(detector, device, "onnxruntime could not start CUDA here (driver or device missing)")
-    return sess
+    check_device(device, detector)
+    return create_session(
+        path,
+        device=device,
+        threads=threads,
+        what=f"{detector} model",
+        install_hint=_ort_hint(detector),
+        on_cpu_fallback=lambda why: say_cpu_fallback(detector, device, why),
+    )

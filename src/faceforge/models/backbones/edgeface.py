@@ -20,20 +20,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from faceforge.errors import FaceforgeError, missing_extra
-from faceforge.models.backbones.iresnet import _pair
+from faceforge.errors import FaceforgeError
+from faceforge.models.backbones._common import _pair, _timm
 from faceforge.models.backbones.registry import register_model
 from faceforge.models.face_cfg import FaceConfig
 
 __all__ = ["EdgeFace", "LowRankLinear", "replace_linear_with_low_rank"]
-
-
-def _timm():
-    try:
-        import timm
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise missing_extra("timm", "this backbone") from None
-    return timm
 
 
 class LowRankLinear(nn.Module):

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceforge.errors import FaceforgeError
+from faceforge.models.backbones._common import _kaiming_init, _pair
 from faceforge.models.backbones.registry import register_model
 from faceforge.models.face_cfg import FaceConfig
 
@@ -79,15 +80,6 @@ def make_divisible(value: float, divisor: int = 4) -> int:
     return new
 
 
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) != 2:
-        raise FaceforgeError(f"input_size must be an int or (height, width), got {v!r}")
-    return t  # type: ignore[return-value]
-
-
 class ConvBnAct(nn.Module):
     """Conv (no bias) -> BatchNorm -> optional per-channel PReLU."""
 
@@ -101,7 +93,7 @@ class ConvBnAct(nn.Module):
         act: bool = True,
     ) -> None:
         super().__init__()
-        k = _pair(kernel_size)
+        k = _pair(kernel_size, coerce=True)
         self.conv = nn.Conv2d(
             in_chs, out_chs, k, stride, padding=(k[0] // 2, k[1] // 2), groups=groups, bias=False
         )
@@ -264,7 +256,7 @@ class GhostFaceNet(nn.Module):
             raise FaceforgeError(f"dropout must be in [0, 1), got {dropout!r}")
         if not (isinstance(embedding_size, int) and embedding_size > 0):
             raise FaceforgeError(f"embedding_size must be a positive int, got {embedding_size!r}")
-        h, w = _pair(input_size)
+        h, w = _pair(input_size, coerce=True)
         if h < 1 or w < 1:
             raise FaceforgeError(f"input_size must be positive, got {input_size!r}")
         self.embedding_size = embedding_size
@@ -288,17 +280,7 @@ class GhostFaceNet(nn.Module):
         self.conv_head = ConvBnAct(prev, self.num_features, 1)
         self.feat_size = (h, w)
         self.head = GDCHead(self.num_features, (h, w), embedding_size, dropout)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _kaiming_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch ``[B, C, H, W]`` -> final feature map ``[B, num_features, h, w]``."""
@@ -316,7 +298,7 @@ def _face_cfg(
     version: str, width: float, stride: int, input_size: int | Sequence[int], emb: int
 ) -> FaceConfig:
     return FaceConfig(
-        input_size=_pair(input_size),
+        input_size=_pair(input_size, coerce=True),
         embedding_size=emb,
         extra={"family": "ghostfacenet", "version": version, "width": width, "stride": stride},
     )

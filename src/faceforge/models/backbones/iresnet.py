@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from faceforge.errors import FaceforgeError
+from faceforge.models.backbones._common import _check_common, _pair
 from faceforge.models.backbones.registry import register_model
 from faceforge.models.face_cfg import FaceConfig
 
@@ -107,29 +107,6 @@ class IResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(v)
-    if len(t) != 2 or not all(isinstance(i, int) for i in t):
-        raise FaceforgeError(f"input_size must be an int or (height, width), got {v!r}")
-    return (t[0], t[1])
-
-
-def _check_common(
-    embedding_size: int, dropout: float, input_size: int | Sequence[int], multiple: int
-) -> tuple[int, int]:
-    """Validate the shared factory arguments; return (height, width)."""
-    if not (isinstance(embedding_size, int) and embedding_size > 0):
-        raise FaceforgeError(f"embedding_size must be a positive int, got {embedding_size!r}")
-    if not (0.0 <= dropout < 1.0):
-        raise FaceforgeError(f"dropout must be in [0, 1), got {dropout!r}")
-    h, w = _pair(input_size)
-    if h < multiple or w < multiple or h % multiple or w % multiple:
-        raise FaceforgeError(f"input_size must be a positive multiple of {multiple}, got {input_size!r}")
-    return h, w
 
 
 def _face_cfg(name: str, input_size: int | Sequence[int], embedding_size: int, **extra: object) -> FaceConfig:

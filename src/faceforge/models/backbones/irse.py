@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from faceforge.models.backbones.iresnet import _check_common, _pair
+from faceforge.models.backbones._common import _check_common, _pair
 from faceforge.models.backbones.registry import register_model
 from faceforge.models.face_cfg import FaceConfig
 

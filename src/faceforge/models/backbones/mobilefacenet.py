@@ -21,22 +21,11 @@ import torch
 from torch import nn
 
 from faceforge.errors import FaceforgeError
-from faceforge.models.backbones.iresnet import _check_common, _pair
+from faceforge.models.backbones._common import _check_common, _kaiming_init, _pair
 from faceforge.models.backbones.registry import register_model
 from faceforge.models.face_cfg import FaceConfig
 
 __all__ = ["MBF", "MobileFaceNet", "mbf", "mobilefacenet"]
-
-
-def _init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _face_cfg(family: str, input_size: int | Sequence[int], embedding_size: int) -> FaceConfig:
@@ -114,7 +103,7 @@ class MobileFaceNet(nn.Module):
         self.conv_6_flatten = nn.Flatten()
         self.linear = nn.Linear(512, embedding_size, bias=False)
         self.bn = nn.BatchNorm1d(embedding_size)
-        _init(self)
+        _kaiming_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch -> ``[B, 512, H/16, W/16]``."""
@@ -239,7 +228,7 @@ class MBF(nn.Module):
         self.num_features = 512
         self.conv_sep = SeqConvBlock(c128, 512)
         self.features = _GDC(512, self.feat_size, embedding_size)
-        _init(self)
+        _kaiming_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch -> ``[B, 512, H/16, W/16]``."""

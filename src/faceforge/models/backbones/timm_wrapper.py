@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from faceforge.errors import FaceforgeError, did_you_mean
-from faceforge.models.backbones.edgeface import _timm
-from faceforge.models.backbones.iresnet import _pair
+from faceforge.models.backbones._common import _pair, _timm
 from faceforge.models.backbones.registry import register_prefix
 from faceforge.models.face_cfg import FaceConfig
 
