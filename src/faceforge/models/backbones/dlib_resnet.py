@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceforge.errors import FaceforgeError
-from faceforge.models.backbones.iresnet import _pair
+from faceforge.models.backbones._common import _pair
 from faceforge.models.backbones.registry import register_model
 from faceforge.models.dlib_format import (
     AddPrev,
