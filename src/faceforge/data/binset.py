@@ -1,30 +1,11 @@
-"""InsightFace ``.bin`` verification sets (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``, ...).
-
-Format (insightface ``recognition/arcface_torch/eval/verification.py`` ``load_bin`` and
-``recognition/_datasets_/lfw2pack.py``): a pickle of the 2-tuple ``(bins, issame_list)`` where ``bins``
-is a list of ``2N`` encoded images (JPEG/PNG bytes; ``str`` in the original Python 2 files, read as
-bytes) and ``issame_list`` is a list of ``N`` bools; pair ``i`` is ``bins[2i]`` and ``bins[2i+1]``.
-
-Pickle is code execution by design, so :func:`read_bin` never calls :func:`pickle.load`. It uses
-:class:`RestrictedUnpickler`, whose ``find_class`` resolves only a fixed whitelist and returns
-argument-checking stand-ins, not the real callables:
-
-* ``_codecs.encode`` (only ``(str, 'latin1')``: how Python 3 pickles ``bytes`` at protocol < 3),
-* ``builtins.bytes`` / ``builtins.bytearray`` (and their Python 2 ``__builtin__`` names),
-* ``numpy.ndarray``, ``numpy.dtype`` (bool dtype only), ``numpy[._]core.multiarray._reconstruct``
-  (``ndarray`` subtype only) and ``numpy[._]core.multiarray.scalar`` (bool only).
-
-Anything else (``os.system``, ``builtins.eval``, object arrays, ...) raises :class:`FaceforgeError`
-before it can run. The loaded value is then checked to be exactly the structure above.
-
-Amplification is bounded too (``docs/security.md``), each limit raised by an environment variable:
-the file size (:data:`MAX_FILE_BYTES`, ``FACEFORGE_BIN_MAX_FILE_MB``, 4096), the image count
-(:data:`MAX_IMAGES`, ``FACEFORGE_BIN_MAX_IMAGES``, 200,000), how often one pickled object may be
-referenced again through the memo (:data:`MAX_FANOUT`, ``FACEFORGE_BIN_MAX_FANOUT``, 64 — counted by a
-scan of the opcodes before anything is built, so 100 KB repeating one JPEG 40,000 times is refused),
-and the bytes :meth:`BinSet.decode_all` may allocate (:data:`MAX_DECODED_BYTES`,
-``FACEFORGE_BIN_MAX_DECODED_MB``, 4096), checked before the array exists; every image's declared size
-is checked against the decoder's pixel limit (:func:`faceforge.imageio.check_encoded`) before decoding.
+"""InsightFace ``.bin`` verification sets (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``, ...): a pickle of
+``(2N encoded images, N bools)`` as written by insightface's ``lfw2pack.py`` and read by ``load_bin``.
+:func:`read_bin` never calls :func:`pickle.load`: :class:`RestrictedUnpickler` resolves only a whitelist of
+argument-checking stand-ins (bytes, bool numpy arrays) and refuses anything else with
+:class:`FaceforgeError`; file size, image count, memo fan-out and decoded bytes are bounded
+(:data:`MAX_FILE_BYTES`, :data:`MAX_IMAGES`, :data:`MAX_FANOUT`, :data:`MAX_DECODED_BYTES`). Also
+:class:`BinSet`, :func:`write_bin`, :func:`pairs_to_bin`, :func:`bin_to_pairs`. Details: docs/data.md,
+"`.bin` format and limits".
 """
 
 from __future__ import annotations
@@ -152,7 +133,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the whitelisted globals listed in the module docstring."""
+    """An unpickler that resolves only the whitelisted globals listed in docs/data.md (".bin format")."""
 
     def find_class(self, module: str, name: str) -> Any:
         """Return the stand-in for an allowed global; refuse everything else."""
@@ -290,7 +271,7 @@ class BinSet:
 
 
 def read_bin(path: str | os.PathLike[str]) -> BinSet:
-    """Read a ``.bin`` pair set safely (see the module docstring).
+    """Read a ``.bin`` pair set safely (see docs/data.md, ".bin format and limits").
 
     Raises:
         FaceforgeError: missing file, refused or malformed pickle, wrong structure, odd image count,

@@ -1,7 +1,7 @@
-"""Image datasets: a list of ``(path, label)`` files, and ImageFolder trees (one sub-folder per class).
-
-Images that cannot be decoded are never fatal: they are skipped, their paths are logged, and they are
-counted (``bad_paths``) so the training loop can report them in its epoch summary.
+"""Image datasets: a list of ``(path, label)`` files (:class:`FileListDataset`), and ImageFolder trees
+(:class:`ImageFolderDataset`, one sub-folder per class). Images that cannot be decoded are never fatal:
+they are skipped, their paths are logged, and they are counted (``bad_paths``) so the training loop can
+report them in its epoch summary.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
 """``faceforge data inspect``: counts, images-per-class histogram and image sizes of a data set.
-
 :func:`inspect_path` summarises an image folder, a RecordIO set or an insightface ``.bin`` (decoding a
 random sample of images for their sizes and counting the ones that do not decode);
 :func:`format_inspect` is its text report.

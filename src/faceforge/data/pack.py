@@ -1,11 +1,8 @@
 """Image folder <-> insightface RecordIO: the worker pool behind ``faceforge data pack`` and ``unpack``.
-
-:func:`pack_folder` reads an image folder (``SRC/ID/*.jpg`` or flat ``SRC/ID_seq.jpg``) in a pool of
-processes (each image optionally decoded to verify it, or resized and re-encoded as JPEG) and writes
-``.rec``/``.idx``/``property`` (:func:`faceforge.data.recordio.write_face_rec`) plus a ``.lst`` of
-``key, label, relative path`` and a ``.classes`` file; unreadable images are skipped and counted.
-:func:`unpack_rec` writes a ``.rec`` back into a folder, naming files from the ``.lst`` when present
-(names that would leave the output folder are replaced by ``class/key.ext``).
+:func:`pack_folder` reads an image folder in a pool of processes and writes ``.rec``/``.idx``/``property``
+plus a ``.lst`` of ``key, label, relative path`` and a ``.classes`` file; unreadable images are skipped
+and counted. :func:`unpack_rec` writes a ``.rec`` back into a folder, naming files from the ``.lst``.
+Details: docs/data.md, "Packing".
 """
 
 from __future__ import annotations

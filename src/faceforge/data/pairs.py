@@ -1,40 +1,9 @@
-"""Verification pair lists: read LFW-style ``pairs.txt`` and friends, write the LFW View-2 layout.
-
-Formats read by :func:`read_pairs` (``fmt=`` name in brackets):
-
-* ``lfw`` -- the LFW protocol files, as described in the LFW technical report (Huang et al., "Labeled
-  Faces in the Wild: A Database for Studying Face Recognition in Unconstrained Environments", UMass
-  TR 07-49, section "View 2") and the README at https://vis-www.cs.umass.edu/lfw/README.txt:
-  an optional header line, then genuine lines ``name i j`` and impostor lines ``name1 i name2 j``
-  (whitespace separated, 1-based image numbers). The image of ``name`` number ``i`` is
-  ``root/name/name_%04d.jpg``.
-
-  - View-2 (``pairs.txt``): header ``n_folds n`` (``10 300``); each fold is ``n`` genuine lines
-    followed by ``n`` impostor lines. Fold ``f`` is lines ``f*2n .. (f+1)*2n - 1``.
-  - View-1 (``pairsDevTrain.txt`` / ``pairsDevTest.txt``): header ``n``; ``n`` genuine then ``n``
-    impostor lines; read as a single fold 0.
-  - headerless: any mix of 3- and 4-token lines; folds as for the formats without folds (below).
-
-* ``ann`` -- ``label path_a path_b`` per line (insightface's ``lfw_ann.txt``).
-* ``triplet`` -- ``path_a path_b label`` per line.
-* ``csv`` -- a CSV file with a header row. Column names (case-insensitive): first image
-  ``path_a``/``path1``/``a``/``img1``/``image1``/``left``; second image ``path_b``/``path2``/``b``/
-  ``img2``/``image2``/``right``; label ``label``/``issame``/``is_same``/``same``/``genuine``;
-  optional ``fold``.
-
-Every image path must resolve (symlinks followed) inside the root — ``root`` when given, else the
-pair file's folder: an absolute path, ``..``, ``~`` or a symlink leading elsewhere (``/etc/passwd``,
-``/proc/self/environ``) is refused with its line number unless ``allow_outside_root`` (the command
-line's ``--allow-outside-root``) says otherwise (``docs/security.md``).
-
-Labels are ``0``/``1``/``true``/``false`` (case-insensitive). Pair files without fold information
-get ``n_folds`` (default 10, at most one per pair) contiguous, near-equal folds, which is what
-insightface's ``KFold(10, shuffle=False)`` evaluation uses. Relative paths are resolved against
-``root`` (default: the pair file's folder; for the ``lfw`` format, if the identity folders are not
-directly there, the first sub-folder that holds them, e.g. ``lfw-deepfunneled/``).
-
-:func:`write_lfw_pairs` writes the View-2 layout; :func:`write_pairs_csv` writes the ``csv`` layout;
-:func:`make_pairs` draws balanced, identity-disjoint folds of pairs from a folder's identities.
+"""Verification pair lists: read LFW-style ``pairs.txt`` and friends, write the LFW View-2 layout (Huang et
+al., "Labeled Faces in the Wild", UMass TR 07-49). :func:`read_pairs` reads the ``lfw`` (View-1, View-2,
+headerless), ``ann``, ``triplet`` and ``csv`` formats into :class:`Pairs`, refusing image paths outside
+the root unless ``allow_outside_root``; :func:`write_lfw_pairs` writes the View-2 layout,
+:func:`write_pairs_csv` the ``csv`` layout, and :func:`make_pairs` draws balanced, identity-disjoint
+folds of pairs from a folder's identities. Details: docs/data.md, "Pair lists" and "Pair list formats".
 """
 
 from __future__ import annotations
@@ -341,7 +310,7 @@ def read_pairs(
     check_exists: bool = True,
     allow_outside_root: bool | None = None,
 ) -> Pairs:
-    """Read a pair list (see the module docstring for the formats).
+    """Read a pair list (formats: docs/data.md, "Pair lists" and "Pair list formats").
 
     Args:
         path: the pair file.

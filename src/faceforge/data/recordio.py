@@ -1,37 +1,9 @@
-"""InsightFace RecordIO datasets (``train.rec`` / ``train.idx`` / ``property``) in pure Python.
-
-Format implemented (no mxnet needed):
-
-* **Record framing** -- dmlc-core RecordIO (``include/dmlc/recordio.h`` in dmlc/dmlc-core, "RecordIO
-  format" comment; also MXNet's ``python/mxnet/recordio.py`` docs). Each record is a little-endian
-  ``uint32`` magic ``0xced7230a``, a ``uint32`` ``lrecord = cflag << 29 | length``, ``length`` data
-  bytes, then zero padding to a multiple of 4. ``cflag`` is 0 for a whole record; a payload that
-  contains the magic word at a 4-byte aligned offset is split there into parts with cflag 1 (first),
-  2 (middle), 3 (last); the magic word itself is dropped and a reader puts it back between parts.
-* **Index** -- ``.idx`` text file, one ``key<TAB>byte offset`` line per record (MXNet
-  ``MXIndexedRecordIO``).
-* **Image record** -- MXNet ``recordio.pack``: a 24-byte ``IRHeader`` (``<IfQQ``: ``flag`` uint32,
-  ``label`` float32, ``id`` uint64, ``id2`` uint64); if ``flag > 0`` the label is instead the
-  ``flag`` float32 values that follow the header. The encoded image (JPEG/PNG) comes next.
-* **InsightFace layout** (``recognition/arcface_torch/dataset.py`` ``MXFaceDataset``): if record 0 has
-  ``flag > 0`` its label is ``[a, b]``: images are records ``1 .. a-1`` and records ``a .. b-1`` hold
-  one identity each, with label ``[first, end)`` = that identity's image record range. If record 0
-  has ``flag == 0`` every key in the ``.idx`` is an image. An image's class is its label (or
-  ``label[0]`` for array labels). ``property`` is ``num_classes,height,width``.
-
-Reads are random access by key; each process opens the file lazily (the handle is re-opened when
-the pid changes and dropped when pickled), so a :class:`FaceRecordDataset` is safe with any number of
-DataLoader workers. Records that are truncated, badly framed, carry an impossible label or do not
-decode are skipped and counted (:attr:`FaceRecordDataset.num_skipped`), never raised.
-
-Hostile files (``docs/security.md``): every number read from the files is checked before it sizes an
-allocation or a loop. ``.idx`` keys and offsets must be non-negative (an error names the line) and
-there cannot be more entries than the ``.rec`` has room for; a record's length must fit in the file
-and under :data:`MAX_RECORD_BYTES` (``$FACEFORGE_REC_MAX_RECORD_MB``) before it is read, so a sparse
-6 GiB file is never read whole; label floats per record are capped; record 0's identity range and each
-identity record's ``[first, end)`` must be integers inside the image records and must not overlap
-(an error names the record); labels must be class indices below ``max(property classes, images)``
-and :data:`MAX_CLASSES` (``$FACEFORGE_REC_MAX_CLASSES``), so no label sizes a ``bincount``.
+"""InsightFace RecordIO datasets (``train.rec`` / ``train.idx`` / ``property``) in pure Python, no mxnet:
+dmlc-core RecordIO framing, MXNet's ``.idx`` index and ``IRHeader`` image records, and insightface's
+``MXFaceDataset`` layout. :class:`FaceRecordDataset` reads by key, safe with any number of DataLoader
+workers, skipping and counting bad records; :func:`write_face_rec` writes a set; every number read from
+a file is checked before it sizes an allocation (:data:`MAX_RECORD_BYTES`, :data:`MAX_CLASSES`).
+Details: docs/data.md, "InsightFace RecordIO" and "RecordIO format and hostile files".
 """
 
 from __future__ import annotations
@@ -603,7 +575,10 @@ class FaceRecordDataset(Dataset):
         return a, b
 
     def _read_ranges(self, a: int, b: int) -> list[tuple[int, int]] | None:
-        """The identity records ``a .. b-1``: ``[first, end)`` image-key ranges, checked (see module doc)."""
+        """The identity records ``a .. b-1``: ``[first, end)`` image-key ranges, checked.
+
+        Rules: docs/data.md, "RecordIO format and hostile files".
+        """
         ranges: list[tuple[int, int]] = []
         for k in range(a, b):
             try:

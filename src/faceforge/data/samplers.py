@@ -1,12 +1,8 @@
-"""P x K balanced batch sampler (P identities x K images each), DDP-rank aware.
-
-Each batch holds ``P`` distinct classes and ``K`` samples of each (``P`` unset: every class in every
-batch). Classes are drawn from a stream of seeded permutations, so every class is used about equally
-often; the samples of a class are taken without replacement from a reshuffled pool (with replacement
-only when a class has fewer than ``K`` samples). The global list of batches for an epoch depends only
-on ``(seed, epoch)``; rank ``r`` of ``world_size`` takes batches ``r, r + world_size, ...``, so ranks
-never get the same batch. Call :meth:`PKBatchSampler.set_epoch` each epoch, like
-``DistributedSampler``. Use it as ``DataLoader(ds, batch_sampler=PKBatchSampler(ds.labels, ...))``.
+"""P x K balanced batch sampler (P identities x K images each), DDP-rank aware: :class:`PKBatchSampler`.
+Batches depend only on ``(seed, epoch)`` (call :meth:`PKBatchSampler.set_epoch` each epoch) and rank
+``r`` of ``world_size`` takes batches ``r, r + world_size, ...``, so ranks never get the same batch. Use
+it as ``DataLoader(ds, batch_sampler=PKBatchSampler(ds.labels, ...))``. Details: docs/data.md, "P×K
+sampler".
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Group-disjoint train/val/test splits of an image folder: face identities, or objects within classes.
-
-Three layouts are understood (``layout="auto"`` recognises them, the split records which was used):
-``flat`` (``root/{ID}_{seq}.jpg``), ``folder`` (``root/{ID}/*.jpg``, e.g. LFW's
-``Aaron_Eckhart/Aaron_Eckhart_0001.jpg``) and ``class`` (``root/{class}/{ID}_{seq}.jpg``: the folder
-is the class, the file prefix one physical object, e.g. ``monstera/plant001_1.jpg``). A group is an
-ID, or a ``(class, ID)`` pair keyed ``"class/ID"``; no group is ever in two splits. Face layouts cut
-one shuffled list of IDs by image share; the class layout does so within every class (stratified),
-so each class is in every split when it has enough groups. ``docs/data.md`` describes the rules,
-the split file and the API (:class:`Split`).
+:func:`make_split` scans the ``flat``, ``folder`` or ``class`` layout (``layout="auto"`` recognises it),
+cuts the groups (IDs, or ``"class/ID"``) by image share, stratified per class for the class layout, so
+no group is ever in two splits, and returns a :class:`Split`, stored as a JSON split file. Details:
+docs/data.md, "Group-disjoint splits".
 """
 
 from __future__ import annotations
@@ -438,7 +433,8 @@ def _stratified(
     groups: dict[str, list[str]], r: tuple[float, float, float], seed: int
 ) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[str]]]:
     """Split every class on its own: shuffle its groups (a seed per class, so adding a class leaves the
-    others' splits as they were) and cut them so every split is covered (see the module docstring)."""
+    others' splits as they were) and cut them so every split is covered
+    (docs/data.md, "Group-disjoint splits")."""
     by_class: dict[str, list[str]] = {}
     for key in groups:
         by_class.setdefault(group_class(key), []).append(key)
@@ -471,7 +467,7 @@ def make_split(
     layout: str = "auto",
     overwrite: bool = False,
 ) -> Split:
-    """Split the groups under ``root`` into train/val/test (see the module docstring).
+    """Split the groups under ``root`` into train/val/test (see docs/data.md, "Group-disjoint splits").
 
     Args:
         root: image folder (``flat``, ``folder`` or ``class`` layout, see :func:`scan_folder`).

@@ -1,22 +1,8 @@
-"""Config-declared image augmentations for face crops.
-
-``build_transforms(cfg)`` turns a list of dicts such as::
-
-    [{"name": "flip", "p": 0.5},
-     {"name": "random_resized_crop", "size": 112, "scale": [0.9, 1.0]},
-     {"name": "color_jitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.02},
-     {"name": "rotation", "degrees": 10, "p": 0.3},
-     {"name": "low_resolution", "factor": [2, 6], "p": 0.2},
-     {"name": "gaussian_blur", "sigma": [0.3, 1.5], "p": 0.3},
-     {"name": "gaussian_noise", "std": [2, 10], "p": 0.3},
-     {"name": "jpeg", "quality": [30, 95], "p": 0.5},
-     {"name": "corner_warp", "degrees": 8, "corner": 0.04, "p": 0.5}]
-
-into a :class:`Compose`. Inputs are RGB ``uint8`` HWC numpy arrays or CHW torch tensors (``uint8``,
-or float in ``[0, 1]``); the output has the input's type, layout and dtype (``normalize`` is the
-exception: it always returns a float CHW tensor and must come last). Random numbers are drawn from
-torch's default generator, so ``torch.manual_seed`` makes runs
-repeatable and DataLoader workers draw different augmentations.
+"""Config-declared image augmentations for face crops: :func:`build_transforms` turns a list of dicts such
+as ``[{"name": "flip", "p": 0.5}, {"name": "jpeg", "quality": [30, 95], "p": 0.5}]`` into a
+:class:`Compose`. Inputs are RGB ``uint8`` HWC numpy arrays or CHW torch tensors, and the output keeps
+the input's type, layout and dtype (``normalize``, always last, returns a float CHW tensor); random
+numbers come from torch's default generator. Details: docs/data.md, "Augmentations".
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Classification / margin heads for face recognition.
-
-``create_head(name, embedding_size, num_classes, **kwargs)`` builds one; ``list_heads()`` names them;
-:class:`PartialFC` shards the class centres over ranks. See docs/heads.md.
+"""Classification / margin heads for face recognition. ``create_head(name, embedding_size, num_classes,
+**kwargs)`` builds one; ``list_heads()`` names them; :class:`PartialFC` shards the class centres over
+ranks. See docs/heads.md.
 """
 
 from faceforge.heads.adaface import AdaFaceHead

@@ -1,14 +1,8 @@
-"""Base class, registry and shared maths for classification / margin heads.
-
-Design (as in pytorch-metric-learning): :class:`BaseHead` owns the class-centre matrix ``weight``
-``[num_classes, embedding_size]``, the normalised cosine (computed in float32 even under
-bf16/fp16 autocast, clamped to [-1, 1]), schedules, the focal wrapper and the loss reduction.
-A margin head only overrides :meth:`BaseHead.apply_margin`, which maps a cosine matrix to logits
-that are already multiplied by the scale.
-
-Label convention inside :meth:`BaseHead.apply_margin`: ``labels[i] == -1`` means "row ``i`` has
-no target column in this block" (used by Partial FC, where each rank holds a slice of classes);
-such rows are left unchanged apart from the scale.
+"""Base class, registry and shared maths for classification / margin heads. :class:`BaseHead` owns the
+class-centre matrix ``weight``, the float32 normalised cosine, schedules, the focal wrapper and the loss
+reduction; a margin head only overrides :meth:`BaseHead.apply_margin` (labels ``-1``: no target column in
+this block, as in Partial FC). :func:`create_head` and :func:`list_heads` use the registry. Details:
+docs/heads.md, "Design".
 """
 
 from __future__ import annotations

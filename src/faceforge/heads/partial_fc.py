@@ -1,27 +1,8 @@
 """Partial FC (An et al., ICCVW 2021 / CVPR 2022): model-parallel class centres with sampled negatives.
-
-The ``num_classes × embedding_size`` centre matrix is split over the ranks of a process group in
-contiguous slices (rank ``r`` holds classes ``[start_r, start_r + n_r)``; the first
-``num_classes % world`` ranks hold one extra class). Each step:
-
-1. embeddings are all-gathered with gradient (backward sums the gradients of every rank and keeps
-   this rank's rows), labels without;
-2. each rank keeps the classes of its slice that are positives anywhere in the global batch and
-   fills up to ``int(sample_rate · n_r)`` with random negatives;
-3. each rank computes cosines with its (sampled) centres, applies the margin head's
-   :meth:`~faceforge.heads.base.BaseHead.apply_margin` (labels outside the slice are ``-1``);
-4. softmax cross-entropy over all ranks: all-reduce of the row max (no gradient) and of the sums of
-   ``exp(logit − max)`` and of the target logits. These sums are identical on every rank, so their
-   all-reduce passes gradients through unchanged; the loss is the same number on every rank.
-
-Without ``torch.distributed`` initialisation (or a world size of 1) it is an ordinary head with
-optional class sampling. All ranks must use the same local batch size.
-
-Checkpoints: by default ``state_dict()`` holds the **full** ``[num_classes, D]`` matrix (gathered
-on CPU one shard at a time; every rank must call it, as Lightning does) and ``load_state_dict``
-accepts either the full matrix (it is re-sharded for this rank) or this rank's shard, so a run
-can resume at another world size. :meth:`PartialFC.full_state_dict` / :meth:`load_full_state_dict`
-do the same explicitly.
+:class:`PartialFC` splits the centre matrix over the ranks (:func:`shard_range`), samples negatives per
+rank, applies a margin head and computes a distributed softmax cross-entropy; its checkpoints hold the
+full matrix, so a run can resume at another world size. :func:`ddp_ignore_partial_fc` keeps DDP from
+averaging the shards. Details: docs/heads.md, "Partial FC".
 """
 
 from __future__ import annotations

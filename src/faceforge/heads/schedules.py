@@ -1,18 +1,7 @@
 """Margin and scale schedules: a value as a function of training progress (epoch, step).
-
-A schedule is written in YAML as a plain mapping with a ``type`` key. Positions are in epochs
-(a float, so fractions of an epoch work) unless the key ends in ``_steps`` / ``_step``, in which
-case they count optimizer steps. ``value`` below is the head's own ``margin`` or ``scale``.
-
-- ``{"type": "constant"}``: always ``value``.
-- ``{"type": "warmup", "warmup_epochs": 1, "start": 0.0}`` (or ``warmup_steps``): ``start`` until
-  the warm-up ends, then ``value``.
-- ``{"type": "linear", "start": 0.0, "end": 0.5, "from_epoch": 0, "to_epoch": 5}`` (or
-  ``from_step`` / ``to_step``): ``start`` before ``from``, a straight line to ``end`` at ``to``,
-  then ``end``. ``end`` defaults to ``value``, ``from`` to 0.
-- ``{"type": "step", "milestones": [5, 10], "values": [32, 48, 64]}`` (or ``milestone_steps``):
-  ``values[i]`` from milestone ``i-1`` (inclusive) to milestone ``i``; ``len(values) ==
-  len(milestones) + 1``.
+:func:`build_schedule` turns a YAML mapping with a ``type`` key (``constant``, ``warmup``, ``linear``,
+``step``; positions in epochs, or in optimizer steps for keys ending in ``_steps`` / ``_step``) into a
+:class:`Schedule`. Details: docs/heads.md, "Schedules".
 """
 
 from __future__ import annotations

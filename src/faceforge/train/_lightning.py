@@ -1,9 +1,8 @@
-"""Everything faceforge knows about Lightning's internals, in one place (tested with Lightning 2.6).
-
-The rest of ``faceforge.train`` uses Lightning's public classes (``LightningModule``, callbacks,
-``Trainer``); what depends on a minor version lives here: the layout of a checkpoint's ``"loops"``
-state and the trainer's batch counters, the warning texts that are noise for a CLI, the atomic
-checkpoint writer, and the hand-over from a rank-0 process to the processes Lightning launches.
+"""Everything faceforge knows about Lightning's internals, in one place (tested with Lightning 2.6): the
+checkpoint ``"loops"`` state and batch counters (:func:`checkpoint_epochs`,
+:func:`shift_batch_progress`), noisy warnings (:func:`quiet_lightning`), the atomic checkpoint writer
+(:class:`AtomicCheckpointIO`) and the rank-0 hand-over (:class:`LaunchHandover`). Details:
+docs/training.md, "Lightning internals".
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Training configuration: a typed schema (one dataclass per section) parsed by jsonargparse.
-
-``faceforge train --config a.yaml --trainer.max_epochs 3 --model.backbone.width 0.5`` resolves
-defaults ← ``a.yaml`` ← ``--section.key value`` overrides. Every value is parsed against the type
-its field declares (``--optimizer.weight_decay 5e-4`` is the float 0.0005, ``--data.val_sets '{a:
-x.bin}'`` a mapping), and a wrong type or an unknown key is one :class:`FaceforgeError` line naming
-the key, what it expects and, for unknown keys, the closest known key. ``model.backbone`` and
-``model.head`` are open sections (a ``name`` plus that component's options, checked against its
-constructor by :func:`validate_components`). :func:`load_config` returns the resolved config as a
-plain nested dict, which :func:`dump_config` writes as YAML that reads back to the same dict.
-Sections and keys are documented in ``docs/training.md``.
+:func:`load_config` resolves defaults ← YAML ← ``--section.key value`` overrides, checks every value
+against its declared type (one :class:`FaceforgeError` line per mistake, with the closest known key)
+and returns a plain nested dict; :func:`dump_config` writes it back as YAML; :func:`validate_components`
+checks the open ``model.backbone`` / ``model.head`` sections. Details: docs/training.md.
 """
 
 from __future__ import annotations

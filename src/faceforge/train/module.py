@@ -1,23 +1,8 @@
-"""The LightningModule that trains a backbone with a margin head.
-
-image (uint8) → preprocess (the backbone's mean/std) → backbone → embedding → head → loss.
-
-* Samples whose label is ``-1`` (images that failed to decode) are dropped from the step and counted;
-  in a distributed run (or with Partial FC, which needs equal batches on every rank) they are
-  replaced by a copy of a good sample of the same batch instead, so every rank keeps its shape.
-* ``model.partial_fc`` builds :class:`~faceforge.heads.partial_fc.PartialFC` in :meth:`configure_model`,
-  i.e. after the process group exists, and tells DDP not to average its per-rank shards.
-* ``trainer.freeze_backbone_epochs``: the backbone runs without gradient and in eval mode (frozen
-  BatchNorm statistics) for the first epochs, so only the head learns; its weights stay bit-identical.
-  A backbone with a separate new embedding neck (``timm/<name>``: ``trunk`` + ``neck``) freezes only
-  its trunk: the neck, never pretrained, learns with the head.
-* The training accuracy (``train/acc``, the epoch line's ``train acc``) is that of the plain cosine
-  (nearest class centre), not of the margin logits, whose target is lowered on purpose.
-* ``trainer.ema_decay``: ``ema ← d · ema + (1 − d) · w`` after every optimizer step (Polyak averaging);
-  buffers are copied. Verification uses the EMA backbone, and checkpoints store it as ``backbone.*``
-  (what inference loads) with the raw weights as ``raw_backbone.*`` (what resuming loads).
-* Checkpoints also hold the RNG states of every rank, the epoch's running loss, and Partial FC's
-  optimizer state gathered to the full class matrix, so a run resumes exactly, also at another world size.
+"""The LightningModule that trains a backbone with a margin head: :class:`FaceRecognitionModule`
+(preprocess → backbone → embedding → head → loss), with undecodable samples dropped or replaced,
+Partial FC built in :meth:`configure_model`, backbone freezing, EMA weights and checkpoints that resume
+exactly, also at another world size. Details: docs/training.md, "Options in detail", "Resume" and
+"Module".
 """
 
 from __future__ import annotations

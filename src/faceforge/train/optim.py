@@ -1,21 +1,8 @@
-"""Optimizers and learning-rate schedules of the training config.
-
-Parameter groups: backbone weights with ``optimizer.weight_decay``; backbone BatchNorm/PReLU/bias
-(every parameter with fewer than 2 dimensions) without decay, since decaying them only slows
-convergence; the head's class centres with ``optimizer.head_weight_decay``.
-
-Schedules are multiplicative factors of ``optimizer.lr`` evaluated per optimizer step (``step`` 0 is
-the first step), with an optional linear warm-up of ``warmup_epochs`` epochs:
-
-* ``cosine`` (Loshchilov & Hutter, SGDR, ICLR 2017, single cycle):
-  ``floor + (1 - floor) · ½(1 + cos(π t))`` with ``t`` the post-warm-up progress in [0, 1];
-* ``cosine_restarts`` (SGDR with restarts): the same within each cycle; cycle ``i`` lasts
-  ``restart_epochs · restart_mult^i`` epochs;
-* ``polynomial`` (arcface_torch's PolyScheduler): ``floor + (1 - floor) · (1 - t)^power``;
-* ``multistep``: ``gamma^k`` after the ``k``-th milestone (in epochs, fractional allowed);
-* ``step``: ``gamma^k`` from the ``k``-th of ``decay_steps`` on (in optimizer steps, counted from the
-  first step including warm-up; arcface_torch's and insightface's step decay);
-* ``constant``; ``plateau`` is torch's ``ReduceLROnPlateau`` (per epoch, no warm-up).
+"""Optimizers and learning-rate schedules of the training config: :func:`param_groups` (no decay for
+BatchNorm/PReLU/bias), :func:`build_optimizer` and :func:`lr_factor`, the per-step multiplier of
+``optimizer.lr`` with linear warm-up for ``cosine`` and ``cosine_restarts`` (SGDR, Loshchilov & Hutter,
+ICLR 2017), ``polynomial``, ``multistep``, ``step``, ``constant`` and ``plateau``. Details:
+docs/training.md, "Optimizer and schedules".
 """
 
 from __future__ import annotations
@@ -73,7 +60,10 @@ def _restart_position(epochs: float, first: float, mult: float) -> tuple[float, 
 
 
 def lr_factor(step: int, scfg: dict[str, Any], steps_per_epoch: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (see the module docstring)."""
+    """Multiplier of the base learning rate at optimizer step ``step``.
+
+    Formulas: docs/training.md, "Optimizer and schedules".
+    """
     name = scfg["name"]
     warm = round(float(scfg["warmup_epochs"]) * steps_per_epoch)
     if step < warm:

@@ -1,35 +1,8 @@
-"""Device presets: choose precision, loader workers and gradient accumulation from the hardware.
-
-Only the config values left at ``auto`` are chosen; every other value is kept as written.
-
-* precision: ``bf16-mixed`` on GPUs of compute capability >= 8.0 (Ampere, Hopper, Blackwell: bf16
-  has fp32's exponent range, so no loss scaling and no overflow NaNs), ``16-mixed`` on older GPUs
-  (Volta/Turing have fp16 tensor cores but no bf16). On CPU ``32-true``, unless the CPU has native
-  bf16 units (AMX-BF16, AVX512-BF16: :func:`cpu_bf16_support`) *and* a short in-process probe of the
-  configured backbone (:func:`probe_train_step`: fwd+bwd, fp32 vs bf16 autocast, <= 5 s) measures
-  bf16 at least :data:`MIN_BF16_SPEEDUP` times faster; then ``bf16-mixed``. Without native units
-  bf16 is emulated through fp32 and several times slower, so no probe runs. On an Intel Xeon with
-  AMX-BF16 an IResNet-50 training step ran 2.33x faster in bf16, a GhostFaceNetV1 step 1.15x
-  (issue #21): whether bf16 pays depends on the model, hence the probe rather than a table.
-* GPUs by model (:data:`GPU_PRESETS`, first match): A100 80 GB → bf16, 16 workers, accumulation 1;
-  A100 40 GB → bf16, 8, 2; RTX 3090 (24 GB) → fp16, 4, 4; other Ampere and newer → bf16, workers
-  ``min(8, cpus // local devices)``, accumulation 1; pre-Ampere → fp16, 4, 4. Workers never exceed
-  ``cpus // local devices``; the table's accumulation applies only without ``data.global_batch_size``.
-  On Ampere and newer TF32 matmuls/convolutions and ``cudnn.benchmark`` (the input size is fixed, so
-  the autotuned kernels stay valid) are switched on.
-* workers on CPU: ``0`` when images are cached in memory (the step is the bottleneck and a
-  worker only competes for the cores), else ``min(4, cpus // 2)``.
-* accumulation: ``global_batch_size / (batch_size · devices · nodes)``, which must be a whole number;
-  without ``global_batch_size``, the GPU row's (1 on CPU). Keeping the global batch fixed keeps the
-  optimizer-step schedule (and a resumed run) the same whatever the number of GPUs.
-
-Every value is overridable (``trainer.precision``, ``data.num_workers``,
-``trainer.accumulate_grad_batches``, ``trainer.tf32``, ``trainer.cudnn_benchmark``); weights are
-saved in fp32 whatever the precision
-(:meth:`faceforge.train.module.FaceRecognitionModule.on_save_checkpoint`).
-
-The CPU precision rule (:func:`choose_cpu_precision`) is shared with inference
-(:func:`faceforge.infer.loading.load_model` with ``precision="auto"``).
+"""Device presets: choose precision, loader workers and gradient accumulation from the hardware, for the
+config values left at ``auto`` only. :func:`choose_preset` uses the GPU table :data:`GPU_PRESETS`, or on
+CPU :func:`choose_cpu_precision` (bf16 only with native units, :func:`cpu_bf16_support`, and a measured
+:func:`probe_train_step` speed-up); :func:`apply_preset` writes the choice into the config. Details:
+docs/training.md, "Device presets" and "Presets".
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""Run a training job from a resolved config: run directory, callbacks, fit, final test report.
-
-Run directory::
-
-    runs/<name>/<timestamp>/
-      config.yaml            the resolved config (``faceforge train --config`` reproduces the run)
-      checkpoints/best.ckpt  best by ``checkpoint.monitor`` (with ``checkpoint.keep`` N or all: more files)
-      checkpoints/last.ckpt
-      tb/                    TensorBoard logs
-      metrics.json           epoch history, best validation, test results
+"""Run a training job from a resolved config: run directory ``runs/<name>/<timestamp>/`` (``config.yaml``,
+``checkpoints/``, ``tb/``, ``metrics.json``), callbacks, fit, final test report. Entry point:
+:func:`train`. Details: docs/training.md, "Run directory".
 """
 
 from __future__ import annotations

@@ -1,22 +1,9 @@
-"""SynthFaces v2 head model: a 3-D head mesh, its expression modes and its skin, eye and hair texture.
-
-Written for faceforge from code alone (no scans, photos or learned models). A head is a *lofted*
-surface: a stack of horizontal rings (superellipse cross-sections whose half-width, front and back
-depth follow smooth per-identity profiles down the head: skull dome, temples, cheekbones, jaw, chin,
-neck), each resampled by arc length so that grid columns are evenly spaced on the surface and
-denser at the front. Identity shape modes (nose, brow ridge, eye sockets, cheekbones, lips, chin and
-a few random smooth bumps) displace the vertices along the surface normal; hair adds a shell whose
-thickness and extent are the identity's hair style (long hair falls as a curtain from the widest
-ring). Expression modes (smile, mouth opening, brow raise, frown, blink, pucker) are fixed
-displacement fields, so an image's mesh is ``rest + expression @ basis`` (as the 3DMM of Blanz and
-Vetter, SIGGRAPH 1999, and the expression blendshapes of DigiFace-1M, Bae et al., WACV 2023).
-Texture coordinates are the rest-pose arc length ``s`` from the facial midline and height ``y``, in
-face units (about 10 cm; x right, y down, z toward the camera), so features are painted where they
-sit on the face. Skin albedo follows a two-pigment model (melanin and haemoglobin absorption, as
-in Donner and Jensen, EGSR 2006, simplified to one exponential per channel) with blotches,
-freckles, moles, stubble, wrinkles by age, lips, eyes (sclera, iris, pupil, lids) and brows. The
-five landmarks (eye centres, nose tip, mouth corners) are fixed points of the texture; their 3-D
-positions are barycentric combinations of the vertices of the triangle that holds them.
+"""SynthFaces v2 head model: a 3-D head mesh, its expression modes and its skin, eye and hair texture,
+written from code alone (no scans, photos or learned models). :class:`Head` is a lofted surface with
+identity shape modes and a hair shell, linear expression modes as in a 3DMM (Blanz and Vetter, SIGGRAPH
+1999; DigiFace-1M, Bae et al., WACV 2023), a two-pigment skin texture (after Donner and Jensen, EGSR
+2006) and five landmarks fixed in the texture; :func:`sample_identity2` draws an :class:`Identity2`.
+Details: docs/synthfaces.md, "Head model (per identity)" and "v2 head model".
 """
 
 from __future__ import annotations

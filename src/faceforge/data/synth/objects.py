@@ -1,14 +1,8 @@
-"""SynthObjects: a procedural, non-face image collection for classification by retrieval.
-
-Classes differ by shape and structure (stars with k points, rings, striped or checkered badges,
-veined leaves, crosses, spirals, dot clusters, crescents, arrows); every object ID is one instance
-with its own palette and proportions, and every view of it a new pose, background, lighting, blur
-and noise. Colours and backgrounds are drawn independently of the class, so raw pixels are a poor
-cue while the shape stays recognisable. Everything is drawn with numpy and OpenCV from
-``numpy.random.default_rng([seed, class, ID, view])``: the same seed gives the same images, and a
-larger collection contains the smaller ones. :func:`write_objects` writes
-``OUT/<class>/<class><ID>_<view>.jpg`` (the ``class`` layout of :mod:`faceforge.data.splits`) and
-``objects.json``; ``docs/data.md`` shows the commands.
+"""SynthObjects: a procedural, non-face image collection for classification by retrieval. Classes differ
+by shape and structure, every object ID is one instance and every view a new pose, background and
+lighting; colours are independent of the class and images are seeded per ``(seed, class, ID, view)``.
+:class:`SynthObjects` draws images; :func:`write_objects` writes ``OUT/<class>/<class><ID>_<view>.jpg``
+and ``objects.json``. Details: docs/data.md, "SynthObjects".
 """
 
 from __future__ import annotations

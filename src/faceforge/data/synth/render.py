@@ -1,23 +1,9 @@
-"""SynthFaces: a procedural face renderer with exact 5-point landmarks.
-
-Written for faceforge (no external assets). An *identity* is a seeded parameter vector (head shape,
-skin tone, eye/brow/nose/mouth geometry and spacing, hair, ears, marks, glasses, beard). Each image
-of it draws a *variation*: head pose (yaw/pitch/roll through a 3-D rotation and a perspective
-projection), expression, scale, alignment jitter, illumination direction, colour cast, blur, noise,
-partial occlusion and background clutter.
-
-Geometry: every feature is a polygon of 3-D points on an ellipsoidal head (x right, y down, z toward
-the camera, unit ≈ half the inter-ocular distance × 2.8). All points of one image are rotated and
-projected in one matrix product, then mapped to pixels by a 2-D similarity:
-
-* ``mode="aligned"``: the similarity is the least-squares fit of the projected 5 landmarks to the
-  ArcFace 112×112 template (Deng et al., CVPR 2019), perturbed by a small detector-noise jitter, i.e.
-  exactly what a real detect → align pipeline produces.
-* ``mode="wild"``: a 250×250 scene with the face at a random place and size over clutter.
-
-Landmarks are the projected eye centres, nose tip and mouth corners, in pixel coordinates where
-pixel (row i, col j) has its centre at (x=j, y=i) — the convention of ``cv2.warpAffine`` and of the
-ArcFace template. Polygons are drawn with 4 fractional bits, so features sit at sub-pixel positions.
+"""SynthFaces (v1): a procedural face renderer with exact 5-point landmarks, written for faceforge (no
+external assets). A seeded identity (:func:`sample_identity`) and a per-image variation
+(:func:`sample_variation`) are drawn as 3-D polygons on an ellipsoidal head, projected, and mapped to
+pixels by the similarity onto the ArcFace 112×112 template (Deng et al., CVPR 2019; ``mode="aligned"``)
+or into a 250×250 scene (``mode="wild"``). Entry points: :class:`SynthFaces`, :func:`render`,
+:func:`umeyama_similarity`. Details: docs/synthfaces.md, "Model", "Geometry" and "v1 renderer".
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """SynthFaces v2 renderer: perspective projection, visibility buffer, per-pixel shading, alignment.
-
-Headless numpy/OpenCV, one thread. An image is drawn in four steps: (1) the identity's mesh
-(:class:`~faceforge.data.synth.head3d.Head`) takes the image's expression, is rotated (yaw σ 24°,
-pitch σ 9° as DigiFace-1M, Bae et al., WACV 2023; yaw clipped to ±60° because beyond it the far
-eye's landmark is hidden and a 5-point similarity squeezes the face) and projected by a pinhole
-camera; (2) the similarity that maps the projected 5 landmarks — perturbed by detector-like noise —
-onto the ArcFace 112×112 template (Deng et al., CVPR 2019) is the least-squares fit of Umeyama
-(TPAMI 1991), the estimate real photos are aligned with, so the face is rendered directly in the
-crop's frame at ``supersample``× resolution; (3) quads are back-face culled, sorted far to near and
-filled with their index by ``cv2.fillConvexPoly`` (painter's algorithm into a visibility buffer);
-for every covered pixel the triangle's plane equations give texture coordinates, normal, ambient
-occlusion and accessory weights, the texture is sampled with ``cv2.remap``, and Lambert (wrapped)
-plus Blinn-Phong shading under an ambient term and 1-3 coloured lights is evaluated; (4) glasses
-are drawn as projected 3-D polylines, the image is area-downsampled and given a camera response.
-Landmarks are the projected mesh points of :meth:`Head.landmarks3d` in output pixels (pixel centre
-at integer coordinates) with a visibility flag from the buffer.
+Headless numpy/OpenCV, one thread: the head mesh takes the image's expression and pose (DigiFace-1M, Bae
+et al., WACV 2023), is aligned by the Umeyama (TPAMI 1991) fit of its 5 landmarks to the ArcFace
+template (Deng et al., CVPR 2019), drawn into a visibility buffer, shaded (Lambert and Blinn-Phong) and
+given glasses and a camera response. Entry points: :class:`SynthFacesV2`, :func:`render2`,
+:func:`sample_variation2`. Details: docs/synthfaces.md, "Rendering" and "v2 renderer".
 """
 
 from __future__ import annotations

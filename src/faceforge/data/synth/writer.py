@@ -1,22 +1,8 @@
-"""Write SynthFaces to disk as an ImageFolder with landmarks and held-out verification pairs.
-
-Layout (identity folders and file names follow LFW, so the LFW pair reader reads both)::
-
-    OUT/
-      train/id00000/id00000_0001.jpg ...   training identities
-      val/id00300/...                      identities for model selection during training
-      test/id00350/...                     held-out identities for the final report
-      val_pairs.txt  test_pairs.txt        LFW View-2 pair lists (10 identity-disjoint folds)
-      landmarks.csv                        path,x1,y1,...,x5,y5 (pixels; left eye, right eye, nose,
-                                           left mouth corner, right mouth corner)
-      synthfaces.json                      the parameters that reproduce the set
-
-A folder is only ever written by one set of parameters: :func:`write_dataset` refuses a non-empty
-``out`` that it did not write with the same parameters (mixing two runs leaks identities between
-splits and leaves stale pair lists), unless ``overwrite=True``, which first removes what an earlier
-SynthFaces run wrote there (and refuses a folder holding anything else). ``val_identities`` and
-``test_identities`` are 0 (no pair list) or at least :data:`MIN_PAIR_IDENTITIES`: the 10
-identity-disjoint folds need 2 identities each for impostor pairs.
+"""Write SynthFaces to disk as an ImageFolder with landmarks and held-out verification pairs:
+:func:`write_dataset` writes ``train/``, ``val/`` and ``test/`` identity folders (LFW naming),
+``landmarks.csv``, LFW View-2 ``val_pairs.txt``/``test_pairs.txt`` and ``synthfaces.json``, and refuses a
+folder written with other parameters unless ``overwrite=True``. Details: docs/synthfaces.md, "On disk"
+and "Writer".
 """
 
 from __future__ import annotations
@@ -90,11 +76,11 @@ def write_dataset(
     overwrite: bool = False,
     version: int = 1,
 ) -> dict[str, Any]:
-    """Render SynthFaces into ``out`` (see the module docstring) and return its summary dict.
+    """Render SynthFaces into ``out`` (layout: docs/synthfaces.md, "Writer") and return its summary dict.
 
     Re-running with the same arguments into a complete folder does nothing (the summary file is
     written last, so an interrupted run is redone). A non-empty ``out`` written otherwise is an
-    error unless ``overwrite`` (see the module docstring). ``progress``: a bar on stderr (default:
+    error unless ``overwrite`` (docs/synthfaces.md, "Writer"). ``progress``: a bar on stderr (default:
     only when stderr is a terminal). ``version``: 1 (the original cartoon faces) or 2 (3-D heads,
     :mod:`faceforge.data.synth.render_v2`; aligned mode only).
     """
