@@ -1,8 +1,6 @@
-"""User-facing errors.
-
-Every error a user can cause by bad input (a path, a name, a config key, a file) is raised as a
-:class:`FaceforgeError`. The CLI prints these as one line (no traceback unless ``--debug``), so the
-message must name the offending thing and say what was expected.
+"""User-facing errors: every error a user can cause by bad input (a path, a name, a config key, a file) is
+raised as a :class:`FaceforgeError`. The CLI prints these as one line (no traceback unless ``--debug``), so
+the message must name the offending thing and say what was expected.
 """
 
 from __future__ import annotations

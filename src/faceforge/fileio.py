@@ -1,14 +1,7 @@
-"""Careful file handling shared by every layer: limits from the environment, paths kept inside their
-root, and crash-safe writes (``docs/security.md``).
-
-* :func:`env_limit` reads a positive limit from an environment variable (the documented way to raise
-  the readers' caps: ``FACEFORGE_BIN_MAX_IMAGES`` and friends).
-* :func:`confine` resolves a path named by a file (a pair list, a ``.lst``) against its root, symlinks
-  resolved, and refuses it with :class:`OutsideRootError` when it lands outside, unless the user allowed
-  that (``--allow-outside-root``: :func:`allow_outside_root`, a context variable the command line sets).
-* :func:`atomic_write_bytes`, :func:`fsync_file`, :func:`fsync_dir`: write beside, fsync, one
-  ``os.replace``, fsync the folder; :func:`public_file_mode` / :func:`public_dir_mode` are the modes
-  the user's umask gives new files (``tempfile`` makes 0600/0700, which a rename would keep).
+"""Careful file handling shared by every layer: limits from the environment (:func:`env_limit`), paths kept
+inside their root (:func:`confine`, :func:`allow_outside_root`) and crash-safe writes
+(:func:`atomic_write_bytes`, :func:`fsync_file`, :func:`fsync_dir`, :func:`public_file_mode`,
+:func:`public_dir_mode`). Details: docs/security.md, "Implementation notes" (`faceforge.fileio`).
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
 """Model file store (the hub): known model files by name + SHA-256, looked up locally, fetched on request.
-
-Detectors, pretrained recognisers and caches find their files here; it sits below every package
-(it imports only :mod:`faceforge.errors`).
-
-Files live in ``$FACEFORGE_HOME/models`` (default ``~/.cache/faceforge/models``); extra read-only
-search folders can be listed in ``$FACEFORGE_MODEL_DIRS`` (``os.pathsep``-separated), e.g. a shared
-team folder. A file counts as present only if its SHA-256 matches the table below.
-
-A few files have no published SHA-256 (YOLOv8-Face, RTMPose face: ``sha256 == ""``, see
-:attr:`ModelFile.verified`): they are never downloaded by faceforge; a copy the user placed under the
-table's file name in one of those folders is used as it is (unverified), or the file is passed
-explicitly (``model_path=`` / ``--detector-model FILE``).
-
-Nothing is ever downloaded implicitly: :func:`resolve` raises a :class:`FaceforgeError` that says
-what to run (``faceforge models fetch NAME``) or where to put the file; :func:`fetch` downloads with
-``urllib`` into a temporary file next to the destination, checks the size and SHA-256, and only then
-renames it into place (``os.replace`` is atomic on one filesystem), so a broken or wrong download
-never leaves a file behind.
+Detectors, pretrained recognisers and caches find their files here (:func:`find`, :func:`resolve`);
+:func:`fetch` downloads one, verified, and only when asked. It sits below every package (it imports
+only :mod:`faceforge.errors`). Details: docs/align.md, "Model files (`faceforge.hub`)".
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
 """The one guarded image decoder: bytes or a file → upright RGB uint8, with its memory bounded first.
-
-Every reader of untrusted pictures (the REST service, ``verify``/``embed``/``gallery``, alignment,
-evaluation on photos, the training folders, RecordIO and ``.bin`` records) goes through here, so the
-same guards hold everywhere:
-
-* **Header first.** :func:`probe` reads only the header (PIL parses the size without touching the
-  pixel data) and the declared ``width × height`` is compared with ``max_pixels`` *before* anything
-  is allocated: a 631-byte JPEG that declares 6000×6600 is refused (or shrunk, below) without
-  decoding it. PIL's own ``DecompressionBombError`` becomes the same one-line
-  :class:`ImageTooLargeError`.
-* **Reduced decode.** With ``max_side``, a JPEG larger than that is decoded at 1/2, 1/4 or 1/8 scale
-  by libjpeg itself (PIL "draft" mode: the DCT is scaled, the full-size image never exists); other
-  formats are decoded, then shrunk at once so only the small copy outlives the call. The scale is
-  returned (:func:`decode_image_scaled`) so coordinates can be mapped back to the declared size.
-* **EXIF orientation** (TIFF/EXIF tag 274) is applied so landmarks refer to the upright picture.
-* **Bit depth / modes**: gray, palette, RGBA (alpha dropped), CMYK, 16-bit (``// 257``) and float
-  images become RGB uint8 (:func:`to_rgb_uint8`, the one pixel mapping every reader uses).
-* **One-line errors.** Anything a parser raises on hostile bytes is an
-  :class:`~faceforge.errors.ImageDecodeError` naming the source (or :class:`ImageTooLargeError`).
-
-Limits (``docs/security.md``): ``max_pixels`` defaults to :func:`default_max_pixels` — 120 MP for the
-command line and library (environment ``FACEFORGE_MAX_IMAGE_PIXELS`` raises or lowers it); the
-service passes its own (``--max-pixels``, 40 MP). :func:`decode_cost` estimates the bytes a decode
-holds at its peak, which the service uses to size its decode budget.
+Every reader of untrusted pictures goes through here: :func:`probe` checks the declared size against
+the pixel limit before anything is allocated, :func:`decode_image` / :func:`decode_image_scaled` decode
+(reduced for JPEG when a side limit is set), apply the EXIF orientation (TIFF/EXIF tag 274) and
+convert to RGB (:func:`to_rgb_uint8`). Details: docs/security.md, "Images: one guarded decoder" and
+"Implementation notes" (`faceforge.imageio`).
 """
 
 from __future__ import annotations

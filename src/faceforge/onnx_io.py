@@ -1,11 +1,8 @@
 """ONNX Runtime sessions and ONNX metadata, one way for every layer (https://onnxruntime.ai, https://onnx.ai).
-
-:func:`create_session` is the only place that builds ``onnxruntime.SessionOptions`` and
-``InferenceSession``: the face detectors (``device`` ``auto|cpu|cuda``, CUDA first when this build has
-it) and the exported recognisers (CPU, fixed thread counts) both call it, so provider choice, thread
-settings, log level and the one-line load error are the same everywhere. :func:`metadata_props` reads
-``ModelProto.metadata_props`` (the ONNX IR's string key/value metadata) into a dict. onnxruntime is an
-optional extra, imported lazily with a one-line ``pip install`` error (:func:`import_onnxruntime`).
+:func:`create_session` is the only place that builds ``onnxruntime.SessionOptions`` and ``InferenceSession``
+(detectors and exported recognisers alike); :func:`metadata_props` reads ``ModelProto.metadata_props``
+into a dict; :func:`import_onnxruntime` imports the optional extra lazily. Details: docs/align.md,
+"Implementation notes" ("ONNX Runtime sessions").
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
 """Progress bars for long loops: one tqdm bar on stderr, shown only on a terminal unless asked.
-
 A bar written into a pipe or a CI log is thousands of carriage-return lines, so ``enabled=None`` means
 "stderr is a TTY"; the command line's ``--progress``/``--no-progress`` pass True/False. Every loop of
 the package that shows progress (alignment, packing, SynthFaces, embedding, IJB, downloads) uses

@@ -1,5 +1,4 @@
 """A tiny name → factory registry shared by backbones, heads and detectors.
-
 Adding a component is one file and one line: decorate its factory with ``@REGISTRY.register("name")``.
 """
 

@@ -1,7 +1,7 @@
 """Face alignment: 5-point templates, similarity transform + warp, detectors, model file store.
-
-``create_detector(name).detect(rgb) -> list[Face]`` then
-``warp(rgb, similarity_matrix(face.landmarks, "arcface", 112), 112)`` gives the ArcFace crop.
+:func:`create_detector` ``(name).detect(rgb) -> list[Face]`` then
+``warp(rgb, similarity_matrix(face.landmarks, "arcface", 112), 112)`` (:func:`similarity_matrix`,
+:func:`warp`) gives the ArcFace crop. Details: docs/align.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
 """Detect and align many images: the folder loop behind ``faceforge detect`` and ``faceforge align``.
-
 :func:`detect_file` detects the faces of one image into a JSON-able record (optionally drawing them);
 :func:`expand_image_inputs` turns files and folders into image paths. :func:`align_folder` mirrors a
 folder tree of photos into crops (one per image, or one per face), in a pool of worker processes with

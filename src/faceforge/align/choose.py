@@ -1,14 +1,8 @@
 """Pick a face detector from what a user typed: ``auto``, a backend name, a model file, or an instance.
-
-One function for every caller that turns a ``--detector`` / ``detector=`` spec into a
-:class:`~faceforge.align.detectors.base.Detector`: ``faceforge eval`` (layer 5) and
-``FaceRecognizer`` (layer 7) both use :func:`resolve_detector`, so ``auto`` means the same thing
-everywhere: the first backend of :data:`AUTO_ORDER` that can run here — YuNet or SCRFD when their
-file is in the model store (:func:`faceforge.hub.find`; ``$FACEFORGE_HOME/models`` and
-``$FACEFORGE_MODEL_DIRS``), else dlib's HOG detector from the installed packages. Nothing is downloaded.
-
-:func:`detector_identity` says what a detector's output depends on (its name, the SHA-256 of its
-model files and its settings), for cache keys.
+:func:`resolve_detector` turns every ``--detector`` / ``detector=`` spec into a
+:class:`~faceforge.align.detectors.base.Detector` (``auto`` = the first backend of :data:`AUTO_ORDER`
+that can run here; nothing is downloaded); :func:`detector_identity` says what a detector's output
+depends on, for cache keys. Details: docs/align.md, "Choosing a detector (`faceforge.align.choose`)".
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Reading photos for detection: any PIL-readable file → RGB uint8, EXIF orientation applied.
-
-Decoding goes through the guarded decoder :func:`faceforge.imageio.decode_image`: the declared size is
-checked against the pixel limit (``$FACEFORGE_MAX_IMAGE_PIXELS``, default 120 MP) before any pixel is
-decoded, EXIF orientation tag 274 (TIFF/EXIF 2.3 §4.6.4) is applied so that landmarks refer to the
-upright picture a viewer sees, and gray, palette, RGBA and 16-bit images are converted (16-bit scaled
-by 1/257, alpha dropped). Every failure is one :class:`~faceforge.errors.ImageDecodeError` line.
+"""Reading photos for detection: any PIL-readable file → RGB uint8, EXIF orientation (TIFF/EXIF 2.3
+tag 274) applied. :func:`read_image` goes through the guarded decoder :func:`faceforge.imageio.decode_image`;
+every failure is one :class:`~faceforge.errors.ImageDecodeError` line. Details: docs/align.md,
+"Implementation notes" ("Reading photos").
 """
 
 from __future__ import annotations

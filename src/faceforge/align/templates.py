@@ -1,26 +1,8 @@
-"""Five-point alignment templates (destination landmarks of the similarity warp).
-
-Point order everywhere in faceforge: left eye, right eye, nose tip, left mouth corner, right mouth
-corner, as (x, y) pixels of the *output crop*, where "left eye" is the one with the smaller x in a
-frontal image (the subject's right eye). Pixel (row i, col j) has its centre at (x=j, y=i), the
-convention of ``cv2.warpAffine``.
-
-Templates:
-
-* ``"arcface"`` — the 112×112 template of ArcFace (Deng et al., "ArcFace: Additive Angular Margin
-  Loss for Deep Face Recognition", CVPR 2019), stored as float32 exactly as insightface's
-  ``face_align.arcface_dst`` is. Other sizes follow insightface's ``estimate_norm`` rule: a size
-  that is a multiple of 112 scales the template by ``size/112``; otherwise a multiple of 128 uses
-  ``ratio = size/128`` and shifts x by ``+8·ratio`` (the 128-px crops of older insightface models).
-  Any other square size scales by ``size/112`` (our extension; insightface refuses such sizes).
-  ``(96, 112)`` (width 96, height 112, the SphereFace/CosFace crop) is the template with x − 8.
-* ``"dlib"`` — dlib's 150×150 face chip (``get_face_chip_details(size=150, padding=0.25)``, as
-  used by dlib's ResNet face recogniser / ``face_recognition``): the five points are taken from
-  dlib's mean face shape (eye centres = mean of the six eye-contour points, nose tip = point 30,
-  mouth corners = points 48 and 54 of the 68-point iBUG scheme), then mapped by
-  ``(p + padding) / (1 + 2·padding) · size``. dlib itself fits all 51 inner points, so a crop
-  made from 5 points is close to, not identical with, dlib's chip.
-* a custom ``[5, 2]`` array, used as is.
+"""Five-point alignment templates (destination landmarks of the similarity warp): ``"arcface"`` (Deng et al.,
+"ArcFace: Additive Angular Margin Loss for Deep Face Recognition", CVPR 2019; insightface's ``arcface_dst``
+and its ``estimate_norm`` size rules), ``"dlib"`` (dlib's 150×150 face chip) or a custom ``[5, 2]`` array,
+in the order left eye, right eye, nose tip, left / right mouth corner (left = smaller x). Entry point:
+:func:`get_template`. Details: docs/align.md, "Templates and the transform".
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Similarity transform from landmarks to a template, and the affine warp that makes the crop.
-
-The estimator is the least-squares, non-reflective similarity of S. Umeyama, "Least-squares
-estimation of transformation parameters between two point patterns", IEEE TPAMI 13(4), 1991 — the
-same estimate as ``skimage.transform.SimilarityTransform`` that insightface's ``norm_crop`` uses.
-The returned 2×3 matrix maps source-image pixels to crop pixels, i.e. it is what
-``cv2.warpAffine`` takes.
+The estimator is the least-squares, non-reflective similarity of S. Umeyama, "Least-squares estimation of
+transformation parameters between two point patterns", IEEE TPAMI 13(4), 1991 — the same estimate as
+``skimage.transform.SimilarityTransform`` that insightface's ``norm_crop`` uses. :func:`similarity_matrix`
+returns the 2×3 matrix mapping source-image pixels to crop pixels, i.e. what ``cv2.warpAffine``
+(:func:`warp`) takes. Details: docs/align.md, "Templates and the transform".
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
 """Shared plumbing of the onnxruntime detectors: session and device, input sizing, batching, mapping back.
-
 A backend implements ``_prepare(rgb) -> (tensor [3, H, W], meta)`` and ``_decode(outputs, meta)``;
 this class runs the session one image at a time (:meth:`OnnxDetector.detect`) or on stacked
 batches of equally sized inputs (:meth:`OnnxDetector.detect_batch`) when the graph has a free batch

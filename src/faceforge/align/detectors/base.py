@@ -1,5 +1,4 @@
 """The face-detector interface: :class:`Face`, :class:`Detector`, the registry and ``create_detector``.
-
 Every backend returns faces in one convention: ``bbox`` (x1, y1, x2, y2) and 5 ``landmarks``
 ``[5, 2]`` in input-image pixels, in the order left eye, right eye, nose tip, left mouth corner,
 right mouth corner, where "left" is the smaller x in a frontal face (the order of the ArcFace

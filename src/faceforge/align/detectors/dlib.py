@@ -1,29 +1,10 @@
 """dlib face detectors (HOG or MMOD CNN) + the 68-point shape predictor, mapped to our 5 points.
-
-Implements: N. Dalal, B. Triggs, "Histograms of Oriented Gradients for Human Detection", CVPR 2005
-(dlib's ``get_frontal_face_detector``: HOG + linear SVM, 5 pose filters); D. E. King, "Max-Margin
-Object Detection", arXiv:1502.00046, 2015 (``mmod_human_face_detector.dat``); V. Kazemi, J.
-Sullivan, "One Millisecond Face Alignment with an Ensemble of Regression Trees", CVPR 2014
-(``shape_predictor_68_face_landmarks.dat``, the iBUG 300-W 68-point scheme).
-
-The 5 points from the 68 (0-based iBUG indices), in our order (image-left first):
-
-* left eye (smaller x; the subject's right eye) = mean of the eye contour 36-41,
-* right eye = mean of 42-47,
-* nose tip = 30,
-* left / right mouth corner = 48 / 54.
-
-This is the same reduction as the ``"dlib"`` alignment template (:mod:`faceforge.align.templates`),
-so a dlib-detected face warps onto dlib's mean face consistently. ``landmarks_extra`` holds all 68.
-
-Scores: dlib reports an SVM margin (HOG) or a detection confidence (MMOD) whose own default
-threshold is 0; :class:`Face` scores are ``1 / (1 + exp(-margin))``, so our default
-``score_threshold=0.5`` is dlib's 0.
-
-Model files: ``model_path=`` if given, else the model store (``$FACEFORGE_HOME``,
-``$FACEFORGE_MODEL_DIRS``; ``faceforge models fetch dlib_shape68``), else the copy inside the
-installed ``face_recognition_models`` package (located with ``importlib.util.find_spec`` without
-importing it: its ``__init__`` needs ``pkg_resources``, which recent setuptools dropped).
+Implements N. Dalal, B. Triggs, "Histograms of Oriented Gradients for Human Detection", CVPR 2005
+(``get_frontal_face_detector``); D. E. King, "Max-Margin Object Detection", arXiv:1502.00046, 2015
+(``mmod_human_face_detector.dat``); V. Kazemi, J. Sullivan, "One Millisecond Face Alignment with an
+Ensemble of Regression Trees", CVPR 2014 (``shape_predictor_68_face_landmarks.dat``, iBUG 300-W).
+Entry point: :class:`DlibDetector` (``dlib``, ``dlib_mmod``). Details: docs/align.md,
+"dlib (`dlib`, `dlib_mmod`)".
 """
 
 from __future__ import annotations

@@ -1,59 +1,9 @@
 """MediaPipe BlazeFace (+ face-mesh refinement) run with the LiteRT interpreter; our own decoding.
-
-Implements: V. Bazarevsky et al., "BlazeFace: Sub-millisecond Neural Face Detection on Mobile GPUs",
+Implements V. Bazarevsky et al., "BlazeFace: Sub-millisecond Neural Face Detection on Mobile GPUs",
 CVPR-W 2019, and Y. Kartynnik et al., "Real-time Facial Surface Geometry from Monocular Video on
-Mobile GPUs", CVPR-W 2019 (the 468-point face mesh). Model files: ``face_detection_short_range.tflite``
-(128×128 input), ``face_detection_full_range_sparse.tflite`` (192×192) and ``face_landmark.tflite``
-(192×192) from the mediapipe 0.10.21 wheel (Apache-2.0), run with ``ai_edge_litert`` (the
-``mediapipe`` package itself is not used: it pins numpy<2 and installs a second OpenCV).
-
-Facts taken from mediapipe's graph configs (``face_detection_short_range.pbtxt``,
-``face_detection_full_range.pbtxt``, ``face_landmark_cpu.pbtxt``), re-implemented here:
-
-* SSD anchors (``SsdAnchorsCalculator``), ``fixed_anchor_size`` (every anchor is 1×1 in normalised
-  units, only its centre matters): short range = strides (8, 16, 16, 16), 2 anchors per layer per
-  cell, layers of equal stride merged → 16·16·2 + 8·8·6 = 896 anchors; full range = stride 4, one
-  anchor per cell → 48·48 = 2304. Anchor centre = ((x + 0.5)/W, (y + 0.5)/H), order: stride group,
-  row, column, anchor.
-* Decoding (``TensorsToDetectionsCalculator``, ``reverse_output_order``): per anchor 16 values
-  ``cx, cy, w, h`` then 6 keypoints ``(x, y)``, all in input pixels relative to the anchor centre
-  (divide by the input size, add the anchor centre). Score = sigmoid(clip(logit, ±100)); minimum
-  score 0.5 (short) / 0.6 (full).
-* Weighted NMS (``NonMaxSuppressionCalculator``, ``WEIGHTED``, IoU 0.3): the best box absorbs every
-  box overlapping it by more than the threshold; box and keypoints are the score-weighted mean of
-  the cluster, the score is the best one's.
-* Input: the image letterboxed to the model size (zero border), RGB scaled to [-1, 1]. The 6
-  BlazeFace keypoints are: the subject's right eye, left eye, nose tip, mouth centre, right ear
-  tragion, left ear tragion — the subject's right eye is the one with the smaller image x, i.e.
-  our "left eye".
-* Face mesh ROI (``face_detection_front_detection_to_roi``): the detection box centre, a square of
-  1.5 × the box's longer side, rotated so that the eye line (keypoint 0 → 1) is horizontal; the
-  crop is resampled to 192×192 (RGB in [0, 1], border replicated), the mesh returns 468 (x, y, z)
-  points in crop pixels plus a face-presence logit.
-
-The 5 points: eyes and nose tip are BlazeFace keypoints 0, 1, 2. With ``refine="mesh"`` (default)
-the mouth corners are face-mesh points 61 (subject's right mouth corner, smaller x) and 291
-(subject's left). BlazeFace has no mouth corners, so with ``refine="none"`` (or when the mesh says
-"no face", presence < 0.5) they are estimated from the mouth centre: centre ± 0.414 × (right eye −
-left eye), the ratio of mouth width to eye distance in the ArcFace template (29.18 / 35.24 / 2).
-``landmarks_extra`` holds the 6 BlazeFace keypoints.
-
-Operating range and quality gates (faceforge's additions, not mediapipe's):
-
-* BlazeFace sees the whole image at 128 px (short range) or 192 px (full range), so a face must
-  fill roughly 1/8 (short) or 1/20 (full) of the image's longer side to be found; a 6-face group
-  photo is out of that range. ``tiles=3`` (default) therefore also runs the model on overlapping
-  square tiles of 1/2 and 1/4 of the longer side (50 % overlap; a level is skipped when its tiles
-  would be under ``min_tile`` = 160 px, so 250×250 LFW images are one pass), keeps a tile's
-  detection only when its box does not touch an inner tile edge, and merges everything with the
-  weighted NMS. Faces smaller than ~1/32 (short) of the longer side stay out of range:
-  :meth:`MediaPipeDetector.smallest_face` says how small, and ``faceforge detect`` prints it when
-  nothing is found.
-* Minimum score 0.7 for the short-range model (mediapipe's own 0.5 returned a 0.53 box over a
-  man's face and chest in a group photo; on 600 LFW images every face found at 0.5 scores
-  >= 0.83, so 0.7 loses none), 0.6 for full range (mediapipe's).
-* A detection is kept only when its 5 points lie inside its box (10 % margin) and, with the mesh,
-  when the mesh agrees that a face is present (presence >= 0.5).
+Mobile GPUs", CVPR-W 2019 (the 468-point face mesh), re-implementing mediapipe's graph configs.
+Entry point: :class:`MediaPipeDetector` (``mediapipe``, ``mediapipe_full``, ``mediapipe_simple``).
+Details: docs/align.md, "MediaPipe (`mediapipe`, `mediapipe_full`)".
 """
 
 from __future__ import annotations
@@ -156,7 +106,7 @@ def weighted_nms(
 def mouth_corners_from_centre(
     left_eye: np.ndarray, right_eye: np.ndarray, mouth_centre: np.ndarray
 ) -> np.ndarray:
-    """Mouth corners ``[2, 2]`` estimated as the mouth centre ± 0.414 × the eye vector (see module doc)."""
+    """Mouth corners ``[2, 2]`` estimated as the mouth centre ± 0.414 × the eye vector (docs/align.md)."""
     half = MOUTH_HALF_WIDTH_PER_EYE_DISTANCE * (np.asarray(right_eye) - np.asarray(left_eye))
     c = np.asarray(mouth_centre, dtype=np.float64)
     return np.stack([c - half, c + half]).astype(np.float32)
@@ -231,7 +181,7 @@ class MediaPipeDetector(Detector):
     ``refine="none"`` estimates them from BlazeFace's mouth centre. ``model_path`` is the BlazeFace
     file, ``mesh_model_path`` the face-mesh file; both default to the model store. ``tiles`` is the
     number of scales (whole image, then tiles of 1/2, 1/4, ... of the longer side; 1 = mediapipe's
-    single pass) and ``min_tile`` the smallest tile side in pixels (see the module docstring).
+    single pass) and ``min_tile`` the smallest tile side in pixels (see docs/align.md, "MediaPipe").
     """
 
     name = "mediapipe"

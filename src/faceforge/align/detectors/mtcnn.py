@@ -1,15 +1,7 @@
 """MTCNN: our own PyTorch P-/R-/O-Net and cascade, with the facenet-pytorch weight files.
-
-Implements: K. Zhang, Z. Zhang, Z. Li, Y. Qiao, "Joint Face Detection and Alignment using
-Multi-task Cascaded Convolutional Networks", IEEE SPL 2016. Weights: ``pnet.pt``, ``rnet.pt``,
-``onet.pt`` from facenet-pytorch 2.6.0 (MIT; converted from the authors' Caffe models), plain state
-dicts loaded with ``torch.load(weights_only=True)``.
-
-Facts carried over from the original cascade: image pyramid from a 20 px minimum face with factor
-0.709, P-Net on 12 px windows (stride 2), R-Net on 24×24 and O-Net on 48×48 crops, thresholds
-(0.6, 0.7, 0.7), input (x − 127.5)/128 in RGB. The Caffe models were trained on transposed images,
-so the dense layers see the feature map in (W, H) order (a permute before flattening). O-Net gives
-the 5 points as 5 x then 5 y, relative to the box, in our order (left eye = smaller x).
+Implements K. Zhang, Z. Zhang, Z. Li, Y. Qiao, "Joint Face Detection and Alignment using Multi-task
+Cascaded Convolutional Networks", IEEE SPL 2016. Entry point: :class:`MTCNNDetector` (``mtcnn``).
+Details: docs/align.md, "Implementation notes" ("MTCNN").
 """
 
 from __future__ import annotations

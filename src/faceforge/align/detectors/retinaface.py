@@ -1,12 +1,8 @@
 """RetinaFace (MobileNet-0.25 body, onnxruntime) with our own prior-box decoding and NMS.
-
-Implements: J. Deng, J. Guo, E. Ververas, I. Kotsia, S. Zafeiriou, "RetinaFace: Single-shot
-Multi-level Face Localisation in the Wild", CVPR 2020, in the widely used PyTorch port's setting
-(``retinaface_mbnet0.25.onnx``): priors with min sizes (16, 32), (64, 128), (256, 512) at strides
-8, 16, 32, cell-centred, variances (0.1, 0.2); outputs ``loc`` [1, N, 4] (SSD box encoding),
-``conf`` [1, N, 2] (softmax already applied, column 1 = face) and ``iou`` [1, N, 10] (the five
-landmarks, SSD point encoding — the output name is a misnomer of the export). Input: BGR minus
-the mean (104, 117, 123), no scaling. Landmarks come in our order (left eye = smaller x).
+Implements J. Deng, J. Guo, E. Ververas, I. Kotsia, S. Zafeiriou, "RetinaFace: Single-shot
+Multi-level Face Localisation in the Wild", CVPR 2020 (``retinaface_mbnet0.25.onnx``).
+Entry point: :class:`RetinaFaceDetector` (``retinaface``). Details: docs/align.md,
+"Implementation notes" ("RetinaFace").
 """
 
 from __future__ import annotations

@@ -1,30 +1,9 @@
 """RTMPose face landmarks (onnxruntime), top-down on another detector's boxes; crop and SimCC decoding ours.
-
-Implements: T. Jiang, P. Lu, L. Zhang et al., "RTMPose: Real-Time Multi-Person Pose Estimation based on
-MMPose", arXiv:2303.07399 (2023), whose head classifies each coordinate into bins (SimCC: Y. Li et al.,
-"SimCC: a Simple Coordinate Classification Perspective for Human Pose Estimation", ECCV 2022). Files:
-MMPose's ONNX exports (``end2end.onnx`` in the ``onnx_sdk`` zips of mmpose's RTMPose README; e.g.
-RTMPose-m face6, 106 points, 256×256, Apache-2.0): input ``[N, 3, H, W]`` RGB normalised with
-mean (123.675, 116.28, 103.53) and std (58.395, 57.12, 57.375) (mmpose's ``PoseDataPreprocessor``
-with ``bgr_to_rgb=True``); outputs ``simcc_x`` ``[N, K, W·r]`` and ``simcc_y`` ``[N, K, H·r]``
-(split ratio r = 2: half-pixel bins), taken by name or else in that order.
-
-The steps are mmpose's top-down test pipeline: a face box from ``box_detector`` (default YuNet) →
-centre and size × ``padding`` (1.25, ``GetBBoxCenterScale``) → the size's aspect ratio fixed to the
-input's by growing the shorter side → affine crop to W×H (scale W / size, box centre onto the crop
-centre, bilinear, black border: ``TopdownAffine``) → per keypoint the arg-max bin of x and of y
-divided by r, score = the smaller of the two maxima (``get_simcc_maximum``) → back to the image:
-x = x_crop / W · size + centre − size / 2.
-
-Layouts (chosen by K, or ``layout=``): ``lapa106`` — the LaPa 106-point layout of the face6 and
-LaPa models, which is WFLW's 98 points plus 8: mmpose's face6 config maps WFLW 0–54 onto 0–54,
-the eye contours 60–67 / 68–75 onto 66–73 / 75–82, the mouth 76–95 onto 84–103 and the pupils
-96, 97 onto 104, 105 (and iBUG-68 points 36, 39, 42, 45, 48, 54, 30 onto 66, 70, 75, 79, 84, 90,
-54); ``wflw98`` (the RTMPose WFLW model); ``ibug68`` (300W / COCO-WholeBody face models). The 5
-alignment points: each eye's centre = the mean of its contour points, the nose tip, the two mouth
-corners — the first eye and mouth corner are the image-left ones in a frontal face (iBUG's 36–41,
-48), which is our order. All K points are kept in ``landmarks_extra``; the box and score are the
-box detector's.
+Implements T. Jiang, P. Lu, L. Zhang et al., "RTMPose: Real-Time Multi-Person Pose Estimation based on
+MMPose", arXiv:2303.07399 (2023), with SimCC coordinate classification (Y. Li et al., "SimCC: a Simple
+Coordinate Classification Perspective for Human Pose Estimation", ECCV 2022), on MMPose's ONNX exports.
+Entry point: :class:`RTMPoseDetector` (``rtmpose``). Details: docs/align.md,
+"RTMPose face keypoints (`rtmpose`)".
 """
 
 from __future__ import annotations

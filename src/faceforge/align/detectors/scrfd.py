@@ -1,12 +1,7 @@
 """SCRFD (onnxruntime) with our own anchor-centre decoding and NMS.
-
-Implements: J. Guo, J. Deng, A. Lattas, S. Zafeiriou, "Sample and Computation Redistribution for
-Efficient Face Detection", ICLR 2022 (insightface's SCRFD). File: ``scrfd_500m_bnkps.onnx``
-(SCRFD-0.5GF with keypoints) with outputs ``score_{8,16,32}`` [1, N, 1] (sigmoid already applied),
-``bbox_{8,16,32}`` [1, N, 4] (distances left/top/right/bottom in stride units) and
-``kps_{8,16,32}`` [1, N, 10] (offsets in stride units), 2 anchors per feature-map cell.
-Input: RGB, (x − 127.5) / 128. Landmarks come in our order (left eye = smaller x). The batch
-dimension is free, so ``detect_batch`` stacks images of the same padded size into one run.
+Implements J. Guo, J. Deng, A. Lattas, S. Zafeiriou, "Sample and Computation Redistribution for
+Efficient Face Detection", ICLR 2022 (insightface's SCRFD; file ``scrfd_500m_bnkps.onnx``).
+Entry point: :class:`SCRFDDetector` (``scrfd``). Details: docs/align.md, "Implementation notes" ("SCRFD").
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """YOLOv5-Face (onnxruntime) with our own post-processing and NMS.
-
-Implements: D. Qi, W. Tan, Q. Yao, J. Liu, "YOLO5Face: Why Reinventing a Face Detector",
-ECCV Workshops 2022. File ``yolo5face_500m_320x320.onnx``: one output [1, 6300, 16] for a 320×320
-input (3 anchors × (40² + 20² + 10²) cells), already decoded by the exported Detect layer into
-input pixels: (cx, cy, w, h, objectness, 5 × (x, y) landmarks, face-class probability). The score
-is objectness × class probability. Input: RGB / 255, letterboxed to the fixed input size.
-Landmarks come in our order (left eye = smaller x). The output's batch is fixed to 1 (a reshape in
-the graph), so ``detect_batch`` runs one image per call.
+Implements D. Qi, W. Tan, Q. Yao, J. Liu, "YOLO5Face: Why Reinventing a Face Detector", ECCV Workshops
+2022 (file ``yolo5face_500m_320x320.onnx``). Entry point: :class:`YOLO5FaceDetector` (``yolo5face``).
+Details: docs/align.md, "Implementation notes" ("YOLO5-Face").
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """YOLOv8-Face (onnxruntime): the anchor-free YOLOv8 pose head trained for faces; our own decoding and NMS.
-
 Implements the output of the YOLOv8 pose head (G. Jocher, A. Chaurasia, J. Qiu, "Ultralytics YOLOv8",
-2023: anchor-free, decoupled head, DFL box regression decoded inside the exported graph) as trained
-on WIDER Face with 5 landmarks by derronqi/yolov8-face (``yolov8n-face``, GPL-3.0). File: an ONNX
-export of it (``yolo export model=yolov8n-face.pt format=onnx``; FaceFusion's ``yoloface_8n.onnx``
-is one): input ``images`` ``[N, 3, 640, 640]``, RGB / 255, letterboxed the Ultralytics way (scale
-to fit, centred, padded with 114); one output ``[N, 4 + 1 + 15, A]`` with A = Σ (640 / s)² over the
-strides 8, 16, 32 = 8400 rows: box centre x, y, width, height in input pixels, the face score
-(sigmoid applied), then 5 keypoints × (x, y, visibility) in input pixels (visibility sigmoid
-applied). Also read: the transposed layout ``[N, A, 20]`` and keypoints without visibility
-(``4 + 1 + 10`` channels). Keypoints come in WIDER Face's (RetinaFace's) order — image-left eye,
-image-right eye, nose tip, image-left and image-right mouth corner — which is ours.
-
-A file with a fixed input size is letterboxed to it; a dynamic one to ``input_size`` (default 640,
-Ultralytics' training size). Batches: a dynamic-batch export (``dynamic=True``) runs
-:meth:`~faceforge.align.detectors._onnx.OnnxDetector.detect_batch` as stacked batches; the default
-export fixes the batch to 1 and runs one image per call.
+2023) as trained on WIDER Face with 5 landmarks by derronqi/yolov8-face (``yolov8n-face``, GPL-3.0),
+read from any ONNX export of it. Entry point: :class:`YOLOv8FaceDetector` (``yolov8_face``).
+Details: docs/align.md, "YOLOv8-Face (`yolov8_face`)".
 """
 
 from __future__ import annotations
@@ -56,7 +43,7 @@ def letterbox_centred(
 
 
 class YOLOv8FaceDetector(OnnxDetector):
-    """YOLOv8-Face (e.g. ``yolov8n-face``), any export with the one-output layout of the module docstring."""
+    """YOLOv8-Face (e.g. ``yolov8n-face``), any export with the one-output layout of docs/align.md."""
 
     name = "yolov8_face"
     store_name = "yolov8n-face"

@@ -1,22 +1,7 @@
-"""YuNet through OpenCV's ``cv2.FaceDetectorYN``.
-
-Implements: W. Wu, H. Peng, S. Yu, "YuNet: A Tiny Millisecond-level Face Detector", Machine
+"""YuNet through OpenCV's ``cv2.FaceDetectorYN``, by default at the image's own scale.
+Implements W. Wu, H. Peng, S. Yu, "YuNet: A Tiny Millisecond-level Face Detector", Machine
 Intelligence Research 2023; model files from libfacedetection.train / OpenCV Zoo (ONNX).
-
-Input sizing: by default (``input_size=None``) the image is fed at its own scale — downscaled only
-if its longer side exceeds ``max_side`` (640) — padded bottom/right to a multiple of 32, and the
-network is reshaped to that size (``setInputSize``; OpenCV's DNN reshapes the "fixed-size" files
-``yunet_*_640_640.onnx``, ``*_320_320`` and the Zoo's 2023mar file too). On 250×250 LFW images this
-is 256×256 instead of a 640×640 letterbox: ~6× faster, same detections. ``input_size=640`` or
-``(w, h)`` letterboxes to that size instead (upscaling small images, which finds smaller faces).
-Boxes/landmarks are mapped back to the input image. ``device``: ``auto`` / ``cuda`` use OpenCV's CUDA
-DNN backend when this OpenCV build has it (``cv2.cuda.getCudaEnabledDeviceCount() > 0``; the pip
-wheels do not), else the CPU with one log line; ``cpu`` always the CPU. One image per network run
-(``detect_batch`` loops): ``cv2.FaceDetectorYN`` has no batch input.
-``cv2.FaceDetectorYN`` returns per face ``x, y, w, h``, then 5 points that OpenCV calls
-"right eye, left eye, nose tip, right mouth corner, left mouth corner" in the *subject's* terms —
-i.e. the first eye is the one with the smaller image x. That is exactly our order (left eye =
-smaller x), so the points are kept as they come (checked on a real photo in the tests).
+Entry point: :class:`YuNetDetector` (``yunet``). Details: docs/align.md, "Implementation notes" ("YuNet").
 """
 
 from __future__ import annotations
@@ -55,7 +40,7 @@ def _input_size_from_name(path: Path) -> tuple[int, int] | None:
 
 
 class YuNetDetector(Detector):
-    """YuNet (OpenCV DNN); ``input_size=None`` runs at the image's scale (see the module docstring)."""
+    """YuNet (OpenCV DNN); ``input_size=None`` runs at the image's scale (docs/align.md, "YuNet")."""
 
     name = "yunet"
 
