@@ -1,8 +1,7 @@
-"""faceforge: train, align, evaluate, export and serve face-recognition models.
-
-The main doors (imported lazily, so ``import faceforge`` stays cheap):
-``create_model``/``list_models`` (backbones), ``create_head``/``list_heads`` (margin heads),
-``create_detector`` (face detectors), ``evaluate_pairs`` (10-fold verification), ``SynthFaces``.
+"""faceforge: train, align, evaluate, export and serve face-recognition models. The main entry points,
+imported lazily so ``import faceforge`` stays cheap: ``create_model``/``list_models`` (backbones),
+``create_head``/``list_heads`` (margin heads), ``create_detector`` (face detectors), ``evaluate_pairs``
+(10-fold verification) and ``SynthFaces``. Package layout: docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceforge.align import create_detector, store
+from faceforge import hub as store
+from faceforge.align import create_detector
 from faceforge.errors import FaceforgeError
 
 pytest.importorskip("onnxruntime")

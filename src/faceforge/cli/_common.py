@@ -1,8 +1,6 @@
-"""Options and helpers shared by the CLI verbs (the only module ``cli/`` modules import from each other).
-
-Output conventions every verb follows: results on stdout; notes, warnings and progress on stderr;
-``--quiet`` drops notes and progress, ``-v/--verbose`` adds library log lines; progress bars only
-on a terminal unless ``--progress`` (:func:`show_progress`).
+"""Options and helpers shared by the CLI verbs (the only module ``cli/`` modules import from each other):
+the output conventions every verb follows (stdout / stderr, ``--quiet``, ``-v/--verbose``, progress bars,
+:func:`show_progress`). Details: docs/architecture.md, "CLI conventions".
 """
 
 from __future__ import annotations

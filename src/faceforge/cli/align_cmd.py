@@ -1,23 +1,6 @@
-"""``faceforge detect`` / ``faceforge align``.
-
-``register(subparsers)`` adds ``detect`` and ``align``; every action sets ``func(args) -> int``.
-
-Usage::
-
-    faceforge detect IMG|DIR... [--detector yunet] [--json] [--out PNG|DIR] [--model-path P]
-    faceforge align SRC DST [--detector yunet] [--size 112] [--template arcface]
-                            [--largest|--all] [--workers N] [--retry-failed]
-
-``detect`` prints one line (or JSON object) per image; a folder stands for the images under it.
-Exit code: 0 when every image holds a face, 1 when every image was read but at least one holds
-none (the answer is "no face"), 2 when an image could not be read or drawn (its line says why).
-
-``align`` mirrors SRC's folder tree into DST (one crop per image, ``name.jpg``; with ``--all``
-``name_0.jpg``, ``name_1.jpg``, …). Per-file problems (not an image, unreadable, no face, …) are
-written to ``DST/failures.jsonl`` as ``{"file", "reason"}`` and never stop the run. A re-run skips
-files whose crop exists and, unless ``--retry-failed``, files listed in ``failures.jsonl``.
-Exit code: 0 when DST holds at least one crop afterwards, 2 when not a single face could be aligned
-(or SRC holds no file), with a one-line reason.
+"""``faceforge detect`` / ``faceforge align``: find faces and landmarks in images, or mirror a folder of
+photos into aligned crops (the work is in :mod:`faceforge.align`); ``register(subparsers)`` adds both
+verbs. Details: docs/align.md, "CLI", and docs/architecture.md, "cli/align_cmd.py".
 """
 
 from __future__ import annotations

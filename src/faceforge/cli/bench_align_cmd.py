@@ -1,28 +1,7 @@
-"""``faceforge bench-align``: compare detectors by what a recogniser makes of their alignment.
-
-Usage::
-
-    faceforge bench-align --pairs ../shared/data/lfw/pairs.txt --root ../shared/data/lfw/lfw-deepfunneled \\
-        --detectors yunet,scrfd,retinaface --model dlib --out runs/bench_align [--folds 1]
-
-Progress goes to stderr: a line when each stage (detection, embedding) starts and ends, with counts
-and elapsed seconds, and one every 30 s inside a stage; ``warning:`` lines say when the pair list
-makes the numbers unreliable (single-class folds, too few pairs for AUC / EER).
-
-Per detector: detection success rate, time per image (median, p95), peak RSS, GPU memory, and the
-recogniser's 10-fold accuracy, AUC and EER on that detector's crops (see
-:mod:`faceforge.eval.align_bench` for how failures and memory are handled). ``--model`` takes what
-every verb takes (default ``dlib``: dlib's ResNet in PyTorch); with ``dlib`` a ``dlib-native`` baseline
-row — dlib's own detector, shape predictor and network — is added (``--no-native`` drops it).
-Writes ``results.csv``, ``results.md``, ``results.json``, ``outcomes.jsonl``, ``align_bench.png`` and
-``aligned_samples.png`` (the same 8 identities aligned by each detector, one row per detector) into
-``--out``; ``--save-aligned DIR`` also writes every aligned crop per detector.
-
-Speed options: ``--batch-size N`` runs detection in batches (``detect_batch``; real batches for the ONNX
-detectors whose files allow them, identical faces), ``--workers N`` decodes images in N threads,
-``--device auto|cpu|cuda`` picks where the onnxruntime / YuNet detectors run. Detector files and
-options: ``--detector-model NAME=FILE`` (any compatible export, e.g. ``yolov8_face=yolov8n-face.onnx``),
-``--rtmpose-box-detector NAME`` (the boxes RTMPose's keypoints start from; default yunet).
+"""``faceforge bench-align``: compare detectors by what a recogniser makes of their alignment (detection
+rate, speed, memory, 10-fold accuracy / AUC / EER per detector); the work is in
+:mod:`faceforge.eval.align_bench`. Details: docs/align.md, "Alignment benchmark", and
+docs/architecture.md, "cli/bench_align_cmd.py".
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
-"""``faceforge data synth``: render the SynthFaces data set (or, ``--kind objects``, SynthObjects).
-
-``register(subparsers)`` adds ``synth`` to the ``data`` command (made by ``data_io_cmd``, which holds
-the file actions: pack, unpack, inspect, split, make-pairs, to-bin, from-bin); the action sets
-``func`` to a function that takes the parsed ``argparse.Namespace`` and returns an exit code. Bad
-input raises :class:`~faceforge.errors.FaceforgeError` (the main entry point prints it).
-
-    faceforge data synth --out DIR         render the SynthFaces data set
+"""``faceforge data synth``: render the SynthFaces data set (or, ``--kind objects``, SynthObjects);
+``register(subparsers)`` adds ``synth`` to the ``data`` command made by ``data_io_cmd``. Details:
+docs/synthfaces.md, docs/data.md, "Command line", and docs/architecture.md, "CLI conventions".
 """
 
 from __future__ import annotations

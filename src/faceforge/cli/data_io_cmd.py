@@ -1,14 +1,7 @@
-"""``faceforge data pack|unpack|inspect|split|make-pairs|to-bin|from-bin``: data-set files.
-
-Each action calls one library function and prints (``data synth`` is in ``data_cmd``). Actions::
-
-    faceforge data pack SRC OUT            image folder -> OUT.rec/.idx/.lst + property (multi-process)
-    faceforge data unpack REC OUT          .rec -> image folder (names from the .lst when present)
-    faceforge data inspect PATH            counts, images-per-class histogram, image sizes
-    faceforge data split ROOT --out F      identity-disjoint train/val/test split file (JSON)
-    faceforge data make-pairs ROOT --out F balanced genuine/impostor pairs in folds (LFW pairs.txt)
-    faceforge data to-bin PAIRS OUT.bin    pair list -> insightface .bin
-    faceforge data from-bin BIN OUTDIR     .bin -> images + pairs.csv
+"""``faceforge data pack|unpack|inspect|split|make-pairs|to-bin|from-bin``: data-set files (RecordIO,
+insightface ``.bin``, split files, pair lists); each action calls one library function and prints
+(``data synth`` is in ``data_cmd``). Details: docs/data.md, "Command line", and docs/architecture.md,
+"cli/data_io_cmd.py".
 """
 
 from __future__ import annotations

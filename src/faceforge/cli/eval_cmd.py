@@ -1,7 +1,6 @@
-"""``faceforge eval``: the verb, its shared options and the ``retrieval`` / ``classify`` / ``ijb`` tasks.
-
-Verification (the verb without a task, and its help text) is in ``eval_verify_cmd``; the work of
-both is in :mod:`faceforge.eval.run`.
+"""``faceforge eval``: the verb, its shared options and the ``retrieval`` / ``classify`` / ``ijb`` tasks;
+verification (the verb without a task, and its help text) is in ``eval_verify_cmd``, and the work of
+both is in :mod:`faceforge.eval.run`. Details: docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,18 @@
-"""``faceforge eval``: verification on any number of sets, retrieval, IJB-B/C, low resolution, reports.
+"""``faceforge eval`` verification options (any number of sets, low resolution, reports) and the verb's
+help text, :data:`DESCRIPTION` (examples, what ``--model`` takes, detection, caches, the report folder);
+``register(sub)`` adds them to the parser made by ``eval_cmd``. Details: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from faceforge.cli._common import load_eval_model
+
+__all__ = ["register"]
+
+DESCRIPTION = """\
+``faceforge eval``: verification on any number of sets, retrieval, IJB-B/C, low resolution, reports.
 
 ::
 
@@ -27,19 +41,11 @@ report folder (default: the checkpoint's run directory for a ``.ckpt``, else
 ``./eval_reports/<model name>``); rows of the same name are replaced.
 """
 
-from __future__ import annotations
-
-import argparse
-
-from faceforge.cli._common import load_eval_model
-
-__all__ = ["register"]
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the verification options of ``faceforge eval`` (the verb is made by ``eval_cmd``)."""
     p = sub.choices["eval"]
-    p.description = __doc__
+    p.description = DESCRIPTION
     p.add_argument(
         "--sets",
         nargs="+",

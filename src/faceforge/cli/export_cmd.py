@@ -1,17 +1,6 @@
-"""``faceforge export --model M --format onnx``: ONNX with preprocessing metadata, then a parity check.
-
-Usage::
-
-    faceforge export [CKPT | --model NAME|FILE] [--format onnx] [--out model.onnx]
-                     [--precision fp32|fp16|int8] [--opset 17] [--parity-images 32] [--pairs 100] [--json]
-
-``M`` is anything ``--model`` takes on the other verbs that runs in PyTorch: a pretrained name
-(``dlib``), a faceforge ``.ckpt``, dlib's ``.dat`` or a foreign state dict (``--arch``).
-
-After writing the file it prints the parity of ONNX vs PyTorch embeddings on ``--parity-images``
-SynthFaces crops (minimum cosine, maximum absolute difference) and, for ``--pairs N > 0``, the
-verification accuracy of both on N genuine + N−1 impostor SynthFaces pairs — the accuracy change
-that fp16 / int8 cost.
+"""``faceforge export --model M --format onnx``: ONNX with preprocessing metadata
+(:func:`faceforge.export.export_onnx`), then a parity check against PyTorch and, optionally, the
+verification accuracy of both on SynthFaces pairs. Details: docs/export.md, "Command line".
 """
 
 from __future__ import annotations

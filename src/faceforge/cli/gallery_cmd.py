@@ -1,18 +1,6 @@
-"""``faceforge gallery build|add|remove|search|info``: build, edit and search a Faiss face gallery.
-
-Usage::
-
-    faceforge gallery build DIR --model M --out G [--index auto|flat|ivf|ivfpq] [--json]
-    faceforge gallery add DIR|IMG... --gallery G [--model M] [--label L] [--json]
-    faceforge gallery remove LABEL... --gallery G [--json]
-    faceforge gallery search IMG|DIR|NPZ --gallery G [--model M] [-k 5] [--json]
-    faceforge gallery info G [--json]
-
-Labels and models as in ``faceforge verify``/``embed`` (``infer_cmd``); the work is in
-:mod:`faceforge.infer.tasks`. A gallery remembers the model that built it: a pretrained name is used
-when ``--model`` is left out of ``gallery add|search``, but a model file is only ever loaded when
-``--model`` names it (a gallery folder is data, ``docs/security.md``). Exit code 2 on an error,
-including ``build``/``add`` when not one face could be embedded (nothing is written then).
+"""``faceforge gallery build|add|remove|search|info``: build, edit and search a Faiss face gallery; labels
+and models as in ``faceforge verify``/``embed`` (``infer_cmd``), the work in :mod:`faceforge.infer.tasks`.
+Details: docs/inference.md, "Command line".
 """
 
 from __future__ import annotations

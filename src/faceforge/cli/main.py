@@ -1,20 +1,7 @@
-"""The ``faceforge`` command: thin sub-commands over the packages, and the one error path of the CLI.
-
-Exit codes (the same for every verb):
-
-* ``0``: the verb did its work (and, for a verb that answers a question, the answer is yes).
-* ``1``: the verb ran but the answer is negative: ``verify`` (different people) and ``detect``
-  (an image without a face). No other verb exits 1.
-* ``2``: an error: bad arguments, a missing or unreadable file, a file that is not what was
-  expected, nothing to work on (``embed`` / ``gallery build`` / ``align`` with no face at all), a
-  closed output pipe. One line on stderr names the file, key or value and what was expected.
-* ``3``: an unexpected internal error (a bug): one line on stderr; ``--debug`` shows the traceback.
-* ``130``: interrupted (Ctrl-C).
-
-``--debug`` (anywhere on the line) prints the traceback of any error. Every verb also takes
-``-v/--verbose`` (library log lines) and ``--quiet`` (no notes, warnings of libraries or progress).
-OpenCV's and TensorFlow Lite's native log levels are lowered before either is imported, so their
-``[ WARN ...]`` / ``INFO: ...`` lines do not reach the output unless ``--verbose``.
+"""The ``faceforge`` command: thin sub-commands over the packages, and the one error path of the CLI
+(exit codes 0 / 1 / 2 / 3 / 130 the same for every verb, ``--debug``, ``-v/--verbose``, ``--quiet``,
+native log levels lowered); :func:`main` is the console script. Details: docs/architecture.md,
+"Exit codes and errors".
 """
 
 from __future__ import annotations
@@ -213,7 +200,7 @@ def _run(argv: list[str], debug: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``faceforge`` console script; returns the exit code (see the module doc)."""
+    """Entry point of the ``faceforge`` console script; returns the exit code (docs/architecture.md)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _configure_logging(debug, False, False)

@@ -1,10 +1,8 @@
-"""``faceforge models``: pretrained models and backbones, ``import`` of foreign files, model-file fetching.
-
-``list`` shows which pretrained models (``--model NAME`` on every verb) are usable on this machine and
-every registered backbone; ``import SRC --out DST`` writes a faceforge file from a foreign one (an
-insightface ONNX, an arcface_torch / AdaFace / EdgeFace / evoLVe state dict) with its preprocessing
-stored, so the next load needs no guessing; ``fetch`` downloads a model file (the only command that
-touches the network).
+"""``faceforge models``: ``list`` shows which pretrained models (``--model NAME`` on every verb) are usable
+on this machine and every registered backbone; ``import SRC --out DST`` writes a faceforge file from a
+foreign one (an insightface ONNX, an arcface_torch / AdaFace / EdgeFace / evoLVe state dict) with its
+preprocessing stored, so the next load needs no guessing; ``fetch`` downloads a model file (the only
+command that touches the network). Details: docs/inference.md, "Where a model comes from".
 """
 
 from __future__ import annotations

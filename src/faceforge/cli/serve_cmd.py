@@ -1,15 +1,6 @@
-"""``faceforge serve``: the REST service and its verify page under uvicorn (``docs/serve.md``).
-
-Usage::
-
-    faceforge serve --model M [--gallery G] [--host 127.0.0.1] [--port 8000] [--api-key-env VAR]
-                    [--max-body-mb 10] [--max-pixels 40000000] [--max-decode-mb 512]
-                    [--decode-max-side 2048] [--decode-wait-s 5] [--expose-paths]
-                    [--threshold T | --far F] [--detector auto] [--threads N]
-
-``M`` is a training checkpoint (``.ckpt``) or an ONNX file (``.onnx``). The API key is read from the
-environment variable named by ``--api-key-env`` (never from the command line, where ``ps`` shows it).
-The input limits (``docs/security.md``) are printed at start and listed in ``/healthz``.
+"""``faceforge serve``: the REST service and its verify page under uvicorn, for a training checkpoint
+(``.ckpt``) or an ONNX file (``.onnx``); the API key is read from the environment variable named by
+``--api-key-env``, never from the command line. Details: docs/serve.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""``faceforge train``: train from a YAML config with typed ``--section.key value`` overrides.
-
-The run folder (``runs/<name>/<timestamp>/``) holds ``config.yaml``, ``checkpoints/{best,last}.ckpt``,
-``metrics.json``, ``tb/`` and, after the test-pair evaluation (``data.test_pairs`` set and no
-``--no-test``), ``report.json``, ``report.md`` and ``roc.png`` — the same files ``faceforge eval``
-writes there.
+"""``faceforge train``: train from a YAML config with typed ``--section.key value`` overrides, into a run
+folder (``runs/<name>/<timestamp>/``: ``config.yaml``, ``checkpoints/{best,last}.ckpt``, ``metrics.json``,
+``tb/`` and, after the test-pair evaluation (``data.test_pairs`` set and no ``--no-test``), ``report.json``,
+``report.md`` and ``roc.png`` — the same files ``faceforge eval`` writes there). Details: docs/training.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
-"""Embedding cache: re-evaluating a model with other metrics, modes or FARs does not re-embed anything.
-
-An entry is one ``float32 [N, E]`` array stored as ``<dir>/<key>.npy`` (read with
-``allow_pickle=False``) plus ``<key>.json`` saying what it holds. The key is the SHA-256 of a JSON
-object of everything the embeddings depend on: the model fingerprint (:func:`model_fingerprint`),
-the data set's identity (file hashes or a listing of the images with sizes and modification times),
-the flip-fusion mode, the input size, colour order and, where relevant, the degradation. Change
-any of them and the key changes; nothing is ever invalidated in place. Files are written to a
-temporary name and moved into place (``os.replace``) so an interrupted run leaves no partial entry.
-
-:class:`CropCache` keeps the aligned crops of detected faces the same way, one small ``.npz`` per image
-(``$FACEFORGE_HOME/cache/crops``), so a second evaluation of a set of raw photos skips decoding and
-detection even for another model with the same template and input size.
-
-A cache folder that cannot be created or written (read-only disk, a file in the way) never fails a
-run: the first failed write prints one warning and the cache is off for the rest of the run.
+"""Embedding and crop caches of ``faceforge eval``: re-evaluating a model with other metrics, modes
+or FARs does not re-embed anything, and a second run over raw photos skips decoding and detection.
+:class:`EmbeddingCache` stores ``float32 [N, E]`` arrays under the SHA-256 of everything they depend
+on (:func:`model_fingerprint`, the data set's identity, flip mode, input size, colour order,
+degradation); :class:`CropCache` keeps aligned crops of detected faces per image. An unwritable cache
+folder never fails a run. Details: docs/evaluation.md, "Embedding cache" and "Caches".
 """
 
 from __future__ import annotations

@@ -1,25 +1,9 @@
-"""Verification thresholds that travel with a model, so nobody guesses a magic constant.
-
-A *calibration* is a plain dict (stored in checkpoints as ``checkpoint["calibration"]``, in
-``report.json`` under ``"calibration"`` and in ONNX ``metadata_props`` as JSON):
-
-``source``
-    where the numbers come from (e.g. ``"lfw (6000 pairs)"``).
-``threshold_cos_best_accuracy``
-    cosine threshold of the 10-fold protocol (mean of the fold thresholds).
-``tar_at_far_threshold_cos``
-    ``{str(far): cosine threshold}`` from the ROC over all pairs.
-``far_target`` / ``threshold``
-    the operating point the inference API uses by default: the threshold at ``far_target`` when at
-    least ``10 / far_target`` impostor pairs stand behind it (``MIN_FALSE_ACCEPTS`` false accepts
-    expected; fewer make the threshold noise), else the best-accuracy threshold (``far_target`` is then
-    None and ``far_note`` says why).
-``n_impostor`` / ``n_genuine`` / ``score_histogram``
-    the pairs behind the numbers, and their similarity histograms, from which :func:`estimate_fmr`
-    gives the false-match rate of any similarity at inference time.
-
-Similarity is cosine of L2-normalised embeddings; a pair is "the same person" when
-``similarity >= threshold``.
+"""Verification thresholds that travel with a model, so nobody guesses a magic constant: a
+*calibration* is a plain dict (in checkpoints, ``report.json`` and ONNX metadata) made by
+:func:`calibration_from_result` from an ``evaluate_pairs`` result, with the default operating point
+taken at a FAR only when at least ``MIN_FALSE_ACCEPTS / far`` impostor pairs measured it
+(:func:`pick_threshold`, :func:`min_impostors`); :func:`estimate_fmr` gives the false-match rate of any
+cosine similarity. Details: docs/evaluation.md, "Calibration".
 """
 
 from __future__ import annotations

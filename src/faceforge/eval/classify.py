@@ -1,14 +1,11 @@
-"""Classification by retrieval: label a query image with the classes of its nearest training images.
-
-Queries and gallery embeddings are L2-normalised and searched by cosine similarity with the searcher of
-:mod:`faceforge.eval.retrieval` (exact Faiss inner product, IVF for large galleries with
-``index="auto"``). Three predictions come out of the same ``k`` neighbours: the majority vote (ties
-broken by the summed similarity, then by the nearest neighbour), the similarity-weighted vote (sum of
-cosines per class; the "weighted kNN" of Wu et al., "Unsupervised Feature Learning via Non-Parametric
-Instance Discrimination", CVPR 2018, without their temperature) and the nearest neighbour alone. Beside
-the accuracies come Recall@K and mAP@R (Musgrave et al., "A Metric Learning Reality Check", ECCV 2020),
-per-class precision / recall / F1, the confusion matrix, and a report writer (JSON, Markdown,
-confusion-matrix PNG, misclassified files with their neighbours). See ``docs/evaluation.md``.
+"""Classification by retrieval: label a query image with the classes of its nearest training images
+(cosine kNN over L2-normalised embeddings, searched with :mod:`faceforge.eval.retrieval`), by majority
+vote, similarity-weighted vote (the "weighted kNN" of Wu et al., "Unsupervised Feature Learning via
+Non-Parametric Instance Discrimination", CVPR 2018, without their temperature) and nearest neighbour,
+with Recall@K and mAP@R (Musgrave et al., "A Metric Learning Reality Check", ECCV 2020), per-class
+scores and a confusion matrix. Entry points: :func:`classify_by_retrieval`,
+:func:`evaluate_classification`, :func:`write_classify_report`. Details: docs/evaluation.md,
+"faceforge eval classify".
 """
 
 from __future__ import annotations

@@ -1,27 +1,10 @@
-"""The model's crops of an evaluation set's image files: aligned crops as they are, raw photos detected.
-
-``faceforge eval`` must see what ``verify`` sees: a photo is detected and aligned to the model's
-template (:func:`faceforge.align.crop_face`), never squashed whole into the input. Per set
-(:func:`plan_alignment`):
-
-* ``detector="auto"`` (default): when every image already has the model's input size (or is 112×112
-  and the model's template is ``arcface``, the size such crops are published at) the set is taken as
-  aligned crops and only resized; otherwise faces are detected with the first available detector of
-  :data:`faceforge.align.choose.AUTO_ORDER` (YuNet, then SCRFD).
-* ``detector="none"``: images are resized to the input size as they are; when they are not already
-  crops of that size one warning line per set says that they were resized without alignment.
-* a detector name, model file or instance (:func:`faceforge.align.choose.resolve_detector`):
-  always detect.
-* a whole-image model (``template == "none"``): images are resized, no detection.
-
-Faces: of several detected faces the one nearest the image centre is kept (the LFW convention,
-:func:`faceforge.eval.align_bench.select_face`). An image where no face is found is cropped by the
-rule :data:`NO_FACE_RULE` (:func:`faceforge.eval.align_bench.fallback_landmarks`), counted and listed
-(``no_face_images``, ``no_face_examples`` in the report row). An image that cannot be decoded becomes a
-black crop and is counted (``undecodable_images``), as before; every pair is still scored.
-
-Detected crops are cached per image (:class:`faceforge.eval.cache.CropCache`), so a second run over
-the same files skips decoding and detection.
+"""The model's crops of an evaluation set's image files: aligned crops are resized as they are, raw
+photos are detected and aligned to the model's template (:func:`faceforge.align.crop_face`) as
+``verify`` does. :func:`plan_alignment` decides per set (``detector="auto"``, ``"none"``, a detector or
+a whole-image model), :class:`FaceCropper` makes the crops, keeping the face nearest the centre,
+cropping no-face images by :data:`NO_FACE_RULE` and counting undecodable ones. Details:
+docs/evaluation.md, "Raw photos: detection, alignment and the no-face rule" and "Crops of an
+evaluation set".
 """
 
 from __future__ import annotations
@@ -164,7 +147,7 @@ def alignment_facts(plan: AlignPlan, no_face_paths: Sequence[str]) -> dict[str, 
 
 
 class FaceCropper:
-    """Turns a set's image files into a model's crops (see the module docstring).
+    """Turns a set's image files into a model's crops (see docs/evaluation.md, "Raw photos").
 
     Args:
         face_cfg: the model's :class:`~faceforge.models.face_cfg.FaceConfig` (``input_size``,
@@ -391,5 +374,5 @@ def _nchw(arr: np.ndarray) -> torch.Tensor:
 def plan_alignment(
     paths: Sequence[str], face_cfg: Any, detector: Any = "auto", detector_model: str | Path | None = None
 ) -> AlignPlan:
-    """How :class:`FaceCropper` would treat ``paths`` (see the module docstring); no warnings printed."""
+    """How :class:`FaceCropper` would treat ``paths`` (docs/evaluation.md); no warnings printed."""
     return FaceCropper(face_cfg, detector, detector_model, warn=lambda _m: None).plan(paths)

@@ -1,26 +1,9 @@
-"""IJB-B / IJB-C template-based face verification (1:1) and identification (1:N).
-
-Data layout: the IJB release as distributed with insightface's ``evaluation/IJB`` (Whitelam et al.,
-"IARPA Janus Benchmark-B Face Dataset", CVPRW 2017; Maze et al., "IARPA Janus Benchmark-C", ICB 2018)::
-
-    ROOT/IJBC/                                (or ROOT itself; IJBB analogous with prefix ijbb_)
-      loose_crop/<image name>                 the face images
-      meta/ijbc_face_tid_mid.txt              "<image name> <template id> <media id>" per image
-      meta/ijbc_template_pair_label.txt       "<template 1> <template 2> <label 0|1>" per 1:1 pair
-      meta/ijbc_name_5pts_score.txt           "<image name> x1 y1 ... x5 y5 <faceness score>"
-      meta/ijbc_1N_gallery_G1.csv, ..._G2.csv 1:N galleries (IJB-B: ijbb_1N_gallery_S1/S2.csv)
-      meta/ijbc_1N_probe_mixed.csv            1:N probes; CSVs have a header with TEMPLATE_ID, SUBJECT_ID
-
-Pipeline (the protocol of insightface's IJB evaluation, re-implemented): every image is aligned with
-its 5 landmarks to the model's template (:func:`faceforge.align.similarity_matrix` / ``warp``),
-embedded with flip fusion, optionally multiplied by its faceness score; image features are averaged
-within each media (video frames), the media features summed within each template and the template
-feature L2-normalised. A 1:1 pair's score is the cosine of its two template features; TAR@FAR comes
-from the ROC over all pairs (:func:`faceforge.eval.metrics.tar_at_far`, only FARs with
-``far * n_impostor >= 1``). 1:N follows the open-set protocol (Grother et al., NIST IR 8271): per
-gallery, rank-k identification rate over mated probes and TPIR at FPIR (threshold = the
-``ceil(FPIR * n)``-th highest top score of the non-mated probes; a mated probe counts when its mated
-score is the highest and above it); the two galleries' numbers are averaged.
+"""IJB-B / IJB-C template-based face verification (1:1) and identification (1:N): the protocol of
+insightface's ``evaluation/IJB`` re-implemented on the IJB release layout (Whitelam et al., "IARPA
+Janus Benchmark-B Face Dataset", CVPRW 2017; Maze et al., "IARPA Janus Benchmark-C", ICB 2018), 1:N
+as open-set identification (Grother et al., NIST IR 8271). Entry points: :func:`read_ijb_meta`,
+:func:`embed_ijb`, :func:`pool_templates`, :func:`evaluate_ijb_features`, :func:`evaluate_ijb`.
+Details (layout, pooling, TAR@FAR and TPIR@FPIR rules): docs/evaluation.md, "faceforge eval ijb".
 """
 
 from __future__ import annotations
@@ -86,7 +69,7 @@ def find_ijb_dir(root: str | os.PathLike[str], target: str = "IJBC") -> Path:
 
 @dataclass
 class IJBMeta:
-    """The parsed meta files of one IJB target (see the module docstring for the layout)."""
+    """The parsed meta files of one IJB target (layout: docs/evaluation.md, "faceforge eval ijb")."""
 
     root: Path
     target: str
@@ -189,7 +172,7 @@ def _read_csv_ids(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_ijb_meta(root: str | os.PathLike[str], target: str = "IJBC", check_images: bool = True) -> IJBMeta:
-    """Parse and cross-check the meta files of ``target`` under ``root`` (see the module docstring).
+    """Parse and cross-check the meta files of ``target`` under ``root`` (docs/evaluation.md, "eval ijb").
 
     Every error names the file and line: wrong field counts, non-integer ids, non-numeric landmarks,
     labels other than 0/1, an image without landmarks, a pair or 1:N template without images, and

@@ -1,12 +1,8 @@
-"""One Faiss IVF builder and one ``nlist``/``nprobe`` rule for every inverted-file index faceforge makes.
-
-IVF = inverted file over a k-means coarse quantizer (Jégou, Douze, Schmid, "Product quantization for
-nearest neighbor search", TPAMI 2011; the Faiss library: Johnson, Douze, Jégou, "Billion-scale
-similarity search with GPUs", IEEE TBD 2019). Rules, measured with ``benchmarks/gallery.py``
-(docs/performance.md): ``nlist ≈ 2·sqrt(N)`` lists with at least 39 training points each (Faiss's
-minimum), k-means (10 iterations) on at most ``64·nlist`` sampled rows, ``nprobe = nlist/32`` clipped
-to [16, 128]. Used by :mod:`faceforge.eval.retrieval` (``index="ivf"``) and
-:class:`faceforge.infer.gallery.Gallery`.
+"""One Faiss IVF builder and one ``nlist``/``nprobe`` rule for every inverted-file index faceforge
+makes (IVF: Jégou, Douze, Schmid, "Product quantization for nearest neighbor search", TPAMI 2011;
+Faiss: Johnson, Douze, Jégou, "Billion-scale similarity search with GPUs", IEEE TBD 2019):
+:func:`build_ivf`, :func:`default_nlist`, :func:`default_nprobe`, :func:`train_sample_size`. Details:
+docs/evaluation.md, "IVF index".
 """
 
 from __future__ import annotations

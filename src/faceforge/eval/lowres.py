@@ -1,9 +1,9 @@
-"""Low-resolution robustness: verification accuracy of images downscaled by a factor and upscaled back.
-
-``degrade`` simulates a low-resolution capture at the model's input size (downscale by ``factor`` with
-antialiasing, then upscale to the original size). ``evaluate_low_resolution`` runs the standard pair
-protocol (:func:`faceforge.eval.verification.evaluate_model`) on each degraded copy and, optionally, on
-the output of a super-resolution module fed the small image.
+"""Low-resolution robustness: verification accuracy of images downscaled by a factor and upscaled
+back. :func:`degrade` simulates a low-resolution capture at the model's input size (antialiased
+downscale by ``factor``, then upscale to the original size); :func:`evaluate_low_resolution` runs the
+standard pair protocol (:func:`faceforge.eval.verification.evaluate_model`) on each degraded copy and,
+optionally, on the output of a super-resolution module fed the small image. Details:
+docs/evaluation.md, "Low resolution".
 """
 
 from __future__ import annotations

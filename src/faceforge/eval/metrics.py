@@ -1,18 +1,9 @@
-"""Face-verification metrics for pair lists (LFW-style 10-fold protocol, ROC, EER, TAR@FAR).
-
-The 10-fold accuracy and VAL@FAR numbers reproduce insightface's ``eval/verification.py``
-``evaluate()`` (deepinsight/insightface, arcface_torch) bit for bit on the same inputs, including its
-strict ``dist < threshold`` rule, ``KFold(shuffle=False)`` fold layout and first-best-index tie break.
-ROC, AUC and EER follow scikit-learn's ``roc_curve`` / ``roc_auc_score`` semantics over cosine
-similarity. Only numpy is used at runtime. See ``docs/evaluation.md`` for the exact definitions.
-
-Instead of looping over thresholds, the distances are sorted once; a threshold ``t`` then splits the
-sorted list at ``searchsorted(sorted, t)`` (the number of pairs with ``dist < t``), and cumulative counts
-of each (fold, genuine/impostor) group along the sorted order give, for every fold and every threshold
-at once, how many genuine / impostor pairs are accepted. Training-set counts are totals minus the test
-fold's counts. ``mode="exact"`` takes its candidate thresholds from the same sorted list. Distances and
-cosines are computed block by block (rows that fit in the CPU cache) with exactly the float32 operations
-of the reference, so every number stays bit-identical while the arrays are read from memory once.
+"""Face-verification metrics for pair lists: the LFW-style 10-fold accuracy and VAL@FAR of insightface's
+``eval/verification.py`` ``evaluate()`` (deepinsight/insightface, arcface_torch), reproduced bit for
+bit, and ROC, AUC, EER and TAR@FAR over cosine similarity with scikit-learn's ``roc_curve`` /
+``roc_auc_score`` semantics, vectorised over thresholds. Entry points: :func:`evaluate_pairs`,
+:func:`roc_curve`, :func:`roc_auc`, :func:`equal_error_rate`, :func:`tar_at_far`. Details:
+docs/evaluation.md ("Scores" to "Speed", and "Verification metrics").
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
-"""Reports for verification results: text and Markdown tables, JSON files, ROC and DET plots.
-
-``results`` everywhere is ``{set name: evaluate_pairs() dict}``. Rows may carry only some keys (for
-example a published baseline with just an accuracy); missing numbers are shown as ``-``. Rows with
-``"kind": "retrieval"``, ``"classify"``, ``"ijb"`` or ``"ijb_1n"`` have their own tables
-(:func:`format_report`).
-
-Under the verification table :func:`format_report` says what stands behind the numbers
-(:func:`verification_notes`): the impostor pairs and false accepts behind each TAR@FAR (a FAR
-measured from a handful of false accepts is noise), and how the images became crops (detector,
-images without a face and the rule that cropped them, images resized without alignment).
+"""Reports for evaluation results: text and Markdown tables (:func:`format_table`, :func:`to_markdown`,
+:func:`format_report` with one table per row kind and the :func:`verification_notes` under it), JSON
+files (:func:`write_json`, :func:`read_report`, :func:`write_report`), ROC and DET plots
+(:func:`plot_roc`, :func:`plot_det`). ``results`` everywhere is ``{set name: evaluate_pairs() dict}``;
+missing numbers are shown as ``-``. Details: docs/evaluation.md, "Reports" and "Report notes".
 """
 
 from __future__ import annotations
@@ -266,7 +260,7 @@ def _faces_text(result: Mapping[str, Any], with_rule: bool) -> str | None:
 
 
 def verification_notes(results: Mapping[str, Any]) -> list[str]:
-    """One line per verification row with what stands behind it (see the module docstring).
+    """One line per verification row with what stands behind it (docs/evaluation.md, "Report notes").
 
     ``"<set>: TAR@FAR=0.001 from 3,000 impostor pairs (3 false accepts, noisy); ..."`` and
     ``"<set>: faces detected with yunet; no face in 2 of 7,701 images (e.g. ...)"``; the no-face rule

@@ -1,28 +1,8 @@
-"""Embedding retrieval metrics: Recall@K, precision@1, mAP@R and R-precision.
-
-Definitions (for one query with label ``y``; the gallery excludes the query itself in leave-one-out mode):
-
-* **Recall@K** — 1 if at least one of the ``K`` nearest gallery items has label ``y``, else 0; averaged
-  over all queries (the face/metric-learning convention, e.g. Musgrave et al., "A Metric Learning
-  Reality Check", ECCV 2020, Sec. 3.2; it equals precision@1 at ``K = 1``).
-* **precision@1** — fraction of queries whose nearest gallery item has label ``y`` (all queries).
-* **R-precision** and **mAP@R** — as defined in Musgrave et al., ECCV 2020, Sec. 3.2: with ``R`` the number
-  of gallery items labelled ``y``, R-precision is ``r / R`` where ``r`` is the number of them among the
-  ``R`` nearest items, and ``mAP@R = (1/R) * sum_{i=1..R} P(i) * rel(i)`` where ``P(i)`` is the precision
-  of the ``i`` nearest items and ``rel(i)`` is 1 when the ``i``-th nearest item is labelled ``y``.
-  Queries with ``R = 0`` have no defined value; they are left out of these two means and counted in
-  ``n_skipped_queries`` (they still count as misses in Recall@K and precision@1).
-
-Embeddings are L2-normalised and ranked by inner product (cosine similarity). Exact search is exhaustive
-and processed in chunks of queries so that the working memory is ``chunk_size × depth`` rather than
-``n_queries × n_gallery``. It uses :func:`faiss.knn` with ``METRIC_INNER_PRODUCT`` — the same exhaustive
-kernel as ``faiss.IndexFlatIP`` but without copying the gallery into an index (a 1M × 512 float32 gallery is
-2 GB). ``index="ivf"`` uses ``faiss.IndexIVFFlat`` (inner product; :mod:`faceforge.eval.ivf`'s rules, shared
-with the inference gallery: ``nlist ≈ 2·sqrt(N)``, ``nprobe = nlist/32`` clipped to [16, 128]) for approximate
-search; ``index="auto"`` picks flat below 50,000 gallery items and IVF above. faiss is optional
-(``pip install faiss-cpu``): without it exact search falls back to a numpy matrix product + partial sort
-(same results up to float rounding, slower); ``index="ivf"`` then raises
-:class:`~faceforge.errors.FaceforgeError` and ``"auto"`` stays exact.
+"""Embedding retrieval metrics: Recall@K, precision@1, mAP@R and R-precision (Musgrave et al., "A Metric
+Learning Reality Check", ECCV 2020, Sec. 3.2), over cosine similarity with exact chunked Faiss search,
+IVF (:mod:`faceforge.eval.ivf`) or a numpy fallback without faiss. Entry points:
+:func:`retrieval_metrics`, :func:`retrieval_with_neighbours`, :func:`knn_search`,
+:func:`resolve_index`. Details: docs/evaluation.md, "Retrieval metrics and search".
 """
 
 from __future__ import annotations

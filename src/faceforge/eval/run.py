@@ -1,13 +1,8 @@
-"""The orchestration of ``faceforge eval``: run folders, set specs, caches, calibration and report text.
-
-Everything a verb does between parsing its arguments and printing lives here with a public name:
-:func:`run_checkpoint` finds a training run's checkpoint, :func:`default_out` a model's report folder,
-:func:`build_set_specs` the verification sets of ``--sets/--bin/--pairs``, :func:`open_caches` the
-embedding and crop caches, :func:`verify_and_calibrate` evaluates the sets and derives the calibration
-and the :data:`MEAN_ROW` (:func:`mean_row`), :func:`verification_lines` the notes printed under the
-table, :func:`store_calibration` writes the calibration beside the model, :func:`classify_inputs` and
-:func:`classify_row` do the same for ``eval classify``, and :func:`ijb_rows` for ``eval ijb``. Models
-are duck-typed (:class:`faceforge.infer.loading.EmbeddingModel`: ``kind``, ``source``, ``name``).
+"""The orchestration of ``faceforge eval``: run folders, set specs, caches, calibration and report text,
+everything a verb does between parsing its arguments and printing, under public names such as
+:func:`run_checkpoint`, :func:`build_set_specs`, :func:`open_caches`, :func:`verify_and_calibrate`,
+:func:`store_calibration`, :func:`classify_row` and :func:`ijb_rows`. Details: docs/evaluation.md,
+"Orchestration of faceforge eval".
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
 """Evaluate one model on several verification sets, retrieval folders and degraded copies in one run.
-
-A verification *set* is an insightface ``.bin`` (``lfw.bin``, ``cfp_fp.bin``, ...) or a pair list
-with its image folder (any format :func:`faceforge.data.pairs.read_pairs` reads). Set specs, as the
-CLI takes them::
-
-    lfw=data/lfw.bin            NAME=PATH.bin
-    data/agedb_30.bin           PATH.bin (name from the file name)
-    mine=pairs.txt:images/      NAME=PAIRS[:ROOT]
-
-Known set names (``KNOWN_SETS``) are recognised in file and folder names (``CFP-FP.bin`` -> ``cfp_fp``);
-a generic ``pairs.txt`` is named after its folder (``.../lfw/pairs.txt`` -> ``lfw``).
-
-Images of a pair list are turned into the model's crops by :class:`faceforge.eval.crops.FaceCropper`:
-aligned crops are resized, raw photos are detected and aligned to the model's template (``detector``
-argument; default ``"auto"``). A ``.bin`` holds aligned 112×112 arcface crops by definition: they are
-resized, or re-aligned from the arcface template to another template (e.g. dlib's 150×150 chip).
-Embeddings go through :class:`~faceforge.eval.cache.EmbeddingCache`, keyed by the model's weights,
-the set's identity, how its crops were made (detector file and settings), the flip mode and the
-input size, so a second evaluation with another metric mode or FAR never runs the model.
+A set is an insightface ``.bin`` or a pair list with its image folder (:func:`parse_set_spec`:
+``NAME=PATH.bin``, ``PATH.bin``, ``NAME=PAIRS[:ROOT]``; :data:`KNOWN_SETS` names recognised in file
+and folder names), turned into the model's crops by :class:`faceforge.eval.crops.FaceCropper` and
+embedded through :class:`~faceforge.eval.cache.EmbeddingCache`. Entry points: :func:`evaluate_sets`,
+:func:`evaluate_retrieval_folders`, :func:`write_checkpoint_calibration`. Details:
+docs/evaluation.md, "faceforge eval: many sets, one report" and "Verification sets".
 """
 
 from __future__ import annotations
@@ -97,7 +84,7 @@ def guess_set_name(path: str | os.PathLike[str]) -> str:
 
 
 def parse_set_spec(spec: str) -> SetSpec:
-    """Parse ``[NAME=]PATH.bin`` or ``[NAME=]PAIRS[:ROOT]`` (see the module docstring)."""
+    """Parse ``[NAME=]PATH.bin`` or ``[NAME=]PAIRS[:ROOT]`` (see docs/evaluation.md, "faceforge eval")."""
     name = None
     rest = spec
     m = re.match(r"^([A-Za-z0-9_.+-]+)=(.+)$", spec)

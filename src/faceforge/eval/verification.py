@@ -1,19 +1,9 @@
-"""Verification runner: embed the images of a pair list with a model and score the pairs.
-
-Embeddings are extracted once per distinct image (LFW repeats images across pairs), with optional
-flip-test fusion of the raw embedding ``e`` of an image and ``f`` of its mirror (``FLIP_MODES``):
-
-* ``none``:   ``e``
-* ``sum``:    ``e + f`` (insightface's evaluation; the default)
-* ``concat``: ``[e, f]`` (twice the embedding size; the score of two images is then
-  ``(e·e' + f·f') / (|[e, f]| |[e', f']|)``)
-* ``norm``:   ``(|e| e + |f| f) / (|e| + |f|)``: each view weighted by its feature norm, the quality
-  proxy of MagFace (Meng et al., CVPR 2021) and AdaFace (Kim et al., CVPR 2022, Sec. 3.2). Its
-  direction is ``|e|^2 ê + |f|^2 f̂`` where ``sum`` gives ``|e| ê + |f| f̂``, so the view the model
-  is more confident about counts more; its norm is the norm-weighted mean norm, so it still carries
-  the quality for template pooling (IJB).
-
-The metrics L2-normalise whatever comes out.
+"""Verification runner: embed the images of a pair list with a model, once per distinct image, with
+optional flip-test fusion (:data:`FLIP_MODES`: ``none``, ``sum`` (the default), ``concat``, ``norm``,
+the last weighting each view by its feature norm as in MagFace, Meng et al., CVPR 2021, and AdaFace,
+Kim et al., CVPR 2022), and score the pairs. Entry points: :func:`evaluate_model`,
+:func:`embed_images`, :func:`fuse_flip`, :func:`evaluate_embeddings`. Details: docs/evaluation.md,
+"Flip fusion".
 """
 
 from __future__ import annotations
@@ -47,7 +37,7 @@ def flip_mode(flip: bool | str) -> str:
 
 
 def fuse_flip(e: torch.Tensor, f: torch.Tensor | None, mode: str) -> torch.Tensor:
-    """Fuse raw embeddings ``e`` of images and ``f`` of their mirrors (formulas: module docstring)."""
+    """Fuse raw embeddings ``e`` of images and ``f`` of their mirrors (docs/evaluation.md, "Flip fusion")."""
     if mode == "none" or f is None:
         return e
     if mode == "sum":

@@ -1,29 +1,9 @@
 """ONNX export of any faceforge backbone, with the preprocessing recorded in the file, and a parity check.
-
-Format: ONNX (https://onnx.ai, IR + operator sets; ``ModelProto.metadata_props`` is the
-string→string map of the spec's "Metadata" section). The graph takes ``input`` float32
-``[batch, 3, H, W]`` — pixels already mapped as ``(x / 255 - mean) / std`` in the model's colour
-order — and returns ``embedding`` float32 ``[batch, E]`` (raw, not normalised), with a dynamic batch
-axis. ``metadata_props`` holds (values are strings, JSON where structured):
-
-``faceforge.format``      ``"faceforge-onnx/1"``
-``input_size``            ``[H, W]``
-``color``                 ``"RGB"`` or ``"BGR"``
-``mean`` / ``std``        per-channel lists (on the 0–1 scale)
-``template``              alignment template name (``faceforge.align``)
-``embedding_size``        E
-``threshold``             cosine threshold of the calibration (``""`` when none)
-``calibration``           the calibration dict (:mod:`faceforge.eval.calibration`), ``{}`` when none
-``face_cfg``              the whole :class:`~faceforge.models.face_cfg.FaceConfig`
-``model_name``, ``precision``, ``faceforge_version``
-
-Precisions: ``fp32``; ``fp16`` stores every float weight as IEEE half and casts it back to float32
-inside the graph (half the file; onnxruntime's CPU provider has no fp16 kernels for most
-operators, so compute stays fp32 and the only change is the weight rounding); ``int8`` is
-onnxruntime's dynamic quantisation (``quantize_dynamic``: int8 weights, activations quantised per
-batch at run time — Jacob et al., "Quantization and Training of Neural Networks for Efficient
-Integer-Arithmetic-Only Inference", CVPR 2018). The accuracy change of both is measured by
-:func:`check_parity` and, on labelled pairs, by ``faceforge export``.
+Format: ONNX (https://onnx.ai), the graph ``input`` float32 ``[batch, 3, H, W]`` → ``embedding``
+float32 ``[batch, E]``, and the faceforge ``metadata_props`` (``faceforge-onnx/1``); precisions fp32,
+fp16 weights and int8 dynamic quantisation (Jacob et al., "Quantization and Training of Neural Networks
+for Efficient Integer-Arithmetic-Only Inference", CVPR 2018). Entry points: :func:`export_onnx`,
+:func:`check_parity`, :func:`read_metadata`. Details: docs/export.md.
 """
 
 from __future__ import annotations
@@ -91,7 +71,7 @@ def _unwrap(model: Any) -> tuple[Any, FaceConfig | None, dict[str, Any], str | N
 def metadata_dict(
     face_cfg: FaceConfig, calibration: dict[str, Any] | None, name: str | None, precision: str
 ) -> dict[str, str]:
-    """The ``metadata_props`` written into the ONNX file (see the module docstring)."""
+    """The ``metadata_props`` written into the ONNX file (see docs/export.md, "`metadata_props`")."""
     from faceforge import __version__
     from faceforge.eval.calibration import pick_threshold
 
@@ -205,7 +185,7 @@ def export_onnx(
 
 
 def _weights_to_fp16(proto: Any) -> Any:
-    """Store float32 initializers as float16, each followed by a Cast back to float32 (see module doc)."""
+    """Store float32 initializers as float16, each followed by a Cast back to float32 (docs/export.md)."""
     from onnx import TensorProto, helper, numpy_helper
 
     g = proto.graph
@@ -291,7 +271,7 @@ def _json_field(raw: dict[str, str], key: str, where: str, default: str | None =
 
 
 def parse_metadata(raw: dict[str, str], where: str) -> dict[str, Any]:
-    """Check and parse faceforge ``metadata_props`` (see the module doc): every field's type and range is
+    """Check and parse faceforge ``metadata_props`` (docs/export.md): every field's type and range is
     validated (:func:`faceforge.models.checkpoint.check_face_cfg`), errors are one line naming the key."""
     from faceforge.models.checkpoint import check_face_cfg
 

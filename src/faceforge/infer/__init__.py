@@ -1,6 +1,5 @@
-"""Use a trained model: :class:`FaceRecognizer` (verify / embed / find, PyTorch or ONNX) and :class:`Gallery`.
-
-``FaceRecognizer.from_checkpoint("best.ckpt").verify("a.jpg", "b.jpg")``; see ``docs/inference.md``.
+"""Use a trained model: :class:`FaceRecognizer` (verify / embed / find, PyTorch or ONNX) and :class:`Gallery`,
+e.g. ``FaceRecognizer.from_checkpoint("best.ckpt").verify("a.jpg", "b.jpg")``. Details: docs/inference.md.
 """
 
 from __future__ import annotations

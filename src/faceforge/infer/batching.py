@@ -1,11 +1,6 @@
-"""Micro-batching: concurrent callers' small arrays run through one function as one batch.
-
-A service thread that embeds one or two face crops per request leaves the model under-used; a
-:class:`MicroBatcher` owns the model call in one worker thread, and each caller's rows join the next
-batch. The worker is greedy: it takes everything queued when it becomes free (up to ``max_batch``
-rows) and, with ``max_wait_s`` > 0, waits that long for more after the first arrival — so a lone
-caller pays no extra latency by default, and under load batches form by themselves while the
-previous one runs (the classic dynamic batching of inference servers such as Triton and TorchServe).
+"""Micro-batching: concurrent callers' small arrays run through one function as one batch
+(:class:`MicroBatcher`, one worker thread that owns the model call; the dynamic batching of inference
+servers such as Triton and TorchServe). Details: docs/inference.md, "Micro-batching".
 """
 
 from __future__ import annotations

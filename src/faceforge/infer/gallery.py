@@ -1,50 +1,7 @@
-"""A face gallery: embeddings + labels/metadata + a Faiss index, saved together, searched by cosine.
-
-Index kinds (Johnson, Douze, Jégou, "Billion-scale similarity search with GPUs", IEEE TBD 2019 —
-the Faiss library; IVF = inverted file over a k-means coarse quantizer, PQ = Jégou et al., "Product
-quantization for nearest neighbor search", TPAMI 2011):
-
-``flat``
-    ``IndexFlatIP`` in an ``IndexIDMap2``: exhaustive inner product, exact.
-``ivf``
-    ``IndexIVFFlat`` (inner product), ``nlist ≈ 2·sqrt(N)`` lists trained by k-means (10
-    iterations) on at most ``64·nlist`` sampled entries; ``nprobe = nlist/32`` (clipped to
-    [16, 128]) lists visited per query, settable with :attr:`Gallery.nprobe` (the builder and these
-    rules are :mod:`faceforge.eval.ivf`, shared with ``eval.retrieval``).
-``ivfpq``
-    ``IndexIVFPQ`` (``dim/8`` sub-quantizers of 8 bits): the index stores 1/8 of the float bytes
-    per entry; the candidates it returns are re-ranked with the exact stored embeddings.
-``auto`` (default)
-    ``flat`` below 20,000 entries, ``ivfpq`` (+ exact re-rank) from there: the rule
-    ``benchmarks/gallery.py`` measured (docs/performance.md: flat costs ~2 ms per query at 20k, and
-    IVF-PQ + re-rank reaches IVF-flat's recall@10 at every size with 1/27 of its memory); an ``auto`` gallery
-    is rebuilt with the fitting kind when :meth:`Gallery.add` / :meth:`Gallery.remove` cross a
-    boundary. Galleries too small to train k-means (IVF below 1,000 entries, IVF-PQ below 10,000)
-    search exactly whatever kind was asked for.
-
-Embeddings are L2-normalised on the way in, so inner product is cosine similarity. Every entry has a
-stable 64-bit id (Faiss ids); results give its current row ``index``.
-
-On disk a gallery is a directory::
-
-    manifest.json     format, dim, count, index kind and parameters, model info
-    embeddings.npy    float32 [N, D] (numpy .npy, read with allow_pickle=False)
-    ids.npy           int64 [N]
-    entries.json      [{"label": str, "meta": {...}}, ...]
-    index.faiss       faiss.write_index of the search index
-
-Crash safety (``docs/security.md``): :meth:`Gallery.save` writes the new version into a sibling
-folder ``.G.new-*``, fsyncs every file and the folder, then swaps it with ``G`` in one atomic step
-(``renameat2(RENAME_EXCHANGE)``; where the file system cannot, two renames whose gap
-:meth:`Gallery.load` recovers from), fsyncs the parent and removes the old version. A kill at any step
-leaves the old gallery or the new one, never none; leftovers are recovered or removed under a lock on
-the parent folder. New files and folders follow the user's umask.
-
-Tampering: every file is checked before it sizes anything — the manifest's fields (types, ranges),
-the ``.npy`` headers (dtype, ``[count, dim]``, file size) before the arrays are read, ids strictly
-increasing, entries ``{"label": str, "meta": dict}``, counts equal across files. A flat index is rebuilt
-from the checked embeddings (``index.faiss`` is not deserialised); an IVF index file is walked first,
-every stored length checked against the file and the manifest, before Faiss reads it.
+"""A face gallery (:class:`Gallery`): embeddings + labels/metadata + a Faiss index (Johnson, Douze, Jégou,
+"Billion-scale similarity search with GPUs", IEEE TBD 2019; IVF-PQ: Jégou et al., "Product quantization
+for nearest neighbor search", TPAMI 2011), saved together in a directory crash-safely, checked on load,
+searched by cosine. Details: docs/inference.md, "Galleries" and "Gallery files", and docs/security.md.
 """
 
 from __future__ import annotations
@@ -153,7 +110,7 @@ def _as_entries(labels: Sequence[str], meta: Sequence[dict] | None, n: int) -> l
 
 
 class Gallery:
-    """Labelled, L2-normalised embeddings with a Faiss index; see the module docstring."""
+    """Labelled, L2-normalised embeddings with a Faiss index; see docs/inference.md, "Galleries"."""
 
     def __init__(
         self,
@@ -386,7 +343,7 @@ class Gallery:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the gallery directory ``path`` (replacing an existing gallery there); returns it.
 
-        Crash-safe: see the module docstring. Steps reported to :data:`FAULT_HOOK`: ``write <file>``,
+        Crash-safe: see docs/inference.md. Steps reported to :data:`FAULT_HOOK`: ``write <file>``,
         ``fsync <file>``, ``fsync folder``, ``switch`` (``switch aside`` / ``switch in`` without
         an atomic swap), ``fsync parent``, ``remove old``.
         """
@@ -452,7 +409,7 @@ class Gallery:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Gallery:
-        """Read a gallery directory written by :meth:`save`, every file checked (see the module doc)."""
+        """Read a gallery directory written by :meth:`save`, every file checked (docs/security.md)."""
         faiss = _faiss()
         p = Path(path)
         with contextlib.suppress(OSError), dir_lock(p.parent, timeout_s=30, required=False) as locked:

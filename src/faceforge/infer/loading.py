@@ -1,21 +1,8 @@
 """``--model NAME|FILE``: one loader for every verb — pretrained names, faceforge files, foreign model zoos.
-
-:func:`load_model` turns what a user typed into an :class:`EmbeddingModel`: a function from the
-model's normalised input (:func:`faceforge.models.face_cfg.preprocess`) to raw embeddings, with the
-:class:`~faceforge.models.face_cfg.FaceConfig` it needs, its calibration and a record of every fact
-that was read, inferred or given. Resolution order: a pretrained name (``dlib``,
-:mod:`faceforge.models.pretrained`); a faceforge ``.ckpt``; an ONNX file (faceforge metadata, else
-insightface's model-zoo conventions, :mod:`faceforge.export.foreign_onnx`); dlib's ``.dat``; a
-foreign PyTorch state dict (arcface_torch, AdaFace, EdgeFace, face.evoLVe —
-:mod:`faceforge.models.foreign`). Overrides (``color``, ``mean``, ``std``, ``template``,
-``input_size``) replace any fact. Every file is read as data: ``weights_only`` torch loads, ONNX
-protobuf, dlib's serialisation; nothing downloads.
-
-``precision`` (PyTorch models): ``fp32`` (default), ``bf16`` (bf16 autocast) or ``auto``: on a CPU
-with native bf16 units, a probe at load (:func:`probe_inference`, <= 5 s) times fp32 against bf16
-and bf16 is used when it is at least 1.3x faster and its embeddings keep a cosine >= 0.999 to fp32
-on the probe's random inputs (the rule of :func:`faceforge.train.presets.choose_cpu_precision`,
-shared with training). The choice and what was measured are recorded in ``facts["precision"]``.
+:func:`load_model` turns what a user typed into an :class:`EmbeddingModel` (normalised input → raw
+embeddings, with its ``FaceConfig``, calibration and a record of every fact), reading every file as data;
+``precision`` picks fp32 / bf16 / ``auto`` (:func:`probe_inference`). Details: docs/inference.md,
+"Where a model comes from" and "Loaded models and precision".
 """
 
 from __future__ import annotations
@@ -246,7 +233,7 @@ def load_model(
     device: str = "cpu",
     precision: str = "fp32",
 ) -> EmbeddingModel:
-    """Load what ``--model`` names (see the module docstring); ``arch`` picks a foreign file's backbone.
+    """Load what ``--model`` names (docs/inference.md); ``arch`` picks a foreign file's backbone.
 
     ``precision`` (``fp32``, ``bf16``, ``auto``) applies to PyTorch models; any other than ``fp32`` is
     recorded in ``facts["precision"]``. ONNX files run in the precision of their graph.

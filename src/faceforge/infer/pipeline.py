@@ -1,26 +1,7 @@
 """Pipelined embedding of many photos: decode, detect and align in worker threads, recognise in batches.
-
-:func:`embed_folder` gives the same embeddings as calling ``FaceRecognizer.embed`` on each file in turn
-(the same decoder :func:`~faceforge.infer.recognizer.load_image`, the same largest-face rule, the same
-crop :func:`~faceforge.align.crop_face` and ``FaceRecognizer.embed_crops``), but overlaps the stages:
-
-* ``workers`` threads each take the next file, decode it, run their **own** face detector (built with
-  :func:`faceforge.align.choose.resolve_detector` from the recognizer's detector spec: OpenCV's YuNet
-  net is not safe to call from two threads) and cut the aligned crop. PIL's decoders, OpenCV and
-  onnxruntime release the GIL, so on a multi-core machine the workers really run in parallel.
-* The calling thread gathers the crops in input order and embeds them ``batch_size`` at a time
-  (a CNN costs far less per image in a batch), while the workers already prepare the next ones.
-* Memory does not grow with the folder: at most ``queue_size`` files are between "taken by a worker"
-  and "handed to the caller" (a semaphore of ``queue_size`` tokens; a token is returned when the caller
-  asks for the next result), so peak memory is ``queue_size`` crops plus one decoded photo per worker.
-* Every file gets an outcome, in input order: ``ok`` with its embedding, ``no_face``, ``undecodable``
-  (the decoder's reason: not an image, truncated, too many pixels, missing), or ``failed`` (any other
-  :class:`~faceforge.errors.FaceforgeError` while preparing it). Errors that are not about one file
-  (no detector can be built, a bug) stop the run and are raised to the caller.
-
-Progress goes to stderr only when it is a terminal (``progress=None``). This is the producer/consumer
-pattern of every input pipeline (e.g. ``tf.data`` prefetching, PyTorch's ``DataLoader`` workers), with
-threads instead of processes because the heavy calls release the GIL and a model must not be copied.
+:func:`embed_folder` gives the same embeddings as ``FaceRecognizer.embed`` on each file in turn, with
+bounded memory and one outcome per file in input order (the producer/consumer pattern of input
+pipelines, with threads). Details: docs/inference.md, "Pipelined embedding".
 """
 
 from __future__ import annotations
@@ -324,7 +305,7 @@ def iter_embed_folder(
     progress: bool | None = None,
     detector_factory: Callable[[], Detector] | None = None,
 ) -> Iterator[FileOutcome]:
-    """An iterator of one :class:`FileOutcome` per input, in input order (see the module docstring).
+    """An iterator of one :class:`FileOutcome` per input, in input order (docs/inference.md).
 
     ``paths``: a folder (its images, recursively, sorted), or any iterable of paths / bytes / arrays
     (consumed lazily, so a generator over millions of files is fine). ``queue_size`` (default

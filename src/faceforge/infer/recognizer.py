@@ -1,14 +1,8 @@
-"""``FaceRecognizer``: verify two photos, embed faces, search a gallery — PyTorch or ONNX backend.
-
-The data path is the one the model was trained with (see ``docs/architecture.md``): a raw photo
-goes through a detector (YuNet or SCRFD), the largest face's 5 landmarks are mapped onto the
-model's alignment template with the least-squares similarity of Umeyama (TPAMI 1991,
-:func:`faceforge.align.similarity_matrix`), the crop is normalised with the model's mean/std in its
-colour order (:class:`~faceforge.models.face_cfg.FaceConfig`), and the embedding is the sum of the
-embeddings of the crop and its mirror image (insightface's flip-test fusion, which the training
-calibration also used), L2-normalised. Two faces are the same person when their cosine similarity is
-``>= threshold``; the threshold comes from the calibration stored with the model
-(:func:`faceforge.eval.calibration.pick_threshold`) unless given.
+"""``FaceRecognizer``: verify two photos, embed faces, search a gallery — PyTorch or ONNX backend. A photo
+is detected, aligned to the model's template (least-squares similarity of Umeyama, TPAMI 1991), normalised
+and embedded with flip-test fusion, as in training; two faces match when their cosine is ``>= threshold``
+(from the model's calibration unless given). Details: docs/inference.md, "What happens to an image" and
+"The threshold".
 """
 
 from __future__ import annotations
@@ -199,7 +193,7 @@ def _calibration_from_report(path: Path) -> dict[str, Any]:
 
 
 class FaceRecognizer:
-    """Face verification / embedding / search with a trained model (see the module docstring).
+    """Face verification / embedding / search with a trained model (docs/inference.md).
 
     Build one with :meth:`from_checkpoint`, :meth:`from_onnx` or :meth:`from_name`.
     """

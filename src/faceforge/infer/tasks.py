@@ -1,12 +1,7 @@
-"""The work behind ``faceforge verify`` / ``embed`` / ``gallery``: texts, files and checks, no argparse.
-
-:func:`verify_report` turns :meth:`FaceRecognizer.verify` into its JSON payload and text line;
-:func:`embed_inputs` embeds labelled images through the pipelined path; :func:`save_embeddings_npz`
-writes them; :func:`build_gallery` makes a :class:`~faceforge.infer.Gallery` that records its model;
-:func:`gallery_model` picks (and checks) the model of an existing gallery, never following a
-gallery's manifest to a model file the user did not name (a gallery folder is data);
-:func:`search_queries` searches many queries (a folder of images or an ``.npz``) as JSON lines;
-:func:`nothing_embedded` is the one-line error of a run that found no face at all.
+"""The work behind ``faceforge verify`` / ``embed`` / ``gallery``: texts, files and checks, no argparse —
+:func:`verify_report`, :func:`embed_inputs`, :func:`save_embeddings_npz`, :func:`build_gallery`,
+:func:`gallery_model` (never follows a gallery's manifest to a model file the user did not name),
+:func:`search_queries` and :func:`nothing_embedded`. Details: docs/inference.md, "Command line".
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""Build a backbone from its config section (``{"name": ..., **options}``).
-
-Besides the backbone's own options every section may carry ``template`` (the alignment template stored
-in the model's :class:`~faceforge.models.face_cfg.FaceConfig`; ``none`` for whole-image models such as
-a timm network trained on products or plants) and ``weights: PATH`` (a state dict loaded into the
-backbone before training). ``pretrained: true`` of a ``timm/<name>`` backbone reads timm's weights from
-the local Hugging Face / torch hub cache only: nothing is ever downloaded, and a missing file is one
-line naming what to fetch (``docs/backbones.md``). A checkpoint's stored section never opens a file
-(:func:`safe_backbone_config`).
+"""Build a backbone from its config section (``{"name": ..., **options}``) with :func:`build_backbone`,
+including the keys every section may carry (``template``, ``weights: PATH``, and ``pretrained: true``
+of a ``timm/<name>`` backbone, read from the local cache only by :func:`cached_timm_weights`: nothing is
+ever downloaded); a checkpoint's stored section never opens a file (:func:`safe_backbone_config`).
+Details: docs/backbones.md, "Config keys every backbone section takes".
 """
 
 from __future__ import annotations
@@ -35,8 +31,8 @@ def build_backbone(backbone_cfg: dict[str, Any], image_size: int | None = None) 
 
     ``input_size`` follows ``image_size`` when the backbone takes one and the config does not set it.
     Unknown options fail with the config key, a did-you-mean and the known options. ``template`` and
-    ``weights`` are applied here (module docstring); ``pretrained: true`` of a ``timm/`` backbone loads
-    cached weights only (:func:`cached_timm_weights`).
+    ``weights`` are applied here (docs/backbones.md, "Config keys every backbone section takes");
+    ``pretrained: true`` of a ``timm/`` backbone loads cached weights only (:func:`cached_timm_weights`).
     """
     from faceforge.models.backbones.registry import create_model
 

@@ -1,16 +1,8 @@
-"""Load a trained faceforge checkpoint for inference, without unpickling arbitrary objects.
-
-A checkpoint is a Lightning checkpoint whose ``state_dict`` holds ``backbone.*`` and ``head.*``,
-with ``hyper_parameters["config"]`` (the resolved training config), ``face_cfg`` and
-``calibration`` as plain types. It is read with ``torch.load(weights_only=True)``, so a crafted file
-is refused instead of executing code.
-
-Its stored config is data, not instructions (``docs/security.md``): only the backbone's name and its
-shape options reach model construction (:func:`faceforge.models.build.safe_backbone_config`: no
-``pretrained``, URLs, paths or arbitrary keyword arguments — refused with one line), ``data.image_size``
-and ``face_cfg`` are range-checked (:func:`check_face_cfg`), and the model is first built on PyTorch's
-``meta`` device (no memory) and compared with the stored tensors, so a checkpoint that declares a
-gigantic shape is refused before anything is allocated.
+"""Load a trained faceforge checkpoint (a Lightning checkpoint) for inference with
+``torch.load(weights_only=True)``, without unpickling arbitrary objects; its stored config is data, checked
+before anything is built or allocated. Entry points: :func:`load_checkpoint`, :func:`read_checkpoint`,
+:func:`checkpoint_model_config`, :func:`check_face_cfg`. Details: docs/backbones.md, "Checkpoints";
+docs/security.md.
 """
 
 from __future__ import annotations
@@ -145,7 +137,7 @@ def check_face_cfg(d: Any, where: str) -> FaceConfig:
 
 
 def checkpoint_model_config(ckpt: dict[str, Any], where: str) -> tuple[str, dict[str, Any], int]:
-    """``(backbone name, options, image_size)`` of a faceforge checkpoint, checked (see the module doc)."""
+    """``(backbone name, options, image_size)`` of a checkpoint, checked (see docs/backbones.md)."""
     hp = ckpt.get("hyper_parameters") or {}
     config = hp.get("config") if isinstance(hp, dict) else None
     if not isinstance(config, dict):
@@ -195,7 +187,8 @@ def load_checkpoint(path: str | os.PathLike[str], ckpt: dict[str, Any] | None = 
     """Rebuild the backbone of a faceforge checkpoint and load its weights strictly.
 
     ``ckpt``: the already-read checkpoint dict of ``path`` (saves reading the file twice). The stored
-    config is checked first (module docstring); nothing it says reaches a downloader or a file.
+    config is checked first (docs/backbones.md, "Checkpoints"); nothing it says reaches a downloader
+    or a file.
     """
     if ckpt is None or "state_dict" not in ckpt:
         ckpt = read_checkpoint(path)

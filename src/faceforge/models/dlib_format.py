@@ -1,31 +1,8 @@
-"""A reader for dlib's binary serialisation of DNNs (``net_type`` ``.dat`` files), written from scratch.
-
-dlib writes every object with its own portable encoding (``dlib/serialize.h``):
-
-* integers are *packed*: one control byte whose low 4 bits count the little-endian magnitude bytes that
-  follow (1..8) and whose ``0x80`` bit marks a negative value (bits ``0x70`` are always zero);
-* ``float``/``double`` are a packed int64 mantissa and a packed int16 exponent, ``mantissa * 2**exponent``,
-  with exponents 32000 / 32001 / 32002 meaning +inf / -inf / nan;
-* ``bool`` is one ASCII byte ``'0'`` or ``'1'``; strings are a packed length and the raw bytes;
-* a ``tensor`` is version 2, four packed dims (num_samples, k, nr, nc) then raw little-endian float32;
-  an ``alias_tensor`` (a view into a layer's ``params``) is version 1 and four packed dims.
-
-A network ``add_loss_layer<LOSS, add_layer<L1, add_layer<L2, ... add_layer<Ln, INPUT>>>>`` is written as
-the loss wrapper's version and the loss record, then — because every ``add_layer`` writes its version
-and then its sub-network before its own layer — one version int per layer from the outermost inwards
-(2 for ``add_layer``, 1 for ``add_tag_layer``/``add_skip_layer``, 3 for the innermost ``add_layer`` that
-holds the input layer), then the input layer's record, then each layer's record from the innermost
-outwards, each followed by three bools and three state tensors (gradients / cached output; empty in a
-trained file); the innermost one adds its ``sample_expansion_factor`` (1: one image per sample). Layer
-records start with a name string (``con_4``, ``affine_``, ...). Tags and skips write nothing but their
-version, so which tag a ``skip``/``add_prev`` refers to is not in the file: the caller matches the layer
-sequence against the architecture it expects (see :mod:`faceforge.models.backbones.dlib_resnet`).
-
-Only the record versions verified against ``dlib_face_recognition_resnet_model_v1.dat`` are accepted.
-The reader is defensive: every length, count and shape is checked against the bytes left in the file
-and against sane maxima before anything is allocated, and any malformed field raises a
-:class:`~faceforge.errors.FaceforgeError` naming the file, the byte offset and what was expected.
-Nothing is unpickled or executed.
+"""A reader for dlib's binary serialisation of DNNs (``net_type`` ``.dat`` files, ``dlib/serialize.h``),
+written from scratch and defensive: every length, count and shape is checked before anything is
+allocated, a malformed field raises a :class:`~faceforge.errors.FaceforgeError` naming the file and byte
+offset, nothing is unpickled or executed. Entry points: :func:`read_dlib_net`, :func:`read_net`,
+:class:`DlibReader`, :class:`DlibNet`. Details: docs/backbones.md, "dlib .dat format".
 """
 
 from __future__ import annotations

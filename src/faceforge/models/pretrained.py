@@ -1,12 +1,10 @@
 """Pretrained recognisers by name: ``dlib`` and whatever else is registered, never downloaded implicitly.
-
-An entry maps a name to a backbone architecture, a weights file known to the model store (file name
-and SHA-256, found in ``$FACEFORGE_HOME``/``$FACEFORGE_MODEL_DIRS`` or inside the pip package that
-ships it), its licence, its :class:`~faceforge.models.face_cfg.FaceConfig` and a calibration (the
-verification threshold measured on a public set). ``faceforge models fetch NAME`` downloads a file for
-users with internet; loading only ever reads local files that match their checksum. The calibration
-shipped here is replaced by ``$FACEFORGE_HOME/calibration/<name>.json`` when ``faceforge eval --model
-NAME --write-calibration`` wrote one. Details: ``docs/inference.md``.
+An entry (:class:`PretrainedModel`, :func:`register_pretrained`) maps a name to a backbone, a weights
+file known to the model store by name and SHA-256, its licence, its
+:class:`~faceforge.models.face_cfg.FaceConfig` and a calibration; :func:`load_pretrained` only ever
+reads local files that match their checksum (``faceforge models fetch NAME`` downloads), and a
+calibration written by ``faceforge eval --write-calibration`` replaces the shipped one. Details:
+docs/inference.md, "Where a model comes from".
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PretrainedModel:
-    """One named pretrained recogniser (see the module docstring)."""
+    """One named pretrained recogniser (see docs/inference.md, "Where a model comes from")."""
 
     name: str
     arch: str  # registered backbone name (faceforge.models.create_model)

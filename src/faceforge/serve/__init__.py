@@ -1,6 +1,5 @@
-"""The REST service and its verify page: ``create_app(recognizer, gallery)`` (needs ``faceforge[serve]``).
-
-See ``docs/serve.md``; ``faceforge serve --model M`` runs it under uvicorn.
+"""The REST service and its verify page: ``create_app(recognizer, gallery)`` (needs ``faceforge[serve]``);
+``faceforge serve --model M`` runs it under uvicorn. Details: docs/serve.md.
 """
 
 from faceforge.serve.app import create_app

@@ -1,34 +1,7 @@
-"""The REST service: ``create_app(recognizer, gallery)`` → a FastAPI app (see ``docs/serve.md``).
-
-Endpoints (OpenAPI 3.1 at ``/openapi.json``, Swagger UI at ``/docs``):
-
-``POST /v1/verify``  multipart ``a``, ``b`` (image files), optional ``threshold`` → verdict, cosine
-                     similarity, threshold and both faces with their aligned crops as base64 PNG
-``POST /v1/embed``   multipart ``image``, optional ``all_faces`` → L2-normalised embedding(s)
-``POST /v1/search``  multipart ``image``, ``k`` → the ``k`` nearest gallery entries (409 without a gallery)
-``GET  /healthz``    liveness; ``GET /v1/models``: ``FaceRecognizer.info()`` and the gallery's facts
-``GET  /``           a page to drop two photos and see the verdict with the aligned crops
-
-Guards, applied by a pure ASGI middleware before routing, so a refused request never reaches the
-multipart parser: the body size limit (413 from ``Content-Length`` alone, and again while a chunked
-body streams in), the optional API key (``X-API-Key``; ``/``, ``/healthz`` and the OpenAPI documents
-stay open) and the content type of the upload endpoints (``multipart/form-data``, RFC 7578; else 415).
-Errors are JSON ``{"error": {"code", "message"}}``: bad image → 400, no face → 422, invalid form →
-422, and never a 500 for anything a client sends. Inference is CPU-bound, so it runs in Starlette's
-thread pool: requests decode, detect (serialised per detector: OpenCV's nets are not thread-safe)
-and align side by side, and their crops are embedded together by one micro-batcher thread
-(``max_batch``, :mod:`faceforge.infer.batching`), the only caller of the model; ``max_batch=1``
-(the default on a CPU, where batches do not pay) serialises whole requests under a lock instead.
-
-Memory (``docs/security.md``): every upload's header is read first and an image declaring more than
-``max_pixels`` is refused (413) before any pixel is decoded. The decoded images of all requests in
-flight share one byte budget (``max_decode_bytes``, :class:`DecodeBudget`): a request reserves the
-estimated peak of its decodes plus the arrays it keeps until its answer is sent, and waits on the event
-loop (holding no thread) while the budget is full; after ``decode_wait_s`` it gets 503 with
-``Retry-After``. Images whose longer side exceeds ``decode_max_side`` are shrunk while decoding (JPEG:
-libjpeg's reduced DCT, so the full-size image never exists) and coordinates in the answer are mapped
-back to the uploaded picture. The limits are listed in ``/healthz``. Answers never carry server paths
-(model file, gallery image paths): they are reduced to file names unless ``expose_paths`` is set.
+"""The REST service: :func:`create_app` ``(recognizer, gallery)`` → a FastAPI app (OpenAPI 3.1) with
+``/v1/verify``, ``/v1/embed``, ``/v1/search``, ``/v1/models``, ``/healthz`` and the verify page, guarded by an
+ASGI middleware (body size, API key, ``multipart/form-data``, RFC 7578) and a shared decode budget
+(:class:`DecodeBudget`). Details: docs/serve.md, including "Implementation notes".
 """
 
 from __future__ import annotations
@@ -616,7 +589,7 @@ def create_app(
     max_batch: int | None = None,
     max_wait_ms: float = 0.0,
 ) -> FastAPI:
-    """The FastAPI app serving ``recognizer`` (and ``gallery`` for ``/v1/search``); see the module doc.
+    """The FastAPI app serving ``recognizer`` (and ``gallery`` for ``/v1/search``); see docs/serve.md.
 
     ``api_key``: when set, every ``/v1/*`` request must carry it in ``X-API-Key`` (401 otherwise).
     ``max_body_bytes``: request size limit (413). ``max_pixels``: declared image size limit (413, read

@@ -1,7 +1,6 @@
-"""Run an ASGI app under a real uvicorn in a background thread (tests, benchmarks, notebooks).
-
-The socket is bound here, before uvicorn starts, on port 0 by default, so the kernel picks a free
-port and there is no window in which another process can take it.
+"""Run an ASGI app under a real uvicorn in a background thread (tests, benchmarks, notebooks); the socket is
+bound here, before uvicorn starts, on port 0 by default, so the kernel picks a free port and there is no
+window in which another process can take it.
 """
 
 from __future__ import annotations

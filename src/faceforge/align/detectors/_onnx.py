@@ -8,13 +8,11 @@ Both paths decode the same per-image outputs, so their faces are the same.
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from faceforge.align.detectors._model import model_file
@@ -25,6 +23,7 @@ from faceforge.align.detectors.base import (
     letterbox,
     log,
     onnx_session,
+    shrink_and_pad,
     to_rgb_uint8,
 )
 from faceforge.errors import FaceforgeError
@@ -138,18 +137,7 @@ class OnnxDetector(Detector):
     def _canvas(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         if self.input_size is not None:
             return letterbox(rgb, self.input_size, upscale=True)
-        h, w = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        if scale < 1.0:
-            rgb = cv2.resize(
-                rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-            )
-        h2, w2 = rgb.shape[:2]
-        m = self.stride_multiple
-        th, tw = math.ceil(h2 / m) * m, math.ceil(w2 / m) * m
-        canvas = np.zeros((th, tw, 3), dtype=np.uint8)
-        canvas[:h2, :w2] = rgb
-        return canvas, scale
+        return shrink_and_pad(rgb, self.max_side, self.stride_multiple)
 
     def _run_many(self, xs: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
         """Per input, the session's outputs (leading batch dimension 1), batched where the graph allows."""

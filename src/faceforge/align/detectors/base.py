@@ -103,6 +103,20 @@ def letterbox(rgb: np.ndarray, size: tuple[int, int], upscale: bool = True) -> t
     return canvas, scale
 
 
+def shrink_and_pad(rgb: np.ndarray, max_side: int, multiple: int) -> tuple[np.ndarray, float]:
+    """Shrink (never enlarge) so the longer side is at most ``max_side``, then pad bottom/right with 0 to
+    multiples of ``multiple`` (a detector's stride); returns the canvas and the scale (as letterbox)."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    h2, w2 = rgb.shape[:2]
+    canvas = np.zeros((-(-h2 // multiple) * multiple, -(-w2 // multiple) * multiple, 3), dtype=np.uint8)
+    canvas[:h2, :w2] = rgb
+    return canvas, scale
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best score first."""
     if len(boxes) == 0:

@@ -20,6 +20,7 @@ from faceforge.align.detectors.base import (
     check_device,
     letterbox,
     say_cpu_fallback,
+    shrink_and_pad,
 )
 from faceforge.errors import FaceforgeError
 
@@ -102,23 +103,11 @@ class YuNetDetector(Detector):
         finally:
             cv2.utils.logging.setLogLevel(level)
 
-    def _native_canvas(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        h, w = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        if scale < 1.0:
-            rgb = cv2.resize(
-                rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-            )
-        h2, w2 = rgb.shape[:2]
-        canvas = np.zeros((-(-h2 // 32) * 32, -(-w2 // 32) * 32, 3), dtype=np.uint8)
-        canvas[:h2, :w2] = rgb
-        return canvas, scale
-
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         if self.input_size is not None:
             canvas, scale = letterbox(rgb, self.input_size, upscale=self.upscale)
         else:
-            canvas, scale = self._native_canvas(rgb)
+            canvas, scale = shrink_and_pad(rgb, self.max_side, 32)
         size = (canvas.shape[1], canvas.shape[0])
         if size != self._net_size:
             self._net.setInputSize(size)

@@ -1,7 +1,7 @@
-"""Face-recognition backbones; importing this package registers every family.
-
-Use :func:`create_model` (``create_model("iresnet50", embedding_size=512)``), :func:`list_models` and
-:func:`load_backbone_weights`. ``timm/<name>`` builds any timm model with an embedding neck.
+"""Face-recognition backbones; importing this package registers every family. Use :func:`create_model`
+(``create_model("iresnet50", embedding_size=512)``), :func:`list_models` and
+:func:`load_backbone_weights`. ``timm/<name>`` builds any timm model with an embedding neck. Details:
+docs/backbones.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
 """Helpers shared by the backbone families: argument checks, ``input_size`` parsing, timm import, init.
-
 Every family module imports these from here rather than from a sibling family, so no backbone file
 depends on another; the names keep their leading underscore as they are not package API.
 ``_kaiming_init`` is the He initialisation (K. He et al., "Delving Deep into Rectifiers", ICCV 2015,

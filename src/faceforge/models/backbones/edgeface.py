@@ -1,16 +1,10 @@
-"""EdgeFace: EdgeNeXt backbones with low-rank linear layers for face recognition.
-
-Paper: A. George, C. Ecabert, H. O. Shahreza, K. Kotwal, S. Marcel, "EdgeFace: Efficient Face
-Recognition Model for Edge Devices", IEEE Trans. Biometrics, Behavior, and Identity Science 2024
-(arXiv:2307.01838). Built on EdgeNeXt (M. Maaz et al., "EdgeNeXt: Efficiently Amalgamated
-CNN-Transformer Architecture for Mobile Vision Applications", ECCV-W 2022), taken from timm.
-
-The network is timm's ``edgenext_*`` with a ``embedding_size`` classifier, held under ``model.`` (as
-EdgeFace's wrapper does, so its checkpoints load). For the ``gamma`` variants every ``nn.Linear`` whose
-attribute name does not contain "head" is replaced by a low-rank pair :class:`LowRankLinear`
-(``linear1`` without bias, then ``linear2`` with the original bias) of rank
-``max(2, int(min(in, out) * gamma))``. The head's last layer is named ``fc``, so it is factorised too.
-Requires ``timm`` (``pip install "faceforge[train]"``).
+"""EdgeFace: EdgeNeXt backbones with low-rank linear layers for face recognition (A. George, C. Ecabert,
+H. O. Shahreza, K. Kotwal, S. Marcel, "EdgeFace: Efficient Face Recognition Model for Edge Devices",
+IEEE Trans. Biometrics, Behavior, and Identity Science 2024, arXiv:2307.01838), built on timm's EdgeNeXt
+(M. Maaz et al., "EdgeNeXt: Efficiently Amalgamated CNN-Transformer Architecture for Mobile Vision
+Applications", ECCV-W 2022). Entry points: :class:`EdgeFace`, :class:`LowRankLinear`,
+:func:`replace_linear_with_low_rank` and the registered ``edgeface_*`` factories; requires ``timm``.
+Details: docs/backbones.md, "EdgeFace".
 """
 
 from __future__ import annotations

@@ -1,38 +1,9 @@
-"""GhostFaceNetV1 / GhostFaceNetV2 face-recognition backbones.
-
-Paper: M. Alansari, O. A. Hay, S. Javed, A. Shoufan, Y. Zweiri, N. Werghi,
-"GhostFaceNets: Lightweight Face Recognition Model From Cheap Operations", IEEE Access 11, 2023,
-doi:10.1109/ACCESS.2023.3266068.
-Built on GhostNet (K. Han et al., "GhostNet: More Features from Cheap Operations", CVPR 2020) and,
-for V2, on the DFC attention of GhostNetV2 (Y. Tang et al., "GhostNetV2: Enhance Cheap Operation
-with Long-Range Attention", NeurIPS 2022).
-
-Layout (written from the papers' descriptions): a 3x3 stem (stride 1 or 2), the 16 GhostNet bottlenecks
-(channels scaled by ``width`` and rounded to multiples of 4), a 1x1 conv, then the GDC embedding head
-(depthwise conv whose kernel covers the whole final feature map, BN, dropout, 1x1 conv to the embedding,
-BN). Every ReLU of GhostNet is a per-channel PReLU, including inside the squeeze-excite blocks.
-V2 gates the first ghost module of every bottleneck after the first ``num_ghost_v1_stacks`` with DFC
-attention: avg-pool 2 -> 1x1 conv+BN -> depthwise (1,5)+BN -> depthwise (5,1)+BN -> sigmoid ->
-bilinear resize -> multiply.
-
-Parameter counts. The reference numbers come from Keras, where BatchNorm gamma/beta are trainable
-weights and moving mean/variance are non-trainable weights. Here:
-
-* Keras "trainable params" = ``sum(p.numel() for p in model.parameters())``
-* Keras "total params" = that + every BatchNorm ``running_mean`` and ``running_var`` element
-  (``num_batches_tracked`` is not counted).
-
-============================  ==========  ==========
-model (width 1.3)             trainable   Keras total
-============================  ==========  ==========
-GhostFaceNetV1, stride 1      4,059,748   4,088,300
-GhostFaceNetV1, stride 2      4,037,836   4,066,388
-GhostFaceNetV2, stride 1      6,795,720   6,880,288
-GhostFaceNetV2, stride 2      6,754,536   6,839,104
-============================  ==========  ==========
-
-V1 uses 512 (x width) channels for the last bottleneck's expansion and the final 1x1 conv; V2 uses
-960 (x width), as GhostNetV2. Both hit the counts above exactly.
+"""GhostFaceNetV1 / GhostFaceNetV2 face-recognition backbones (M. Alansari, O. A. Hay, S. Javed,
+A. Shoufan, Y. Zweiri, N. Werghi, "GhostFaceNets: Lightweight Face Recognition Model From Cheap
+Operations", IEEE Access 11, 2023, doi:10.1109/ACCESS.2023.3266068), built on GhostNet (K. Han et al.,
+CVPR 2020) and, for V2, the DFC attention of GhostNetV2 (Y. Tang et al., NeurIPS 2022); the Keras
+parameter counts of the paper are reproduced exactly. Entry points: :func:`ghostfacenetv1`,
+:func:`ghostfacenetv2`, :class:`GhostFaceNet`. Details: docs/backbones.md, "GhostFaceNets layout".
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""Improved ResNets (IResNet) as used by ArcFace's ``arcface_torch`` training code.
-
-Papers: I. C. Duta, L. Liu, F. Zhu, L. Shao, "Improved Residual Networks for Image and Video
-Recognition", ICPR 2020 (arXiv:2004.04989); J. Deng, J. Guo, N. Xue, S. Zafeiriou, "ArcFace: Additive
-Angular Margin Loss for Deep Face Recognition", CVPR 2019 (the "IR" unit BN-conv-BN-PReLU-conv-BN and
-the BN-dropout-FC-BN embedding output, "option E").
-
-State-dict key names follow arcface_torch (``conv1``, ``bn1``, ``prelu``, ``layer1..4``, ``bn2``,
-``fc``, ``features``) so its checkpoints load directly. The final ``features`` BatchNorm1d keeps its
-scale frozen at 1.0 (``requires_grad=False``), so trainable = total - embedding_size.
+"""Improved ResNets (IResNet) as used by ArcFace's ``arcface_torch`` training code (I. C. Duta, L. Liu,
+F. Zhu, L. Shao, "Improved Residual Networks for Image and Video Recognition", ICPR 2020; J. Deng,
+J. Guo, N. Xue, S. Zafeiriou, "ArcFace: Additive Angular Margin Loss for Deep Face Recognition", CVPR
+2019), with arcface_torch's state-dict keys so its checkpoints load directly. Entry points:
+:class:`IResNet` and :func:`iresnet18` … :func:`iresnet200`. Details: docs/backbones.md, "IResNet".
 """
 
 from __future__ import annotations

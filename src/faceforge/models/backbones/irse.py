@@ -1,18 +1,9 @@
-"""IR / IR-SE ResNets in the face.evoLVe layout, and AdaFace's IR variant.
-
-Papers: J. Deng, J. Guo, N. Xue, S. Zafeiriou, "ArcFace: Additive Angular Margin Loss for Deep Face
-Recognition", CVPR 2019 (the improved residual "IR" unit and its squeeze-excitation form "IR-SE");
-J. Hu, L. Shen, G. Sun, "Squeeze-and-Excitation Networks", CVPR 2018; M. Kim, A. K. Jain, X. Liu,
-"AdaFace: Quality Adaptive Margin for Face Recognition", CVPR 2022 (``adaface_ir50`` / ``adaface_ir101``).
-
-Key names follow face.evoLVe (``input_layer``, ``body.N.res_layer``/``shortcut_layer``,
-``output_layer``) and AdaFace (same names) so their checkpoints load directly. The differences:
-
-* evoLVe unit: BN -> conv3x3 -> PReLU -> conv3x3(stride) -> BN [-> SE]; output BatchNorm1d is affine.
-* AdaFace unit: BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN; output BatchNorm1d has no
-  affine parameters. AdaFace's reference ``forward`` returns ``(embedding / norm, norm)``; here
-  ``forward`` returns only the raw (un-normalised) embedding, from which both follow. AdaFace weights
-  were trained on BGR input, recorded as ``face_cfg.color == "BGR"``.
+"""IR / IR-SE ResNets in the face.evoLVe layout, and AdaFace's IR variant (ArcFace, Deng et al., CVPR
+2019; J. Hu, L. Shen, G. Sun, "Squeeze-and-Excitation Networks", CVPR 2018; M. Kim, A. K. Jain, X. Liu,
+"AdaFace: Quality Adaptive Margin for Face Recognition", CVPR 2022), with the key names of face.evoLVe
+and AdaFace so their checkpoints load directly. Entry points: :class:`IRBackbone`, :func:`ir50`,
+:func:`ir_se50`, :func:`adaface_ir50`, :func:`adaface_ir101`. Details: docs/backbones.md, "IR / IR-SE
+and AdaFace".
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
-"""MobileFaceNet: the original (face.evoLVe layout) and arcface_torch's scaled ``mbf`` variant.
-
-Paper: S. Chen, Y. Liu, X. Gao, Z. Han, "MobileFaceNets: Efficient CNNs for Accurate Real-Time Face
-Verification on Mobile Devices", CCBR 2018 (arXiv:1804.07573). Inverted-residual bottlenecks
-(MobileNetV2, Sandler et al., CVPR 2018) with PReLU, and a global depthwise convolution (GDC) in place
-of global average pooling.
-
-* ``mobilefacenet``: width-1 network, key names as face.evoLVe (``conv1``, ``conv2_dw``, ``conv_23``,
-  ``conv_3`` ... ``conv_6_dw``, ``linear``, ``bn``).
-* ``mbf``: arcface_torch's default MobileFaceNet: blocks (1, 4, 6, 2), channels x2, 512-channel
-  ``conv_sep``, GDC head named ``features``; key names as arcface_torch (``layers.N.layers...``).
-
-Both take ``input_size`` (a multiple of 16); the GDC kernel is ``input_size / 16`` (7x7 at 112).
+"""MobileFaceNet (S. Chen, Y. Liu, X. Gao, Z. Han, "MobileFaceNets: Efficient CNNs for Accurate
+Real-Time Face Verification on Mobile Devices", CCBR 2018, arXiv:1804.07573): the original in the
+face.evoLVe layout (:func:`mobilefacenet`) and arcface_torch's scaled ``mbf`` variant (:func:`mbf`),
+both with the key names of their reference code. Details: docs/backbones.md, "MobileFaceNet".
 """
 
 from __future__ import annotations

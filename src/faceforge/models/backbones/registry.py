@@ -1,11 +1,7 @@
-"""The backbone registry: ``@register_model("name")`` on a factory, ``create_model("name", **kw)`` to build.
-
-Every factory takes keyword arguments only and returns an ``nn.Module`` whose ``forward`` maps an image
-batch ``[B, 3, H, W]`` to a raw (un-normalised) embedding ``[B, E]`` and which carries a
-:class:`~faceforge.models.face_cfg.FaceConfig` as ``model.face_cfg``.
-
-Names starting with ``timm/`` are resolved by a prefix handler (see ``timm_wrapper.py``) instead of a
-registered factory, so any timm model name works without being listed here.
+"""The backbone registry: ``@register_model("name")`` (:func:`register_model`) on a factory,
+``create_model("name", **kw)`` (:func:`create_model`) to build, :func:`list_models` to list; names
+starting with ``timm/`` go to a prefix handler (:func:`register_prefix`). Details: docs/backbones.md,
+"Registry".
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""``timm/<name>``: any timm image model as a face backbone, with an embedding neck.
-
-Reference: R. Wightman, "PyTorch Image Models" (timm), https://github.com/huggingface/pytorch-image-models.
-The timm model is built headless (``num_classes=0``); its pooled features go through a neck
-``Linear(num_features, embedding_size, bias=False) -> BatchNorm1d`` (the BN-FC-BN style embedding of
-ArcFace, without the pre-BN). Example: ``create_model("timm/resnet18", embedding_size=256)``.
-:meth:`TimmBackbone.trunk` is the timm network alone: a frozen warm-up freezes it, not the neck.
-Extra keyword arguments are passed to ``timm.create_model`` (e.g. ``img_size=112`` for ViTs).
+"""``timm/<name>``: any timm image model (R. Wightman, "PyTorch Image Models",
+https://github.com/huggingface/pytorch-image-models) as a face backbone, built headless with an
+embedding neck ``Linear(num_features, embedding_size, bias=False) -> BatchNorm1d``:
+:class:`TimmBackbone`, :func:`create_timm_backbone` (e.g. ``create_model("timm/resnet18",
+embedding_size=256)``). Details: docs/backbones.md, "timm/<name>".
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Loading backbone weights from safetensors / torch checkpoints, with helpful mismatch errors.
-
-Handles the common wrappings: ``{"state_dict": ...}`` (Lightning, e.g. AdaFace), ``{"model": ...}``,
-``{"backbone": ...}``, and key prefixes ``module.`` (DataParallel), ``model.`` and ``backbone.``.
-A prefix is only stripped when doing so matches the model better, so EdgeFace (whose own keys start
-with ``model.``) loads unchanged. Keys outside the chosen prefix (e.g. AdaFace's ``head.kernel``) are
-ignored.
+"""Loading backbone weights from safetensors / torch checkpoints, with helpful mismatch errors:
+:func:`load_backbone_weights` (unwraps the common checkpoint wrappings and key prefixes),
+:func:`read_state_dict`, :func:`closest_model_name`. Details: docs/backbones.md, "Loading weights" and
+"Weight files".
 """
 
 from __future__ import annotations
