@@ -11,6 +11,7 @@ import multiprocessing as mp
 import resource
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,7 @@ def _prefetch(paths: Sequence[str], workers: int) -> Iterator[np.ndarray | Facef
 # ------------------------------------------------------------------------------------------ the steps
 
 
-class _Step:
+class _Step(ABC):
     """What one worker does per image; the loop, timing, outcomes and result dict are :func:`run_worker`'s.
 
     Built in the parent and pickled to the subprocess, so the model is loaded in :meth:`prepare`.
@@ -152,14 +153,15 @@ class _Step:
 
     def load(self) -> None:
         """Imports made before the start RSS is read (they are not what the detector adds)."""
+        return None  # an optional hook: nothing by default
 
+    @abstractmethod
     def prepare(self, n: int) -> None:
         """Build the model, for ``n`` images."""
-        raise NotImplementedError
 
+    @abstractmethod
     def detect(self, rgb: np.ndarray) -> list[Any]:
         """The faces of one image (the timed call)."""
-        raise NotImplementedError
 
     def detect_batch(self, rgbs: list[np.ndarray]) -> list[list[Any]]:
         """The faces of each image, in one call (the timed call with a batch size > 1)."""
@@ -167,9 +169,11 @@ class _Step:
 
     def kept(self, i: int, rgb: np.ndarray, face: Any) -> None:
         """After timing: image ``i``'s selected face."""
+        return None  # an optional hook: nothing by default
 
     def missed(self, i: int, rgb: np.ndarray) -> None:
         """After timing: image ``i`` where no face was found."""
+        return None  # an optional hook: nothing by default
 
     def extra(self, found: np.ndarray, sizes: np.ndarray) -> dict[str, Any]:
         """Entries added to the result dict once every image is done."""
