@@ -43,10 +43,10 @@ def _float32_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine in float64 of the float32-normalised embeddings (the scores the ROC is built on)."""
-    from sklearn.preprocessing import normalize
-
-    return np.einsum("ij,ij->i", normalize(a), normalize(b), dtype=np.float64)
+    """The scores the ROC is built on: float32 dot products and squared norms, combined in float64."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    ab, aa, bb = (np.einsum("ij,ij->i", x, y).astype(np.float64) for x, y in ((a, b), (a, a), (b, b)))
+    return ab / np.sqrt(aa * bb)
 
 
 def _naive_reference(a: np.ndarray, b: np.ndarray, same: np.ndarray, n_folds: int) -> dict:
@@ -428,3 +428,76 @@ def test_bad_rows_are_named_whichever_block_they_are_in():
     b[5, 0] = 3e20  # finite, but its square overflows float32
     with pytest.raises(FaceforgeError, match="emb_b has values too large"):
         evaluate_pairs(a, b, same)
+
+
+# --------------------------------------------------------------------------------------------------
+# fast scores, exact where a threshold is near
+
+
+def _on_grid_problem(dim: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2,000 pairs whose distances sit on grid values, where the last bits decide every comparison.
+
+    Genuine pairs on the accuracy grid (0.2-1.5), impostors on the VAL grid (0.7-2.0, so the lowest
+    ones, where the VAL threshold is found, are on it too); rows of ``a`` are not unit length.
+    """
+    rng = np.random.default_rng(seed)
+    n = 2000
+    same = rng.random(n) < 0.5
+    t = np.where(same, rng.integers(20, 150, n) * 0.01, rng.integers(700, 2000, n) * 0.001)
+    a, b = _pairs_at_cosines(1.0 - t / 2.0, dim, seed + 1)
+    return a * rng.uniform(0.5, 20.0, (n, 1)).astype(np.float32), b, same
+
+
+@pytest.mark.parametrize("dim", [100, 512])
+def test_fast_distances_are_exact_wherever_a_grid_value_is_near(dim):
+    from faceforge.eval.metrics import _VAL_GRID, _PairScores
+
+    a, b, _ = _on_grid_problem(dim)
+    ref = _float32_dist(a, b).astype(np.float64)
+    s = _PairScores(a, b)
+    cell = lambda d: np.searchsorted(_VAL_GRID, d)  # noqa: E731 - which grid values a distance is below
+    # The fast values alone would put many of these rows on the wrong side of a grid value ...
+    assert (cell(s.dist) != cell(ref)).sum() > 100
+    # ... but they are within the proven margin of the reference, so the rows near a grid value are
+    # exactly the ones that can differ; recomputed, they carry the reference's bits.
+    assert np.abs(s.dist - ref).max() <= s.margin
+    s.refine(s.near_grid(0.001))
+    assert np.array_equal(cell(s.dist), cell(ref))
+    assert np.array_equal(s.dist[s.exact], ref[s.exact])
+
+
+@pytest.mark.parametrize("dim", [100, 512])
+def test_distances_on_grid_values_match_the_naive_loop(dim):
+    a, b, same = _on_grid_problem(dim)
+    r = evaluate_pairs(a, b, same)
+    ref = _naive_reference(a, b, same, n_folds=10)
+    assert r["fold_accuracy"] == ref["acc"]
+    assert r["fold_threshold"] == ref["thr"]
+    assert r["val_threshold"] == ref["val_thr"]
+    assert r["val_per_fold"] == ref["val"]
+
+
+def test_without_the_rounding_margin_the_numbers_would_differ(monkeypatch):
+    # The check above can fail: with no margin (fast distances trusted everywhere) it does.
+    import faceforge.eval.metrics as metrics
+
+    a, b, same = _on_grid_problem(512)
+    ref = _naive_reference(a, b, same, n_folds=10)
+    monkeypatch.setattr(metrics, "_rounding_bound", lambda dim: 0.0)
+    r = evaluate_pairs(a, b, same)
+    assert (r["fold_accuracy"], r["val_per_fold"]) != (ref["acc"], ref["val"])
+
+
+def test_zero_and_tiny_rows_take_the_exact_path():
+    from faceforge.eval.metrics import _PairScores
+
+    a, b, same = _random_problem(400, seed=9, dim=32)
+    a[3] = 0.0  # sklearn's normalize leaves a zero row at zero: cosine 0, distance |b|^2 = 1
+    a[5] *= 1e-25  # its squares underflow float32: the norm is 0 and the row is left as it is
+    s = _PairScores(a, b)
+    assert s.exact[3] and s.exact[5] and s.exact.sum() == 2
+    ref = _float32_dist(a, b).astype(np.float64)
+    assert s.dist[3] == ref[3] and s.dist[5] == ref[5] and s.cosine[3] == 0.0
+    r = evaluate_pairs(a, b, same, n_folds=4)
+    naive = _naive_reference(a, b, same, n_folds=4)
+    assert r["fold_accuracy"] == naive["acc"] and r["val_per_fold"] == naive["val"]

@@ -20,8 +20,9 @@ __all__ = ["equal_error_rate", "evaluate_pairs", "roc_auc", "roc_curve", "tar_at
 MODES = ("grid", "exact")
 DEFAULT_FAR_TARGETS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 # insightface evaluate(): accuracy grid step 0.01, VAL grid step 0.001, VAL at FAR = 1e-3.
-_ACC_GRID = np.arange(0, 4, 0.01)
-_VAL_GRID = np.arange(0, 4, 0.001)
+_ACC_STEP, _VAL_STEP = 0.01, 0.001
+_ACC_GRID = np.arange(0, 4, _ACC_STEP)
+_VAL_GRID = np.arange(0, 4, _VAL_STEP)
 _VAL_FAR_TARGET = 1e-3
 _MAX_ROC_POINTS = 2000
 
@@ -45,7 +46,7 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
 
 
 def _as_embeddings(x: Any, name: str) -> np.ndarray:
-    """``x`` as a validated 2-D real array (no copy; :func:`_pair_scores` converts block by block)."""
+    """``x`` as a validated 2-D real array (no copy; :class:`_PairScores` casts it to float32)."""
     arr = _to_numpy(x, name)
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise FaceforgeError(f"{name} has shape {tuple(arr.shape)}; expected a 2-D [N, E] array with E >= 1")
@@ -77,64 +78,103 @@ def _check_finite(x: np.ndarray, name: str) -> None:
         )
 
 
-def _normalized_block(x: np.ndarray, out: np.ndarray) -> bool:
-    """``out = x / ||x||`` row-wise in float32; False (``out`` unspecified) when a norm is not finite.
-
-    Same float32 arithmetic as sklearn.preprocessing.normalize, which arcface_torch applies before
-    evaluate(); an all-zero row is left as zeros (its norm is treated as 1), as sklearn does. A float32
-    ``x`` with contiguous rows is read in place; anything else is first copied (cast) into ``out`` so
-    that the norm is always summed over a contiguous float32 row, in the same order.
-    """
-    if x.dtype != np.float32 or x.strides[1] != 4:
-        np.copyto(out, x, casting="unsafe")
-        x = out
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    # One finiteness test on the norms instead of a full [N, E] mask: a NaN/Inf entry makes its norm
-    # non-finite, so the per-row scan only runs when something is wrong.
-    if not np.isfinite(norms).all():
-        return False
-    norms[norms == 0.0] = 1.0
-    np.divide(x, norms[:, np.newaxis], out=out)
-    return True
-
-
-#: bytes of one float32 block of rows in :func:`_pair_scores` (its three buffers stay in L2 cache;
-#: 128 rows of 512-d were the fastest of 32 to 6,000 rows on the benchmark's machine)
+#: float32 unit roundoff
+_U32 = 2.0**-24
+#: rows whose squared norm is below this (float32 underflow territory) always take the exact path
+_TINY_NORM2 = 2.0**-100
+#: rows per block of the exact path (three float32 buffers of 128 × 512 stay in L2 cache)
 _BLOCK_BYTES = 1 << 18
 
 
-def _pair_scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared L2 distance (float32 arithmetic, returned as float64) and float64 cosine of each pair.
+def _rows_float32(x: np.ndarray) -> np.ndarray:
+    """``x`` as float32 with contiguous rows: the input itself when it already is, else a C-order copy."""
+    if x.dtype == np.float32 and x.strides[1] == 4:
+        return x
+    return np.ascontiguousarray(x, dtype=np.float32)
 
-    Row ``i`` gets exactly the operations of the reference on the whole arrays: cast to float32,
-    ``x / sqrt(einsum(x, x))``, ``sum(square(a - b), 1)`` and ``einsum(a, b)`` over the float64 values.
-    They are row-wise, so running them on blocks of rows changes no bit but keeps the working set in
-    cache (the whole-array version spent most of its time moving 24 MB temporaries through memory).
+
+def _rounding_bound(dim: int) -> float:
+    """Bound on |reference distance − fast distance| for ``dim``-d rows, in squared-L2 units.
+
+    Higham's gamma_n = n·u / (1 − n·u) bounds a float32 sum of n products whatever the summation order.
+    The reference (normalise, subtract, square, sum; all float32) is within 8·gamma_(E+1) + 24u of the
+    true distance, and 2 − 2·(a·b)/√(‖a‖²‖b‖²) from float32 dot products within 4·gamma_E (see
+    docs/evaluation.md, "Speed"); the sum plus slack is the margin used around each threshold.
     """
-    n, e = a.shape
-    rows = min(n, max(1, _BLOCK_BYTES // (4 * e)))
-    na, nb, diff = (np.empty((rows, e), np.float32) for _ in range(3))
-    dist32 = np.empty(n, np.float32)
-    cosine = np.empty(n, np.float64)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        m = stop - start
-        ok_a = _normalized_block(a[start:stop], na[:m])
-        if not (ok_a and _normalized_block(b[start:stop], nb[:m])):
-            # Checked on the whole arrays so that the message names the first bad input and row.
+    g = (dim + 1) * _U32 / (1.0 - (dim + 1) * _U32)
+    return 12.0 * g + 32.0 * _U32
+
+
+class _PairScores:
+    """Per-pair cosine and squared distance, exact (bit-identical to the reference) where a threshold is near.
+
+    The reference normalises every row in float32 and sums ``square(a − b)``; that pass is most of the
+    protocol's time. Here three float32 dot products per pair give every distance to within
+    :func:`_rounding_bound`, and only the rows that fall within that margin of a threshold the protocol
+    compares against are recomputed the reference's way (:meth:`refine`). A comparison ``dist < t`` made
+    on a row at least the margin away from ``t`` has the same outcome for both values.
+    """
+
+    def __init__(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.a, self.b = _rows_float32(a), _rows_float32(b)
+        # The reference's own first step (its norms are sqrt of these very sums).
+        self.aa = np.einsum("ij,ij->i", self.a, self.a)
+        self.bb = np.einsum("ij,ij->i", self.b, self.b)
+        if not (np.isfinite(self.aa).all() and np.isfinite(self.bb).all()):
             _check_finite(a, "emb_a")
             _check_finite(b, "emb_b")
             raise FaceforgeError(
-                f"{'emb_b' if ok_a else 'emb_a'} has values too large to square in float32; "
-                "expected |value| < 1e19"
+                f"{'emb_b' if np.isfinite(self.aa).all() else 'emb_a'} has values too large to square in "
+                "float32; expected |value| < 1e19"
             )
-        # The products of two float32 values are exact in float64; einsum casts each operand to float64
-        # as it goes (no float64 copies of the blocks) and sums in float64: the same bits as casting first.
-        np.einsum("ij,ij->i", na[:m], nb[:m], dtype=np.float64, out=cosine[start:stop])
-        d = np.subtract(na[:m], nb[:m], out=diff[:m])
-        np.sum(np.square(d, out=d), 1, out=dist32[start:stop])
-    # The comparison itself is done in float64, as numpy 2 does for `float32_array < float64_scalar`.
-    return dist32.astype(np.float64), cosine
+        ab = np.einsum("ij,ij->i", self.a, self.b).astype(np.float64)
+        aa64, bb64 = self.aa.astype(np.float64), self.bb.astype(np.float64)
+        usual = (aa64 >= _TINY_NORM2) & (bb64 >= _TINY_NORM2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.cosine = np.where(usual, ab / np.sqrt(aa64 * bb64), 0.0)
+        self.dist = 2.0 - 2.0 * self.cosine
+        self.margin = _rounding_bound(self.a.shape[1])
+        self.exact = np.zeros(self.dist.size, dtype=bool)
+        # Zero or underflowing norms: the reference treats a zero norm as 1; take its path for both scores.
+        self.refine(~usual, cosine=True)
+
+    @property
+    def all_exact(self) -> bool:
+        return bool(self.exact.all())
+
+    def near(self, threshold: np.ndarray | float) -> np.ndarray:
+        """Rows whose fast distance is within the rounding margin of ``threshold`` (scalar or per row)."""
+        return np.abs(self.dist - threshold) < self.margin
+
+    def near_grid(self, step: float) -> np.ndarray:
+        """Rows within the rounding margin of a multiple of ``step`` (an ``arange(0, 4, step)`` grid)."""
+        # np.arange's k-th value is within a few ulps of k·step: 1e-12 of slack covers it.
+        return np.abs(self.dist - step * np.round(self.dist / step)) < self.margin + 1e-12
+
+    def refine(self, rows: np.ndarray, cosine: bool = False) -> None:
+        """Recompute the distance of the masked rows exactly as the reference does (float32, in blocks).
+
+        Row-wise operations only, so a block gives the same bits as the whole array. With ``cosine``,
+        the cosine becomes the float64 dot product of the two normalised float32 rows.
+        """
+        idx = np.flatnonzero(rows & ~self.exact)
+        if idx.size == 0:
+            return
+        e = self.a.shape[1]
+        step = max(1, _BLOCK_BYTES // (4 * e))
+        for start in range(0, idx.size, step):
+            sel = idx[start : start + step]
+            na, nb = self.a[sel], self.b[sel]  # copies: the caller's arrays are never modified
+            for x, sq in ((na, self.aa[sel]), (nb, self.bb[sel])):
+                norms = np.sqrt(sq)
+                norms[norms == 0.0] = 1.0  # as sklearn.preprocessing.normalize
+                np.divide(x, norms[:, np.newaxis], out=x)
+            if cosine:
+                self.cosine[sel] = np.einsum("ij,ij->i", na, nb, dtype=np.float64)
+            d = np.subtract(na, nb, out=na)
+            # float32 sum, compared in float64 as numpy 2 does for `float32_array < float64_scalar`
+            self.dist[sel] = np.sum(np.square(d, out=d), 1)
+        self.exact[idx] = True
 
 
 def _kfold_sizes(n: int, n_folds: int) -> np.ndarray:
@@ -256,9 +296,6 @@ class _SortedPairs:
         order = np.argsort(dist)
         self.dist = dist[order]
         self.group = (fold_id * 2 + impostor)[order]
-        imp = impostor[order]
-        self.imp_dist = self.dist[imp]
-        self.imp_fold = fold_id[order][imp]
         self.n_folds = n_folds
 
     def exact_thresholds(self) -> np.ndarray:
@@ -285,9 +322,13 @@ class _SortedPairs:
         counts = self._cumulative(self.dist, self.group, 2 * self.n_folds, thresholds)
         return counts.reshape(self.n_folds, 2, thresholds.size)
 
-    def impostors_below(self, thresholds: np.ndarray) -> np.ndarray:
-        """``[folds, len(thresholds)]`` counts of impostor pairs with ``dist < threshold`` (VAL@FAR)."""
-        return self._cumulative(self.imp_dist, self.imp_fold, self.n_folds, thresholds)
+    @classmethod
+    def impostors_below(
+        cls, dist: np.ndarray, fold_id: np.ndarray, n_folds: int, thresholds: np.ndarray
+    ) -> np.ndarray:
+        """``[folds, len(thresholds)]`` counts of the given (impostor) pairs with ``dist < threshold``."""
+        order = np.argsort(dist)
+        return cls._cumulative(dist[order], fold_id[order], n_folds, thresholds)
 
 
 def _interp_like_scipy(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
@@ -297,20 +338,48 @@ def _interp_like_scipy(x: float, x0: float, x1: float, y0: float, y1: float) -> 
     return 0.0 + y0 * (w * (x1 - x)) + y1 * (w * (x - x0))
 
 
-def _val_threshold(fa_train: np.ndarray, n_impostor_train: int, thresholds: np.ndarray) -> float:
-    """Threshold where the training FAR reaches 1e-3 (insightface ``calculate_val``, de-duplicated)."""
+def _val_threshold(fa_train: np.ndarray, n_impostor_train: int, thresholds: np.ndarray) -> tuple[float, int]:
+    """Threshold where the training FAR reaches 1e-3 (insightface ``calculate_val``, de-duplicated).
+
+    Also returns the last index of ``thresholds`` whose count was read (the result depends on no other).
+    """
     if n_impostor_train == 0:
-        return 0.0
+        return 0.0, 0
     far = fa_train / n_impostor_train
     if far[-1] < _VAL_FAR_TARGET:  # far is non-decreasing, so the last value is its max
-        return 0.0
+        return 0.0, far.size - 1
     hi = int(np.argmax(far >= _VAL_FAR_TARGET))
     if far[hi] == _VAL_FAR_TARGET or hi == 0:
-        return float(thresholds[hi])
+        return float(thresholds[hi]), hi
     # np.unique(far, return_index=True) keeps the first threshold of each distinct FAR value: for the
     # upper point that is `hi` itself, for the lower one the start of the run before it.
     lo = int(np.searchsorted(fa_train, fa_train[hi - 1], side="left"))
-    return _interp_like_scipy(_VAL_FAR_TARGET, far[lo], far[hi], thresholds[lo], thresholds[hi])
+    return _interp_like_scipy(_VAL_FAR_TARGET, far[lo], far[hi], thresholds[lo], thresholds[hi]), hi
+
+
+def _val_thresholds(
+    scores: _PairScores, fold_id: np.ndarray, impostor: np.ndarray, n_folds: int, imp_per_fold: np.ndarray
+) -> np.ndarray:
+    """Each fold's VAL threshold from the other folds' impostors, with exact distances wherever it matters.
+
+    A fold's threshold depends only on the counts at grid values up to the one where its training FAR
+    reaches the target; those counts are exact once every impostor below that value is exact (one
+    above it is not counted, whichever value it has). Usually a handful of the lowest impostors.
+    """
+    n_imp = int(impostor.sum())
+    imp_fold = fold_id[impostor]
+    exact_below = -np.inf
+    while True:
+        lt = _SortedPairs.impostors_below(scores.dist[impostor], imp_fold, n_folds, _VAL_GRID)
+        fa_train = lt.sum(axis=0) - lt
+        found = [_val_threshold(fa_train[k], n_imp - int(imp_per_fold[k]), _VAL_GRID) for k in range(n_folds)]
+        read_up_to = float(_VAL_GRID[max(hi for _, hi in found)])
+        if read_up_to == float(_VAL_GRID[-1]):
+            read_up_to = np.inf  # the whole grid was read (FAR never reached the target)
+        if scores.all_exact or read_up_to <= exact_below:
+            return np.array([thr for thr, _ in found])
+        scores.refine(impostor & (scores.dist < read_up_to + scores.margin))
+        exact_below = read_up_to
 
 
 def _nan_to_none(values: np.ndarray) -> list[float | None]:
@@ -381,14 +450,20 @@ def evaluate_pairs(
             f"issame has {n_gen} genuine and {n_imp} impostor pairs; expected at least one of each"
         )
 
-    # The caller's arrays are never modified; the scores are computed block by block in float32.
-    dist, cosine = _pair_scores(a, b)
+    # The caller's arrays are never modified. Distances are exact (the reference's float32 bits) for every
+    # pair whose comparison with a threshold could depend on the last bits, fast elsewhere (_PairScores).
+    scores = _PairScores(a, b)
+    if mode == "exact":
+        scores.refine(np.ones(n, dtype=bool))  # midpoints between distances: every value is read
+    else:
+        scores.refine(scores.near_grid(_ACC_STEP))
+    cosine = scores.cosine
 
     sizes = _kfold_sizes(n, n_folds)
     fold_id = np.repeat(np.arange(n_folds), sizes)
     gen_per_fold = np.bincount(fold_id, weights=same, minlength=n_folds).astype(np.int64)
     imp_per_fold = sizes - gen_per_fold
-    pairs = _SortedPairs(dist, fold_id, ~same, n_folds)
+    pairs = _SortedPairs(scores.dist, fold_id, ~same, n_folds)
 
     # ---- accuracy: threshold chosen on the training folds, measured on the test fold
     thresholds = _ACC_GRID if mode == "grid" else pairs.exact_thresholds()
@@ -404,12 +479,9 @@ def evaluate_pairs(
     fold_thr = thresholds[best]
 
     # ---- VAL@FAR=1e-3 (insightface calculate_val with the documented de-duplication fix)
-    v_imp_lt = pairs.impostors_below(_VAL_GRID)
-    fa_train = v_imp_lt.sum(axis=0) - v_imp_lt
-    val_thr = np.array(
-        [_val_threshold(fa_train[k], n_imp - int(imp_per_fold[k]), _VAL_GRID) for k in range(n_folds)]
-    )
-    accepted = dist < val_thr[fold_id]
+    val_thr = _val_thresholds(scores, fold_id, ~same, n_folds, imp_per_fold)
+    scores.refine(scores.near(val_thr[fold_id]))
+    accepted = scores.dist < val_thr[fold_id]
     ta = np.bincount(fold_id, weights=accepted & same, minlength=n_folds)
     fa = np.bincount(fold_id, weights=accepted & ~same, minlength=n_folds)
     # A test fold without genuine (impostor) pairs has no VAL (FAR); the reference would divide by 0.
