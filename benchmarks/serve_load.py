@@ -12,9 +12,11 @@ is what HTTP, multipart, PNG and JSON add per request.
 
 ``--compare-batching`` serves the model twice in the same run, one request at a time (``max_batch=1``)
 and micro-batched (``--max-batch``, default 16), at 1, 8 and 32 concurrent clients, and prints req/s,
-p50/p95 and the model calls and crops per call of the batcher::
+p50/p95 and the model calls and crops per call of the batcher (``--arch quickstart``: the demo's
+64×64 model, whose calls cost mostly dispatch on a CPU; the default 112×112 GhostFaceNetV1 is
+compute-bound there)::
 
-    PYTHONPATH=src python benchmarks/serve_load.py --compare-batching [--requests 200]
+    PYTHONPATH=src python benchmarks/serve_load.py --compare-batching [--arch quickstart] [--requests 200]
 
     PYTHONPATH=src python benchmarks/serve_load.py                      # 200 requests, 8 concurrent
     PYTHONPATH=src python benchmarks/serve_load.py --requests 1000 --concurrency 16 --model best.ckpt
@@ -100,6 +102,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="base URL of a running service (default: start one here)")
     ap.add_argument("--model", help=".ckpt or .onnx to serve when --url is not given")
+    ap.add_argument(
+        "--arch",
+        default="ghostfacenetv1",
+        help="without --model, a randomly initialised model: a registered backbone at its default size "
+        "(default ghostfacenetv1, 112x112) or 'quickstart' (the 64x64 GhostFaceNetV1 of make demo)",
+    )
     ap.add_argument("--endpoint", choices=["verify", "embed"], default="verify")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=8)
@@ -144,8 +152,10 @@ def main() -> None:
         rec = FaceRecognizer.from_model(args.model, detector=None)
         if rec.threshold is None:
             rec.threshold = 0.3  # an uncalibrated model: any threshold times the same
+    elif args.arch == "quickstart":
+        rec = quickstart_recognizer()
     else:
-        rec = FaceRecognizer.from_name("ghostfacenetv1", threshold=0.3, detector=None)
+        rec = FaceRecognizer.from_name(args.arch, threshold=0.3, detector=None)
     if args.compare_batching:
         compare_batching(rec, reqs, args)
         return
@@ -169,6 +179,17 @@ def main() -> None:
     if res.failures:
         print("failures:", *res.failures[:5], sep="\n  ")
         sys.exit(1)
+
+
+def quickstart_recognizer() -> Any:
+    """configs/quickstart.yaml's model (GhostFaceNetV1, width 0.5, stride 2, 64x64), randomly initialised."""
+    from faceforge.infer import FaceRecognizer
+    from faceforge.infer.loading import EmbeddingModel, torch_runner
+    from faceforge.models import create_model
+
+    module = create_model("ghostfacenetv1", width=0.5, stride=2, embedding_size=512, input_size=64).eval()
+    model = EmbeddingModel(torch_runner(module, "cpu"), module.face_cfg, "quickstart", "", "torch", "weights")
+    return FaceRecognizer(model, detector=None, threshold=0.3)
 
 
 def compare_batching(rec: Any, reqs: list[Any], args: argparse.Namespace) -> None:

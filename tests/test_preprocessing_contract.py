@@ -162,7 +162,7 @@ def test_every_path_feeds_the_same_tensor(photos, tmp_path) -> None:
 
     svc = FaceRecognizer(_embedding_model(Recorder()), detector=None, threshold=0.5)
     seen = _recording(svc.model)
-    with TestClient(create_app(svc)) as client:
+    with TestClient(create_app(svc, max_batch=1)) as client:  # no start-up probe among the recorded calls
         r = client.post("/v1/embed", files={"image": ("a.png", paths[0].read_bytes(), "image/png")})
     assert r.status_code == 200, r.text
     got["service"] = seen[0][0]

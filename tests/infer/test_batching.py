@@ -155,24 +155,44 @@ def test_recognizer_with_batching_gives_the_same_embeddings() -> None:
     assert rec.embed_crops(crops[:2]).shape == (2, 16)  # batching off again: runs in the caller
 
 
-def test_the_service_batches_on_a_gpu_only_unless_told() -> None:
+def test_the_service_batches_where_a_start_up_probe_finds_it_pays() -> None:
     pytest.importorskip("fastapi")
+    import time
+
     from faceforge.infer.loading import EmbeddingModel
     from faceforge.infer.recognizer import FaceRecognizer
     from faceforge.models.face_cfg import FaceConfig
-    from faceforge.serve.app import DEFAULT_MAX_BATCH, auto_max_batch, create_app
+    from faceforge.serve.app import DEFAULT_MAX_BATCH, auto_max_batch, create_app, probe_batching
 
     cfg = FaceConfig(input_size=(32, 32), template="none", embedding_size=4)
-    rec = FaceRecognizer(
-        EmbeddingModel(lambda x: x[:, 0, 0, :4], cfg, "m", "t", "torch", "weights"), detector=None
-    )
-    assert auto_max_batch(rec) == 1  # a CPU model: batches measured not to pay
-    create_app(rec)
-    assert rec._batcher is None
-    create_app(rec, max_batch=8)
-    assert rec._batcher is not None and rec._batcher.max_batch == 8
-    create_app(rec, max_batch=1)  # serving again with other settings drops the old batcher
-    assert rec._batcher is None
+
+    def model(per_call: float, per_crop: float) -> FaceRecognizer:
+        def run(x):
+            time.sleep(per_call + per_crop * len(x))
+            return x[:, 0, 0, :4]
+
+        return FaceRecognizer(EmbeddingModel(run, cfg, "m", "t", "torch", "weights"), detector=None)
+
+    # A fixed cost per call (dispatch-bound, like the small quickstart model): 8 crops cost about one.
+    fixed = model(0.004, 0.0)
+    assert probe_batching(fixed) < 0.3
+    assert auto_max_batch(fixed) == DEFAULT_MAX_BATCH
+    # A cost per crop (compute-bound): a batch of 8 costs 8 single calls, so no batching.
+    per_crop = model(0.0, 0.004)
+    assert probe_batching(per_crop) > 0.8
+    assert auto_max_batch(per_crop) == 1
+    # A single call slower than the probe limit is not probed at all.
+    slow = model(0.12, 0.0)
+    assert probe_batching(slow) is None and auto_max_batch(slow) == 1
+
+    create_app(per_crop)
+    assert per_crop._batcher is None
+    create_app(fixed)
+    assert fixed._batcher is not None and fixed._batcher.max_batch == DEFAULT_MAX_BATCH
+    create_app(fixed, max_batch=8)
+    assert fixed._batcher is not None and fixed._batcher.max_batch == 8
+    create_app(fixed, max_batch=1)  # serving again with other settings drops the old batcher
+    assert fixed._batcher is None
 
     class Cuda:
         type = "cuda"

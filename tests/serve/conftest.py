@@ -95,7 +95,12 @@ def live_server(serve_recognizer: Any, serve_gallery: Any) -> Iterator[Any]:
     from faceforge.serve.server import BackgroundServer
 
     app = create_app(
-        serve_recognizer, serve_gallery, api_key=API_KEY, max_body_bytes=MAX_BODY, max_pixels=MAX_PIXELS
+        serve_recognizer,
+        serve_gallery,
+        api_key=API_KEY,
+        max_body_bytes=MAX_BODY,
+        max_pixels=MAX_PIXELS,
+        max_batch=1,  # the same model calls on every machine (``auto`` probes; tested in test_batching)
     )
     with BackgroundServer(app) as srv:
         yield srv

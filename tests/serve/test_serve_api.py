@@ -165,7 +165,7 @@ def test_search_without_gallery_and_without_key(serve_recognizer, synth_png, ser
     from faceforge.serve.app import create_app
     from faceforge.serve.server import BackgroundServer
 
-    with BackgroundServer(create_app(serve_recognizer)) as srv:
+    with BackgroundServer(create_app(serve_recognizer, max_batch=1)) as srv:
         assert httpx.get(srv.url + "/v1/models").status_code == 200  # no key configured: open
         r = httpx.post(srv.url + "/v1/search", files=_files(image=synth_png[(serve_cfg.first_id, 0)]))
         assert r.status_code == 409

@@ -79,8 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-batch",
         type=_max_batch,
         default=None,
-        help="crops of concurrent requests embedded in one model call: auto (default: 16 on a GPU, 1 on a "
-        "CPU, where batching was measured not to pay) or a number; 1: one request at a time",
+        help="crops of concurrent requests embedded in one model call: auto (default: 16 on a GPU; on a "
+        "CPU 16 when a start-up probe finds batches cheaper per crop, else 1) or a number; 1: one request "
+        "at a time",
     )
     p.add_argument(
         "--max-wait-ms",
@@ -182,6 +183,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = build_app(args)
     print(f"faceforge: serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)")
-    print(f"faceforge: {describe_limits(app.state.limits)}", flush=True)
+    print(f"faceforge: {describe_limits(app.state.limits)}")
+    mb = app.state.max_batch
+    how = f"up to {mb} crops of concurrent requests per model call" if mb > 1 else "one request at a time"
+    print(f"faceforge: model calls: {how} (--max-batch {args.max_batch or 'auto'})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

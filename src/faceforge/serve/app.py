@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -68,17 +69,53 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_DECODE_BYTES = 512 * 2**20
 #: longer side an upload is shrunk to while decoding (detection and crops need no more)
 DEFAULT_DECODE_MAX_SIDE = 2048
-#: crops of concurrent requests embedded in one model call on an accelerator (``--max-batch auto``). On a
-#: CPU ``auto`` is 1 (one request at a time): measured on a 2-core CPU, GhostFaceNetV1 costs as much per
-#: crop in a batch of 16 as alone, and the batched service answered 0.74× the requests at 8 clients
-#: (``benchmarks/serve_load.py --compare-batching``, docs/performance.md)
+#: crops of concurrent requests embedded in one model call when batching pays (``--max-batch auto``)
 DEFAULT_MAX_BATCH = 16
+#: on a CPU, ``auto`` batches when one call on :data:`PROBE_CROPS` crops costs at most this share of as
+#: many single calls (measured at start-up by :func:`probe_batching`)
+BATCH_PAYS_RATIO = 0.6
+PROBE_CROPS = 8
+#: a single CPU call slower than this (a crop and its flip) is compute-bound and is not probed: on the
+#: 2-core CPU measured, GhostFaceNetV1 at 112×112 (38 ms a pass) and IResNet-50 (190 ms) cost as much
+#: per crop in a batch as alone, while the 64×64 quickstart model cost 5× less per crop in a batch of 8
+#: (docs/performance.md)
+PROBE_MAX_SINGLE_S = 0.1
+
+
+def probe_batching(recognizer: FaceRecognizer, repeats: int = 3) -> float | None:
+    """Cost of one call on :data:`PROBE_CROPS` blank crops over that of as many single calls (best of
+    ``repeats`` each, after a warm-up), or None when a single call alone exceeds :data:`PROBE_MAX_SINGLE_S`.
+
+    Micro-batching pays where a call's fixed cost (operator dispatch, small layers) outweighs the
+    per-crop arithmetic; this measures which regime the served model is in on this machine.
+    """
+    h, w = (int(v) for v in recognizer.face_cfg.input_size)
+    crops = np.full((PROBE_CROPS, h, w, 3), 128, np.uint8)
+
+    def best(n: int) -> float:
+        recognizer.embed_crops(crops[:n])  # warm-up: first-call allocations are not the point
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            recognizer.embed_crops(crops[:n])
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    single = best(1)
+    if single > PROBE_MAX_SINGLE_S:
+        return None
+    return best(PROBE_CROPS) / (PROBE_CROPS * single)
 
 
 def auto_max_batch(recognizer: FaceRecognizer) -> int:
-    """:data:`DEFAULT_MAX_BATCH` when the model runs on a GPU, else 1 (see the constant's note)."""
+    """:data:`DEFAULT_MAX_BATCH` on a GPU, or on a CPU when :func:`probe_batching` finds that a batch
+    costs at most :data:`BATCH_PAYS_RATIO` of its crops' single calls; else 1 (one request at a time)."""
     device = getattr(getattr(recognizer.model, "run", None), "device", None)
-    return DEFAULT_MAX_BATCH if getattr(device, "type", "cpu") == "cuda" else 1
+    if getattr(device, "type", "cpu") == "cuda":
+        return DEFAULT_MAX_BATCH
+    recognizer.disable_batching()  # the probe times the model itself, not a batcher of an earlier app
+    ratio = probe_batching(recognizer)
+    return DEFAULT_MAX_BATCH if ratio is not None and ratio <= BATCH_PAYS_RATIO else 1
 
 
 #: seconds a request waits for decode budget before it gets 503 + Retry-After
@@ -599,9 +636,9 @@ def create_app(
     gallery image paths) appear in answers; by default they are reduced to file names.
     ``max_batch``: crops of concurrent requests embedded in one model call (micro-batching, see
     :mod:`faceforge.infer.batching`; 1: requests run one at a time under a lock; None:
-    :func:`auto_max_batch`, batching on a GPU only). ``max_wait_ms``: how long a batch waits for
-    company after its first crop (0: never — no latency added to a lone request; under load batches
-    form while the previous one runs).
+    :func:`auto_max_batch`: on a GPU, or on a CPU when a start-up probe finds that batches pay).
+    ``max_wait_ms``: how long a batch waits for company after its first crop (0: never — no latency
+    added to a lone request; under load batches form while the previous one runs).
     """
     if max_body_bytes <= 0:
         raise FaceforgeError(f"max_body_bytes must be positive, got {max_body_bytes}")
@@ -693,6 +730,7 @@ def create_app(
     app.state.recognizer = recognizer
     app.state.gallery = gallery
     app.state.limits = limits
+    app.state.max_batch = max_batch
     app.state.decode_budget = budget
 
     # ---------------------------------------------------------------------------------- errors
