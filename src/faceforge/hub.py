@@ -359,7 +359,7 @@ def resolve(name: str | ModelFile, what: str = "") -> Path:
         f"{what or 'model'} file {spec.filename!r} not found in {where}{note}. "
         f"Fetch it with `faceforge models fetch {spec.name}` (downloads {spec.url}, license "
         f"{spec.license}), or download it yourself into {models_dir()} (sha256 {spec.sha256}), "
-        "or pass model_path= / --model-path."
+        "or pass the file (--detector-model FILE; --model-path for faceforge align; model_path= in Python)."
     )
 
 

