@@ -184,6 +184,10 @@ def test_the_service_batches_where_a_start_up_probe_finds_it_pays() -> None:
     # A single call slower than the probe limit is not probed at all.
     slow = model(0.12, 0.0)
     assert probe_batching(slow) is None and auto_max_batch(slow) == 1
+    # The answer is kept per recognizer: building the app again does not time the model again.
+    calls = []
+    per_crop.model.run, run = (lambda x: calls.append(len(x)) or run(x)), per_crop.model.run
+    assert auto_max_batch(per_crop) == 1 and calls == []
 
     create_app(per_crop)
     assert per_crop._batcher is None

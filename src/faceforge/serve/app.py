@@ -16,6 +16,7 @@ import math
 import re
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -107,14 +108,20 @@ def probe_batching(recognizer: FaceRecognizer, repeats: int = 3) -> float | None
     return best(PROBE_CROPS) / (PROBE_CROPS * single)
 
 
+#: the probe's answer per recognizer (an app built again for the same one does not probe again)
+_PROBED: weakref.WeakKeyDictionary[Any, float | None] = weakref.WeakKeyDictionary()
+
+
 def auto_max_batch(recognizer: FaceRecognizer) -> int:
     """:data:`DEFAULT_MAX_BATCH` on a GPU, or on a CPU when :func:`probe_batching` finds that a batch
     costs at most :data:`BATCH_PAYS_RATIO` of its crops' single calls; else 1 (one request at a time)."""
     device = getattr(getattr(recognizer.model, "run", None), "device", None)
     if getattr(device, "type", "cpu") == "cuda":
         return DEFAULT_MAX_BATCH
-    recognizer.disable_batching()  # the probe times the model itself, not a batcher of an earlier app
-    ratio = probe_batching(recognizer)
+    if recognizer not in _PROBED:
+        recognizer.disable_batching()  # the probe times the model itself, not an earlier app's batcher
+        _PROBED[recognizer] = probe_batching(recognizer)
+    ratio = _PROBED[recognizer]
     return DEFAULT_MAX_BATCH if ratio is not None and ratio <= BATCH_PAYS_RATIO else 1
 
 
