@@ -173,3 +173,28 @@ def test_synthfaces_wild(name, model_dirs):
     )
     assert hits >= 1
     assert np.median(errs) < 0.35
+
+
+def test_check_detector_finds_every_error_without_building(tmp_path, monkeypatch):
+    # demo --lfw checks its detector before rendering but builds it only after training: a built
+    # detector's native threads must not be inherited by the forked rendering workers.
+    import faceforge.align.choose as choose
+
+    monkeypatch.setenv("FACEFORGE_HOME", str(tmp_path / "home"))
+
+    def never(*a, **k):
+        raise AssertionError("check_detector built a detector")
+
+    monkeypatch.setattr(choose, "create_detector", never)
+    with pytest.raises(FaceforgeError, match=r"unknown detector 'yunett'.*did you mean 'yunet'"):
+        choose.check_detector("yunett")
+    with pytest.raises(FaceforgeError, match=r"not found in .*faceforge models fetch yunet"):
+        choose.check_detector("yunet")  # nothing in the (empty) store
+    with pytest.raises(FaceforgeError, match=r"detector model file .*missing.onnx does not exist"):
+        choose.check_detector("scrfd", tmp_path / "missing.onnx")
+    f = tmp_path / "my_scrfd_10g.onnx"
+    f.write_bytes(b"not checked here: the file is read when the detector is built")
+    assert choose.check_detector("scrfd", f) == "scrfd"
+    assert choose.check_detector(str(f)) == "scrfd"
+    with pytest.raises(AssertionError, match="built a detector"):
+        choose.resolve_detector("scrfd", f)  # resolve_detector does build

@@ -18,6 +18,7 @@ __all__ = [
     "AUTO_ORDER",
     "FILE_HINTS",
     "auto_detector_name",
+    "check_detector",
     "detector_for_file",
     "detector_identity",
     "resolve_detector",
@@ -117,6 +118,12 @@ def resolve_detector(
         if model_path is not None:
             raise FaceforgeError("a detector instance was given; its model file cannot be replaced")
         return spec, spec.name
+    name, path = _pick(spec, model_path)
+    return create_detector(name, model_path=path), name
+
+
+def _pick(spec: str | os.PathLike[str], model_path: str | os.PathLike[str] | None) -> tuple[str, Path | None]:
+    """(backend name, model file or None) for a detector spec, with :func:`resolve_detector`'s errors."""
     names = list_detectors()
     s = os.fspath(spec)
     if s == "auto":
@@ -128,16 +135,16 @@ def resolve_detector(
         name = auto_detector_name()
         if name is None:
             raise FaceforgeError(_no_auto_message())
-        return create_detector(name), name
+        return name, None
     if s in names:
-        return create_detector(s, model_path=model_path), s
+        return s, None if model_path is None else Path(model_path).expanduser()
     p = Path(s).expanduser()
     if p.suffix.lower() in (".onnx", ".pt", ".tflite", ".dat") or p.exists():
         if model_path is not None:
             raise FaceforgeError(f"detector {s!r} is a file and --detector-model {model_path} another one")
         name = detector_for_file(p, names)
         if name is not None:
-            return create_detector(name, model_path=p), name
+            return name, p
         raise FaceforgeError(
             f"cannot tell which detector {p} is for: its name contains none of {names}; "
             f"pass the detector name and the file (--detector NAME --detector-model {p})"
@@ -145,6 +152,23 @@ def resolve_detector(
     raise FaceforgeError(
         f"unknown detector {s!r}{did_you_mean(s, names)}; expected 'auto', one of {names} or a model file"
     )
+
+
+def check_detector(spec: str | os.PathLike[str], model_path: str | os.PathLike[str] | None = None) -> str:
+    """The backend :func:`resolve_detector` would build for ``spec``, checked without building it.
+
+    Raises its errors, and the store's missing-file error, now. For a caller that builds the detector
+    much later (after training) and forks worker processes first: a built detector may have started
+    native threads (OpenCV DNN, ONNX Runtime), and a process forked after that can deadlock.
+    """
+    from faceforge import hub
+
+    name, path = _pick(spec, model_path)
+    if path is not None and not path.exists():
+        raise FaceforgeError(f"detector model file {path} does not exist")
+    if path is None and name in hub.KNOWN_FILES:
+        hub.resolve(name, f"{name} detector model")  # the store's own missing-file message
+    return name
 
 
 def detector_identity(detector: Detector, name: str | None = None) -> dict[str, Any]:

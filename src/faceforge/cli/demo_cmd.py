@@ -119,15 +119,16 @@ def run(args: argparse.Namespace) -> int:
     # The config first: a bad override is an error before minutes of rendering.
     cfg = load_config(args.config or _default_config(), ["--data.root", args.data, *args.overrides])
     validate_components(cfg)
-    pairs = detector = None
+    pairs = None
     if args.lfw:
-        from faceforge.align.choose import resolve_detector
+        from faceforge.align.choose import check_detector
 
         # Both checked now: a wrong path or a missing detector is an error before minutes of training.
+        # The detector itself is built after training: rendering forks worker processes, which must not
+        # inherit the native threads a built detector may have started (they can deadlock).
         pairs = _lfw_pairs(args.lfw)
-        detector = (
-            "none" if args.detector == "none" else resolve_detector(args.detector, args.detector_model)[0]
-        )
+        if args.detector != "none":
+            check_detector(args.detector, args.detector_model)
     t0 = time.perf_counter()
     print(
         f"[1/3] SynthFaces v{args.synth_version}: {args.identities} training + "
@@ -157,6 +158,11 @@ def run(args: argparse.Namespace) -> int:
         "SynthFaces held-out (raw pixels)": result.test["raw_pixels"],
     }
     if pairs is not None:
+        detector: Any = "none"
+        if args.detector != "none":
+            from faceforge.align.choose import resolve_detector
+
+            detector = resolve_detector(args.detector, args.detector_model)[0]
         rows.update(_real_rows(Path(result.best_checkpoint), pairs, detector))
     paths = write_report(rows, result.run_dir)
     print(format_table(rows))
