@@ -378,7 +378,16 @@ def _val_thresholds(
             read_up_to = np.inf  # the whole grid was read (FAR never reached the target)
         if scores.all_exact or read_up_to <= exact_below:
             return np.array([thr for thr, _ in found])
-        scores.refine(impostor & (scores.dist < read_up_to + scores.margin))
+        rows = impostor & (scores.dist < read_up_to + scores.margin) & ~scores.exact
+        fast = scores.dist[rows]
+        scores.refine(rows)
+        # A count below grid value t_j depends only on how many grid values each distance reaches
+        # (dist < t_j  <=>  j >= searchsorted(grid, dist, "right")); if no recomputed distance moved
+        # past one, every count and so every threshold found is already the exact one.
+        if np.array_equal(
+            np.searchsorted(_VAL_GRID, fast, "right"), np.searchsorted(_VAL_GRID, scores.dist[rows], "right")
+        ):
+            return np.array([thr for thr, _ in found])
         exact_below = read_up_to
 
 
