@@ -335,7 +335,9 @@ def _visible_quads(fr: Frame, side: int) -> tuple[np.ndarray, np.ndarray]:
     d1 = c[:, 2] - c[:, 0]
     d2 = c[:, 3] - c[:, 1]
     front = (d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]) < 0
-    lo, hi = c.min(1), c.max(1)
+    # corner-wise minimum/maximum: a reduction over an axis of length 4 costs ~10x more in numpy
+    lo = np.minimum(np.minimum(c[:, 0], c[:, 1]), np.minimum(c[:, 2], c[:, 3]))
+    hi = np.maximum(np.maximum(c[:, 0], c[:, 1]), np.maximum(c[:, 2], c[:, 3]))
     inside = (hi[:, 0] >= -1) & (hi[:, 1] >= -1) & (lo[:, 0] <= side) & (lo[:, 1] <= side)
     vis = np.nonzero((front | fr.two_sided) & inside)[0]
     key = fr.depth[fr.quads[vis]].sum(1)
@@ -399,17 +401,24 @@ def _rasterise(
     xs, ys = _pixel_coords(side)
     off = np.float32((step - 1) / 2)
     x, y = xs.take(pix)[:, None] * step + off, ys.take(pix)[:, None] * step + off
-    # Per visible quad, in one row: the diagonal 0-2 (oriented so corner 1 is on its positive side)
-    # and the plane coefficients of the (col, row) of both triangles; one gather per pixel.
-    c = fr.px[fr.quads[vis]]
+    # Per quad that shows in the buffer (a drawn quad may be hidden entirely): the diagonal 0-2
+    # (oriented so corner 1 is on its positive side) and the plane coefficients of the (col, row) of
+    # both triangles; one gather per pixel.
+    shown = np.bincount(j, minlength=len(vis)) > 0
+    j = (np.cumsum(shown) - 1).take(j)
+    quads = fr.quads[vis[shown]]
+    c = fr.px[quads]
     a0, a1, a2 = c[:, 0], c[:, 1], c[:, 2]
     e = a2 - a0
     ref = np.sign(e[:, 0] * (a1[:, 1] - a0[:, 1]) - e[:, 1] * (a1[:, 0] - a0[:, 0]))
-    g = _planes(fr.px, fr.grid[:, ::-1], fr.quads[vis]).reshape(len(vis), 12)
-    pack = np.concatenate([(e * ref[:, None]), a0, g], 1).astype(np.float32).take(j, axis=0)
+    g = _planes(fr.px, fr.grid[:, ::-1], quads).reshape(2 * len(quads), 6)  # row 2q + triangle
+    pack = np.concatenate([(e * ref[:, None]), a0], 1).astype(np.float32).take(j, axis=0)
     second = (pack[:, 0:1] * (y - pack[:, 3:4]) - pack[:, 1:2] * (x - pack[:, 2:3])) < 0
-    coef = np.where(second, pack[:, 10:16], pack[:, 4:10])
-    out[:n] = x * coef[:, 0:2] + y * coef[:, 2:4] + coef[:, 4:6]
+    coef = g.take(2 * j + second[:, 0], axis=0)  # one gather of the triangle's 6 coefficients
+    res = out[:n]
+    np.multiply(x, coef[:, 0:2], out=res)
+    res += y * coef[:, 2:4]
+    res += coef[:, 4:6]
     return pix, out, cover
 
 
