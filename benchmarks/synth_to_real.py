@@ -67,11 +67,13 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     from faceforge.train.run import train
 
     torch.set_num_threads(args.threads)
-    data = work / f"data_v{version}_{args.identities}x{args.images_per_id}"
+    share = f"_share{args.appearance_share}" if version == 2 and args.appearance_share > 1 else ""
+    data = work / f"data_v{version}_{args.identities}x{args.images_per_id}{share}"
     t0 = time.perf_counter()
     write_dataset(
         data, identities=args.identities, images_per_id=args.images_per_id, val_identities=20,
         test_identities=20, seed=args.seed, workers=args.workers, version=version,
+        appearance_share=args.appearance_share if version == 2 else 1,
     )  # fmt: skip
     t_data = time.perf_counter() - t0
     aug = DIGIFACE_AUGMENT if args.augment == "digiface" else []
@@ -124,6 +126,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the budget is per thread)")
     ap.add_argument("--workers", type=int, default=1, help="processes that render the sets")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--appearance-share",
+        type=int,
+        default=1,
+        help="v2: groups of this many identities share skin, hair, eyes and accessories (default 1)",
+    )
     ap.add_argument(
         "--checkpoint",
         choices=["last", "best"],

@@ -271,3 +271,63 @@ def test_package_ships_no_images_models_or_face_data() -> None:
         head = p.read_bytes()
         assert not any(head.startswith(m) for m in _MAGIC), f"{rel}: binary image/array/archive content"
         assert blob.search(head) is None, f"{rel}: a long embedded data blob"
+
+
+_SHAPE = ("width", "jaw_w", "eye_dx", "nose_w", "mouth_hw", "brow_dy", "chin_y")
+_LOOKS = ("melanin", "hair_style", "hair_colour", "iris", "beard", "tex_seed", "clothes", "age", "masc")
+
+
+def test_appearance_share_groups_share_looks_not_shape() -> None:
+    """With ``appearance_share`` k, identities k*g ... k*g+k-1 share every appearance field and differ
+    in head geometry; the next group looks different; k = 1 is the single-stream identity."""
+    sf = SynthFacesV2(seed=5, appearance_share=4)
+    group = [sf.identity(i) for i in range(8, 12)]
+    other = sf.identity(12)
+    for f in _LOOKS:
+        for g in group[1:]:
+            assert np.array_equal(np.asarray(getattr(g, f)), np.asarray(getattr(group[0], f))), f
+    assert (
+        sum(
+            not np.array_equal(np.asarray(getattr(other, f)), np.asarray(getattr(group[0], f)))
+            for f in _LOOKS
+        )
+        >= 5
+    )
+    for f in _SHAPE:
+        assert len({round(float(getattr(g, f)), 9) for g in group}) == 4, f
+    alone = SynthFacesV2(seed=5).identity(9)
+    direct = sample_identity2(np.random.default_rng([5, 9, 7919, 2]))
+    assert all(np.array_equal(np.asarray(getattr(alone, f.name)), np.asarray(getattr(direct, f.name)))
+               for f in dataclasses.fields(alone))  # fmt: skip
+    with pytest.raises(ValueError, match="appearance_share"):
+        SynthFacesV2(appearance_share=0)
+    with pytest.raises(ValueError, match="version 2"):
+        SynthFaces(appearance_share=2)
+
+
+def test_written_set_records_appearance_share(tmp_path) -> None:
+    from faceforge.errors import FaceforgeError
+
+    meta = write_dataset(tmp_path / "s", identities=4, images_per_id=2, val_identities=0, test_identities=0,
+                         workers=1, version=2, appearance_share=2)  # fmt: skip
+    assert meta["params"]["appearance_share"] == 2
+    with pytest.raises(FaceforgeError, match="appearance_share"):
+        write_dataset(tmp_path / "t", identities=4, images_per_id=2, val_identities=0, test_identities=0,
+                      workers=1, version=1, appearance_share=2)  # fmt: skip
+
+
+def test_cli_appearance_share_flag(tmp_path, monkeypatch, capsys) -> None:
+    import faceforge.data.synth as synth_pkg
+    from faceforge.cli.main import main
+
+    seen: list[dict] = []
+    monkeypatch.setattr(synth_pkg, "write_dataset", lambda **kw: seen.append(kw) or {})
+    base = ["data", "synth", "--out", str(tmp_path / "x"), "--workers", "1"]
+    assert main(base + ["--appearance-share", "4"]) == 0
+    assert main(base) == 0
+    assert seen[0]["appearance_share"] == 4 and "appearance_share" not in seen[1]
+    for extra in (["--version", "1"], ["--mode", "wild"], ["--kind", "objects"]):
+        assert main(base + extra + ["--appearance-share", "4"]) != 0
+        err = capsys.readouterr().err
+        assert "--appearance-share" in err and "Traceback" not in err
+    assert len(seen) == 2

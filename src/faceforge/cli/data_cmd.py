@@ -29,7 +29,15 @@ def _faces_version(args: argparse.Namespace) -> dict[str, int]:
     version = getattr(args, "version", None)
     if version is None:
         version = 2 if args.mode == "aligned" else 1
-    return {} if version == 1 else {"version": version}
+    share = getattr(args, "appearance_share", None)
+    if share not in (None, 1) and version != 2:
+        raise FaceforgeError(
+            f"synth: --appearance-share applies to --version 2 only (this run is v{version})"
+        )
+    opts = {} if version == 1 else {"version": version}
+    if share not in (None, 1):
+        opts["appearance_share"] = share
+    return opts
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -37,9 +45,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.kind == "objects":
         from faceforge.data.synth import write_objects
 
-        if getattr(args, "version", None) not in (None, 1):
+        if (
+            getattr(args, "version", None) not in (None, 1)
+            or getattr(args, "appearance_share", None) is not None
+        ):
             raise FaceforgeError(
-                "synth: --version chooses the SynthFaces generator; it does not apply to --kind objects"
+                "synth: --version and --appearance-share choose how SynthFaces are drawn; they do not "
+                "apply to --kind objects"
             )
         opts = {k: d if getattr(args, k) is None else getattr(args, k) for k, d in _OBJECT_OPTIONS}
         summary = write_objects(
@@ -121,6 +133,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="2: 3-D heads with texture, lighting and perspective (default for aligned crops; they "
         "transfer better to real faces, see docs/synthfaces.md); 1: the original 2-D cartoon faces "
         "(reproduces sets written before v2; the default and only choice for --mode wild)",
+    )
+    p.add_argument(
+        "--appearance-share",
+        type=int,
+        default=None,
+        metavar="K",
+        help="v2: groups of K consecutive identities share skin, hair, eyes, beard and accessories and "
+        "differ only in head geometry (default 1: every identity its own)",
     )
     p.add_argument("--workers", type=_non_negative, default=0, help="processes (0 = all cores)")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier identical run)")

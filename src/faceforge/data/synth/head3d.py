@@ -142,40 +142,49 @@ def _clip(v: float, lo: float, hi: float) -> float:
     return float(min(hi, max(lo, v)))
 
 
-def sample_identity2(rng: np.random.Generator) -> Identity2:
-    """Draw a v2 identity: correlated like people are (masculinity and age shift many traits)."""
-    male = rng.random() < 0.5
-    masc = _clip(rng.normal(0.8 if male else 0.2, 0.12), 0.0, 1.0)
-    age = float(18 + 60 * rng.beta(1.6, 2.6))
+def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator | None = None) -> Identity2:
+    """Draw a v2 identity: correlated like people are (masculinity and age shift many traits).
+
+    ``appearance``: a second stream for what is not face shape (sex and age, pigments, hair, beard,
+    moles, accessories, clothes); people drawn with the same appearance stream differ only in the
+    geometry of the head and its features, so a model cannot tell them apart by hair or skin alone
+    (DigiFace-1M reuses a few textures and hair styles across many identities). ``None``: one stream
+    for everything.
+    """
+    ap = rng if appearance is None else appearance
+    male = ap.random() < 0.5
+    masc = _clip(ap.normal(0.8 if male else 0.2, 0.12), 0.0, 1.0)
+    age = float(18 + 60 * ap.beta(1.6, 2.6))
     old = _clip((age - 35) / 40, 0.0, 1.0)
     n = rng.normal
     u = rng.uniform
+    an, au = ap.normal, ap.uniform
     width = 0.74 * (1 + n(0, 0.04)) + 0.03 * masc
     # Pigments: log-uniform melanin covers very light to very dark skin; blood varies less.
-    melanin = float(math.exp(u(math.log(0.12), math.log(2.6))))
-    blood = u(0.25, 0.75)
+    melanin = float(math.exp(au(math.log(0.12), math.log(2.6))))
+    blood = au(0.25, 0.75)
     dark = _clip((melanin - 0.4) / 1.2, 0.0, 1.0)
     # Hair colour: dark skin mostly black/dark brown; light skin the whole palette; grey with age.
     probs = (
         np.array([0.30, 0.30, 0.18, 0.10, 0.08, 0.04]) * (1 - dark)
         + np.array([0.75, 0.22, 0.03, 0, 0, 0]) * dark
     )
-    hair_colour = HAIR_PALETTE[rng.choice(6, p=probs / probs.sum())] * np.exp(n(0, 0.12, 3))
-    grey = _clip(old * u(0.0, 1.3) - 0.2, 0.0, 1.0)
-    hair_colour = hair_colour * (1 - grey) + np.array([0.62, 0.60, 0.58]) * grey * u(0.7, 1.1)
+    hair_colour = HAIR_PALETTE[ap.choice(6, p=probs / probs.sum())] * np.exp(an(0, 0.12, 3))
+    grey = _clip(old * au(0.0, 1.3) - 0.2, 0.0, 1.0)
+    hair_colour = hair_colour * (1 - grey) + np.array([0.62, 0.60, 0.58]) * grey * au(0.7, 1.1)
     iris_p = (
         np.array([0.35, 0.25, 0.12, 0.08, 0.12, 0.08]) * (1 - dark) + np.array([0.7, 0.3, 0, 0, 0, 0]) * dark
     )
-    iris = IRIS_PALETTE[rng.choice(6, p=iris_p / iris_p.sum())] * np.exp(n(0, 0.1, 3))
+    iris = IRIS_PALETTE[ap.choice(6, p=iris_p / iris_p.sum())] * np.exp(an(0, 0.1, 3))
     # Hair style: masculine heads short/receding/bald more often, feminine long more often.
     sp = np.array([0.05, 0.12, 0.42, 0.15, 0.04, 0.05, 0.05, 0.12]) * masc + np.array(
         [0.0, 0.02, 0.12, 0.3, 0.43, 0.08, 0.05, 0.0]
     ) * (1 - masc)
     sp[[0, 7]] *= 0.4 + 2 * old
-    style = int(rng.choice(len(HAIR_STYLES), p=sp / sp.sum()))
+    style = int(ap.choice(len(HAIR_STYLES), p=sp / sp.sum()))
     beard = 0
-    if masc > 0.55 and rng.random() < 0.45:
-        beard = int(rng.choice([1, 2, 3, 4], p=[0.4, 0.15, 0.2, 0.25]))
+    if masc > 0.55 and ap.random() < 0.45:
+        beard = int(ap.choice([1, 2, 3, 4], p=[0.4, 0.15, 0.2, 0.25]))
     eye_y = n(0, 0.025)
     nose_y = eye_y + u(0.33, 0.41)
     mouth_y = nose_y + u(0.27, 0.34)
@@ -183,13 +192,13 @@ def sample_identity2(rng: np.random.Generator) -> Identity2:
     bumps = np.stack(
         [u(-0.6, 0.6, k), u(-0.5, 1.0, k), u(0.1, 0.3, k), u(0.1, 0.3, k), n(0, 0.018, k)], axis=1
     )
-    n_moles = int(rng.choice(5, p=[0.4, 0.3, 0.15, 0.1, 0.05]))
-    moles = np.stack([u(-0.6, 0.6, n_moles), u(-0.4, 1.0, n_moles), u(0.008, 0.016, n_moles)], axis=1)
-    lip_blood = blood + u(0.9, 1.6)
-    lip_colour = skin_albedo(melanin * u(1.1, 1.4) + 0.1, lip_blood)
-    if masc < 0.4 and rng.random() < 0.3:  # lipstick
-        lip_colour = lip_colour * 0.5 + np.array([0.55, 0.12, 0.18]) * u(0.5, 1.0, 3) * 0.5
-    glasses_rate = 0.75 if rng.random() < 0.12 + 0.12 * old else 0.03
+    n_moles = int(ap.choice(5, p=[0.4, 0.3, 0.15, 0.1, 0.05]))
+    moles = np.stack([au(-0.6, 0.6, n_moles), au(-0.4, 1.0, n_moles), au(0.008, 0.016, n_moles)], axis=1)
+    lip_blood = blood + au(0.9, 1.6)
+    lip_colour = skin_albedo(melanin * au(1.1, 1.4) + 0.1, lip_blood)
+    if masc < 0.4 and ap.random() < 0.3:  # lipstick
+        lip_colour = lip_colour * 0.5 + np.array([0.55, 0.12, 0.18]) * au(0.5, 1.0, 3) * 0.5
+    glasses_rate = 0.75 if ap.random() < 0.12 + 0.12 * old else 0.03
     return Identity2(
         masc=masc,
         age=age,
@@ -208,17 +217,17 @@ def sample_identity2(rng: np.random.Generator) -> Identity2:
         eye_y=eye_y,
         eye_dx=u(0.29, 0.345),
         eye_w=u(0.12, 0.15),
-        eye_h=u(0.04, 0.055),
+        eye_h=u(0.046, 0.064),
         eye_tilt=u(-0.08, 0.14),
         socket=u(0.05, 0.09) + 0.02 * masc,
         iris=np.clip(iris, 0, 1),
         iris_r=u(0.052, 0.062),
         brow_dy=u(0.15, 0.21),
-        brow_thick=u(0.028, 0.045) + 0.015 * masc,
-        brow_len=u(0.12, 0.16),
+        brow_thick=u(0.036, 0.06) + 0.015 * masc,
+        brow_len=u(0.13, 0.18),
         brow_arch=u(0.0, 0.04) + 0.02 * (1 - masc),
         brow_tilt=u(-0.04, 0.05),
-        brow_density=u(0.75, 1.0),
+        brow_density=au(0.75, 1.0),
         brow_ridge=u(0.01, 0.03) + 0.035 * masc,
         nose_y=nose_y,
         nose_len=u(0.85, 1.0),
@@ -229,8 +238,8 @@ def sample_identity2(rng: np.random.Generator) -> Identity2:
         nose_hump=u(-0.005, 0.03) * masc,
         mouth_y=mouth_y,
         mouth_hw=u(0.2, 0.26),
-        lip_up=u(0.028, 0.05) + 0.012 * dark,
-        lip_low=u(0.04, 0.065) + 0.012 * dark,
+        lip_up=u(0.032, 0.058) + 0.012 * dark,
+        lip_low=u(0.045, 0.075) + 0.012 * dark,
         lip_colour=np.clip(lip_colour, 0, 1),
         cheekbone=u(0.0, 0.05),
         cheek_y=u(0.14, 0.28),
@@ -239,23 +248,23 @@ def sample_identity2(rng: np.random.Generator) -> Identity2:
         ear_size=u(0.9, 1.15),
         melanin=melanin,
         blood=blood,
-        blotch=u(0.03, 0.12),
-        freckles=int(rng.integers(20, 90)) if (melanin < 0.35 and rng.random() < 0.2) else 0,
+        blotch=au(0.03, 0.12),
+        freckles=int(ap.integers(20, 90)) if (melanin < 0.35 and ap.random() < 0.2) else 0,
         moles=moles,
-        shine=u(0.08, 0.3),
+        shine=au(0.08, 0.3),
         hair_style=style,
         hair_colour=np.clip(hair_colour, 0, 1),
-        hair_line=u(-0.72, -0.58) + (0.12 * old * masc if style != 7 else 0.0),
-        hair_volume=u(0.6, 1.3),
-        part=float(rng.choice([0.0, u(-0.35, -0.15), u(0.15, 0.35)])),
+        hair_line=au(-0.72, -0.58) + (0.12 * old * masc if style != 7 else 0.0),
+        hair_volume=au(0.6, 1.3),
+        part=float(ap.choice([0.0, au(-0.35, -0.15), au(0.15, 0.35)])),
         beard=beard,
-        beard_density=u(0.5, 1.0),
+        beard_density=au(0.5, 1.0),
         glasses_rate=glasses_rate,
-        glasses_style=int(rng.integers(3)),
-        glasses_colour=np.clip(rng.choice([0.05, 0.3, 0.6]) * np.exp(n(0, 0.3, 3)), 0, 1),
-        clothes=np.clip(rng.uniform(0.03, 0.9, 3) * u(0.4, 1.0), 0, 1),
-        collar=u(1.3, 1.6),
-        tex_seed=int(rng.integers(1 << 31)),
+        glasses_style=int(ap.integers(3)),
+        glasses_colour=np.clip(ap.choice([0.05, 0.3, 0.6]) * np.exp(an(0, 0.3, 3)), 0, 1),
+        clothes=np.clip(ap.uniform(0.03, 0.9, 3) * au(0.4, 1.0), 0, 1),
+        collar=au(1.3, 1.6),
+        tex_seed=int(ap.integers(1 << 31)),
     )
 
 
@@ -869,7 +878,7 @@ def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
         _poly(brows, to_win(_px(pts[:, 0], pts[:, 1])))
     strands = np.clip(0.55 + 0.5 * _noise(rng, (fh, fw), (fh // 2, fw // 6)), 0, 1)
     brows = cv2.GaussianBlur(brows, (3, 3), 0) * strands * i.brow_density
-    brow_col = np.minimum(i.hair_colour, 0.5) * 0.6 + skin_albedo(i.melanin * 4 + 1.0, i.blood) * 0.4
+    brow_col = np.minimum(i.hair_colour, 0.4) * 0.6 + skin_albedo(i.melanin * 4 + 1.5, i.blood) * 0.4
     _blend(ft, brows, brow_col)
     # Hair: streaked colour with highlights where the style puts hair.
     hm = hair_mask(i, s, y).astype(np.float32)
@@ -883,6 +892,12 @@ def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
     _blend(tex, hm, hair_rgb)
     spec = spec * (1 - hm) + 0.18 * hm
     head.cache["tex_hair"] = hm
+    # Texel-scale detail (a texel is about a pixel of a 112-pixel crop): pores and blemishes on the
+    # skin, strands in the hair (noise smeared down the head). Real crops have ~1.4x the edge energy
+    # of the smooth shading alone.
+    grain = rng.standard_normal((H, W)).astype(np.float32)
+    strands = cv2.blur(grain, (1, 7))
+    tex *= np.clip(1 + 0.05 * grain * (1 - hm) + 0.7 * strands * hm, 0.3, 1.7)[..., None]
     rc = int((i.collar - 0.03 - Y_TOP) * TEX_RES)
     if rc < H:
         collar = _smoothstep((y[rc:] - i.collar) / 0.02 + 0.5) * (1 - hm[rc:])

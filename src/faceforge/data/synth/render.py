@@ -622,6 +622,8 @@ class SynthFaces:
         difficulty: scales every nuisance (0 renders the identity's canonical frontal face).
         version: 1 (flat 2-D cartoon faces, the original set; its images never change) or 2 (3-D
             heads with texture, lighting and perspective: :mod:`faceforge.data.synth.render_v2`).
+        appearance_share: version 2: consecutive groups of this many identities share skin, hair,
+            eyes, beard and accessories and differ only in head geometry (1: every identity its own).
     """
 
     def __init__(
@@ -631,6 +633,7 @@ class SynthFaces:
         size: int | None = None,
         difficulty: float = 1.0,
         version: int = 1,
+        appearance_share: int = 1,
     ) -> None:
         if mode not in ("aligned", "wild"):
             raise ValueError(f"SynthFaces mode must be 'aligned' or 'wild', got {mode!r}")
@@ -645,7 +648,11 @@ class SynthFaces:
         if version == 2:
             from faceforge.data.synth.render_v2 import SynthFacesV2
 
-            self._v2 = SynthFacesV2(seed=seed, size=size, difficulty=difficulty)
+            self._v2 = SynthFacesV2(
+                seed=seed, size=size, difficulty=difficulty, appearance_share=appearance_share
+            )
+        elif appearance_share != 1:
+            raise ValueError("SynthFaces appearance_share needs version 2")
 
     def identity(self, ident: int) -> Any:
         """The parameters of identity ``ident`` (:class:`Identity`, or ``Identity2`` for version 2)."""

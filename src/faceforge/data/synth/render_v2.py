@@ -119,8 +119,10 @@ def sample_variation2(rng: np.random.Generator, ident: Identity2, difficulty: fl
         bg_seed=int(rng.integers(1 << 31)),
         exposure=float(math.exp(n(0, 0.18 * d))),
         white_balance=np.exp(n(0, 0.06 * d, 3)),
-        gamma=float(math.exp(n(0, 0.08 * d))),
-        blur=max(0.0, u(-0.4, 0.9)) * d,
+        # Cameras encode for display: shadows lifted (LFW's crops average 1.25x the luminance of a
+        # linear render of these albedos).
+        gamma=float(math.exp(n(math.log(0.8), 0.08 * d))),
+        blur=max(0.0, u(-0.8, 0.9)) * d,
         noise=u(0, 4) * d,
     )
 
@@ -133,7 +135,9 @@ _SCENE = np.array(
 
 
 def _background(seed: int, size: int) -> np.ndarray:
-    """A defocused scene (float32 [size, size, 3], 0-1): gradient, blotches and a few shapes.
+    """A scene (float32 [size, size, 3], 0-1): gradient and blotches, then shapes and grain drawn at
+    full resolution, sometimes in focus (news photos often show sharp people, text and furniture
+    behind the face; LFW's crops have about 1.5x the edge energy of a defocused backdrop).
 
     Colours are drawn desaturated (walls, rooms, crowds), a few saturated ones stand out.
     """
@@ -149,21 +153,29 @@ def _background(seed: int, size: int) -> np.ndarray:
     img = colour().astype(np.float32) + g[:, None, None] * d[0] + g[None, :, None] * d[1]
     blot = rng.normal(0, 0.08, (4, 4, 1)) + rng.normal(0, 0.02, (4, 4, 3))
     img = img + cv2.resize(blot.astype(np.float32), (lo, lo), interpolation=cv2.INTER_CUBIC)
-    for _ in range(int(rng.integers(0, 7))):
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    for _ in range(int(rng.integers(0, 9))):
         col = tuple(float(v) for v in np.clip(colour(), 0, 1))
-        p = (rng.uniform(-0.2, 1.2, 4) * lo).astype(int)
+        p = (rng.uniform(-0.2, 1.2, 4) * size).astype(int)
         kind = rng.integers(3)
         if kind == 0:
             cv2.rectangle(img, (p[0], p[1]), (p[2], p[3]), col, -1)
         elif kind == 1:
-            cv2.circle(img, (p[0], p[1]), int(rng.uniform(0.05, 0.4) * lo), col, -1)
+            cv2.circle(img, (p[0], p[1]), int(rng.uniform(0.05, 0.4) * size), col, -1)
         else:
-            cv2.line(img, (p[0], p[1]), (p[2], p[3]), col, int(rng.integers(1, 5)))
+            cv2.line(img, (p[0], p[1]), (p[2], p[3]), col, int(rng.integers(1, 4) * size / 48))
     if rng.random() < 0.3:  # stripes (curtains, shelves)
-        k = rng.uniform(0.2, 1.2)
-        img = img * (1 + 0.15 * np.sin(np.arange(lo, dtype=np.float32) * k))[None, :, None]
-    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 2.0))
-    return cv2.resize(np.clip(img, 0, 1), (size, size), interpolation=cv2.INTER_LINEAR)
+        k = rng.uniform(0.2, 1.2) * lo / size
+        img = img * (1 + 0.15 * np.sin(np.arange(size, dtype=np.float32) * k))[None, :, None]
+    n = _NOISE_TILE.shape[0]
+    grain = rng.uniform(0.0, 0.12)
+    if grain > 0.01 and size <= n:  # fabric, foliage, crowds: fine texture
+        oy, ox = (int(v) for v in rng.integers(0, n - size + 1, 2))
+        img = cv2.scaleAdd(_NOISE_TILE[oy : oy + size, ox : ox + size, :1].repeat(3, 2), grain, img)
+    sigma = rng.uniform(0.0, 1.6) * size / 112
+    if sigma > 0.4:
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    return np.clip(img, 0, 1)
 
 
 def _hat_mask(head: Head) -> tuple[np.ndarray, np.ndarray]:
@@ -660,16 +672,22 @@ class SynthFacesV2:
         difficulty: float = 1.0,
         supersample: float = 1,
         antialias: bool = True,
+        appearance_share: int = 1,
     ) -> None:
+        if appearance_share < 1:
+            raise ValueError(f"appearance_share must be >= 1, got {appearance_share!r}")
         self.seed, self.size, self.difficulty, self.supersample = seed, size or 112, difficulty, supersample
-        self.antialias = antialias
+        self.antialias, self.appearance_share = antialias, appearance_share
         self._heads: OrderedDict[int, Head] = OrderedDict()
 
     def identity(self, ident: int) -> Identity2:
         """The parameters of identity ``ident``."""
         if ident in self._heads:
             return self._heads[ident].ident
-        return sample_identity2(np.random.default_rng([self.seed, ident, 7919, 2]))
+        app = None
+        if self.appearance_share > 1:  # identities k*share ... k*share + share - 1 look alike
+            app = np.random.default_rng([self.seed, ident // self.appearance_share, 7919, 3])
+        return sample_identity2(np.random.default_rng([self.seed, ident, 7919, 2]), app)
 
     def head(self, ident: int) -> Head:
         """The built head of identity ``ident`` (cached, the most recent :data:`_MAX_HEADS`)."""

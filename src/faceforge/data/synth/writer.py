@@ -36,9 +36,9 @@ def identity_name(i: int) -> str:
     return f"id{i:05d}"
 
 
-def _init_worker(seed: int, mode: str, version: int = 1) -> None:
+def _init_worker(seed: int, mode: str, version: int = 1, appearance_share: int = 1) -> None:
     cv2.setNumThreads(1)
-    _WORKER["synth"] = SynthFaces(seed=seed, mode=mode, version=version)
+    _WORKER["synth"] = SynthFaces(seed=seed, mode=mode, version=version, appearance_share=appearance_share)
 
 
 def _render_identity(task: tuple[str, int, int, str]) -> list[str]:
@@ -75,6 +75,7 @@ def write_dataset(
     progress: bool | None = None,
     overwrite: bool = False,
     version: int = 1,
+    appearance_share: int = 1,
 ) -> dict[str, Any]:
     """Render SynthFaces into ``out`` (layout: docs/synthfaces.md, "Writer") and return its summary dict.
 
@@ -82,7 +83,8 @@ def write_dataset(
     written last, so an interrupted run is redone). A non-empty ``out`` written otherwise is an
     error unless ``overwrite`` (docs/synthfaces.md, "Writer"). ``progress``: a bar on stderr (default:
     only when stderr is a terminal). ``version``: 1 (the original cartoon faces) or 2 (3-D heads,
-    :mod:`faceforge.data.synth.render_v2`; aligned mode only).
+    :mod:`faceforge.data.synth.render_v2`; aligned mode only). ``appearance_share`` (v2): groups
+    of this many consecutive identities share skin, hair, eyes and accessories (1: none share).
     """
     out = Path(out)
     params = {
@@ -98,8 +100,15 @@ def write_dataset(
     }
     if version != 1:  # v1 summaries stay as they were, so earlier v1 folders are still recognised
         params["version"] = version
+    if appearance_share != 1:  # only written when used, so earlier v2 folders are still recognised
+        params["appearance_share"] = appearance_share
     if version not in (1, 2):
         raise FaceforgeError(f"synth: version must be 1 or 2, got {version!r}")
+    if appearance_share < 1 or (appearance_share > 1 and version != 2):
+        raise FaceforgeError(
+            f"synth: appearance_share must be >= 1, and above 1 only with version 2; got "
+            f"{appearance_share!r} with version {version}"
+        )
     if version == 2 and mode != "aligned":
         raise FaceforgeError("synth: version 2 renders aligned crops only (--mode aligned)")
     meta_path = out / "synthfaces.json"
@@ -131,13 +140,14 @@ def write_dataset(
     rows: list[str] = []
     bar = progress_bar(len(tasks), "SynthFaces identities", unit="id", enabled=progress)
     if workers == 1:
-        _init_worker(seed, mode, version)
+        _init_worker(seed, mode, version, appearance_share)
         for t in tasks:
             rows += _render_identity(t)
             bar.update(1)
     else:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(seed, mode, version)) as pool:
+        init = (seed, mode, version, appearance_share)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=init) as pool:
             for r in pool.imap(_render_identity, tasks, chunksize=4):
                 rows += r
                 bar.update(1)
