@@ -14,7 +14,9 @@ is what HTTP, multipart, PNG and JSON add per request.
 and micro-batched (``--max-batch``, default 16), at 1, 8 and 32 concurrent clients, and prints req/s,
 p50/p95 and the model calls and crops per call of the batcher (``--arch quickstart``: the demo's
 64×64 model, whose calls cost mostly dispatch on a CPU; the default 112×112 GhostFaceNetV1 is
-compute-bound there)::
+compute-bound there). The load generator runs in a separate process (``loadtest.LoadProcess``), as a
+real client would: in the server's process its threads would take the GIL from the server
+(``--same-process-client`` measures that way anyway)::
 
     PYTHONPATH=src python benchmarks/serve_load.py --compare-batching [--arch quickstart] [--requests 200]
 
@@ -121,6 +123,12 @@ def main() -> None:
     ap.add_argument(
         "--max-batch", type=int, default=16, help="the batched service's --max-batch (default 16)"
     )
+    ap.add_argument(
+        "--same-process-client",
+        action="store_true",
+        help="run the load generator's threads in the server's process (default: a separate process, "
+        "as a real client is; in one process they share the server's GIL)",
+    )
     ap.add_argument("--attack", action="store_true", help="measure the decompression-bomb attack instead")
     ap.add_argument("--attack-n", type=int, default=16, help="concurrent attack uploads (default 16)")
     ap.add_argument("--max-decode-mb", type=float, default=512.0, help="the attacked service's decode budget")
@@ -198,15 +206,33 @@ def compare_batching(rec: Any, reqs: list[Any], args: argparse.Namespace) -> Non
     The two services alternate at each concurrency level (one-at-a-time first, then batched, then
     both again, best of two each), so a change in the machine's load hits both alike.
     """
-    from loadtest import run_load
+    import contextlib
+
+    from loadtest import LoadProcess, run_load
 
     from faceforge.serve.app import create_app
     from faceforge.serve.server import BackgroundServer
 
     print(
         f"model {rec.name} {tuple(rec.face_cfg.input_size)} ({rec.backend}, {args.threads} torch thread(s)), "
-        f"/v1/{args.endpoint}, {args.requests} requests per run"
+        f"/v1/{args.endpoint}, {args.requests} requests per run, client in "
+        f"{'the server process' if args.same_process_client else 'another process'}"
     )
+    with contextlib.ExitStack() as stack:
+        if not args.same_process_client:
+            run_load = stack.enter_context(LoadProcess()).run_load
+        table = _compare_runs(rec, reqs, args, run_load, create_app, BackgroundServer)
+    rec.disable_batching()
+    r8 = table[(8, args.max_batch)][0].rps / table[(8, 1)][0].rps
+    p95 = table[(1, args.max_batch)][0].percentile(95) / table[(1, 1)][0].percentile(95) - 1
+    print(f"batched / one-at-a-time at 8 clients: {r8:.2f}x req/s (target >= 2x)")
+    print(f"p95 at 1 client, batched vs one-at-a-time: {p95 * 100:+.1f} % (target <= +10 %)")
+
+
+def _compare_runs(
+    rec: Any, reqs: list[Any], args: argparse.Namespace, run_load: Any, create_app: Any, server: Any
+) -> dict[tuple[int, int], Any]:
+    """The runs of :func:`compare_batching`, printed as a table; {(clients, max_batch): (result, calls)}."""
     print("| clients | service | req/s | p50 ms | p95 ms | model calls | crops/call |")
     print("|---|---|---|---|---|---|---|")
     table: dict[tuple[int, int], Any] = {}
@@ -214,7 +240,7 @@ def compare_batching(rec: Any, reqs: list[Any], args: argparse.Namespace) -> Non
         for _ in range(2):
             for mb in (1, args.max_batch):
                 app = create_app(rec, max_batch=mb)
-                with BackgroundServer(app) as srv:
+                with server(app) as srv:
                     run_load(srv.url, reqs, n_requests=max(4, conc), concurrency=conc)  # warm-up
                     batcher = rec._batcher
                     calls0, rows0 = (batcher.batches, batcher.rows) if batcher else (0, 0)
@@ -231,12 +257,8 @@ def compare_batching(rec: Any, reqs: list[Any], args: argparse.Namespace) -> Non
             name = "one at a time" if mb == 1 else f"batched ({mb})"
             per = f"{calls[0]} | {calls[1] / max(1, calls[0]):.2f}" if calls else "- | 1.00"
             p50, p95 = res.percentile(50), res.percentile(95)
-            print(f"| {conc} | {name} | {res.rps:.1f} | {p50:.1f} | {p95:.1f} | {per} |")
-    rec.disable_batching()
-    r8 = table[(8, args.max_batch)][0].rps / table[(8, 1)][0].rps
-    p95 = table[(1, args.max_batch)][0].percentile(95) / table[(1, 1)][0].percentile(95) - 1
-    print(f"batched / one-at-a-time at 8 clients: {r8:.2f}x req/s (target >= 2x)")
-    print(f"p95 at 1 client, batched vs one-at-a-time: {p95 * 100:+.1f} % (target <= +10 %)")
+            print(f"| {conc} | {name} | {res.rps:.1f} | {p50:.1f} | {p95:.1f} | {per} |", flush=True)
+    return table
 
 
 def attack_main(args: argparse.Namespace) -> None:

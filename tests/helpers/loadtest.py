@@ -7,7 +7,11 @@ pytest's ``pythonpath``; the benchmark puts it on ``sys.path`` itself).
 
 Closed-loop: C worker threads each send their next request as soon as the previous one answered, so the
 offered load adapts to the server (no coordinated-omission correction is needed or claimed: this measures
-service time under C concurrent clients, not latency at a fixed arrival rate).
+service time under C concurrent clients, not latency at a fixed arrival rate). Each distinct request's
+multipart body is encoded once and re-sent as bytes, so the client's own work per request stays small.
+
+:class:`LoadProcess` runs :func:`run_load` in a separate (spawned) Python process, as a real client
+would be: a load generator in the server's process competes with it for the GIL and skews the figures.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "AttackResult",
+    "LoadProcess",
     "LoadRequest",
     "LoadResult",
     "flat_jpeg",
@@ -101,12 +106,18 @@ def run_load(
     failures: list[str] = []
 
     with httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s, limits=limits) as client:
+        # The multipart body of each distinct request, encoded once: (content type, bytes).
+        bodies = []
+        for req in requests:
+            built = client.build_request("POST", req.path, files=req.files, data=req.data)
+            bodies.append(({"content-type": built.headers["content-type"]}, built.read()))
 
         def one(i: int) -> tuple[float | None, str | None]:
             req = requests[i % len(requests)]
+            ctype, body = bodies[i % len(requests)]
             t0 = time.perf_counter()
             try:
-                resp = client.post(req.path, files=req.files, data=req.data)
+                resp = client.post(req.path, content=body, headers=ctype)
                 dt = time.perf_counter() - t0
                 if resp.status_code != 200:
                     return None, f"{req.path}: HTTP {resp.status_code} {resp.text[:200]}"
@@ -125,6 +136,72 @@ def run_load(
                     failures.append(err)
         wall = time.perf_counter() - t_start
     return LoadResult(latencies, failures, wall, concurrency)
+
+
+class LoadProcess:
+    """``with LoadProcess() as lp: lp.run_load(url, requests, ...)``: :func:`run_load` in one child
+    process (``python loadtest.py --client``), kept for every call (its start-up is paid once), so the
+    client threads do not share the server's GIL. Arguments and results travel by pickle over its
+    stdin/stdout (a ``check`` must be a module-level function)."""
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, "--client"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    def run_load(self, base_url: str, requests: Sequence[LoadRequest], **kw: Any) -> LoadResult:
+        """:func:`run_load` with these arguments, in the child process."""
+        import pickle
+
+        if self._proc.stdin is None or self._proc.stdout is None:
+            raise RuntimeError("the load process is closed")
+        pickle.dump((base_url, list(requests), kw), self._proc.stdin)
+        self._proc.stdin.flush()
+        try:
+            out = pickle.load(self._proc.stdout)
+        except EOFError:
+            raise RuntimeError(f"the load process exited (status {self._proc.wait()})") from None
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def close(self) -> None:
+        """Stop the child process (it exits when its stdin closes)."""
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(30)
+
+    def __enter__(self) -> LoadProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _client_child() -> None:
+    """``python loadtest.py --client``: answer each pickled ``(url, requests, kwargs)`` on stdin with the
+    pickled :class:`LoadResult` (or the exception) on stdout, until stdin closes."""
+    import pickle
+    import sys
+
+    while True:
+        try:
+            base_url, requests, kw = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        try:
+            out: Any = run_load(base_url, requests, **kw)
+        except Exception as e:  # the parent re-raises it
+            out = e
+        pickle.dump(out, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,4 +391,12 @@ def _serve_child(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    _serve_child()
+    import sys as _sys
+
+    if _sys.argv[1:] == ["--client"]:
+        # imported as ``loadtest`` (this directory is sys.path[0]): pickled classes match the parent's
+        from loadtest import _client_child as _client
+
+        _client()
+    else:
+        _serve_child()

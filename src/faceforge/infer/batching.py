@@ -1,6 +1,6 @@
 """Micro-batching: concurrent callers' small arrays run through one function as one batch
-(:class:`MicroBatcher`, one worker thread that owns the model call; the dynamic batching of inference
-servers such as Triton and TorchServe). Details: docs/inference.md, "Micro-batching".
+(:class:`MicroBatcher`: a worker thread forms the batches, never two calls at once; the dynamic batching
+of inference servers such as Triton and TorchServe). Details: docs/inference.md, "Micro-batching".
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ class MicroBatcher:
     ``i`` of the input). ``max_batch`` bounds the rows per call (a caller with more rows than that is
     run alone, whole); ``max_wait_s`` is how long the worker waits for company after the first
     arrival. An exception raised by ``fn`` is re-raised in every caller of that batch.
+
+    ``fn`` never runs twice at once. With ``max_wait_s == 0``, a caller that finds the batcher idle
+    (no call running, nothing queued) runs its rows itself, in its own thread: a lone request pays no
+    thread hop; callers that arrive meanwhile queue and go together in the next batch.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class MicroBatcher:
         self._queue: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
         self._closed = False
         self._held: tuple[np.ndarray, Future] | None = None  # the request that did not fit the last batch
+        self._run_lock = threading.Lock()  # held around every call of fn, and while a batch is taken
         self.batches = 0  # calls of fn so far (statistics; read by benchmarks and tests)
         self.rows = 0
         self._thread = threading.Thread(target=self._loop, name="faceforge-microbatch", daemon=True)
@@ -52,8 +57,15 @@ class MicroBatcher:
             return self.fn(rows)  # a re-entrant call from fn itself must not wait for its own batch
         if self._closed:
             raise FaceforgeError("the micro-batcher is closed")
+        rows = np.asarray(rows)
+        if self.max_wait_s == 0 and self._run_lock.acquire(blocking=False):
+            try:
+                if self._held is None and self._queue.empty():  # idle: no one to wait for or to pass
+                    return self._call([rows])
+            finally:
+                self._run_lock.release()
         fut: Future = Future()
-        self._queue.put((np.asarray(rows), fut))
+        self._queue.put((rows, fut))
         return fut.result()
 
     def close(self) -> None:
@@ -86,25 +98,43 @@ class MicroBatcher:
             n += len(item[0])
         return batch, False
 
+    def _wait_for_work(self) -> None:
+        """Block until a request is queued (or held), without taking it: it stays countable in the
+        queue, and is taken only under the run lock (after a caller's own call, if one is running)."""
+        if self._held is not None:
+            return
+        q = self._queue
+        with q.not_empty:  # queue.Queue's condition on its mutex, notified on every put
+            while not q.queue:  # (qsize() would take the mutex again)
+                q.not_empty.wait()
+
     def _loop(self) -> None:
         while True:
-            batch, closed = self._take()
-            if closed:
-                return
-            self._run(batch)
+            self._wait_for_work()
+            with self._run_lock:
+                batch, closed = self._take()
+                if closed:
+                    return
+                self._run(batch)
+
+    def _call(self, parts: list[np.ndarray]) -> Any:
+        """``fn`` on the rows of ``parts`` together (the caller holds the run lock); checks and counts."""
+        n = sum(len(r) for r in parts)
+        out: Any = self.fn(np.concatenate(parts) if len(parts) > 1 else parts[0])
+        if len(out) != n:
+            raise FaceforgeError(f"batched function returned {len(out)} rows for {n} inputs")
+        self.batches += 1
+        self.rows += n
+        return out
 
     def _run(self, batch: list[tuple[np.ndarray, Future]]) -> None:
         sizes = [len(r) for r, _ in batch]
         try:
-            out: Any = self.fn(np.concatenate([r for r, _ in batch]) if len(batch) > 1 else batch[0][0])
-            if len(out) != sum(sizes):
-                raise FaceforgeError(f"batched function returned {len(out)} rows for {sum(sizes)} inputs")
+            out = self._call([r for r, _ in batch])
         except BaseException as e:  # every waiter gets the error, the worker lives on
             for _, fut in batch:
                 fut.set_exception(e)
             return
-        self.batches += 1
-        self.rows += sum(sizes)
         start = 0
         for (_, fut), n in zip(batch, sizes):
             fut.set_result(out[start : start + n])
