@@ -37,6 +37,7 @@ and the server's RSS before, at the peak and 3 s after.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import sys
@@ -137,7 +138,7 @@ def main() -> None:
         attack_main(args)
         return
 
-    from loadtest import run_load
+    from loadtest import LoadProcess, run_load
 
     api_key = os.environ.get(args.api_key_env, "") if args.api_key_env else None
     pngs = synth_pngs()
@@ -168,7 +169,10 @@ def main() -> None:
         compare_batching(rec, reqs, args)
         return
     base = in_process_ms(rec, reqs, 40)
-    with BackgroundServer(create_app(rec)) as srv:
+    with contextlib.ExitStack() as stack:
+        if not args.same_process_client:
+            run_load = stack.enter_context(LoadProcess()).run_load
+        srv = stack.enter_context(BackgroundServer(create_app(rec)))
         run_load(srv.url, reqs, n_requests=2 * args.concurrency, concurrency=args.concurrency)  # warm-up
         res = run_load(srv.url, reqs, n_requests=args.requests, concurrency=args.concurrency)
     print(
@@ -206,8 +210,6 @@ def compare_batching(rec: Any, reqs: list[Any], args: argparse.Namespace) -> Non
     The two services alternate at each concurrency level (one-at-a-time first, then batched, then
     both again, best of two each), so a change in the machine's load hits both alike.
     """
-    import contextlib
-
     from loadtest import LoadProcess, run_load
 
     from faceforge.serve.app import create_app
