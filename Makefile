@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# make demo DEMO_ARGS="--lfw ../shared/data/lfw" adds the real-photo row (any faceforge demo option)
 demo: $(STAMP)
-	$(PY) -m faceforge.cli.main demo
+	$(PY) -m faceforge.cli.main demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

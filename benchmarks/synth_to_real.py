@@ -24,15 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: the DigiFace-style augmentation recipe (``data.augment``), on the 64×64 training crops
-DIGIFACE_AUGMENT: list[dict[str, Any]] = [
-    {"name": "color_jitter", "brightness": 0.3, "contrast": 0.3, "saturation": 0.35, "hue": 0.03, "p": 0.8},
-    {"name": "gaussian_blur", "sigma": [0.3, 1.3], "p": 0.25},
-    {"name": "gaussian_noise", "std": [2, 8], "p": 0.2},
-    {"name": "jpeg", "quality": [30, 90], "p": 0.4},
-    {"name": "low_resolution", "factor": [1.5, 3.5], "p": 0.25},
-    {"name": "corner_warp", "scale": [0.93, 1.07], "degrees": 8, "translate": 0.03, "corner": 0.04, "p": 0.5},
-]
 _YUNET = "models/detectors/yunet_s_640_640.onnx"
 
 
@@ -76,7 +67,9 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
         appearance_share=args.appearance_share if version == 2 else 1,
     )  # fmt: skip
     t_data = time.perf_counter() - t0
-    aug = DIGIFACE_AUGMENT if args.augment == "digiface" else []
+    from faceforge.data.transforms import DIGIFACE_AUGMENT
+
+    aug = list(DIGIFACE_AUGMENT) if args.augment == "digiface" else []
     overrides = [
         "--data.root", str(data), "--trainer.max_epochs", str(args.epochs),
         "--trainer.num_threads", str(args.threads), "--trainer.enable_progress_bar", "false",

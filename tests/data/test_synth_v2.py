@@ -331,3 +331,24 @@ def test_cli_appearance_share_flag(tmp_path, monkeypatch, capsys) -> None:
         err = capsys.readouterr().err
         assert "--appearance-share" in err and "Traceback" not in err
     assert len(seen) == 2
+
+
+def test_a_set_of_the_other_version_is_named_in_the_error(tmp_path) -> None:
+    from faceforge.errors import FaceforgeError
+
+    small = {"identities": 2, "images_per_id": 2, "val_identities": 0, "test_identities": 0, "workers": 1}
+    write_dataset(tmp_path / "s", version=2, **small)
+    with pytest.raises(FaceforgeError, match=r"other parameters \(version 2 -> 1\); pass --overwrite"):
+        write_dataset(tmp_path / "s", **small)
+    with pytest.raises(FaceforgeError, match=r"\(appearance_share 1 -> 2\)"):
+        write_dataset(tmp_path / "s", version=2, appearance_share=2, **small)
+
+
+def test_quickstart_config_trains_with_the_digiface_recipe() -> None:
+    """configs/quickstart.yaml (what the demo trains) carries DIGIFACE_AUGMENT verbatim."""
+    from faceforge.data.transforms import DIGIFACE_AUGMENT
+    from faceforge.train.config import load_config
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"), [])
+    assert [dict(a) for a in cfg["data"]["augment"]] == [dict(a) for a in DIGIFACE_AUGMENT]
+    assert len(build_transforms(list(DIGIFACE_AUGMENT)).ops) == len(DIGIFACE_AUGMENT)

@@ -49,9 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--synth-version",
         type=int,
         choices=(1, 2),
-        default=1,
-        help="SynthFaces generator: 1 (flat faces, the README's figures; default) or 2 (3-D heads, "
-        "which transfer better to real photos)",
+        default=2,
+        help="SynthFaces generator: 2 (3-D heads, which transfer better to real photos; default) or 1 "
+        "(the original flat faces)",
     )
     p.add_argument(
         "--lfw",
@@ -112,6 +112,7 @@ def _default_config() -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the demo end to end and print the held-out table."""
     from faceforge.data.synth import write_dataset
+    from faceforge.errors import FaceforgeError
     from faceforge.eval.report import format_table
     from faceforge.train.config import load_config, validate_components
     from faceforge.train.run import train
@@ -136,16 +137,19 @@ def run(args: argparse.Namespace) -> int:
         f"x {args.images_per_id} images -> {args.data}",
         flush=True,
     )
-    write_dataset(
-        args.data,
-        identities=args.identities,
-        images_per_id=args.images_per_id,
-        val_identities=args.val_identities,
-        test_identities=args.test_identities,
-        progress=show_progress(args),
-        overwrite=args.overwrite,
-        version=args.synth_version,
-    )
+    try:
+        write_dataset(
+            args.data,
+            identities=args.identities,
+            images_per_id=args.images_per_id,
+            val_identities=args.val_identities,
+            test_identities=args.test_identities,
+            progress=show_progress(args),
+            overwrite=args.overwrite,
+            version=args.synth_version,
+        )
+    except FaceforgeError as e:  # the writer names its own flag; here the folder is --data
+        raise FaceforgeError(str(e).replace("--out", "--data")) from None
     print(
         f"[2/3] training {cfg['model']['backbone']['name']} + {cfg['model']['head']['name']} "
         f"for {cfg['trainer']['max_epochs']} epochs ({time.perf_counter() - t0:.0f} s so far)",

@@ -21,6 +21,7 @@ from faceforge.errors import FaceforgeError, did_you_mean
 from faceforge.registry import check_options
 
 __all__ = [
+    "DIGIFACE_AUGMENT",
     "TRANSFORMS",
     "ColorJitter",
     "Compose",
@@ -466,6 +467,19 @@ TRANSFORMS: dict[str, Callable[..., _Op]] = {
     )
 }
 _ALIASES = {"hflip": "flip", "horizontal_flip": "flip", "downscale": "low_resolution", "rotate": "rotation"}
+
+#: The appearance and warping augmentation of DigiFace-1M (Bae et al., WACV 2023, Sec. 4: blur, noise,
+#: colour, JPEG, down-up sampling, then an affine warp with independent corner shifts), sized for
+#: 64-112 pixel crops; ``configs/quickstart.yaml`` (what ``faceforge demo`` trains) uses it verbatim.
+#: On SynthFaces v2 it lifts real LFW accuracy from 70.3 % to 73.3 % (docs/synthfaces.md).
+DIGIFACE_AUGMENT: tuple[dict[str, Any], ...] = (
+    {"name": "color_jitter", "brightness": 0.3, "contrast": 0.3, "saturation": 0.35, "hue": 0.03, "p": 0.8},
+    {"name": "gaussian_blur", "sigma": [0.3, 1.3], "p": 0.25},
+    {"name": "gaussian_noise", "std": [2, 8], "p": 0.2},
+    {"name": "jpeg", "quality": [30, 90], "p": 0.4},
+    {"name": "low_resolution", "factor": [1.5, 3.5], "p": 0.25},
+    {"name": "corner_warp", "scale": [0.93, 1.07], "degrees": 8, "translate": 0.03, "corner": 0.04, "p": 0.5},
+)
 
 
 def build_transforms(cfg: Sequence[dict[str, Any]] | None) -> Compose:

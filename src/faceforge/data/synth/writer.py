@@ -199,9 +199,11 @@ def _claim(
         if not overwrite:
             prev = old.get("params") or partial.get("params")
             if prev:
-                diff = ", ".join(
-                    f"{k} {prev.get(k)!r} -> {v!r}" for k, v in params.items() if prev.get(k) != v
-                )
+                implied = {"version": 1, "appearance_share": 1}  # what a summary without the key means
+                keys = list(params) + [k for k in prev if k not in params]
+                was = {k: prev.get(k, implied.get(k)) for k in keys}
+                now = {k: params.get(k, implied.get(k)) for k in keys}
+                diff = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in keys if was[k] != now[k])
                 why = f"holds a {what} set made with other parameters ({diff})"
             else:
                 why = f"is not empty and was not written by `faceforge data synth` (it holds {entries[0]!r})"
