@@ -134,6 +134,9 @@ _SCENE = np.array(
 )  # fmt: skip
 
 
+_RAMP48 = np.linspace(-1, 1, 48, dtype=np.float32)
+
+
 def _background(seed: int, size: int) -> np.ndarray:
     """A scene (float32 [size, size, 3], 0-1): gradient and blotches, then shapes and grain drawn at
     full resolution, sometimes in focus (news photos often show sharp people, text and furniture
@@ -148,14 +151,14 @@ def _background(seed: int, size: int) -> np.ndarray:
         base = _SCENE[rng.integers(len(_SCENE))] * rng.uniform(0.5, 1.3)
         return np.clip(base * 0.75 + rng.uniform(0.0, 1.0, 3) * 0.25 * rng.uniform(0.2, 1.0), 0, 1)
 
-    g = np.linspace(-1, 1, lo, dtype=np.float32)
+    g = _RAMP48
     d = (rng.normal(0, 0.12, (2, 1)) + rng.normal(0, 0.03, (2, 3))).astype(np.float32)  # mostly light
     img = colour().astype(np.float32) + g[:, None, None] * d[0] + g[None, :, None] * d[1]
     blot = rng.normal(0, 0.08, (4, 4, 1)) + rng.normal(0, 0.02, (4, 4, 3))
     img = img + cv2.resize(blot.astype(np.float32), (lo, lo), interpolation=cv2.INTER_CUBIC)
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
     for _ in range(int(rng.integers(0, 9))):
-        col = tuple(float(v) for v in np.clip(colour(), 0, 1))
+        col = tuple(float(v) for v in colour())
         p = (rng.uniform(-0.2, 1.2, 4) * size).astype(int)
         kind = rng.integers(3)
         if kind == 0:
@@ -607,9 +610,10 @@ def render2(
     if len(pix):
         colour = _shade(head, var, fr, rc, len(pix))
         flat = canvas.reshape(-1, 3)
-        if cover is not None:
-            a = cover[:, None]
-            colour = colour * a + flat[pix] * (1 - a)
+        if cover is not None:  # only silhouette pixels are partly covered: blend those alone
+            e = np.flatnonzero(cover < 1)
+            a = cover[e, None]
+            colour[e] = colour[e] * a + flat[pix[e]] * (1 - a)
         flat[pix] = colour
     if var.glasses:
         _glasses(head, var, fr, canvas, ss_vis / step)
