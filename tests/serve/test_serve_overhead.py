@@ -67,3 +67,22 @@ def test_the_load_generator_runs_in_its_own_process(live_server, synth_png, serv
         assert res.failures == [] and res.n == 6
         res = lp.run_load(live_server.url, reqs, n_requests=2, concurrency=1)  # no key: recorded, not raised
         assert len(res.failures) == 2 and "401" in res.failures[0]
+
+
+def test_png_crops_decode_to_the_same_pixels_in_rgb_order() -> None:
+    """The answer's ``aligned_png`` is lossless and keeps RGB order (OpenCV writes BGR)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from faceforge.serve.app import png_base64
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (37, 29, 3), dtype=np.uint8)
+    rgb[..., 0] = 255  # a red-dominant crop: swapped channels would show at once
+    back = np.array(Image.open(io.BytesIO(base64.b64decode(png_base64(rgb)))).convert("RGB"))
+    assert np.array_equal(back, rgb)
+    grey = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    assert np.array_equal(np.array(Image.open(io.BytesIO(base64.b64decode(png_base64(grey))))), grey)
