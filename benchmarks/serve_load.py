@@ -194,12 +194,15 @@ def main() -> None:
 
 
 def quickstart_recognizer() -> Any:
-    """configs/quickstart.yaml's model (GhostFaceNetV1, width 0.5, stride 2, 64x64), randomly initialised."""
+    """configs/quickstart.yaml's model (what ``make demo`` trains: its backbone at its input size),
+    randomly initialised."""
     from faceforge.infer import FaceRecognizer
     from faceforge.infer.loading import EmbeddingModel, torch_runner
-    from faceforge.models import create_model
+    from faceforge.models.build import build_backbone
+    from faceforge.train.config import load_config
 
-    module = create_model("ghostfacenetv1", width=0.5, stride=2, embedding_size=512, input_size=64).eval()
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"), [])
+    module = build_backbone(cfg["model"]["backbone"], cfg["data"]["image_size"]).eval()
     model = EmbeddingModel(torch_runner(module, "cpu"), module.face_cfg, "quickstart", "", "torch", "weights")
     return FaceRecognizer(model, detector=None, threshold=0.3)
 
