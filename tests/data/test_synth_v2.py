@@ -323,7 +323,7 @@ def test_cli_appearance_share_flag(tmp_path, monkeypatch, capsys) -> None:
     seen: list[dict] = []
     monkeypatch.setattr(synth_pkg, "write_dataset", lambda **kw: seen.append(kw) or {})
     base = ["data", "synth", "--out", str(tmp_path / "x"), "--workers", "1"]
-    assert main(base + ["--appearance-share", "4"]) == 0
+    assert main([*base, "--appearance-share", "4"]) == 0
     assert main(base) == 0
     assert seen[0]["appearance_share"] == 4 and "appearance_share" not in seen[1]
     for extra in (["--version", "1"], ["--mode", "wild"], ["--kind", "objects"]):
@@ -352,3 +352,27 @@ def test_quickstart_config_trains_with_the_digiface_recipe() -> None:
     cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"), [])
     assert [dict(a) for a in cfg["data"]["augment"]] == [dict(a) for a in DIGIFACE_AUGMENT]
     assert len(build_transforms(list(DIGIFACE_AUGMENT)).ops) == len(DIGIFACE_AUGMENT)
+
+
+def test_a_set_from_an_earlier_v2_renderer_is_not_taken_for_this_one(tmp_path) -> None:
+    """A v2 folder records the renderer's revision: one written before (no ``renderer`` in its summary,
+    or another number) is refused with the revision named, never silently reused."""
+    import json
+
+    from faceforge.data.synth.render_v2 import REVISION
+    from faceforge.errors import FaceforgeError
+
+    small = {"identities": 2, "images_per_id": 2, "val_identities": 0, "test_identities": 0, "workers": 1}
+    out = tmp_path / "s"
+    summary = write_dataset(out, version=2, **small)
+    assert summary["params"]["renderer"] == REVISION
+    assert write_dataset(out, version=2, **small) == summary  # the same renderer: reused as it is
+    meta = out / "synthfaces.json"
+    old = json.loads(meta.read_text())
+    del old["params"]["renderer"]  # as written before the revision was recorded
+    meta.write_text(json.dumps(old))
+    expected = rf"other parameters \(renderer 1 -> {REVISION}\); pass --overwrite"
+    with pytest.raises(FaceforgeError, match=expected):
+        write_dataset(out, version=2, **small)
+    again = write_dataset(out, version=2, overwrite=True, **small)
+    assert again["params"]["renderer"] == REVISION

@@ -33,6 +33,10 @@ from faceforge.data.synth.render import ARCFACE_112, _rotation, umeyama_similari
 #: yaw and pitch standard deviations (degrees) and clip limits
 YAW_SIGMA, YAW_CLIP, PITCH_SIGMA, PITCH_CLIP = 24.0, 60.0, 9.0, 30.0
 _MAX_HEADS = 64
+#: the v2 look: bumped whenever image ``(seed, identity, index)`` changes, and recorded in a written
+#: set's ``synthfaces.json``, so a folder rendered by an earlier v2 is not mistaken for this one
+#: (2: ``FEATURE_LOOK``; 1: sets written before the revision was recorded)
+REVISION = 2
 #: radii (face units, texture space) of the landmark discs of ``part_map``
 PART_RADIUS = np.array(
     [0.02, 0.02, 0.012, 0.02, 0.02]
@@ -770,4 +774,6 @@ def _apply_variation(var: Variation2, over: dict[str, Any], synth: SynthFacesV2,
     return replace(var, **over)
 
 
-__all__ = ["S_HALF", "TEX_RES", "Y_TOP", "SynthFacesV2", "Variation2", "render2", "sample_variation2"]
+__all__ = [
+    "REVISION", "S_HALF", "TEX_RES", "Y_TOP", "SynthFacesV2", "Variation2", "render2", "sample_variation2",
+]  # fmt: skip

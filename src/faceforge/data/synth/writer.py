@@ -99,7 +99,10 @@ def write_dataset(
         "format": 1,
     }
     if version != 1:  # v1 summaries stay as they were, so earlier v1 folders are still recognised
+        from faceforge.data.synth.render_v2 import REVISION
+
         params["version"] = version
+        params["renderer"] = REVISION  # a set from an earlier v2 renderer is not this one's
     if appearance_share != 1:  # only written when used, so earlier v2 folders are still recognised
         params["appearance_share"] = appearance_share
     if version not in (1, 2):
@@ -176,6 +179,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _implied(params: dict[str, Any], key: str) -> Any:
+    """What a summary without ``key`` means: version 1, no sharing, and for v2 the renderer of the
+    sets written before the revision was recorded (1)."""
+    if key == "renderer":
+        return 1 if params.get("version") == 2 else None
+    return {"version": 1, "appearance_share": 1}.get(key)
+
+
 def _claim(
     out: Path,
     params: dict[str, Any],
@@ -199,10 +210,11 @@ def _claim(
         if not overwrite:
             prev = old.get("params") or partial.get("params")
             if prev:
-                implied = {"version": 1, "appearance_share": 1}  # what a summary without the key means
                 keys = list(params) + [k for k in prev if k not in params]
-                was = {k: prev.get(k, implied.get(k)) for k in keys}
-                now = {k: params.get(k, implied.get(k)) for k in keys}
+                was = {k: prev.get(k, _implied(prev, k)) for k in keys}
+                now = {k: params.get(k, _implied(params, k)) for k in keys}
+                if was.get("version") != now.get("version"):  # another generator: its revision is moot
+                    keys = [k for k in keys if k != "renderer"]
                 diff = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in keys if was[k] != now[k])
                 why = f"holds a {what} set made with other parameters ({diff})"
             else:
