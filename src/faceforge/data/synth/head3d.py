@@ -9,7 +9,9 @@ Details: docs/synthfaces.md, "Head model (per identity)" and "v2 head model".
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -747,18 +749,20 @@ _FACE_S, _FACE_Y = (-1.0, 1.0), (-1.0, 1.45)
 #: solid and darker; the eye surround more pigmented, the upper lid shaded, a shadow under the eye,
 #: a heavier lash line; lips painted 1.4x fuller and darker. The geometry is unchanged. Measured at
 #: the demo's budget: LFW 74.9 -> 75.8 % (docs/synthfaces.md).
-FEATURE_LOOK = {
-    "brow_thick": 1.8,
-    "brow_len": 1.35,
-    "brow_solid": 0.5,
-    "brow_dark": 0.3,
-    "eye_mel": 0.6,
-    "lid_shadow": 0.35,
-    "under_eye": 0.2,
-    "lash": 2.6,
-    "lip": 1.4,
-    "lip_dark": 0.25,
-}
+FEATURE_LOOK: Mapping[str, float] = MappingProxyType(
+    {
+        "brow_thick": 1.8,
+        "brow_len": 1.35,
+        "brow_solid": 0.5,
+        "brow_dark": 0.3,
+        "eye_mel": 0.6,
+        "lid_shadow": 0.35,
+        "under_eye": 0.2,
+        "lash": 2.6,
+        "lip": 1.4,
+        "lip_dark": 0.25,
+    }
+)
 
 
 def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
