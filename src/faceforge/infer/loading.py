@@ -111,7 +111,12 @@ def _fmt3(v: Any) -> str:
 
 class TorchRunner:
     """A torch module as :attr:`EmbeddingModel.run`, in eval mode on ``device``, optionally under
-    bf16 autocast; ``bf16`` says whether it is, ``fact`` which precision and how it was chosen."""
+    bf16 autocast; ``bf16`` says whether it is, ``fact`` which precision and how it was chosen.
+
+    On a CPU, ``rewrite=True`` runs a checked copy with BatchNorm folded and NHWC memory
+    (:func:`faceforge.models.optimize.optimize_for_inference`; ``rewrite_fact`` says what was kept);
+    ``module`` stays the caller's module, untouched.
+    """
 
     def __init__(
         self,
@@ -119,6 +124,7 @@ class TorchRunner:
         device: str,
         precision: str = "fp32",
         input_size: tuple[int, int] | None = None,
+        rewrite: bool = True,
     ) -> None:
         import torch
 
@@ -129,7 +135,14 @@ class TorchRunner:
             self.module = module.to(self.device).eval()
         except (RuntimeError, AssertionError) as e:
             raise FaceforgeError(f"device {device!r} cannot be used: {e}") from None
-        self.bf16, self.fact = _choose_precision(self.module, self.device, precision, input_size)
+        self._run, self.channels_last, self.rewrite_fact = self.module, False, "as built"
+        size = input_size or getattr(getattr(module, "face_cfg", None), "input_size", None)
+        if rewrite and self.device.type == "cpu" and size is not None:
+            from faceforge.models.optimize import optimize_for_inference
+
+            rw = optimize_for_inference(self.module, (int(size[0]), int(size[1])))
+            self._run, self.channels_last, self.rewrite_fact = rw.module, rw.channels_last, rw.fact
+        self.bf16, self.fact = _choose_precision(self._run, self.device, precision, input_size)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Raw float32 embeddings ``[N, E]`` of normalised float32 NCHW input."""
@@ -137,16 +150,22 @@ class TorchRunner:
 
         bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else None
         with torch.inference_mode(), bf16 or contextlib.nullcontext():
-            y = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
-            return y.float().cpu().numpy()
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            if self.channels_last and t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            return self._run(t).float().cpu().numpy()
 
 
 def torch_runner(
-    module: Any, device: str, precision: str = "fp32", input_size: tuple[int, int] | None = None
+    module: Any,
+    device: str,
+    precision: str = "fp32",
+    input_size: tuple[int, int] | None = None,
+    rewrite: bool = True,
 ) -> TorchRunner:
     """``module`` as an :attr:`EmbeddingModel.run` (see :class:`TorchRunner`; ``input_size`` is what
-    the ``auto`` probe feeds, by default the module's ``face_cfg.input_size``)."""
-    return TorchRunner(module, device, precision, input_size)
+    the ``auto`` probe and the rewrite check feed, by default the module's ``face_cfg.input_size``)."""
+    return TorchRunner(module, device, precision, input_size, rewrite)
 
 
 def probe_inference(module: Any, input_size: tuple[int, int], seconds: float | None = None) -> Bf16Probe:
@@ -232,11 +251,14 @@ def load_model(
     overrides: Mapping[str, Any] | None = None,
     device: str = "cpu",
     precision: str = "fp32",
+    rewrite: bool = True,
 ) -> EmbeddingModel:
     """Load what ``--model`` names (docs/inference.md); ``arch`` picks a foreign file's backbone.
 
     ``precision`` (``fp32``, ``bf16``, ``auto``) applies to PyTorch models; any other than ``fp32`` is
-    recorded in ``facts["precision"]``. ONNX files run in the precision of their graph.
+    recorded in ``facts["precision"]``. ONNX files run in the precision of their graph. ``rewrite``:
+    on a CPU, run a checked copy with BatchNorm folded and NHWC weights (:class:`TorchRunner`; it holds
+    the convolution weights twice); ``facts["inference graph"]`` says what was kept.
     """
     from faceforge.models.pretrained import list_pretrained, load_pretrained
 
@@ -244,9 +266,11 @@ def load_model(
         raise FaceforgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
     def runner(module: Any, cfg: FaceConfig, facts: dict[str, str]) -> TorchRunner:
-        r = torch_runner(module, device, precision, cfg.input_size)
+        r = torch_runner(module, device, precision, cfg.input_size, rewrite)
         if precision != "fp32":
             facts["precision"] = r.fact
+        if r.rewrite_fact != "as built" and not r.rewrite_fact.startswith("as built: no"):
+            facts["inference graph"] = r.rewrite_fact
         return r
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
