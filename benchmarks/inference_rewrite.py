@@ -72,7 +72,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{args.threads} torch thread(s), median of {args.repeats} alternating runs")
-    print("| model | input | rewrite | max deviation | rewrite s | batch | as built ms | rewritten ms | ratio |")
+    print(
+        "| model | input | rewrite | max deviation | rewrite s | batch | as built ms | rewritten ms | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         model = build(name)

@@ -59,12 +59,14 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
 
     torch.set_num_threads(args.threads)
     share = f"_share{args.appearance_share}" if version == 2 and args.appearance_share > 1 else ""
+    mix = args.mixup_identities if version == 2 else 0
+    share += f"_mix{mix}" if mix else ""
     data = work / f"data_v{version}_{args.identities}x{args.images_per_id}{share}"
     t0 = time.perf_counter()
     write_dataset(
         data, identities=args.identities, images_per_id=args.images_per_id, val_identities=20,
         test_identities=20, seed=args.seed, workers=args.workers, version=version,
-        appearance_share=args.appearance_share if version == 2 else 1,
+        appearance_share=args.appearance_share if version == 2 else 1, mixup_identities=mix,
     )  # fmt: skip
     t_data = time.perf_counter() - t0
     from faceforge.data.transforms import DIGIFACE_AUGMENT
@@ -76,7 +78,7 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
         "--trainer.logger", "null", "--run_root", str(work / "runs"),
         "--name", f"v{version}_{args.augment}", "--data.augment", json.dumps(aug),
         "--data.num_workers", "0", "--seed", str(args.seed),
-    ]  # fmt: skip
+    ] + (["--data.mixup", "train_mix.csv"] if mix else [])  # fmt: skip
     cfg = load_config(str(args.config), overrides + list(args.overrides))
     t0 = time.perf_counter()
     result = train(cfg)
@@ -124,6 +126,12 @@ def main() -> None:
         type=int,
         default=1,
         help="v2: groups of this many identities share skin, hair, eyes and accessories (default 1)",
+    )
+    ap.add_argument(
+        "--mixup-identities",
+        type=int,
+        default=0,
+        help="v2: N mixed identities with soft labels (SynFace identity mixup; default 0)",
     )
     ap.add_argument(
         "--checkpoint",

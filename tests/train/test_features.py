@@ -273,3 +273,41 @@ def test_bf16_mixed_full_epoch_every_head_is_finite(data, tmp_path, head: str) -
     sd = torch.load(r.last_checkpoint, weights_only=True)["state_dict"]
     assert math.isfinite(r.history[-1]["loss"])
     assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+
+
+def test_identity_mixup_trains_the_soft_label(data, tmp_path) -> None:
+    """A mixed identity's loss is phi·L(a) + (1 − phi)·L(b) (SynFace); other rows keep their loss."""
+    import torch.nn.functional as F
+
+    from faceforge.data.mixup import MixupTable
+
+    m, _ = _module(data, tmp_path)
+    m.set_mixup(MixupTable(torch.tensor([1, 5]), torch.tensor([2, 0]), torch.tensor([0.7, 0.55])))
+    emb = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
+    m.backbone.forward = lambda x: emb  # type: ignore[method-assign]
+    m.flip = False
+    labels = torch.tensor([0, 8, 3, 9])  # 8, 9: mixed identities 0 and 1
+    m.training_step((torch.zeros(4, 3, 32, 32, dtype=torch.uint8), labels), 0)
+
+    def ce(y: list[int]) -> torch.Tensor:
+        t = torch.tensor(y)
+        return F.cross_entropy(m.head.logits_and_cosine(emb, t)[0], t, reduction="none")
+
+    la, lb = ce([0, 1, 3, 5]), ce([0, 2, 3, 0])
+    w = torch.tensor([1.0, 0.7, 1.0, 0.55])
+    expected = (w * la + (1 - w) * lb).mean()
+    assert m.epoch_stats[0] == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(expected) - float(la.mean())) > 1e-3  # the soft label is not the hard one
+
+
+def test_identity_mixup_is_refused_with_partial_fc(data, tmp_path) -> None:
+    with pytest.raises(FaceforgeError, match=r"data\.mixup cannot be combined with model\.partial_fc"):
+        _module(data, tmp_path, "--data.mixup", "train_mix.csv", "--model.partial_fc", "{sample_rate: 0.5}")
+
+
+def test_identity_mixup_without_its_csv_names_the_file(data, tmp_path) -> None:
+    from faceforge.train.datamodule import FaceDataModule
+
+    cfg = _cfg(data, tmp_path, "--data.mixup", "train_mix.csv")
+    with pytest.raises(FaceforgeError, match=r"data\.mixup: cannot read .*train_mix\.csv"):
+        FaceDataModule(cfg["data"])

@@ -34,9 +34,16 @@ def _faces_version(args: argparse.Namespace) -> dict[str, int]:
         raise FaceforgeError(
             f"synth: --appearance-share applies to --version 2 only (this run is v{version})"
         )
+    mix = getattr(args, "mixup_identities", None)
+    if mix not in (None, 0) and version != 2:
+        raise FaceforgeError(
+            f"synth: --mixup-identities applies to --version 2 only (this run is v{version})"
+        )
     opts = {} if version == 1 else {"version": version}
     if share not in (None, 1):
         opts["appearance_share"] = share
+    if mix not in (None, 0):
+        opts["mixup_identities"] = mix
     return opts
 
 
@@ -48,10 +55,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if (
             getattr(args, "version", None) not in (None, 1)
             or getattr(args, "appearance_share", None) is not None
+            or getattr(args, "mixup_identities", None) is not None
         ):
             raise FaceforgeError(
-                "synth: --version and --appearance-share choose how SynthFaces are drawn; they do not "
-                "apply to --kind objects"
+                "synth: --version, --appearance-share and --mixup-identities choose how SynthFaces are "
+                "drawn; they do not apply to --kind objects"
             )
         opts = {k: d if getattr(args, k) is None else getattr(args, k) for k, d in _OBJECT_OPTIONS}
         summary = write_objects(
@@ -141,6 +149,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="v2: groups of K consecutive identities share skin, hair, eyes, beard and accessories and "
         "differ only in head geometry (default 1: every identity its own)",
+    )
+    p.add_argument(
+        "--mixup-identities",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="v2: also render N mixed identities (two training identities interpolated, SynFace's "
+        "identity mixup) into train_mix/ with soft labels in train_mix.csv; train with "
+        "--data.mixup train_mix.csv (default 0)",
     )
     p.add_argument("--workers", type=_non_negative, default=0, help="processes (0 = all cores)")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier identical run)")

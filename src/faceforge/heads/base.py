@@ -233,11 +233,16 @@ class BaseHead(nn.Module):
                 norms = embeddings.detach().to(cos.dtype).norm(dim=1, keepdim=True)
             return self.apply_margin(cos, labels, norms), cos
 
-    def loss_from_logits(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Cross-entropy (or focal, if ``focal_gamma``) of ``logits`` with the head's reduction."""
+    def loss_from_logits(self, logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Cross-entropy (or focal, if ``focal_gamma``) of ``logits`` with the head's reduction.
+
+        ``weight`` ``[B]`` scales each sample's loss before the reduction (identity mixup's soft
+        label ``phi·a + (1 − phi)·b`` is ``loss(a, phi) + loss(b, 1 − phi)``; SynFace, ICCV 2021).
+        """
         with torch.autocast(device_type=logits.device.type, enabled=False):
             ce = F.cross_entropy(logits.to(compute_dtype(logits)), labels, reduction="none")
-            return _reduce(focal_from_ce(ce, self.focal_gamma), self.reduction)
+            per = focal_from_ce(ce, self.focal_gamma)
+            return _reduce(per if weight is None else per * weight.to(per.dtype), self.reduction)
 
     def loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Training loss for raw ``embeddings`` ``[B, D]`` and integer ``labels`` ``[B]``."""

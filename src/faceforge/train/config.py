@@ -94,6 +94,9 @@ class DataConfig:
         metadata=_expect("a list of transforms like [{name: low_resolution, factor: [2, 6], p: 0.2}]"),
     )
     sampler: SamplerConfig | None = None  # {name: pk, classes_per_batch, samples_per_class}
+    mixup: str | None = field(  # identity mixup: a name,a,b,phi CSV (SynthFaces: train_mix.csv)
+        default=None, metadata=_expect("a mixup CSV path (e.g. train_mix.csv) or null")
+    )
 
 
 @dataclass

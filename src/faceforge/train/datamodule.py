@@ -75,14 +75,26 @@ class FaceDataModule(L.LightningDataModule):
                 from faceforge.data.recordio import FaceRecordDataset
 
                 self.train_set = FaceRecordDataset(self.train_dir, transform=_RecordTransform(size))
+            elif data_cfg.get("mixup"):
+                from faceforge.data.mixup import MixupFolderDataset
+
+                mix = resolve(root, data_cfg["mixup"])
+                assert mix is not None
+                self.train_set = MixupFolderDataset(self.train_dir, mix, size, cache=bool(data_cfg["cache"]))
             else:
                 self.train_set = ImageFolderDataset(self.train_dir, size, cache=bool(data_cfg["cache"]))
+        if data_cfg.get("mixup") and not hasattr(self._base, "mixup"):
+            raise FaceforgeError("data.mixup needs an ImageFolder data.train (not data.split or a .rec file)")
         if data_cfg.get("augment"):
             from faceforge.data.transforms import build_transforms
 
             self.train_set = _Augmented(self.train_set, build_transforms(data_cfg["augment"]))
         self.pk: tuple[int, int] | None = None
         sm = data_cfg.get("sampler")
+        if sm is not None and data_cfg.get("mixup"):
+            raise FaceforgeError(
+                "data.mixup and data.sampler (P×K) cannot be combined: a mixed identity is no class"
+            )
         if sm is not None:
             k = int(sm["samples_per_class"])
             p = sm["classes_per_batch"]
@@ -113,6 +125,12 @@ class FaceDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         """Number of training identities."""
         return self._base.num_classes
+
+    @property
+    def mixup(self) -> Any:
+        """The :class:`~faceforge.data.mixup.MixupTable` of ``data.mixup`` (labels past
+        :attr:`num_classes`), or ``None``."""
+        return getattr(self._base, "mixup", None)
 
     @property
     def _base(self) -> Any:

@@ -66,6 +66,9 @@ class FaceRecognitionModule(L.LightningModule):
         self.calibration: dict[str, Any] = {}
         self._backbone_fn: Any = None  # torch.compile'd backbone (not a submodule: same state_dict keys)
         self._pending_rng: dict[str, Any] | None = None
+        self._mixup: Any = None  # faceforge.data.mixup.MixupTable of data.mixup (set_mixup)
+        if config["data"].get("mixup") and self.partial_fc is not None:
+            raise FaceforgeError("data.mixup cannot be combined with model.partial_fc")
 
     # ------------------------------------------------------------------ building
     def configure_model(self) -> None:
@@ -127,6 +130,34 @@ class FaceRecognitionModule(L.LightningModule):
     def _distributed(self) -> bool:
         return self._trainer is not None and self.trainer.world_size > 1
 
+    def set_mixup(self, table: Any) -> None:
+        """Labels ``num_classes + r`` are mixed identity ``r`` of ``table``
+        (:class:`faceforge.data.mixup.MixupTable`): trained as ``phi·a + (1 − phi)·b``."""
+        self._mixup = table
+
+    def _resolve_mixup(
+        self, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(first class of every sample, second class, weight of the first); the last two ``None``
+        when no sample of the batch is a mixed identity."""
+        virtual = labels >= self.num_classes
+        if self._mixup is None or not bool(virtual.any()):
+            return labels, None, None
+        t = self._mixup
+        r = (labels - self.num_classes).clamp_min(0).cpu()
+        if int(r.max()) >= len(t):
+            raise FaceforgeError(
+                f"label {int(labels.max())} is past the {len(t)} mixed identities of data.mixup"
+            )
+        dev = labels.device
+        a, b, phi = t.a[r].to(dev), t.b[r].to(dev), t.phi[r].to(dev)
+        one = torch.ones_like(phi)
+        return (
+            torch.where(virtual, a, labels),
+            torch.where(virtual, b, labels),
+            torch.where(virtual, phi, one),
+        )
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         images, labels = batch
         good = labels >= 0
@@ -153,12 +184,19 @@ class FaceRecognitionModule(L.LightningModule):
         self.head.set_progress(self.global_step / steps_per_epoch, self.global_step)
         emb = self._embed_for_training(images)
         n = labels.numel()
+        labels, labels_b, phi = self._resolve_mixup(labels)
         if self.pfc is not None:
             loss = self.pfc(emb, labels)
             acc = None
         else:
             logits, cos = self.head.logits_and_cosine(emb, labels)
-            loss = self.head.loss_from_logits(logits, labels)
+            if labels_b is None or phi is None:
+                loss = self.head.loss_from_logits(logits, labels)
+            else:  # soft label phi·a + (1 − phi)·b (rows that are no mix have phi = 1)
+                logits_b, _ = self.head.logits_and_cosine(emb, labels_b)
+                loss = self.head.loss_from_logits(logits, labels, phi) + self.head.loss_from_logits(
+                    logits_b, labels_b, 1 - phi
+                )
             # Nearest centre by plain cosine: the margin lowers the target logit on purpose, so the
             # argmax of the logits reads 0 while cos(θ_y + m) < max cos θ_j, even when every sample
             # already lies nearest its own class centre.

@@ -331,6 +331,10 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         p, k = dm.pk
         print(f"sampler: {p} classes x {k} images = {p * k} per batch and device", flush=True)
     module = FaceRecognitionModule(cfg, dm.num_classes)
+    if dm.mixup is not None:
+        module.set_mixup(dm.mixup)
+        if rank0:
+            print(f"identity mixup: {len(dm.mixup)} mixed identities from {cfg['data']['mixup']}", flush=True)
     if rank0 and module.freeze_epochs > 0:
         what = "backbone"
         if hasattr(module.backbone, "trunk") and hasattr(module.backbone, "neck"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 
 import cv2
@@ -271,6 +271,29 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
 
 
 # ------------------------------------------------------------------------------------------ geometry
+
+
+def mix_identities(a: Identity2, b: Identity2, phi: float) -> Identity2:
+    """The identity ``phi·a + (1 − phi)·b`` of SynFace's identity mixup (Qiu et al., ICCV 2021).
+
+    Continuous traits (shape, feature sizes, pigments, colours) are interpolated; what is a choice
+    rather than an amount (hair style, beard, glasses style, freckle count, texture seed, and arrays
+    whose lengths differ, such as moles) is the dominant identity's (``a`` when ``phi >= 0.5``).
+    """
+    if not 0.0 <= phi <= 1.0:
+        raise ValueError(f"identity mixup weight must be in [0, 1], got {phi!r}")
+    dom = a if phi >= 0.5 else b
+    out = {}
+    for f in fields(Identity2):
+        va, vb, vd = getattr(a, f.name), getattr(b, f.name), getattr(dom, f.name)
+        if isinstance(vd, (bool, int, np.integer)) and not isinstance(vd, float):
+            out[f.name] = vd
+        elif isinstance(vd, np.ndarray):
+            same = va.shape == vb.shape and va.dtype.kind == "f"
+            out[f.name] = phi * va + (1 - phi) * vb if same else vd.copy()
+        else:
+            out[f.name] = float(phi * va + (1 - phi) * vb)
+    return Identity2(**out)
 
 
 def _smoothstep(x: np.ndarray | float) -> np.ndarray:

@@ -25,6 +25,7 @@ from faceforge.data.synth.head3d import (
     Head,
     Identity2,
     _smoothstep,
+    mix_identities,
     sample_identity2,
     skin_albedo,
 )
@@ -713,6 +714,33 @@ class SynthFacesV2:
         return sample_variation2(
             np.random.default_rng([self.seed, ident, index, 104729, 2]), self.identity(ident), self.difficulty
         )
+
+    def mixup(self, mix: int, identities: int) -> tuple[int, int, float]:
+        """Mixed identity ``mix`` of identity mixup (SynFace, Qiu et al. ICCV 2021): two distinct
+        identities ``a``, ``b`` of ``0 .. identities - 1`` and the weight ``phi`` of ``a`` in [0.5, 1)."""
+        if identities < 2:
+            raise ValueError(f"identity mixup needs at least 2 identities, got {identities}")
+        rng = np.random.default_rng([self.seed, mix, 7919, 5])
+        a, b = rng.choice(identities, 2, replace=False)
+        return int(a), int(b), float(rng.uniform(0.5, 1.0))
+
+    def mixed_image(self, mix: int, index: int, identities: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``index`` of mixed identity ``mix`` (:meth:`mixup`; its head is
+        :func:`~faceforge.data.synth.head3d.mix_identities` of the two), with its own pose, light and
+        expression draws: (RGB uint8 [H, W, 3], landmarks [5, 2])."""
+        key = -1 - mix  # identities are >= 0: mixed heads share the cache without colliding
+        head = self._heads.get(key)
+        if head is None:
+            a, b, phi = self.mixup(mix, identities)
+            head = Head(mix_identities(self.identity(a), self.identity(b), phi))
+            self._heads[key] = head
+            if len(self._heads) > _MAX_HEADS:
+                self._heads.popitem(last=False)
+        var = sample_variation2(
+            np.random.default_rng([self.seed, mix, index, 104729, 5]), head.ident, self.difficulty
+        )
+        img, lms, _ = render2(head, var, self.size, self.supersample, antialias=self.antialias)
+        return img, lms
 
     def image_info(
         self, ident: int, index: int, part_map: bool = False, **overrides: Any

@@ -7,6 +7,7 @@ and "Writer".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -25,8 +26,10 @@ from faceforge.progress import progress_bar
 SPLITS = ("train", "val", "test")
 #: fewest val/test identities that give 10 identity-disjoint folds with impostor pairs in each
 MIN_PAIR_IDENTITIES = 20
+#: the mixed training images of identity mixup (``mixup_identities``) and their soft labels
+MIX_DIR, MIX_CSV = "train_mix", "train_mix.csv"
 #: what a SynthFaces run writes into ``out`` (``overwrite`` removes exactly these)
-WRITTEN = (*SPLITS, "landmarks.csv", "val_pairs.txt", "test_pairs.txt", "synthfaces.json")
+WRITTEN = (*SPLITS, "landmarks.csv", "val_pairs.txt", "test_pairs.txt", "synthfaces.json", MIX_DIR, MIX_CSV)
 _PARTIAL = ".synthfaces-partial.json"
 _WORKER: dict[str, Any] = {}
 
@@ -39,6 +42,35 @@ def identity_name(i: int) -> str:
 def _init_worker(seed: int, mode: str, version: int = 1, appearance_share: int = 1) -> None:
     cv2.setNumThreads(1)
     _WORKER["synth"] = SynthFaces(seed=seed, mode=mode, version=version, appearance_share=appearance_share)
+
+
+def _encode_jpeg(img: np.ndarray, quality: int, what: str) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {what}")
+    return buf.tobytes()
+
+
+def _render_mix(task: tuple[str, int, int, int]) -> tuple[list[str], str]:
+    """Mixed identity ``mix``: its images under ``train_mix/`` (landmark rows) and its CSV row."""
+    out, mix, count, identities = task
+    v2 = _WORKER["synth"]._v2
+    a, b, phi = v2.mixup(mix, identities)
+    rows = []
+    for k in range(count):
+        img, lms = v2.mixed_image(mix, k, identities)
+        q = int(np.random.default_rng([v2.seed, mix, k, 37]).integers(55, 96))
+        rel = f"{MIX_DIR}/mix{mix:05d}_{k + 1:04d}.jpg"
+        (Path(out) / rel).write_bytes(_encode_jpeg(img, q, rel))
+        rows.append(rel + "," + ",".join(f"{v:.3f}" for v in lms.reshape(-1)))
+    return rows, f"mix{mix:05d},{identity_name(a)},{identity_name(b)},{phi!r}"
+
+
+def _render_task(task: tuple[Any, ...]) -> tuple[list[str], str | None]:
+    """One identity's images (landmark rows), or one mixed identity's and its CSV row."""
+    if task[-1] == "mix":
+        return _render_mix(task[:-1])
+    return _render_identity(task), None
 
 
 def _render_identity(task: tuple[str, int, int, str]) -> list[str]:
@@ -76,6 +108,7 @@ def write_dataset(
     overwrite: bool = False,
     version: int = 1,
     appearance_share: int = 1,
+    mixup_identities: int = 0,
 ) -> dict[str, Any]:
     """Render SynthFaces into ``out`` (layout: docs/synthfaces.md, "Writer") and return its summary dict.
 
@@ -85,6 +118,10 @@ def write_dataset(
     only when stderr is a terminal). ``version``: 1 (the original cartoon faces) or 2 (3-D heads,
     :mod:`faceforge.data.synth.render_v2`; aligned mode only). ``appearance_share`` (v2): groups
     of this many consecutive identities share skin, hair, eyes and accessories (1: none share).
+    ``mixup_identities`` (v2): this many mixed training identities (SynFace's identity mixup: two
+    training identities interpolated with weight phi in [0.5, 1)), ``images_per_id`` images each, in
+    ``train_mix/`` with their soft labels in ``train_mix.csv`` (``name,a,b,phi``); training reads them
+    with ``data.mixup: train_mix.csv``.
     """
     out = Path(out)
     params = {
@@ -105,8 +142,15 @@ def write_dataset(
         params["renderer"] = REVISION  # a set from an earlier v2 renderer is not this one's
     if appearance_share != 1:  # only written when used, so earlier v2 folders are still recognised
         params["appearance_share"] = appearance_share
+    if mixup_identities:  # only written when used, so earlier folders are still recognised
+        params["mixup_identities"] = mixup_identities
     if version not in (1, 2):
         raise FaceforgeError(f"synth: version must be 1 or 2, got {version!r}")
+    if mixup_identities < 0 or (mixup_identities and (version != 2 or identities < 2)):
+        raise FaceforgeError(
+            f"synth: mixup_identities must be >= 0, and above 0 only with version 2 and at least 2 "
+            f"training identities; got {mixup_identities!r} (version {version}, {identities} identities)"
+        )
     if appearance_share < 1 or (appearance_share > 1 and version != 2):
         raise FaceforgeError(
             f"synth: appearance_share must be >= 1, and above 1 only with version 2; got "
@@ -131,29 +175,40 @@ def write_dataset(
             )
     _claim(out, params, old, overwrite)
     counts = {"train": identities, "val": val_identities, "test": test_identities}
-    tasks, start = [], 0
+    tasks: list[tuple[Any, ...]] = []
+    start = 0
     split_names: dict[str, list[str]] = {}
     for split in SPLITS:
         ids = range(start, start + counts[split])
         split_names[split] = [identity_name(i) for i in ids]
         tasks += [(str(out), i, images_per_id, split) for i in ids]
         start += counts[split]
+    tasks += [(str(out), m, images_per_id, identities, "mix") for m in range(mixup_identities)]
     out.mkdir(parents=True, exist_ok=True)
+    if mixup_identities:
+        (out / MIX_DIR).mkdir(exist_ok=True)
     workers = workers or os.cpu_count() or 1
     rows: list[str] = []
+    mix_rows: list[str] = []
     bar = progress_bar(len(tasks), "SynthFaces identities", unit="id", enabled=progress)
-    if workers == 1:
-        _init_worker(seed, mode, version, appearance_share)
-        for t in tasks:
-            rows += _render_identity(t)
+    with contextlib.ExitStack() as stack:
+        if workers == 1:
+            _init_worker(seed, mode, version, appearance_share)
+            done: Any = map(_render_task, tasks)
+        else:
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            init = (seed, mode, version, appearance_share)
+            pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker, initargs=init))
+            done = pool.imap(_render_task, tasks, chunksize=4)
+        for r, mix_row in done:
+            rows += r
+            if mix_row is not None:
+                mix_rows.append(mix_row)
             bar.update(1)
-    else:
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        init = (seed, mode, version, appearance_share)
-        with ctx.Pool(workers, initializer=_init_worker, initargs=init) as pool:
-            for r in pool.imap(_render_identity, tasks, chunksize=4):
-                rows += r
-                bar.update(1)
+    if mixup_identities:
+        tmp_csv = out / (MIX_CSV + ".tmp")
+        tmp_csv.write_text("name,a,b,phi\n" + "\n".join(mix_rows) + "\n")
+        os.replace(tmp_csv, out / MIX_CSV)
     bar.close()
     (out / "landmarks.csv").write_text("path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5\n" + "\n".join(rows) + "\n")
     for split, per_fold in (("val", val_pairs_per_fold), ("test", test_pairs_per_fold)):
@@ -164,6 +219,8 @@ def write_dataset(
             folds = make_pairs(groups, 10, min(per_fold, cap), seed=seed + (split == "test"))
             write_lfw_pairs(out / f"{split}_pairs.txt", folds)
     summary = {"params": params, "images": len(rows), "splits": {s: counts[s] for s in SPLITS}}
+    if mixup_identities:
+        summary["mixup_identities"] = mixup_identities
     tmp = meta_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, meta_path)
@@ -184,7 +241,7 @@ def _implied(params: dict[str, Any], key: str) -> Any:
     sets written before the revision was recorded (1)."""
     if key == "renderer":
         return 1 if params.get("version") == 2 else None
-    return {"version": 1, "appearance_share": 1}.get(key)
+    return {"version": 1, "appearance_share": 1, "mixup_identities": 0}.get(key)
 
 
 def _claim(
