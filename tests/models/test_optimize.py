@@ -167,3 +167,14 @@ def test_torch_runner_runs_the_checked_rewrite():
     a, b = plain(x), fast(x)
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * float(np.abs(a).max()))
     assert fast.module is model  # the runner keeps the caller's module as given
+
+
+def test_a_failing_step_is_found_and_the_other_kept(monkeypatch):
+    """Fold and NHWC are checked together; when that fails each is checked alone."""
+    model = _randomise_bn(Plain())
+    monkeypatch.setattr(optimize, "fold_batchnorm", lambda module, example: (type(module)().eval(), 2))
+    rw = optimize_for_inference(model, (8, 8))
+    assert rw.channels_last and rw.folded == 0 and rw.module is not model
+    assert "channels_last (checked" in rw.fact and "BatchNorm folding dropped (deviation" in rw.fact
+    assert _same(model, rw.module, X.contiguous(memory_format=torch.channels_last)) < 1e-5
+    assert all(p.is_contiguous() for p in model.parameters())  # the caller's module still NCHW

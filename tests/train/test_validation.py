@@ -95,7 +95,9 @@ def test_two_validation_sets_log_each_and_the_mean_and_best_ckpt_follows_the_mon
     b_accs = [h["val_sets"]["b"] for h in r.history]
     want = b_accs.index(min(b_accs))
     means = [h["val_acc"] for h in r.history]
-    assert want != means.index(max(means))  # the default monitor (val/mean_acc, max) would pick another
+    # The check can fail whatever the training draws: mode max on the same metric, or the default
+    # monitor (val/mean_acc, max), picks another epoch unless all three epochs tie on both.
+    assert want != b_accs.index(max(b_accs)) or want != means.index(max(means))
     assert read_checkpoint(r.best_checkpoint)["epoch"] == want
     assert r.val["monitor"] == "val/b_acc" and r.val["best_score"] == pytest.approx(min(b_accs), abs=1e-6)
     kept = sorted(p.name for p in (r.run_dir / "checkpoints").glob("best-e*.ckpt"))
