@@ -158,6 +158,12 @@ def optimize_for_inference(
     module = module.eval()
     if not any(isinstance(m, nn.Conv2d) for m in module.modules()):
         return InferenceRewrite(module, 0, False, 0.0, "as built: no 2-D convolutions")
+    nhwc = channels_last and not _has_layer_norm(module)
+    has_bn = any(type(m) is nn.BatchNorm2d for m in module.modules())
+    if not nhwc and not has_bn:  # nothing to rewrite: no forward pass at all
+        return InferenceRewrite(
+            module, 0, False, 0.0, "as built" + ("; NCHW kept: LayerNorm model" * channels_last)
+        )
     h, w = input_size
     probe = torch.randn(1, 3, int(h), int(w), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -168,14 +174,14 @@ def optimize_for_inference(
             return _rel_error(m(probe.contiguous(memory_format=torch.channels_last) if nhwc else probe), ref)
 
     notes: list[str] = []
+    folded, n = None, 0
     try:
-        folded, n = fold_batchnorm(module, probe)
+        if has_bn:
+            folded, n = fold_batchnorm(module, probe)
     except Exception as e:  # a module that cannot be traced this way still runs as it is
-        folded, n = None, 0
         notes.append(f"no BatchNorm folding ({type(e).__name__})")
     if not n:
         folded = None
-    nhwc = channels_last and not _has_layer_norm(module)
     if channels_last and not nhwc:
         notes.append("NCHW kept: LayerNorm model")
     best, err, use_fold, use_nhwc = module, 0.0, False, False
