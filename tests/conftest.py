@@ -10,6 +10,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEFORGE_SHARED", REPO.parent / "shared"))
 
+#: the pytest-xdist worker this process is ("gw0", "gw1", ...), or None when pytest runs in one process
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Per process, before any test: one torch thread per xdist worker, and a private faceforge home.
+
+    ``make test`` runs two workers on CI's two cores; two intra-op threads each would oversubscribe
+    them (PyTorch's spinning threads then collapse), and the subprocesses a test starts inherit the
+    variable. ``FACEFORGE_HOME`` defaults to a temporary folder so no test writes into the user's
+    ``~/.cache/faceforge`` (an explicitly set home is kept: a developer's own model files).
+    """
+    if XDIST_WORKER:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+    if "FACEFORGE_HOME" not in os.environ:
+        import atexit
+        import shutil
+        import tempfile
+
+        home = tempfile.mkdtemp(prefix="faceforge-home-")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        os.environ["FACEFORGE_HOME"] = home
+
 
 #: fixtures that train a model (directly or through ``trained_checkpoint``): their tests are ``slow``
 TRAINING_FIXTURES = ("trained_checkpoint", "serve_recognizer", "serve_gallery", "live_server", "client")
@@ -113,14 +139,32 @@ TRAINED_SYNTH_IDENTITIES = 150
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory) -> Path:
-    """Path of a faceforge checkpoint trained on SynthFaces (seed 0) with its calibration filled."""
+    """Path of a faceforge checkpoint trained on SynthFaces (seed 0) with its calibration filled.
+
+    Under pytest-xdist the workers share one training run: the first to ask trains under a file lock
+    in the run's common temporary folder, the others wait for it and read the same (read-only) file.
+    """
+    if not XDIST_WORKER:
+        return _train_fixture_checkpoint(tmp_path_factory.mktemp("trained_checkpoint"))
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / "trained_checkpoint"
+    done = root / "best_checkpoint.txt"
+    with FileLock(f"{root}.lock"):
+        if not done.is_file():
+            best = _train_fixture_checkpoint(root)
+            done.write_text(str(best), encoding="utf-8")
+    return Path(done.read_text(encoding="utf-8"))
+
+
+def _train_fixture_checkpoint(root: Path) -> Path:
+    """Write the SynthFaces folder under ``root`` and train the fixture model there, at one thread."""
     import torch
 
     from faceforge.data.synth import write_dataset
     from faceforge.train.config import load_config
     from faceforge.train.run import train
 
-    root = tmp_path_factory.mktemp("trained_checkpoint")
     write_dataset(
         root / "data",
         identities=TRAINED_SYNTH_IDENTITIES,

@@ -30,6 +30,13 @@ BACKBONES = [
 ] + ["timm/resnet18"]
 
 
+#: crops of the BatchNorm calibration pass, and rows of the parity check for a HEAVY backbone: the
+#: ResNet-100/200 forward passes dominate the test's time, and each of the 4 x 512 values is compared
+#: (a wrong operator changes them all); the light backbones keep 32 rows (dynamic batch included)
+CALIBRATION_CROPS = 8
+HEAVY_PARITY_ROWS = 4
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     n = torch.get_num_threads()
@@ -59,7 +66,7 @@ def _recalibrated(name: str, crops: np.ndarray) -> torch.nn.Module:
             mod.momentum = None  # cumulative average over the calibration pass
     m.train()
     with torch.no_grad():
-        m(torch.from_numpy(_to_input(crops[:16], m.face_cfg)))
+        m(torch.from_numpy(_to_input(crops[:CALIBRATION_CROPS], m.face_cfg)))
     return m.eval()
 
 
@@ -68,9 +75,10 @@ def test_onnx_parity_every_backbone(name, crops, tmp_path) -> None:
     model = _recalibrated(name, crops)
     if crops.shape[1:3] != tuple(model.face_cfg.input_size):  # e.g. dlib_resnet_v1 (150x150)
         crops = synth_crops(model.face_cfg, 32)
+    rows = HEAVY_PARITY_ROWS if name in HEAVY else 32
     path = export_onnx(model, tmp_path / "m.onnx")
-    res = check_parity(model, path, crops)
-    assert res["n"] == 32
+    res = check_parity(model, path, crops[:rows])
+    assert res["n"] == rows
     # The embeddings are of trained-model scale (not all ~0), so the absolute bound is meaningful.
     assert 0.5 < res["max_abs"] < 1e3
     assert res["cosine_min"] >= 0.99999, res
