@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m faceforge.cli.main demo $(DEMO_ARGS)
 
 # Two pytest workers (one per core of the CI machine), one torch thread each (tests/conftest.py):
-# 741 s vs 1480 s of pytest in one process on a 2-vCPU AMD EPYC guest. TEST_WORKERS=0 runs in this process.
+# 741 s vs 1480 s of pytest in one process (2-vCPU AMD EPYC; ~200 s of it the lighter ONNX parity check). TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
