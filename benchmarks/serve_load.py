@@ -125,6 +125,12 @@ def main() -> None:
         "--max-batch", type=int, default=16, help="the batched service's --max-batch (default 16)"
     )
     ap.add_argument(
+        "--batch-workers",
+        type=int,
+        default=1,
+        help="with --compare-batching and N > 1: also a batched service running N batches at once",
+    )
+    ap.add_argument(
         "--same-process-client",
         action="store_true",
         help="run the load generator's threads in the server's process (default: a separate process, "
@@ -228,23 +234,39 @@ def compare_batching(rec: Any, reqs: list[Any], args: argparse.Namespace) -> Non
             run_load = stack.enter_context(LoadProcess()).run_load
         table = _compare_runs(rec, reqs, args, run_load, create_app, BackgroundServer)
     rec.disable_batching()
-    r8 = table[(8, args.max_batch)][0].rps / table[(8, 1)][0].rps
-    p95 = table[(1, args.max_batch)][0].percentile(95) / table[(1, 1)][0].percentile(95) - 1
-    print(f"batched / one-at-a-time at 8 clients: {r8:.2f}x req/s (target >= 2x)")
-    print(f"p95 at 1 client, batched vs one-at-a-time: {p95 * 100:+.1f} % (target <= +10 %)")
+    for svc in _services(args)[1:]:
+        r8 = table[(8, svc)][0].rps / table[(8, (1, 1))][0].rps
+        p95 = table[(1, svc)][0].percentile(95) / table[(1, (1, 1))][0].percentile(95) - 1
+        print(f"{_name(svc)} / one-at-a-time at 8 clients: {r8:.2f}x req/s (target >= 2x)")
+        print(f"p95 at 1 client, {_name(svc)} vs one-at-a-time: {p95 * 100:+.1f} % (target <= +10 %)")
+
+
+def _services(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(max_batch, batch workers) of each compared service: one at a time first."""
+    out = [(1, 1), (args.max_batch, 1)]
+    return [*out, (args.max_batch, args.batch_workers)] if args.batch_workers > 1 else out
+
+
+def _name(svc: tuple[int, int]) -> str:
+    mb, workers = svc
+    if mb == 1:
+        return "one at a time"
+    return f"batched ({mb})" + (f" x {workers} workers" if workers > 1 else "")
 
 
 def _compare_runs(
     rec: Any, reqs: list[Any], args: argparse.Namespace, run_load: Any, create_app: Any, server: Any
 ) -> dict[tuple[int, int], Any]:
-    """The runs of :func:`compare_batching`, printed as a table; {(clients, max_batch): (result, calls)}."""
+    """The runs of :func:`compare_batching`, printed as a table;
+    {(clients, (max_batch, workers)): (result, calls)}."""
     print("| clients | service | req/s | p50 ms | p95 ms | model calls | crops/call |")
     print("|---|---|---|---|---|---|---|")
-    table: dict[tuple[int, int], Any] = {}
+    table: dict[tuple[int, Any], Any] = {}
     for conc in (1, 8, 32):
         for _ in range(2):
-            for mb in (1, args.max_batch):
-                app = create_app(rec, max_batch=mb)
+            for svc in _services(args):
+                mb, workers = svc
+                app = create_app(rec, max_batch=mb, batch_workers=workers)
                 with server(app) as srv:
                     run_load(srv.url, reqs, n_requests=max(4, conc), concurrency=conc)  # warm-up
                     batcher = rec._batcher
@@ -254,12 +276,12 @@ def _compare_runs(
                 if res.failures:
                     print("failures:", *res.failures[:5], sep="\n  ")
                     sys.exit(1)
-                best = table.get((conc, mb))
+                best = table.get((conc, svc))
                 if best is None or res.rps > best[0].rps:
-                    table[(conc, mb)] = (res, calls)
-        for mb in (1, args.max_batch):
-            res, calls = table[(conc, mb)]
-            name = "one at a time" if mb == 1 else f"batched ({mb})"
+                    table[(conc, svc)] = (res, calls)
+        for svc in _services(args):
+            res, calls = table[(conc, svc)]
+            name = _name(svc)
             per = f"{calls[0]} | {calls[1] / max(1, calls[0]):.2f}" if calls else "- | 1.00"
             p50, p95 = res.percentile(50), res.percentile(95)
             print(f"| {conc} | {name} | {res.rps:.1f} | {p50:.1f} | {p95:.1f} | {per} |", flush=True)

@@ -195,6 +195,10 @@ def test_the_service_batches_where_a_start_up_probe_finds_it_pays() -> None:
     assert fixed._batcher is not None and fixed._batcher.max_batch == DEFAULT_MAX_BATCH
     create_app(fixed, max_batch=8)
     assert fixed._batcher is not None and fixed._batcher.max_batch == 8
+    create_app(fixed, max_batch=8, batch_workers=2)
+    assert fixed._batcher is not None and fixed._batcher.workers == 2
+    with pytest.raises(FaceforgeError, match="batch_workers must be an integer in"):
+        create_app(fixed, max_batch=8, batch_workers=0)
     create_app(fixed, max_batch=1)  # serving again with other settings drops the old batcher
     assert fixed._batcher is None
 
@@ -209,3 +213,67 @@ def test_the_service_batches_where_a_start_up_probe_finds_it_pays() -> None:
 
     gpu = FaceRecognizer(EmbeddingModel(Runner(), cfg, "m", "t", "torch", "weights"), detector=None)
     assert auto_max_batch(gpu) == DEFAULT_MAX_BATCH
+
+
+class Overlap:
+    """``fn`` that counts the calls running at once; the first call waits (up to 3 s) for a second."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.calls = 0
+        self.two = threading.Event()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.running += 1
+            self.calls += 1
+            first = self.calls == 1
+            self.most = max(self.most, self.running)
+            if self.running >= 2:
+                self.two.set()
+        if first:
+            self.two.wait(3.0)
+        with self.lock:
+            self.running -= 1
+        return x * 2 + 1
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_workers_bound_the_calls_running_at_once_and_rows_go_back_right(workers: int) -> None:
+    fn = Overlap()
+    b = MicroBatcher(fn, max_batch=2, workers=workers)
+    inputs = [np.full((2, 3), float(i)) for i in range(8)]  # one batch per caller (max_batch 2)
+    out: dict[int, np.ndarray] = {}
+    for t in _run_callers(b, inputs, out):
+        t.join(30)
+    b.close()
+    # Calls overlap only when a second worker exists, and never more of them than the workers.
+    assert fn.most == 1 if workers == 1 else 2 <= fn.most <= workers
+    for i, x in enumerate(inputs):
+        np.testing.assert_array_equal(out[i], x * 2 + 1)
+    assert b.batches == 8 and b.rows == 16
+    assert not any(t.is_alive() for t in b._threads)
+    with pytest.raises(FaceforgeError, match="closed"):
+        b.submit(inputs[0])
+
+
+def test_several_workers_answer_many_callers_exactly() -> None:
+    b = MicroBatcher(lambda x: x * 2 + 1, max_batch=5, workers=3)
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(size=(int(rng.integers(1, 4)), 4)) for _ in range(60)]
+    out: dict[int, np.ndarray] = {}
+    for t in _run_callers(b, inputs, out):
+        t.join(30)
+    b.close()
+    assert len(out) == 60
+    for i, x in enumerate(inputs):
+        np.testing.assert_array_equal(out[i], x * 2 + 1)
+    assert b.rows == sum(len(x) for x in inputs) and b.batches <= 60
+
+
+@pytest.mark.parametrize("bad", [0, 65, 1.5, True])
+def test_workers_must_be_a_small_positive_integer(bad) -> None:
+    with pytest.raises(FaceforgeError, match="workers must be an integer"):
+        MicroBatcher(lambda x: x, workers=bad)

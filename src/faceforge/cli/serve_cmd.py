@@ -89,6 +89,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="how long a batch waits for more requests after its first (default 0: never waits)",
     )
+    p.add_argument(
+        "--batch-workers",
+        type=int,
+        default=1,
+        help="batches that may run at once, each in its own thread (default 1); on an N-core CPU, "
+        "--batch-workers N --threads 1 keeps every core on a batch",
+    )
     p.add_argument("--detector", default="auto", help="face detector: auto, a detector name or a model file")
     p.add_argument(
         "--detector-model", help="detector model file for --detector NAME (e.g. SCRFD det_10g.onnx)"
@@ -168,6 +175,7 @@ def build_app(args: argparse.Namespace) -> Any:
         expose_paths=bool(args.expose_paths),
         max_batch=args.max_batch,
         max_wait_ms=float(args.max_wait_ms),
+        batch_workers=int(args.batch_workers),
     )
 
 
@@ -186,6 +194,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"faceforge: {describe_limits(app.state.limits)}")
     mb = app.state.max_batch
     how = f"up to {mb} crops of concurrent requests per model call" if mb > 1 else "one request at a time"
+    if mb > 1 and args.batch_workers > 1:
+        how += f", {args.batch_workers} calls at once"
     print(f"faceforge: model calls: {how} (--max-batch {args.max_batch or 'auto'})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -504,15 +504,16 @@ class FaceRecognizer:
         emb = self.embed_crops(np.stack([c for c, _ in faces]))
         return [FaceResult(f["bbox"], f["score"], f["landmarks"], c, e) for (c, f), e in zip(faces, emb)]
 
-    def enable_batching(self, max_batch: int = 32, max_wait_s: float = 0.0) -> MicroBatcher:
+    def enable_batching(self, max_batch: int = 32, max_wait_s: float = 0.0, workers: int = 1) -> MicroBatcher:
         """Route every crop embedding through one :class:`~faceforge.infer.batching.MicroBatcher`.
 
         For a service: concurrent ``verify``/``embed``/``find`` calls from request threads then share
         model batches (detection stays per request, serialised per detector), so the model is called
-        from one thread only. Returns the batcher (its ``batches``/``rows`` counters show the batching).
+        from ``workers`` threads only (one by default). Returns the batcher (its ``batches``/``rows``
+        counters show the batching).
         """
         if self._batcher is None:
-            self._batcher = MicroBatcher(self._embed_crops_now, max_batch, max_wait_s)
+            self._batcher = MicroBatcher(self._embed_crops_now, max_batch, max_wait_s, workers)
         return self._batcher
 
     def disable_batching(self) -> None:

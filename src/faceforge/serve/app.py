@@ -214,7 +214,7 @@ class HealthOut(BaseModel):
     )
     batching: dict[str, Any] = Field(
         default_factory=dict,
-        description="micro-batching: max_batch, max_wait_ms, model calls so far and crops embedded",
+        description="micro-batching: max_batch, max_wait_ms, workers, model calls so far and crops embedded",
     )
 
 
@@ -647,6 +647,7 @@ def create_app(
     expose_paths: bool = False,
     max_batch: int | None = None,
     max_wait_ms: float = 0.0,
+    batch_workers: int = 1,
 ) -> FastAPI:
     """The FastAPI app serving ``recognizer`` (and ``gallery`` for ``/v1/search``); see docs/serve.md.
 
@@ -660,7 +661,9 @@ def create_app(
     :mod:`faceforge.infer.batching`; 1: requests run one at a time under a lock; None:
     :func:`auto_max_batch`: on a GPU, or on a CPU when a start-up probe finds that batches pay).
     ``max_wait_ms``: how long a batch waits for company after its first crop (0: never — no latency
-    added to a lone request; under load batches form while the previous one runs).
+    added to a lone request; under load batches form while the previous one runs). ``batch_workers``:
+    batches that may run at the same time (with ``max_batch`` > 1), each in its own thread; on an
+    N-core CPU, N workers at one torch thread each keep every core on a batch.
     """
     if max_body_bytes <= 0:
         raise FaceforgeError(f"max_body_bytes must be positive, got {max_body_bytes}")
@@ -680,6 +683,8 @@ def create_app(
         raise FaceforgeError(f"max_batch must be a positive integer, got {max_batch!r}")
     if not 0 <= max_wait_ms <= 1000:
         raise FaceforgeError(f"max_wait_ms must be in [0, 1000] milliseconds, got {max_wait_ms!r}")
+    if isinstance(batch_workers, bool) or not isinstance(batch_workers, int) or not 1 <= batch_workers <= 64:
+        raise FaceforgeError(f"batch_workers must be an integer in [1, 64], got {batch_workers!r}")
     model_name = str(recognizer.name)
     # One at a time: a lock around the whole call. Batched: requests run side by side (detection is
     # serialised per detector inside the recognizer) and their crops meet in the micro-batcher,
@@ -688,7 +693,7 @@ def create_app(
     recognizer.disable_batching()  # a recognizer served before keeps no batcher of other settings
     batcher = None
     if max_batch > 1:
-        batcher = recognizer.enable_batching(max_batch, max_wait_ms / 1000.0)
+        batcher = recognizer.enable_batching(max_batch, max_wait_ms / 1000.0, batch_workers)
         lock = contextlib.nullcontext()
     page = _page()
     budget = DecodeBudget(max_decode_bytes, decode_wait_s)
@@ -827,6 +832,7 @@ def create_app(
             "batching": {
                 "max_batch": max_batch,
                 "max_wait_ms": float(max_wait_ms),
+                "workers": None if batcher is None else batcher.workers,
                 "model_calls": None if batcher is None else batcher.batches,
                 "crops": None if batcher is None else batcher.rows,
             },
