@@ -100,3 +100,46 @@ def test_config_errors() -> None:
         build_transforms([{"name": "low_resolution", "factor": [0.5, 2]}])
     with pytest.raises(FaceforgeError, match="missing 'name'"):
         build_transforms([{"p": 0.5}])
+
+
+def test_random_conv_keeps_shape_and_scrambles_texture() -> None:
+    """RandConv: a 1×1 kernel is a per-pixel colour map (an affine function of the input channels,
+    so edges stay where they were); larger kernels change the local texture; ``mix`` 1 is the input."""
+    x = _img()
+    torch.manual_seed(0)
+    one = build_transforms([{"name": "random_conv", "kernel_sizes": [1], "mix": 0.0, "p": 1.0}])(x)
+    assert one.shape == x.shape and one.dtype == np.uint8
+    design = np.concatenate([x.reshape(-1, 3).astype(np.float64), np.ones((x.size // 3, 1))], axis=1)
+    for c in range(3):
+        y = one[..., c].reshape(-1).astype(np.float64)
+        keep = (y > 0) & (y < 255)  # clipped pixels are not on the plane
+        assert keep.mean() > 0.5
+        coef, *_ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
+        assert np.abs(y[keep] - design[keep] @ coef).max() < 1.0  # rounding only
+    assert not np.array_equal(one, x)
+    # The convolved image keeps each channel's mean (before clipping and rounding).
+    assert np.abs(one.reshape(-1, 3).mean(0) - x.reshape(-1, 3).mean(0)).max() < 3.0
+    torch.manual_seed(1)
+    seven = build_transforms([{"name": "random_conv", "kernel_sizes": [7], "mix": 0.0, "p": 1.0}])(x)
+    design7 = np.concatenate([x.reshape(-1, 3).astype(np.float64), np.ones((x.size // 3, 1))], axis=1)
+    coef, *_ = np.linalg.lstsq(design7, seven[..., 0].reshape(-1).astype(np.float64), rcond=None)
+    assert np.abs(seven[..., 0].reshape(-1) - design7 @ coef).max() > 5  # spatial mixing, not per pixel
+    same = build_transforms([{"name": "random_conv", "mix": 1.0, "p": 1.0}])(x)
+    assert np.array_equal(same, x)
+    # Follows torch's generator; tensors keep their layout and dtype.
+    t = build_transforms([{"name": "random_conv", "p": 1.0}])
+    torch.manual_seed(3)
+    a = t(x)
+    torch.manual_seed(3)
+    assert np.array_equal(a, t(x))
+    xt = torch.from_numpy(x.transpose(2, 0, 1).copy()).float() / 255
+    out = t(xt)
+    assert isinstance(out, torch.Tensor) and out.shape == xt.shape and out.dtype == torch.float32
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+def test_random_conv_option_errors() -> None:
+    with pytest.raises(FaceforgeError, match="kernel_sizes"):
+        build_transforms([{"name": "random_conv", "kernel_sizes": [2]}])
+    with pytest.raises(FaceforgeError, match="mix"):
+        build_transforms([{"name": "random_conv", "mix": [0.2, 1.5]}])

@@ -32,6 +32,7 @@ __all__ = [
     "Jpeg",
     "LowResolution",
     "Normalize",
+    "RandomConv",
     "RandomResizedCrop",
     "Resize",
     "Rotation",
@@ -381,6 +382,56 @@ class CornerWarp(_Op):
         return _keep_channels(out, img)
 
 
+class RandomConv(_Op):
+    """RandConv (Xu et al., "Robust and Generalizable Visual Representation Learning via Random
+    Convolutions", ICLR 2021): a convolution with random weights, ``k×k`` with ``k`` drawn from
+    ``kernel_sizes``, weights N(0, 1/(C·k²)) mixing the colour channels, blended with the image as
+    ``a·x + (1 − a)·conv(x)``, ``a`` uniform in ``mix``. It keeps shapes and scrambles local texture
+    and colour, so a model trained on rendered images cannot lean on the renderer's textures. The
+    convolved image is rescaled per channel to the input's mean and spread (the paper works on
+    normalised tensors; on ``uint8`` that keeps values in range). Borders are reflected."""
+
+    name = "random_conv"
+
+    def __init__(
+        self,
+        kernel_sizes: Sequence[int] = (1, 3, 5, 7),
+        mix: float | Sequence[float] = (0.0, 1.0),
+        p: float = 0.5,
+    ) -> None:
+        super().__init__(p)
+        ks = [int(k) for k in kernel_sizes]
+        if not ks or any(k < 1 or k % 2 == 0 for k in ks):
+            raise FaceforgeError(
+                f"transform 'random_conv': kernel_sizes={list(kernel_sizes)} must be odd and >= 1"
+            )
+        self.kernel_sizes = ks
+        self.mix = _pair(mix, "mix", 0.0)
+        if self.mix[1] > 1.0:
+            raise FaceforgeError(f"transform 'random_conv': mix={mix!r} must be within [0, 1]")
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        k = self.kernel_sizes[rng.integers(len(self.kernel_sizes))]
+        a = rng.uniform(*self.mix)
+        x = img.astype(np.float32)
+        c = x.shape[2]
+        w = (torch.randn(c, c, k, k, dtype=torch.float32) / math.sqrt(c * k * k)).numpy()
+        out = np.empty_like(x)
+        for o in range(c):
+            acc = np.zeros(x.shape[:2], np.float32)
+            for i in range(c):
+                acc += cv2.filter2D(x[..., i], -1, w[o, i], borderType=cv2.BORDER_REFLECT_101)
+            out[..., o] = acc
+        # Rescale each output channel to the input channel's mean and spread.
+        mu_in, sd_in = x.mean(axis=(0, 1)), x.std(axis=(0, 1))
+        mu_out, sd_out = out.mean(axis=(0, 1)), out.std(axis=(0, 1))
+        out = (out - mu_out) / np.maximum(sd_out, 1e-6) * sd_in + mu_in
+        out = a * x + (1.0 - a) * out
+        top = 255.0 if img.dtype == np.uint8 else 1.0
+        out = np.clip(out, 0.0, top)
+        return (out + 0.5).astype(np.uint8) if img.dtype == np.uint8 else out.astype(img.dtype)
+
+
 class Normalize(_Op):
     """``(x / 255 - mean) / std`` per channel; returns a float32 CHW tensor (use last)."""
 
@@ -463,6 +514,7 @@ TRANSFORMS: dict[str, Callable[..., _Op]] = {
         GaussianNoise,
         Jpeg,
         CornerWarp,
+        RandomConv,
         Normalize,
     )
 }
