@@ -121,9 +121,8 @@ def test_random_conv_keeps_shape_and_scrambles_texture() -> None:
     assert np.abs(one.reshape(-1, 3).mean(0) - x.reshape(-1, 3).mean(0)).max() < 3.0
     torch.manual_seed(1)
     seven = build_transforms([{"name": "random_conv", "kernel_sizes": [7], "mix": 0.0, "p": 1.0}])(x)
-    design7 = np.concatenate([x.reshape(-1, 3).astype(np.float64), np.ones((x.size // 3, 1))], axis=1)
-    coef, *_ = np.linalg.lstsq(design7, seven[..., 0].reshape(-1).astype(np.float64), rcond=None)
-    assert np.abs(seven[..., 0].reshape(-1) - design7 @ coef).max() > 5  # spatial mixing, not per pixel
+    coef, *_ = np.linalg.lstsq(design, seven[..., 0].reshape(-1).astype(np.float64), rcond=None)
+    assert np.abs(seven[..., 0].reshape(-1) - design @ coef).max() > 5  # spatial mixing, not per pixel
     same = build_transforms([{"name": "random_conv", "mix": 1.0, "p": 1.0}])(x)
     assert np.array_equal(same, x)
     # Follows torch's generator; tensors keep their layout and dtype.

@@ -387,7 +387,7 @@ class RandomConv(_Op):
     Convolutions", ICLR 2021): a convolution with random weights, ``k×k`` with ``k`` drawn from
     ``kernel_sizes``, weights N(0, 1/(C·k²)) mixing the colour channels, blended with the image as
     ``a·x + (1 − a)·conv(x)``, ``a`` uniform in ``mix``. It keeps shapes and scrambles local texture
-    and colour, so a model trained on rendered images cannot lean on the renderer's textures. The
+    and colour, to keep a model trained on rendered images off the renderer's textures. The
     convolved image is rescaled per channel to the input's mean and spread (the paper works on
     normalised tensors; on ``uint8`` that keeps values in range). Borders are reflected."""
 
