@@ -149,13 +149,22 @@ def test_training_accuracy_is_that_of_the_plain_cosine(data, tmp_path) -> None:
 @pytest.mark.slow  # trains a model
 def test_ema_follows_its_formula_and_is_what_inference_loads(data, tmp_path) -> None:
     m, _ = _module(data, tmp_path, "--trainer.ema_decay", "0.9")
+    assert m.ema_decay_now() == pytest.approx(0.1)  # warm-up: (1 + n) / (10 + n) at n = 0
+    m.ema_updates = 10**6  # past the warm-up: the configured decay
     w0 = [p.detach().clone() for p in m.backbone.parameters()]
+    b0 = [b.detach().clone() for b in m.backbone.buffers()]
     with torch.no_grad():
         for p in m.backbone.parameters():
             p.add_(torch.randn_like(p))
+        for b in m.backbone.buffers():
+            b.add_(torch.ones_like(b) if b.is_floating_point() else torch.full_like(b, 7))
     m.update_ema()
     for e, w, a in zip(m.ema_backbone.parameters(), m.backbone.parameters(), w0, strict=True):
         torch.testing.assert_close(e, 0.9 * a + 0.1 * w)
+    for e, w, a in zip(m.ema_backbone.buffers(), m.backbone.buffers(), b0, strict=True):
+        # BatchNorm statistics are averaged with the weights they describe; counters are copied
+        torch.testing.assert_close(e, 0.9 * a + 0.1 * w if e.is_floating_point() else w)
+    assert m.ema_updates == 10**6 + 1
 
     r = train(_cfg(data, tmp_path, "--trainer.ema_decay", "0.5"), evaluate_test=False)
     ck = torch.load(r.last_checkpoint, weights_only=True)
@@ -163,8 +172,43 @@ def test_ema_follows_its_formula_and_is_what_inference_loads(data, tmp_path) -> 
     raw = {k[len("raw_backbone.") :]: v for k, v in sd.items() if k.startswith("raw_backbone.")}
     ema = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
     assert raw.keys() == ema.keys() and any(not torch.equal(raw[k], ema[k]) for k in raw)
+    assert ck["faceforge_ema_updates"] == ck["global_step"] > 0  # one update per optimizer step
+    resumed, _ = _module(data, tmp_path / "resumed", "--trainer.ema_decay", "0.5")
+    resumed.on_load_checkpoint(ck)  # a resumed run continues the warm-up where it stopped
+    assert resumed.ema_updates == ck["global_step"]
     loaded = load_checkpoint(r.last_checkpoint).backbone.state_dict()
     assert all(torch.equal(loaded[k], ema[k]) for k in loaded)
+
+
+def test_ema_of_a_batchnorm_network_tracks_it_from_the_first_steps(data, tmp_path) -> None:
+    """A high decay over a few hundred steps must not leave the average made of the random init.
+
+    Without the warm-up, 300 updates at d = 0.999 keep 0.999^300 = 74 % of the initial weights
+    beside the trained network's BatchNorm statistics, and the average answers one vector for every
+    input (what an 8-epoch SynthFaces run measured). The trained weights are stood in for by a second
+    initialisation whose statistics match it (forward passes in train mode).
+    """
+    torch.manual_seed(0)
+    m, cfg = _module(data, tmp_path, "--trainer.ema_decay", "0.999")
+    L.seed_everything(1, verbose=False)
+    other = FaceRecognitionModule(cfg, 8)
+    m.backbone.load_state_dict(other.backbone.state_dict())
+    with torch.no_grad():
+        m.backbone.train()
+        for _ in range(20):
+            m.backbone(torch.randn(16, 3, 32, 32))
+    for _ in range(300):
+        m.update_ema()
+    m.backbone.eval()
+    m.ema_backbone.eval()
+    x = torch.randn(32, 3, 32, 32)
+    with torch.no_grad():
+        live, avg = m.backbone(x), m.ema_backbone(x)
+    # Untrained networks answer similar vectors for noise, so compare what varies between inputs:
+    # each embedding's offset from the batch mean, which a collapsed average loses.
+    live, avg = live - live.mean(0), avg - avg.mean(0)
+    assert torch.nn.functional.cosine_similarity(live, avg, dim=1).min() > 0.95
+    assert avg.norm(dim=1).mean() > 0.5 * live.norm(dim=1).mean()
 
 
 def test_backbone_clipping_leaves_the_head_alone(data, tmp_path) -> None:

@@ -56,6 +56,7 @@ class FaceRecognitionModule(L.LightningModule):
             self.head = create_head(self.head_name, self.face_cfg.embedding_size, num_classes, **hcfg)
         self.ema_decay = tcfg.get("ema_decay")
         self.ema_backbone: nn.Module | None = None
+        self.ema_updates = 0  # optimizer steps averaged so far (the decay's warm-up counts them)
         if self.ema_decay is not None:
             self.ema_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
         self.freeze_epochs = int(tcfg.get("freeze_backbone_epochs") or 0)
@@ -243,15 +244,36 @@ class FaceRecognitionModule(L.LightningModule):
         if self.ema_backbone is not None:
             self.update_ema()
 
+    def ema_decay_now(self) -> float:
+        """The decay of the next update: ``min(d, (1 + n) / (10 + n))`` after ``n`` updates.
+
+        The warm-up is TensorFlow's ``ExponentialMovingAverage(num_updates=...)``: without it the
+        average holds ``d^n`` of the random initialisation after ``n`` steps (0.998^800 ≈ 20 %), and a
+        BatchNorm network whose weights are part random no longer matches any statistics: its
+        embeddings collapse to one vector (measured: validation accuracy 0.5 for 8 epochs).
+        """
+        assert self.ema_decay is not None
+        n = self.ema_updates
+        return min(float(self.ema_decay), (1.0 + n) / (10.0 + n))
+
     @torch.no_grad()
     def update_ema(self) -> None:
-        """``ema ← d · ema + (1 − d) · w`` for parameters; buffers (BatchNorm statistics) are copied."""
+        """``ema ← d·ema + (1 − d)·w`` for parameters and BatchNorm statistics (floating buffers).
+
+        ``d`` warms up (:meth:`ema_decay_now`); integer buffers (batch counters) are copied. Averaging
+        the running statistics with the weights keeps them describing the averaged network, as in
+        timm's ``ModelEmaV2``; copying the live network's statistics did not (docs/training.md).
+        """
         assert self.ema_backbone is not None and self.ema_decay is not None
-        d = float(self.ema_decay)
+        d = self.ema_decay_now()
         for e, w in zip(self.ema_backbone.parameters(), self.backbone.parameters(), strict=True):
             e.mul_(d).add_(w.detach(), alpha=1 - d)
         for e, w in zip(self.ema_backbone.buffers(), self.backbone.buffers(), strict=True):
-            e.copy_(w)
+            if e.is_floating_point():
+                e.mul_(d).add_(w.detach().to(e.dtype), alpha=1 - d)
+            else:
+                e.copy_(w)
+        self.ema_updates += 1
 
     def configure_optimizers(self) -> Any:
         ocfg, scfg = self.config["optimizer"], self.config["scheduler"]
@@ -310,6 +332,7 @@ class FaceRecognitionModule(L.LightningModule):
                 sd["raw_" + k] = sd[k]
                 sd[k] = sd.pop("ema_" + k)
             checkpoint["faceforge_ema"] = True
+            checkpoint["faceforge_ema_updates"] = int(self.ema_updates)
         # Weights are stored in fp32 whatever the training precision (a half-precision copy would
         # lose what the mixed-precision master weights hold, and inference expects fp32).
         sd = checkpoint["state_dict"]
@@ -327,6 +350,8 @@ class FaceRecognitionModule(L.LightningModule):
             if self.ema_backbone is None:  # resumed without EMA: drop the average
                 for k in [k for k in sd if k.startswith("ema_backbone.")]:
                     del sd[k]
+            n = checkpoint.get("faceforge_ema_updates", checkpoint.get("global_step", 0))
+            self.ema_updates = int(n) if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 0
         elif self.ema_backbone is not None:  # EMA switched on at resume: start it from the weights
             for k in [k for k in sd if k.startswith("backbone.")]:
                 sd["ema_" + k] = sd[k].clone()
