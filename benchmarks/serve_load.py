@@ -131,6 +131,13 @@ def main() -> None:
         help="with --compare-batching and N > 1: also a batched service running N batches at once",
     )
     ap.add_argument(
+        "--batch-process",
+        choices=["auto", "on", "off", "both"],
+        default="auto",
+        help="the batched service's model processes (create_app's batch_process; auto: on for a PyTorch "
+        "model on 2+ CPU cores); both: one batched service with and one without, in the same run",
+    )
+    ap.add_argument(
         "--same-process-client",
         action="store_true",
         help="run the load generator's threads in the server's process (default: a separate process, "
@@ -235,23 +242,33 @@ def compare_batching(rec: Any, reqs: list[Any], args: argparse.Namespace) -> Non
         table = _compare_runs(rec, reqs, args, run_load, create_app, BackgroundServer)
     rec.disable_batching()
     for svc in _services(args)[1:]:
-        r8 = table[(8, svc)][0].rps / table[(8, (1, 1))][0].rps
-        p95 = table[(1, svc)][0].percentile(95) / table[(1, (1, 1))][0].percentile(95) - 1
-        print(f"{_name(svc)} / one-at-a-time at 8 clients: {r8:.2f}x req/s (target >= 2x)")
-        print(f"p95 at 1 client, {_name(svc)} vs one-at-a-time: {p95 * 100:+.1f} % (target <= +10 %)")
+        one = (1, 1, None)
+        r8 = table[(8, svc)][0].rps / table[(8, one)][0].rps
+        p95 = table[(1, svc)][0].percentile(95) / table[(1, one)][0].percentile(95) - 1
+        print(f"{_name(svc, rec)} / one-at-a-time at 8 clients: {r8:.2f}x req/s (target >= 2x)")
+        print(f"p95 at 1 client, {_name(svc, rec)} vs one-at-a-time: {p95 * 100:+.1f} % (target <= +10 %)")
 
 
-def _services(args: argparse.Namespace) -> list[tuple[int, int]]:
-    """(max_batch, batch workers) of each compared service: one at a time first."""
-    out = [(1, 1), (args.max_batch, 1)]
-    return [*out, (args.max_batch, args.batch_workers)] if args.batch_workers > 1 else out
+def _services(args: argparse.Namespace) -> list[tuple[int, int, bool | None]]:
+    """(max_batch, batch workers, batch_process) of each compared service: one at a time first."""
+    procs = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}[args.batch_process]
+    out: list[tuple[int, int, bool | None]] = [(1, 1, None)]
+    out += [(args.max_batch, 1, p) for p in procs]
+    if args.batch_workers > 1:
+        out += [(args.max_batch, args.batch_workers, p) for p in procs]
+    return out
 
 
-def _name(svc: tuple[int, int]) -> str:
-    mb, workers = svc
+def _name(svc: tuple[int, int, bool | None], rec: Any = None) -> str:
+    mb, workers, proc = svc
     if mb == 1:
         return "one at a time"
-    return f"batched ({mb})" + (f" x {workers} workers" if workers > 1 else "")
+    if proc is None and rec is not None:
+        from faceforge.serve.app import auto_batch_process
+
+        proc = auto_batch_process(rec)
+    where = {True: ", model process", False: ", in-process", None: ""}[proc]
+    return f"batched ({mb}{where})" + (f" x {workers} workers" if workers > 1 else "")
 
 
 def _compare_runs(
@@ -265,8 +282,8 @@ def _compare_runs(
     for conc in (1, 8, 32):
         for _ in range(2):
             for svc in _services(args):
-                mb, workers = svc
-                app = create_app(rec, max_batch=mb, batch_workers=workers)
+                mb, workers, proc = svc
+                app = create_app(rec, max_batch=mb, batch_workers=workers, batch_process=proc)
                 with server(app) as srv:
                     run_load(srv.url, reqs, n_requests=max(4, conc), concurrency=conc)  # warm-up
                     batcher = rec._batcher
@@ -281,7 +298,7 @@ def _compare_runs(
                     table[(conc, svc)] = (res, calls)
         for svc in _services(args):
             res, calls = table[(conc, svc)]
-            name = _name(svc)
+            name = _name(svc, rec)
             per = f"{calls[0]} | {calls[1] / max(1, calls[0]):.2f}" if calls else "- | 1.00"
             p50, p95 = res.percentile(50), res.percentile(95)
             print(f"| {conc} | {name} | {res.rps:.1f} | {p50:.1f} | {p95:.1f} | {per} |", flush=True)

@@ -55,7 +55,8 @@ def _free_port() -> int:
 def test_serve_command_serves_a_checkpoint(
     serve_recognizer, serve_gallery, synth_png, serve_cfg, tmp_path
 ) -> None:
-    """The real console command in a subprocess: gallery, API key from the environment, verify."""
+    """The real console command in a subprocess: gallery, API key from the environment, verify with the
+    model in a model process (spawned from the console command's own process), shut down by Ctrl-C."""
     gallery_dir = serve_gallery.save(tmp_path / "gallery")
     port = _free_port()
     env = {**os.environ, "FF_SERVE_TEST_KEY": "cli-key", "OMP_NUM_THREADS": "1"}
@@ -63,7 +64,7 @@ def test_serve_command_serves_a_checkpoint(
         sys.executable, "-m", "faceforge.cli.main", "serve",
         "--model", serve_recognizer.source, "--gallery", str(gallery_dir),
         "--port", str(port), "--api-key-env", "FF_SERVE_TEST_KEY", "--threads", "1",
-        "--log-level", "warning",
+        "--log-level", "warning", "--max-batch", "8", "--batch-process", "on",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -81,6 +82,7 @@ def test_serve_command_serves_a_checkpoint(
             time.sleep(0.3)
         health = httpx.get(url + "/healthz").json()
         assert health["gallery_size"] == len(serve_gallery)
+        assert health["batching"]["max_batch"] == 8 and health["batching"]["model_processes"] is True
         assert httpx.get(url + "/v1/models").status_code == 401
         ka, kb = (serve_cfg.first_id, 0), (serve_cfg.first_id, 1)
         r = httpx.post(
@@ -99,4 +101,7 @@ def test_serve_command_serves_a_checkpoint(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    assert proc.returncode is not None
+    out = proc.stdout.read()
+    assert "Traceback" not in out, out  # neither the server nor its model process complains on Ctrl-C
     assert Path(gallery_dir, "manifest.json").is_file()

@@ -79,9 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-batch",
         type=_max_batch,
         default=None,
-        help="crops of concurrent requests embedded in one model call: auto (default: 16 on a GPU; on a "
-        "CPU 16 when a start-up probe finds batches cheaper per crop, else 1) or a number; 1: one request "
-        "at a time",
+        help="crops of concurrent requests embedded in one model call: auto (default: 16 on a GPU or with "
+        "model processes; otherwise 16 when a start-up probe finds batches cheaper per crop, else 1) or a "
+        "number; 1: one request at a time",
     )
     p.add_argument(
         "--max-wait-ms",
@@ -95,6 +95,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="batches that may run at once, each in its own thread (default 1); on an N-core CPU, "
         "--batch-workers N --threads 1 keeps every core on a batch",
+    )
+    p.add_argument(
+        "--batch-process",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run each batch worker's model calls in a process of its own, beside the request threads "
+        "(auto, the default: for a PyTorch model on a CPU with 2+ cores; docs/serve.md)",
     )
     p.add_argument("--detector", default="auto", help="face detector: auto, a detector name or a model file")
     p.add_argument(
@@ -176,6 +183,7 @@ def build_app(args: argparse.Namespace) -> Any:
         max_batch=args.max_batch,
         max_wait_ms=float(args.max_wait_ms),
         batch_workers=int(args.batch_workers),
+        batch_process={"auto": None, "on": True, "off": False}[args.batch_process],
     )
 
 
@@ -196,6 +204,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     how = f"up to {mb} crops of concurrent requests per model call" if mb > 1 else "one request at a time"
     if mb > 1 and args.batch_workers > 1:
         how += f", {args.batch_workers} calls at once"
+    if mb > 1 and app.state.batch_process:
+        how += f", in {args.batch_workers} model process{'es' if args.batch_workers > 1 else ''}"
     print(f"faceforge: model calls: {how} (--max-batch {args.max_batch or 'auto'})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -23,7 +23,8 @@ from faceforge.align.transform import crop_face
 from faceforge.errors import FaceforgeError, ImageDecodeError, NoFaceError
 from faceforge.eval.calibration import calibration_from_result, estimate_fmr, pick_threshold
 from faceforge.infer.batching import MicroBatcher
-from faceforge.models.face_cfg import FaceConfig, preprocess
+from faceforge.infer.model_process import ModelProcesses, embed_aligned
+from faceforge.models.face_cfg import FaceConfig
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -40,7 +41,6 @@ ImageInput = Union[str, os.PathLike, bytes, "PIL.Image.Image", np.ndarray]
 
 #: ``detector="auto"`` takes the first of these that can run here (see faceforge.align.choose).
 DETECTOR_ORDER = AUTO_ORDER
-_BATCH = 64
 # ArcFace-template crops are defined at 112×112 (Deng et al., CVPR 2019); such an image is taken as
 # already aligned even for a model with a smaller input, and resized as training resized it.
 _CANONICAL_ALIGNED = (112, 112)
@@ -157,13 +157,6 @@ def _is_batch(images: Any) -> bool:
     return isinstance(images, (list, tuple))
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    if not np.isfinite(x).all():
-        raise FaceforgeError("the model produced NaN or infinite embeddings; the model file is unusable")
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
-
-
 # --------------------------------------------------------------------------------------------------
 # calibration sources
 
@@ -222,6 +215,7 @@ class FaceRecognizer:
         # shares one recognizer between request threads, so detection is serialised.
         self._detect_lock = threading.Lock()
         self._batcher: MicroBatcher | None = None
+        self._procs: ModelProcesses | None = None
         if threshold is not None:
             self.threshold: float | None = float(threshold)
             self._threshold_from = "argument"
@@ -463,19 +457,7 @@ class FaceRecognizer:
         return self._embed_crops_now(crops)
 
     def _embed_crops_now(self, crops: np.ndarray) -> np.ndarray:
-        out = []
-        for s in range(0, len(crops), _BATCH):
-            x = preprocess(crops[s : s + _BATCH], self.face_cfg)
-            if self.flip:
-                # the crops and their mirrors in one call of 2N rows, not two calls of N: a small
-                # model's call costs mostly dispatch, so this nearly halves it (docs/performance.md)
-                n = len(x)
-                e = self.model.run(np.concatenate([x, x[..., ::-1]]))
-                e = e[:n] + e[n:]
-            else:
-                e = self.model.run(x)
-            out.append(e)
-        return _normalise(np.concatenate(out))
+        return embed_aligned(self.model.run, self.face_cfg, bool(self.flip), crops)
 
     def embed(
         self, images: ImageInput | Sequence[ImageInput], *, color: str = "RGB", aligned: bool | None = None
@@ -504,23 +486,45 @@ class FaceRecognizer:
         emb = self.embed_crops(np.stack([c for c, _ in faces]))
         return [FaceResult(f["bbox"], f["score"], f["landmarks"], c, e) for (c, f), e in zip(faces, emb)]
 
-    def enable_batching(self, max_batch: int = 32, max_wait_s: float = 0.0, workers: int = 1) -> MicroBatcher:
+    def enable_batching(
+        self, max_batch: int = 32, max_wait_s: float = 0.0, workers: int = 1, process: bool = False
+    ) -> MicroBatcher:
         """Route every crop embedding through one :class:`~faceforge.infer.batching.MicroBatcher`.
 
         For a service: concurrent ``verify``/``embed``/``find`` calls from request threads then share
         model batches (detection stays per request, serialised per detector), so the model is called
-        from ``workers`` threads only (one by default). Returns the batcher (its ``batches``/``rows``
-        counters show the batching).
+        from ``workers`` threads only (one by default). With ``process=True`` each worker hands its
+        batches to a model process of its own (:class:`~faceforge.infer.model_process.ModelProcesses`,
+        PyTorch models only): the model then runs beside the request threads instead of taking turns
+        with them for the interpreter lock. Returns the batcher (its ``batches``/``rows`` counters show
+        the batching). The model, flip and preprocessing are those of the moment this is called.
         """
         if self._batcher is None:
-            self._batcher = MicroBatcher(self._embed_crops_now, max_batch, max_wait_s, workers)
+            fn: Any = self._embed_crops_now
+            if process:
+                import torch
+
+                self._procs = ModelProcesses(
+                    self.model.run, self.face_cfg, bool(self.flip), workers, torch.get_num_threads()
+                )
+                fn = self._procs
+            self._batcher = MicroBatcher(fn, max_batch, max_wait_s, workers)
         return self._batcher
 
+    @property
+    def batch_process(self) -> ModelProcesses | None:
+        """The model processes of the batcher, when :meth:`enable_batching` started them."""
+        return self._procs
+
     def disable_batching(self) -> None:
-        """Stop the micro-batcher (if any); embeddings run in the caller's thread again."""
+        """Stop the micro-batcher (and its model processes, if any); embeddings run in the caller's
+        thread again."""
         if self._batcher is not None:
             self._batcher.close()
             self._batcher = None
+        if self._procs is not None:
+            self._procs.close()
+            self._procs = None
 
     # ---------------------------------------------------------------------------------- use
     def _resolve_threshold(self, threshold: float | None) -> float:

@@ -13,6 +13,7 @@ import hmac
 import io
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -56,6 +57,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "DecodeBudget",
     "ImageTooLargeError",
+    "auto_batch_process",
     "create_app",
     "decode_upload",
     "redact_paths",
@@ -123,6 +125,18 @@ def auto_max_batch(recognizer: FaceRecognizer) -> int:
         _PROBED[recognizer] = probe_batching(recognizer)
     ratio = _PROBED[recognizer]
     return DEFAULT_MAX_BATCH if ratio is not None and ratio <= BATCH_PAYS_RATIO else 1
+
+
+def auto_batch_process(recognizer: FaceRecognizer) -> bool:
+    """Whether a batched service runs its model in model processes by default: for a PyTorch model on
+    a CPU with at least two cores. There the model's Python-level dispatch would otherwise take turns
+    with HTTP parsing, decoding and alignment for the interpreter lock; in a process of its own it runs
+    beside them (docs/serve.md, "Model processes"). ONNX Runtime releases the lock by itself, and a
+    GPU runs the arithmetic elsewhere already."""
+    if recognizer.backend != "torch":
+        return False
+    device = getattr(getattr(recognizer.model, "run", None), "device", None)
+    return getattr(device, "type", None) == "cpu" and (os.cpu_count() or 1) >= 2
 
 
 #: seconds a request waits for decode budget before it gets 503 + Retry-After
@@ -648,6 +662,7 @@ def create_app(
     max_batch: int | None = None,
     max_wait_ms: float = 0.0,
     batch_workers: int = 1,
+    batch_process: bool | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``recognizer`` (and ``gallery`` for ``/v1/search``); see docs/serve.md.
 
@@ -658,12 +673,16 @@ def create_app(
     uploads are shrunk to while decoding (None: never). ``expose_paths``: let server paths (model file,
     gallery image paths) appear in answers; by default they are reduced to file names.
     ``max_batch``: crops of concurrent requests embedded in one model call (micro-batching, see
-    :mod:`faceforge.infer.batching`; 1: requests run one at a time under a lock; None:
-    :func:`auto_max_batch`: on a GPU, or on a CPU when a start-up probe finds that batches pay).
+    :mod:`faceforge.infer.batching`; 1: requests run one at a time under a lock; None: 16 when the
+    model runs in model processes, else :func:`auto_max_batch`: on a GPU, or on a CPU when a start-up
+    probe finds that batches pay).
     ``max_wait_ms``: how long a batch waits for company after its first crop (0: never — no latency
     added to a lone request; under load batches form while the previous one runs). ``batch_workers``:
     batches that may run at the same time (with ``max_batch`` > 1), each in its own thread; on an
-    N-core CPU, N workers at one torch thread each keep every core on a batch.
+    N-core CPU, N workers at one torch thread each keep every core on a batch. ``batch_process``: each
+    worker's batches run in a model process of its own (:mod:`faceforge.infer.model_process`), beside
+    the request threads instead of taking turns with them for the interpreter lock; None:
+    :func:`auto_batch_process` (a PyTorch model on a CPU with at least two cores).
     """
     if max_body_bytes <= 0:
         raise FaceforgeError(f"max_body_bytes must be positive, got {max_body_bytes}")
@@ -677,8 +696,11 @@ def create_app(
             f"the gallery holds {gallery.dim}-d embeddings but model {recognizer.name!r} gives {dim}-d; "
             "build the gallery with this model"
         )
-    if max_batch is None:
-        max_batch = auto_max_batch(recognizer)
+    auto_batch = max_batch is None
+    want_process = auto_batch_process(recognizer) if batch_process is None else bool(batch_process)
+    if auto_batch:
+        # Beside the request threads, batches never cost more than single calls (docs/serve.md).
+        max_batch = DEFAULT_MAX_BATCH if want_process else auto_max_batch(recognizer)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise FaceforgeError(f"max_batch must be a positive integer, got {max_batch!r}")
     if not 0 <= max_wait_ms <= 1000:
@@ -693,8 +715,22 @@ def create_app(
     recognizer.disable_batching()  # a recognizer served before keeps no batcher of other settings
     batcher = None
     if max_batch > 1:
-        batcher = recognizer.enable_batching(max_batch, max_wait_ms / 1000.0, batch_workers)
+        wait_s = max_wait_ms / 1000.0
+        try:
+            batcher = recognizer.enable_batching(max_batch, wait_s, batch_workers, want_process)
+        except FaceforgeError as e:
+            if not (batch_process is None and want_process):
+                raise
+            # auto only: a model that cannot move (e.g. a module class defined in a script's __main__)
+            log.warning("model process not used (%s); the model runs in the server process", e)
+            want_process = False
+            if auto_batch:
+                max_batch = auto_max_batch(recognizer)
+            if max_batch > 1:
+                batcher = recognizer.enable_batching(max_batch, wait_s, batch_workers)
+    if batcher is not None:
         lock = contextlib.nullcontext()
+    batch_process = want_process and batcher is not None
     page = _page()
     budget = DecodeBudget(max_decode_bytes, decode_wait_s)
     limits = service_limits(max_body_bytes, max_pixels, max_decode_bytes, decode_max_side, decode_wait_s)
@@ -767,6 +803,7 @@ def create_app(
     app.state.gallery = gallery
     app.state.limits = limits
     app.state.max_batch = max_batch
+    app.state.batch_process = batch_process
     app.state.decode_budget = budget
 
     # ---------------------------------------------------------------------------------- errors
@@ -833,6 +870,7 @@ def create_app(
                 "max_batch": max_batch,
                 "max_wait_ms": float(max_wait_ms),
                 "workers": None if batcher is None else batcher.workers,
+                "model_processes": batch_process,
                 "model_calls": None if batcher is None else batcher.batches,
                 "crops": None if batcher is None else batcher.rows,
             },
