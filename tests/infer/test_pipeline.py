@@ -86,7 +86,9 @@ def _png(rgb: np.ndarray) -> bytes:
 
 
 def _embed_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("faceforge-embed-")]
+    """The pipeline's worker threads and its recognition threads, while any are alive."""
+    prefixes = ("faceforge-embed-", "faceforge-recognise")
+    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
 
 
 @pytest.fixture
@@ -241,9 +243,66 @@ def test_folder_input_is_listed_recursively_and_sorted(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"workers": 0}, "workers=0"), ({"batch_size": 0}, "batch_size=0"), ({"queue_size": 0}, "queue_size=0"),
-     ({"color": "HSV"}, "color")],
+     ({"color": "HSV"}, "color"), ({"model_workers": 0}, "model_workers=0"),
+     ({"model_workers": True}, "model_workers=True")],
 )  # fmt: skip
 def test_bad_arguments(kwargs, match) -> None:
     with pytest.raises(FaceforgeError, match=match):
         iter_embed_folder(_recognizer(), [_canvas(1)], **kwargs)
     assert not _embed_threads()
+
+
+class _Overlap:
+    """A model ``run`` that takes 20 ms per call and records the most calls inside it at once."""
+
+    def __init__(self, run) -> None:
+        self.run, self.inside, self.most, self.lock = run, 0, 0, threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            time.sleep(0.02)
+            return self.run(x)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+@pytest.mark.parametrize("model_workers", [1, 2, 3])
+def test_recognition_batches_in_flight_keep_outcomes_order_and_embeddings(files, model_workers) -> None:
+    model = _model()
+    overlap = _Overlap(model.run)
+    model.run = overlap
+    rec = FaceRecognizer(model, detector=StubDetector(), threshold=0.3)
+    res = embed_folder(
+        rec, files * 3, workers=2, batch_size=2, detector_factory=StubDetector, model_workers=model_workers
+    )
+    assert [o.index for o in res.outcomes] == list(range(3 * len(files)))
+    assert [o.path for o in res.outcomes] == [str(p) for p in files * 3]
+    assert res.counts == {"ok": 39, "no_face": 3, "undecodable": 3, "failed": 0}
+    ref = np.concatenate([rec.embed(p) for p in res.paths[: len(res.paths) // 3]])
+    assert np.abs(res.embeddings - np.concatenate([ref] * 3)).max() <= 1e-6
+    # batches really ran side by side (and never more than asked)
+    assert overlap.most == model_workers
+    assert not _embed_threads()
+
+
+def test_no_stall_when_one_batch_holds_every_file_in_flight() -> None:
+    """Mostly faceless inputs: a batch closes only when every token is held, so it holds them all;
+    with two batches allowed in flight it must still be handed out, not waited beside."""
+    rec = _recognizer()
+    flat = [np.full((CANVAS, CANVAS, 3), 100 + i, np.uint8) for i in range(40)]
+    images = [_canvas(9), *flat, _canvas(10)]  # a face first: its batch waits for 8 crops
+
+    def run() -> None:
+        kw = {"workers": 2, "batch_size": 8, "queue_size": 5, "model_workers": 2}
+        done.append(embed_folder(rec, images, detector_factory=StubDetector, **kw))
+
+    done: list = []
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert done, "embed_folder stalled"
+    assert done[0].counts == {"ok": 2, "no_face": 40, "undecodable": 0, "failed": 0}

@@ -11,7 +11,9 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ __all__ = [
     "FileOutcome",
     "FolderEmbeddings",
     "collect_images",
+    "default_model_workers",
     "embed_folder",
     "embed_labelled",
     "iter_embed_folder",
@@ -304,6 +307,7 @@ def iter_embed_folder(
     aligned: bool | None = None,
     progress: bool | None = None,
     detector_factory: Callable[[], Detector] | None = None,
+    model_workers: int | None = None,
 ) -> Iterator[FileOutcome]:
     """An iterator of one :class:`FileOutcome` per input, in input order (docs/inference.md).
 
@@ -312,7 +316,10 @@ def iter_embed_folder(
     ``2 * batch_size + 2 * workers``) bounds the files in flight. ``aligned`` forces or skips
     detection as in ``FaceRecognizer.embed``. ``detector_factory`` builds each worker's detector
     (default: ``resolve_detector`` of the recognizer's detector spec; a detector *instance* as the
-    spec is shared, one call at a time). ``progress=None`` reports only when stderr is a terminal.
+    spec is shared, one call at a time). ``model_workers``: recognition batches in flight at once,
+    each in its own thread (None: :func:`default_model_workers`, 2 on a CPU with 2+ cores, else 1); a
+    compute-bound model (a convolution spends its time outside the interpreter lock) then has a core
+    per batch. ``progress=None`` reports only when stderr is a terminal.
     Arguments are checked at once; the workers start with the first ``next()`` and stop when the
     iterator is exhausted, closed or garbage-collected.
     """
@@ -320,7 +327,11 @@ def iter_embed_folder(
         raise FaceforgeError(f"workers={workers!r}; expected an integer >= 1")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FaceforgeError(f"batch_size={batch_size!r}; expected an integer >= 1")
-    qsize = 2 * batch_size + 2 * workers if queue_size is None else queue_size
+    mw = default_model_workers(recognizer) if model_workers is None else model_workers
+    if isinstance(mw, bool) or not isinstance(mw, int) or not 1 <= mw <= 16:
+        raise FaceforgeError(f"model_workers={model_workers!r}; expected an integer in [1, 16]")
+    # room for every batch in flight, one being filled, and what the workers hold
+    qsize = (mw + 1) * batch_size + 2 * workers if queue_size is None else queue_size
     if isinstance(qsize, bool) or not isinstance(qsize, int) or qsize < 1:
         raise FaceforgeError(f"queue_size={queue_size!r}; expected an integer >= 1")
     if str(color).upper() not in ("RGB", "BGR"):
@@ -328,33 +339,77 @@ def iter_embed_folder(
     items, total = _enumerate_inputs(paths)
     show = sys.stderr.isatty() if progress is None else bool(progress)
     stage = _Stage(recognizer, items, workers, threading.Semaphore(qsize), color, aligned, detector_factory)
-    return _run(recognizer, stage, batch_size, qsize, _Progress(show, total))
+    return _run(recognizer, stage, batch_size, qsize, _Progress(show, total), mw)
+
+
+def default_model_workers(recognizer: FaceRecognizer) -> int:
+    """Recognition batches :func:`iter_embed_folder` runs at once by default: 2 for a model on a CPU
+    with at least 2 cores (the dlib ResNet spends 17 ms per crop in convolutions, which run outside
+    the interpreter lock, so a second batch uses the second core: docs/performance.md), else 1."""
+    device = getattr(getattr(recognizer.model, "run", None), "device", None)
+    on_cpu = getattr(device, "type", "cpu") == "cpu"
+    return 2 if on_cpu and (os.cpu_count() or 1) >= 2 else 1
 
 
 def _run(
-    recognizer: FaceRecognizer, stage: _Stage, batch_size: int, qsize: int, report: _Progress
+    recognizer: FaceRecognizer,
+    stage: _Stage,
+    batch_size: int,
+    qsize: int,
+    report: _Progress,
+    model_workers: int = 1,
 ) -> Iterator[FileOutcome]:
     """Start the workers on the first ``next()``, stop them when the caller is done (or stops early)."""
     stage.start()
+    pool = ThreadPoolExecutor(model_workers, "faceforge-recognise") if model_workers > 1 else None
     try:
-        yield from _collect(recognizer, stage, batch_size, qsize, report)
+        yield from _collect(recognizer, stage, batch_size, qsize, report, pool, model_workers)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         stage.close()
         if report.enabled:
             report.show(end="\n")
 
 
 def _collect(
-    recognizer: FaceRecognizer, stage: _Stage, batch_size: int, qsize: int, report: _Progress
+    recognizer: FaceRecognizer,
+    stage: _Stage,
+    batch_size: int,
+    qsize: int,
+    report: _Progress,
+    pool: ThreadPoolExecutor | None = None,
+    in_flight: int = 1,
 ) -> Iterator[FileOutcome]:
-    """The calling thread's side: reorder, batch, embed, hand out; a token back per outcome taken."""
+    """The calling thread's side: reorder, batch, embed (up to ``in_flight`` batches at once in
+    ``pool``), hand out in input order; a token back per outcome taken."""
     seq: list[_Prepared] = []  # consecutive inputs from `next_index` on, waiting for their batch
     pending: dict[int, _Prepared] = {}  # arrived ahead of an earlier input
+    flying: deque[tuple[list[_Prepared], Future | np.ndarray | None]] = deque()  # oldest first
     next_index = 0
     n_crops = 0
     finished = 0
     n_workers = len(stage.threads)
-    while finished < n_workers or seq:
+
+    def embed(batch: list[_Prepared]) -> np.ndarray | None:
+        crops = [p.crop for p in batch if p.crop is not None]
+        return recognizer.embed_crops(np.stack(crops)) if crops else None
+
+    def hand_out() -> Iterator[FileOutcome]:
+        batch, job = flying.popleft()
+        emb = job.result() if isinstance(job, Future) else job
+        k = 0
+        for p in batch:
+            out = FileOutcome(p.index, p.path, p.status, p.reason, bbox=p.bbox, score=p.score)
+            if p.crop is not None:
+                out.embedding = emb[k].copy()  # type: ignore[index]
+                k += 1
+            p.crop = None
+            report.add(out.status)
+            yield out
+            stage.tokens.release()  # the caller is done with it: a worker may take one more file
+
+    while finished < n_workers or seq or flying:
         if finished < n_workers:
             msg = stage.results.get()
             if msg is _DONE:
@@ -370,21 +425,21 @@ def _collect(
                 next_index += 1
         # Embed when the batch is full, when the input is exhausted, or when every token is held
         # here (the workers cannot take another file until these are handed out).
-        held = len(seq) + len(pending)
+        held = len(seq) + len(pending) + sum(len(b) for b, _ in flying)
         if seq and (n_crops >= batch_size or finished == n_workers or held >= qsize or not n_crops):
-            crops = [p.crop for p in seq if p.crop is not None]
-            emb = recognizer.embed_crops(np.stack(crops)) if crops else None
-            k = 0
             batch, seq, n_crops = seq, [], 0
-            for p in batch:
-                out = FileOutcome(p.index, p.path, p.status, p.reason, bbox=p.bbox, score=p.score)
-                if p.crop is not None:
-                    out.embedding = emb[k].copy()  # type: ignore[index]
-                    k += 1
-                p.crop = None
-                report.add(out.status)
-                yield out
-                stage.tokens.release()  # the caller is done with it: a worker may take one more file
+            flying.append((batch, pool.submit(embed, batch) if pool is not None else embed(batch)))
+        # Hand out the oldest batch when its result is there, when as many batches are in flight as
+        # may be, when every token is held here, or when nothing else can arrive.
+        while flying and (
+            not isinstance(job := flying[0][1], Future)
+            or job.done()
+            or len(flying) >= in_flight
+            or held >= qsize
+            or (finished == n_workers and not seq)
+        ):
+            held -= len(flying[0][0])
+            yield from hand_out()
 
 
 def embed_folder(
@@ -398,6 +453,7 @@ def embed_folder(
     aligned: bool | None = None,
     progress: bool | None = None,
     detector_factory: Callable[[], Detector] | None = None,
+    model_workers: int | None = None,
 ) -> FolderEmbeddings:
     """Embed every image of ``paths`` with ``recognizer``: outcomes in input order + the ok embeddings.
 
@@ -409,7 +465,7 @@ def embed_folder(
     rows: list[np.ndarray] = []
     for o in iter_embed_folder(
         recognizer, paths, workers=workers, batch_size=batch_size, queue_size=queue_size, color=color,
-        aligned=aligned, progress=progress, detector_factory=detector_factory,
+        aligned=aligned, progress=progress, detector_factory=detector_factory, model_workers=model_workers,
     ):  # fmt: skip
         if o.embedding is not None:
             rows.append(o.embedding)
