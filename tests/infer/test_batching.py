@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from concurrent_embed import embed_each_in_its_own_thread
 
 from faceforge.errors import FaceforgeError
 from faceforge.infer.batching import MicroBatcher
@@ -139,19 +140,10 @@ def test_recognizer_with_batching_gives_the_same_embeddings() -> None:
     crops = np.random.default_rng(1).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
     direct = rec.embed_crops(crops)
     batcher = rec.enable_batching(max_batch=8)
-    out: dict[int, np.ndarray] = {}
-    threads = [
-        threading.Thread(target=lambda i=i: out.__setitem__(i, rec.embed_crops(crops[i : i + 1])))
-        for i in range(6)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    got = embed_each_in_its_own_thread(rec, crops, timeout=30)
     assert batcher.rows == 6 and 1 <= batcher.batches <= 6
     rec.disable_batching()
-    for i in range(6):
-        np.testing.assert_allclose(out[i][0], direct[i], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
     assert rec.embed_crops(crops[:2]).shape == (2, 16)  # batching off again: runs in the caller
 
 

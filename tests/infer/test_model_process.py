@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from concurrent_embed import embed_each_in_its_own_thread
 
 from faceforge.errors import FaceforgeError
 
@@ -56,17 +57,8 @@ def test_model_process_gives_the_in_process_embeddings_under_concurrent_callers(
     try:
         procs = rec.batch_process
         assert procs is not None and len(procs.pids) == 1 and procs.pids[0] != os.getpid()
-        out: dict[int, np.ndarray] = {}
-        threads = [
-            threading.Thread(target=lambda i=i: out.__setitem__(i, rec.embed_crops(crops[i : i + 1])))
-            for i in range(8)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        got = embed_each_in_its_own_thread(rec, crops)
         assert batcher.rows == 8
-        got = np.concatenate([out[i] for i in range(8)])
         # the same float32 arithmetic in another process: equal up to the order of BLAS sums
         np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
         assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
