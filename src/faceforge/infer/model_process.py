@@ -26,7 +26,7 @@ import numpy as np
 from faceforge.errors import FaceforgeError
 from faceforge.models.face_cfg import FaceConfig, preprocess
 
-__all__ = ["CHUNK", "ModelProcesses", "embed_aligned", "normalise_rows"]
+__all__ = ["CHUNK", "ModelProcesses", "embed_aligned", "normalise_rows", "on_multicore_cpu"]
 
 #: crops per model call inside :func:`embed_aligned` (bounds the activations of one call)
 CHUNK = 64
@@ -44,6 +44,15 @@ def normalise_rows(x: np.ndarray) -> np.ndarray:
         raise FaceforgeError("the model produced NaN or infinite embeddings; the model file is unusable")
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+def on_multicore_cpu(run: Any, unknown_is_cpu: bool = True) -> bool:
+    """Whether a model's ``run`` (a :class:`~faceforge.infer.loading.TorchRunner` has a ``device``)
+    computes on a CPU of this machine with at least two cores, where a second model call can have a
+    core of its own. ``unknown_is_cpu``: what a runner without a ``device`` counts as."""
+    device = getattr(run, "device", None)
+    cpu = unknown_is_cpu if device is None else getattr(device, "type", None) == "cpu"
+    return bool(cpu) and (os.cpu_count() or 1) >= 2
 
 
 def embed_aligned(

@@ -23,6 +23,7 @@ import numpy as np
 from faceforge.align.transform import crop_face
 from faceforge.errors import FaceforgeError, NoFaceError
 from faceforge.imageio import IMAGE_EXTENSIONS, list_images
+from faceforge.infer.model_process import on_multicore_cpu
 from faceforge.infer.recognizer import load_image
 
 if TYPE_CHECKING:
@@ -313,13 +314,13 @@ def iter_embed_folder(
 
     ``paths``: a folder (its images, recursively, sorted), or any iterable of paths / bytes / arrays
     (consumed lazily, so a generator over millions of files is fine). ``queue_size`` (default
-    ``2 * batch_size + 2 * workers``) bounds the files in flight. ``aligned`` forces or skips
-    detection as in ``FaceRecognizer.embed``. ``detector_factory`` builds each worker's detector
-    (default: ``resolve_detector`` of the recognizer's detector spec; a detector *instance* as the
-    spec is shared, one call at a time). ``model_workers``: recognition batches in flight at once,
+    ``(model_workers + 1) * batch_size + 2 * workers``) bounds the files in flight. ``aligned`` forces
+    or skips detection as in ``FaceRecognizer.embed``. ``detector_factory`` builds each worker's
+    detector (default: ``resolve_detector`` of the recognizer's detector spec; a detector *instance* as
+    the spec is shared, one call at a time). ``model_workers``: recognition batches in flight at once,
     each in its own thread (None: :func:`default_model_workers`, 2 on a CPU with 2+ cores, else 1); a
-    compute-bound model (a convolution spends its time outside the interpreter lock) then has a core
-    per batch. ``progress=None`` reports only when stderr is a terminal.
+    compute-bound model (a convolution spends its time outside the interpreter lock) then has a core per
+    batch. ``progress=None`` reports only when stderr is a terminal.
     Arguments are checked at once; the workers start with the first ``next()`` and stop when the
     iterator is exhausted, closed or garbage-collected.
     """
@@ -346,9 +347,7 @@ def default_model_workers(recognizer: FaceRecognizer) -> int:
     """Recognition batches :func:`iter_embed_folder` runs at once by default: 2 for a model on a CPU
     with at least 2 cores (the dlib ResNet spends 17 ms per crop in convolutions, which run outside
     the interpreter lock, so a second batch uses the second core: docs/performance.md), else 1."""
-    device = getattr(getattr(recognizer.model, "run", None), "device", None)
-    on_cpu = getattr(device, "type", "cpu") == "cpu"
-    return 2 if on_cpu and (os.cpu_count() or 1) >= 2 else 1
+    return 2 if on_multicore_cpu(getattr(recognizer.model, "run", None)) else 1
 
 
 def _run(

@@ -13,7 +13,6 @@ import hmac
 import io
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -133,10 +132,10 @@ def auto_batch_process(recognizer: FaceRecognizer) -> bool:
     with HTTP parsing, decoding and alignment for the interpreter lock; in a process of its own it runs
     beside them (docs/serve.md, "Model processes"). ONNX Runtime releases the lock by itself, and a
     GPU runs the arithmetic elsewhere already."""
-    if recognizer.backend != "torch":
-        return False
-    device = getattr(getattr(recognizer.model, "run", None), "device", None)
-    return getattr(device, "type", None) == "cpu" and (os.cpu_count() or 1) >= 2
+    from faceforge.infer.model_process import on_multicore_cpu
+
+    run = getattr(recognizer.model, "run", None)
+    return recognizer.backend == "torch" and on_multicore_cpu(run, unknown_is_cpu=False)
 
 
 #: seconds a request waits for decode budget before it gets 503 + Retry-After
