@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 
 import cv2
@@ -201,7 +201,7 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
     if masc < 0.4 and ap.random() < 0.3:  # lipstick
         lip_colour = lip_colour * 0.5 + np.array([0.55, 0.12, 0.18]) * au(0.5, 1.0, 3) * 0.5
     glasses_rate = 0.75 if ap.random() < 0.12 + 0.12 * old else 0.03
-    ident = Identity2(
+    return Identity2(
         masc=masc,
         age=age,
         width=width,
@@ -267,52 +267,6 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
         clothes=np.clip(ap.uniform(0.03, 0.9, 3) * au(0.4, 1.0), 0, 1),
         collar=au(1.3, 1.6),
         tex_seed=int(ap.integers(1 << 31)),
-    )
-    return _dimorphism(ident)
-
-
-#: How strongly sex shapes the features (0: only the base ranges above) and the share of feminine
-#: identities (masc < 0.45) who wear make-up (lipstick; eyeliner, mascara and eyeshadow). The
-#: ninth session's measurements are in docs/synthfaces.md.
-DIMORPHISM = 1.0
-MAKEUP_RATE = 0.6
-_LIPSTICK = np.array([[0.62, 0.10, 0.16], [0.70, 0.30, 0.35], [0.45, 0.16, 0.14], [0.80, 0.35, 0.40]])
-_EYESHADOW = np.array([[0.35, 0.25, 0.2], [0.3, 0.28, 0.32], [0.38, 0.22, 0.32], [0.25, 0.22, 0.2]])
-
-
-def _makeup_stream(ident: Identity2) -> np.random.Generator:
-    # Make-up has a stream of its own, keyed by the texture seed, so that it draws nothing from the
-    # identity's streams (every other trait stays as it was) and look-alikes share it.
-    return np.random.default_rng([ident.tex_seed, 99])
-
-
-def _dimorphism(i: Identity2) -> Identity2:
-    """Sex and age in the features: feminine faces get a smaller nose, higher, thinner and more
-    arched brows, larger eyes, fuller lips, a narrower jaw and a lighter brow ridge (masculine the
-    reverse, about the middle of ``masc``); lips and eye openings thin with age; lipstick at
-    :data:`MAKEUP_RATE`. Anthropometric directions as in Farkas, "Anthropometry of the Head and Face"
-    (1994); the amounts are set by what moved LFW (docs/synthfaces.md)."""
-    g, m = DIMORPHISM, i.masc - 0.5
-    old = _clip((i.age - 35) / 40, 0.0, 1.0)
-    mk = _makeup_stream(i)
-    lip = i.lip_colour
-    if i.masc < 0.45 and mk.random() < MAKEUP_RATE:
-        lip = np.clip(lip * 0.35 + _LIPSTICK[mk.integers(4)] * mk.uniform(0.7, 1.0, 3) * 0.65, 0, 1)
-    return replace(
-        i,
-        nose_w=i.nose_w * (1 + 0.16 * g * m),
-        nose_protrude=i.nose_protrude + 0.04 * g * m,
-        brow_dy=i.brow_dy - 0.03 * g * m,
-        brow_thick=i.brow_thick * (1 + 0.5 * g * m),
-        brow_arch=i.brow_arch - 0.03 * g * m,
-        eye_w=i.eye_w * (1 - 0.08 * g * m),
-        eye_h=i.eye_h * (1 - 0.14 * g * m) * (1 - 0.12 * old),
-        lip_up=i.lip_up * (1 - 0.35 * g * m) * (1 - 0.3 * old),
-        lip_low=i.lip_low * (1 - 0.3 * g * m) * (1 - 0.3 * old),
-        jaw_w=i.jaw_w * (1 + 0.08 * g * m),
-        chin_w=i.chin_w + 0.05 * g * m,
-        brow_ridge=i.brow_ridge + 0.02 * g * m,
-        lip_colour=lip,
     )
 
 
@@ -1012,64 +966,7 @@ def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
     out = np.empty((H, W, 4), np.uint8)
     out[..., :3] = np.clip(tex * 255, 0, 255)
     out[..., 3] = np.clip(spec * 255, 0, 255)
-    _paint_nostrils(out, i)
-    _paint_makeup(out, i)
     return out
-
-
-def _paint_nostrils(out: np.ndarray, i: Identity2) -> None:
-    """Two dark, matte nostrils under the nose tip, on the finished atlas: in a 64-pixel crop they
-    are what shows of the nose's underside, as in photographs."""
-    m = np.zeros(out.shape[:2], np.float32)
-    for sg in (-1, 1):
-        cs = (sg * i.nose_w * 0.42 + S_HALF) * TEX_RES
-        cy = (i.nose_y + 0.05 - Y_TOP) * TEX_RES
-        axes = (int(0.036 * TEX_RES * 16), int(0.018 * TEX_RES * 16))
-        cv2.ellipse(m, (int(cs * 16), int(cy * 16)), axes, sg * 20, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
-    m = cv2.GaussianBlur(m, (0, 0), 0.8)[..., None]
-    rgb = out[..., :3].astype(np.float32)
-    out[..., :3] = np.clip(rgb * (1 - m) + rgb * 0.18 * m, 0, 255).astype(np.uint8)
-    out[..., 3] = (out[..., 3] * (1 - m[..., 0])).astype(np.uint8)
-
-
-def _paint_makeup(out: np.ndarray, i: Identity2) -> None:
-    """Eye make-up (eyeshadow on the lid, eyeliner and mascara on the upper lid, a lower liner) on
-    :data:`MAKEUP_RATE` of feminine identities, and bags under the eyes with age, on the finished atlas."""
-    mk = _makeup_stream(i)
-    mk.random()  # the lipstick draw of _dimorphism
-    eyes = i.masc < 0.45 and mk.random() < MAKEUP_RATE
-    old = _clip((i.age - 35) / 40, 0.0, 1.0)
-    if not eyes and old <= 0:
-        return
-    rgb = out[..., :3].astype(np.float32) / 255
-    shadow = _EYESHADOW[mk.integers(4)]
-    for sg in (-1, 1):
-        cx, cy = sg * i.eye_dx, i.eye_y
-        x0, y0 = int((cx - 0.25 + S_HALF) * TEX_RES), int((cy - 0.22 - Y_TOP) * TEX_RES)
-        x1, y1 = x0 + int(0.5 * TEX_RES), y0 + int(0.42 * TEX_RES)
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        ss, yy = xs / TEX_RES - S_HALF, ys / TEX_RES + Y_TOP
-        u = (ss - cx) / i.eye_w
-        tilt = -sg * i.eye_tilt * (ss - cx)
-        # The lid lines of _paint_eye.
-        upper = cy + tilt - i.eye_h * np.clip(1 - u**2, 0, 1) ** 0.7
-        lower = cy + tilt + 0.85 * i.eye_h * np.clip(1 - u**2, 0, 1) ** 0.9
-        sub = rgb[y0:y1, x0:x1]
-        if eyes:
-            lid = np.exp(-(((ss - cx) / (i.eye_w * 1.3)) ** 2) - (((yy - (upper - 0.04)) / 0.045) ** 2))
-            a = (mk.uniform(0.3, 0.6) * lid * (yy < upper))[..., None]
-            sub[:] = sub * (1 - a) + sub * shadow / 0.6 * 0.6 * a
-            liner = _smoothstep(2.6 - np.abs(yy - upper) * TEX_RES) * (np.abs(u) < 1.2)
-            a = (0.9 * liner * (yy <= upper + 0.5 / TEX_RES))[..., None]
-            sub[:] = sub * (1 - a) + np.array([0.03, 0.02, 0.02]) * a
-            low = _smoothstep(1.3 - np.abs(yy - lower) * TEX_RES) * (np.abs(u) < 1.0)
-            a = (0.5 * low)[..., None]
-            sub[:] = sub * (1 - a) + np.array([0.05, 0.04, 0.04]) * a
-        if old > 0:
-            bag = np.exp(-(((ss - cx) / (i.eye_w * 0.9)) ** 2) - (((yy - (lower + 0.035)) / 0.025) ** 2))
-            a = (0.35 * old * bag * (yy > lower))[..., None]
-            sub[:] = sub * (1 - a) + sub * 0.6 * a
-    out[..., :3] = np.clip(rgb * 255, 0, 255).astype(np.uint8)
 
 
 def _poly_line(mask: np.ndarray, pts: np.ndarray, thickness: int, origin: tuple[int, int] = (0, 0)) -> None:

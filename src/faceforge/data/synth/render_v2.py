@@ -36,9 +36,8 @@ YAW_SIGMA, YAW_CLIP, PITCH_SIGMA, PITCH_CLIP = 24.0, 60.0, 9.0, 30.0
 _MAX_HEADS = 64
 #: the v2 look: bumped whenever image ``(seed, identity, index)`` changes, and recorded in a written
 #: set's ``synthfaces.json``, so a folder rendered by an earlier v2 is not mistaken for this one
-#: (3: nostrils, make-up and sexual dimorphism of the features, ``head3d.DIMORPHISM``; 2:
-#: ``FEATURE_LOOK``; 1: sets written before the revision was recorded)
-REVISION = 3
+#: (2: ``FEATURE_LOOK``; 1: sets written before the revision was recorded)
+REVISION = 2
 #: radii (face units, texture space) of the landmark discs of ``part_map``
 PART_RADIUS = np.array(
     [0.02, 0.02, 0.012, 0.02, 0.02]
