@@ -8,9 +8,7 @@ Details: docs/data.md, "Packing".
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from faceforge.data.workers import fork_pool, opencv_single_threaded
 from faceforge.errors import FaceforgeError
 from faceforge.imageio import extension_for
 from faceforge.progress import track
@@ -122,12 +121,11 @@ def pack_folder(
             yield label, data
 
     if n_workers == 1:
-        _pool_init()
-        results = track(map(_pack_load, jobs), len(jobs), "pack", enabled=progress)
-        info = write_face_rec(rec, items(results), header=header, num_classes=len(classes))
+        with opencv_single_threaded():  # the caller's OpenCV threads come back after
+            results = track(map(_pack_load, jobs), len(jobs), "pack", enabled=progress)
+            info = write_face_rec(rec, items(results), header=header, num_classes=len(classes))
     else:
-        ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-        with ctx.Pool(n_workers, _pool_init) as pool:
+        with fork_pool(n_workers, _pool_init) as pool:
             results = track(pool.imap(_pack_load, jobs, chunksize=16), len(jobs), "pack", enabled=progress)
             info = write_face_rec(rec, items(results), header=header, num_classes=len(classes))
     if sizes and (0, 0) not in sizes:

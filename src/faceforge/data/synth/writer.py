@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from faceforge.data.pairs import make_pairs, write_lfw_pairs
 from faceforge.data.synth.render import SynthFaces
+from faceforge.data.workers import fork_pool, opencv_single_threaded
 from faceforge.errors import FaceforgeError
 from faceforge.progress import progress_bar
 
@@ -193,12 +193,12 @@ def write_dataset(
     bar = progress_bar(len(tasks), "SynthFaces identities", unit="id", enabled=progress)
     with contextlib.ExitStack() as stack:
         if workers == 1:
+            stack.enter_context(opencv_single_threaded())  # the caller's OpenCV threads come back after
             _init_worker(seed, mode, version, appearance_share)
             done: Any = map(_render_task, tasks)
         else:
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
             init = (seed, mode, version, appearance_share)
-            pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker, initargs=init))
+            pool = stack.enter_context(fork_pool(workers, _init_worker, init))
             done = pool.imap(_render_task, tasks, chunksize=4)
         for r, mix_row in done:
             rows += r
