@@ -7,6 +7,9 @@ budget, since the model and input size are the same — and evaluates the last c
 View-2 pairs of raw photos, detected and aligned exactly as ``faceforge eval --pairs --root`` does
 (crops are cached, so the second model reuses the detections). LFW is never trained on. Prints
 10-fold accuracy, AUC and EER side by side, and the synthetic held-out accuracy for reference.
+With two or more versions it adds a fused row: each image's unit embeddings of every model joined
+(the pair score is the mean of the models' cosines; its training time is the sum of theirs), since
+models trained on different renderers err on different pairs.
 
     python benchmarks/synth_to_real.py --lfw ../shared/data/lfw [--identities 600] [--images-per-id 20]
         [--epochs 2] [--augment digiface|none] [--versions 1,2] [--threads 1] [--work runs/synth_to_real]
@@ -46,13 +49,49 @@ def _detector(lfw: Path, name: str) -> tuple[str, str | None]:
     return "auto", None
 
 
+def _keeping_cache() -> Any:
+    """An embedding cache that writes nothing and keeps the last embeddings handed to it."""
+    from faceforge.eval.cache import EmbeddingCache
+
+    class Keep(EmbeddingCache):
+        kept: Any = None
+
+        def put(self, parts: Any, array: Any, extra: Any = None) -> None:
+            self.kept = array
+            return None
+
+    return Keep(None)
+
+
+def _lfw_spec(lfw: Path) -> Any:
+    from faceforge.eval.suite import SetSpec
+
+    return SetSpec("lfw", lfw / "pairs.txt", "pairs", lfw / "lfw-deepfunneled")
+
+
+def fused_row(results: list[dict[str, Any]], lfw: Path) -> dict[str, Any] | None:
+    """10-fold metrics of the models' joined unit embeddings (mean cosine), or None without them all."""
+    import numpy as np
+
+    from faceforge.eval.metrics import evaluate_pairs
+    from faceforge.eval.suite import open_set
+
+    embs = [r.get("embeddings") for r in results]
+    if len(embs) < 2 or any(e is None for e in embs):
+        return None
+    units = [np.asarray(e, np.float64) / np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12) for e in embs]
+    joined = np.concatenate(units, axis=1) / np.sqrt(len(units))
+    opened = open_set(_lfw_spec(lfw))
+    return evaluate_pairs(joined[opened.index_a], joined[opened.index_b], opened.issame)
+
+
 def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Write the set, train, evaluate on LFW; the row of the results table."""
     import torch
 
     from faceforge.data.synth import write_dataset
     from faceforge.eval.cache import CropCache
-    from faceforge.eval.suite import ModelInfo, SetSpec, evaluate_sets
+    from faceforge.eval.suite import ModelInfo, evaluate_sets
     from faceforge.infer.loading import load_model
     from faceforge.train.config import load_config
     from faceforge.train.run import train
@@ -86,11 +125,12 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     ckpt = result.last_checkpoint if args.checkpoint == "last" else result.best_checkpoint
     info = ModelInfo.from_model(load_model(str(ckpt)))
     det, det_model = _detector(args.lfw, args.detector)
-    spec = SetSpec("lfw", args.lfw / "pairs.txt", "pairs", args.lfw / "lfw-deepfunneled")
+    keep = _keeping_cache()
     t0 = time.perf_counter()
     rows = evaluate_sets(
-        [spec], info, "sum", detector=det, detector_model=det_model, crop_cache=CropCache(work / "crops")
-    )
+        [_lfw_spec(args.lfw)], info, "sum", cache=keep, detector=det, detector_model=det_model,
+        crop_cache=CropCache(work / "crops"),
+    )  # fmt: skip
     t_eval = time.perf_counter() - t0
     lfw = rows["lfw"]
     return {
@@ -101,6 +141,7 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
         "checkpoint": str(ckpt),
         "detector": lfw.get("detector"),
         "no_face_images": lfw.get("no_face_images"),
+        "embeddings": keep.kept,
     }
 
 
@@ -161,6 +202,10 @@ def main() -> None:
     from faceforge.eval.report import format_table
 
     table = {f"LFW, trained on SynthFaces v{r['version']}": r["lfw"] for r in results}
+    fused = fused_row(results, args.lfw)
+    names = " + ".join(f"v{r['version']}" for r in results)
+    if fused is not None:
+        table[f"LFW, {names} fused (mean cosine)"] = fused
     print(format_table(table))
     print(
         f"{args.identities} identities x {args.images_per_id} images, {args.epochs} epochs, "
@@ -177,6 +222,16 @@ def main() -> None:
             if syn is not None
             else f"v{r['version']}: LFW {100 * r['lfw']['accuracy']:.2f} %"
         )
+    if fused is not None:
+        train_s = sum(r["seconds"]["train"] for r in results)
+        print(
+            f"{names} fused: LFW {100 * fused['accuracy']:.2f} % (AUC {fused['auc']:.4f}, EER "
+            f"{100 * fused['eer']:.2f} %); training {train_s:.0f} s in all"
+        )
+    for r in results:
+        r.pop("embeddings", None)
+    if fused is not None:
+        results.append({"fused": [r["version"] for r in results], "lfw": fused})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
 

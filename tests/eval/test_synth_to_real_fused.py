@@ -1,0 +1,86 @@
+"""The fused row of benchmarks/synth_to_real.py: the models' unit embeddings joined score the mean cosine."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def roc_auc(score: np.ndarray, same: np.ndarray) -> float:
+    """Mann-Whitney AUC: the chance that a genuine pair outscores an impostor pair (ties count half)."""
+    g, i = score[same][:, None], score[~same][None, :]
+    return float(np.mean((g > i) + 0.5 * (g == i)))
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("synth_to_real", ROOT / "benchmarks" / "synth_to_real.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fake_lfw(root: Path, folds: int = 10, per: int = 3) -> Path:
+    """An LFW-layout folder (empty image files: the fused row never decodes them) and its pairs.txt."""
+    lines = [f"{folds} {per}"]
+    k = 0
+    for _ in range(folds):
+        for _ in range(per):
+            lines.append(f"P{k} 1 2")
+            k += 1
+        for _ in range(per):
+            lines.append(f"P{k} 1 P{k + 1} 1")
+            k += 2
+    for line in lines[1:]:
+        parts = line.split()
+        files = (
+            [(parts[0], parts[1]), (parts[0], parts[2])]
+            if len(parts) == 3
+            else [(parts[0], parts[1]), (parts[2], parts[3])]
+        )
+        for name, i in files:
+            d = root / "lfw-deepfunneled" / name
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{name}_{int(i):04d}.jpg").write_bytes(b"")
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_fused_row_scores_the_mean_cosine(tmp_path: Path) -> None:
+    bench = _bench()
+    from faceforge.eval.suite import SetSpec, open_set
+
+    lfw = _fake_lfw(tmp_path)
+    opened = open_set(SetSpec("lfw", lfw / "pairs.txt", "pairs", lfw / "lfw-deepfunneled"))
+    rng = np.random.default_rng(0)
+    n = opened.n_images
+    # Two "models" whose embeddings have very different norms: joining them without normalising
+    # each one first would let the larger one decide alone.
+    a = rng.normal(size=(n, 8)) * 50.0
+    b = rng.normal(size=(n, 16)) * 0.01
+    fused = bench.fused_row([{"embeddings": a}, {"embeddings": b}], lfw)
+
+    def cos(e: np.ndarray) -> np.ndarray:
+        u = e / np.linalg.norm(e, axis=1, keepdims=True)
+        return (u[opened.index_a] * u[opened.index_b]).sum(1)
+
+    same = np.asarray(opened.issame, bool)
+    want = roc_auc(0.5 * (cos(a) + cos(b)), same)
+    assert fused["auc"] == pytest.approx(want, abs=1e-9)
+    assert abs(fused["auc"] - roc_auc(cos(a), same)) > 1e-3
+    assert abs(fused["auc"] - roc_auc(cos(b), same)) > 1e-3
+    # One model joined with itself is that model.
+    alone = bench.fused_row([{"embeddings": a}, {"embeddings": a}], lfw)
+    assert alone["auc"] == pytest.approx(roc_auc(cos(a), same), abs=1e-9)
+
+
+def test_fused_row_needs_every_models_embeddings(tmp_path: Path) -> None:
+    bench = _bench()
+    lfw = _fake_lfw(tmp_path)
+    e = np.ones((4, 3))
+    assert bench.fused_row([{"embeddings": e}], lfw) is None
+    assert bench.fused_row([{"embeddings": e}, {"embeddings": None}], lfw) is None
