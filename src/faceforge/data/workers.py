@@ -1,11 +1,7 @@
-"""Worker pools that fork safely after OpenCV has run threaded in the parent process.
-
-OpenCV's worker threads do not survive ``fork``: a forked child that then calls ``cv2.setNumThreads``
-waits forever on the condition variable the parent's threads left behind (seen: ``write_dataset``
-with ``workers=2`` after an LFW evaluation in the same process hung with every process asleep).
-:func:`fork_pool` keeps OpenCV on one thread while its workers are forked and alive, so there is no
-thread pool to inherit, and gives the caller its setting back afterwards. Details: docs/data.md,
-"Implementation notes".
+"""Worker pools that fork safely after OpenCV ran threaded in the parent: a forked child calling
+``cv2.setNumThreads`` waited forever on a condition variable the parent's threads left behind, so
+:func:`fork_pool` keeps OpenCV single-threaded while its workers live and then restores the caller's
+setting. Details: docs/data.md, "Implementation notes" ("Worker pools").
 """
 
 from __future__ import annotations
