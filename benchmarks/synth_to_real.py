@@ -9,7 +9,8 @@ View-2 pairs of raw photos, detected and aligned exactly as ``faceforge eval --p
 10-fold accuracy, AUC and EER side by side, and the synthetic held-out accuracy for reference.
 With two or more versions it adds a fused row: each image's unit embeddings of every model joined
 (the pair score is the mean of the models' cosines; its training time is the sum of theirs), since
-models trained on different renderers err on different pairs.
+models trained on different renderers err on different pairs; the fused model is written as one
+checkpoint (``faceforge models fuse``) that every ``--model`` option loads.
 
     python benchmarks/synth_to_real.py --lfw ../shared/data/lfw [--identities 600] [--images-per-id 20]
         [--epochs 2] [--augment digiface|none] [--versions 1,2] [--threads 1] [--work runs/synth_to_real]
@@ -222,16 +223,25 @@ def main() -> None:
             if syn is not None
             else f"v{r['version']}: LFW {100 * r['lfw']['accuracy']:.2f} %"
         )
+    fused_ckpt = None
     if fused is not None:
+        from faceforge.models.checkpoint import fuse_checkpoints
+
         train_s = sum(r["seconds"]["train"] for r in results)
+        # the same model as one file (the ensemble backbone scores exactly the row's mean cosine)
+        fused_ckpt, _ = fuse_checkpoints(
+            [r["checkpoint"] for r in results], args.work / f"fused_{'_'.join(names.split(' + '))}.ckpt"
+        )
         print(
             f"{names} fused: LFW {100 * fused['accuracy']:.2f} % (AUC {fused['auc']:.4f}, EER "
-            f"{100 * fused['eer']:.2f} %); training {train_s:.0f} s in all"
+            f"{100 * fused['eer']:.2f} %); training {train_s:.0f} s in all; model {fused_ckpt}"
         )
     for r in results:
         r.pop("embeddings", None)
     if fused is not None:
-        results.append({"fused": [r["version"] for r in results], "lfw": fused})
+        results.append(
+            {"fused": [r["version"] for r in results], "lfw": fused, "checkpoint": str(fused_ckpt)}
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
 

@@ -13,6 +13,7 @@ import torch
 from faceforge.errors import FaceforgeError
 from faceforge.models.checkpoint import check_face_cfg, load_checkpoint
 
+_GHOST = {"name": "ghostfacenetv1"}
 HOSTILE = {
     "pretrained url": {"name": "timm/resnet18", "pretrained": True, "pretrained_cfg_overlay": {"url": "http://evil.example/w.pth"}},
     "pretrained dict": {"name": "timm/resnet18", "pretrained": {"url": "http://evil.example/w.pth"}},
@@ -26,6 +27,13 @@ HOSTILE = {
     "nested value": {"name": "ghostfacenetv1", "width": {"url": "http://x"}},
     "unregistered": {"name": "os.system"},
     "huge embedding": {"name": "ghostfacenetv1", "embedding_size": 2**31},
+    # an ensemble's members are sections of their own: every refusal above holds inside one
+    "ensemble member path": {"name": "ensemble", "members": [{"name": "timm/resnet18", "cache_dir": "/x"}]},
+    "ensemble member url": {"name": "ensemble", "members": [_GHOST, {"name": "timm/https://evil.example/m"}]},
+    "ensemble nested": {"name": "ensemble", "members": [{"name": "ensemble", "members": [_GHOST]}]},
+    "ensemble members a path": {"name": "ensemble", "members": "/etc/passwd"},
+    "ensemble too many members": {"name": "ensemble", "members": [_GHOST] * 100_000},
+    "ensemble member huge embedding": {"name": "ensemble", "members": [{**_GHOST, "embedding_size": 2**31}]},
 }  # fmt: skip
 
 

@@ -123,6 +123,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuse(args: argparse.Namespace) -> int:
+    """Write one ensemble checkpoint from several trained checkpoints; print what it holds."""
+    from faceforge.models.checkpoint import fuse_checkpoints
+
+    path, cfg = fuse_checkpoints(args.checkpoints, args.out)
+    (h, w), n = cfg.input_size, cfg.extra.get("members")
+    print(
+        f"wrote {path}: {n} members, input {h}x{w}, template {cfg.template}, embedding {cfg.embedding_size} "
+        "(unit embeddings joined: a pair scores the mean cosine)\n  no verification threshold yet: "
+        f"`faceforge eval --model {path} --pairs PAIRS --root DIR --write-calibration` stores one"
+    )
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download a known model file into the store (verified by SHA-256)."""
     from faceforge import hub as store
@@ -187,7 +201,7 @@ def cmd_files(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``models`` command with ``list``, ``info``, ``import``, ``fetch`` and ``files``."""
+    """Add the ``models`` command with ``list``, ``info``, ``import``, ``fuse``, ``fetch`` and ``files``."""
     from faceforge.hub import KNOWN_FILES
 
     p = sub.add_parser("models", help="recognition backbones, pretrained models and detector model files")
@@ -212,6 +226,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_override_options(q)
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_import)
+
+    q = msub.add_parser(
+        "fuse", help="one ensemble checkpoint from several trained ones (their cosines averaged)"
+    )
+    q.add_argument("checkpoints", nargs="+", help="faceforge checkpoints trained on the same crop")
+    q.add_argument("--out", required=True, help="checkpoint to write (.ckpt)")
+    q.set_defaults(func=cmd_fuse)
 
     q = msub.add_parser("fetch", help="download a model file into $FACEFORGE_HOME/models (SHA-256 verified)")
     q.add_argument("name", help="one of: " + ", ".join(KNOWN_FILES))

@@ -23,6 +23,9 @@ from faceforge.registry import check_options
 
 #: keys every backbone section accepts on top of its factory's options (applied by build_backbone)
 BUILD_KEYS = ("template", "weights")
+#: the composite backbone (faceforge.models.backbones.ensemble): built here, not a registry entry, so
+#: listings and architecture guesses over the registry never meet it
+ENSEMBLE = "ensemble"
 TEMPLATES = ("arcface", "dlib", "none")
 
 
@@ -57,6 +60,8 @@ def build_backbone(backbone_cfg: dict[str, Any], image_size: int | None = None) 
         # removal, input-channel filters) while making sure it never reaches for the network.
         overlay = dict(bcfg.pop("pretrained_cfg_overlay", None) or {}, state_dict=sd)
         model = create_model(name, **bcfg, pretrained_cfg_overlay=overlay)
+    elif name == ENSEMBLE:
+        model = _factory(name)(**bcfg)
     else:
         model = create_model(name, **bcfg)
     if weights is not None:
@@ -208,10 +213,19 @@ def cached_timm_weights(name: str) -> Path:
     )
 
 
-def _params(name: str) -> dict[str, inspect.Parameter]:
+def _factory(name: str) -> Any:
+    """The function that builds backbone ``name``: a registry entry, or the ensemble composite."""
+    if name == ENSEMBLE:
+        from faceforge.models.backbones.ensemble import ensemble
+
+        return ensemble
     from faceforge.models.backbones.registry import MODELS
 
-    return dict(inspect.signature(MODELS.get(name)).parameters)
+    return MODELS.get(name)
+
+
+def _params(name: str) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(_factory(name)).parameters)
 
 
 def check_backbone_config(backbone_cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -281,6 +295,28 @@ def _safe_value(value: Any, key: str, where: str, depth: int = 0) -> Any:
     )
 
 
+def _safe_members(members: Any, where: str) -> list[dict[str, Any]]:
+    """An ensemble's member sections, each checked as a backbone section of its own (never nested)."""
+    from faceforge.models.backbones.ensemble import MAX_MEMBERS
+
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
+        # described by type and length: a hostile file's list may be huge
+        what = f"a {type(members).__name__}" + (
+            f" of {len(members)}" if isinstance(members, (list, dict)) else ""
+        )
+        raise FaceforgeError(
+            f"{where}: model.backbone.members ({what}) is refused; expected a list of "
+            f"1..{MAX_MEMBERS} backbone sections"
+        )
+    out = []
+    for i, sec in enumerate(members):
+        if isinstance(sec, dict) and sec.get("name") == "ensemble":
+            raise FaceforgeError(f"{where}: model.backbone.members[{i}] is refused: ensembles do not nest")
+        name, options = safe_backbone_config(sec, f"{where} member {i}")
+        out.append({"name": name, **options})
+    return out
+
+
 def safe_backbone_config(backbone_cfg: Any, where: str) -> tuple[str, dict[str, Any]]:
     """The ``model.backbone`` section of a checkpoint, reduced to what may build a model; else an error.
 
@@ -290,7 +326,8 @@ def safe_backbone_config(backbone_cfg: Any, where: str) -> tuple[str, dict[str, 
     of them. ``pretrained`` and ``weights`` may be recorded (a run that started from ImageNet weights
     or a file) but are never passed on and no file is opened: the checkpoint's own weights are loaded.
     ``template`` may be stored too. URLs, paths, ``pretrained_cfg*``, ``checkpoint_path`` and any other
-    keyword are refused with one line naming the key.
+    keyword are refused with one line naming the key. An ``ensemble``'s ``members`` are checked as
+    sections of their own (at most ``MAX_MEMBERS``, never nested).
     """
     from faceforge.models.backbones.registry import MODELS
 
@@ -323,7 +360,7 @@ def safe_backbone_config(backbone_cfg: Any, where: str) -> tuple[str, dict[str, 
             )
         allowed = TIMM_SHAPE_OPTIONS | {"embedding_size", "input_size", "template"}
     else:
-        if name not in MODELS or name.startswith("_"):
+        if name != ENSEMBLE and (name not in MODELS or name.startswith("_")):
             raise FaceforgeError(
                 f"{where}: model.backbone.name {name[:80]!r} is not a registered backbone"
                 f"{did_you_mean(name, MODELS.names())}"
@@ -333,6 +370,8 @@ def safe_backbone_config(backbone_cfg: Any, where: str) -> tuple[str, dict[str, 
             k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         ) | {"template"}
     out: dict[str, Any] = {}
+    if name == "ensemble":
+        out["members"] = _safe_members(bcfg.pop("members", None), where)
     for key, value in bcfg.items():
         if not isinstance(key, str) or key not in allowed:
             raise FaceforgeError(

@@ -1,12 +1,13 @@
 """Load a trained faceforge checkpoint (a Lightning checkpoint) for inference with
 ``torch.load(weights_only=True)``, without unpickling arbitrary objects; its stored config is data, checked
 before anything is built or allocated. Entry points: :func:`load_checkpoint`, :func:`read_checkpoint`,
-:func:`checkpoint_model_config`, :func:`check_face_cfg`. Details: docs/backbones.md, "Checkpoints";
-docs/security.md.
+:func:`checkpoint_model_config`, :func:`check_face_cfg`; :func:`fuse_checkpoints` writes an ensemble.
+Details: docs/backbones.md, "Checkpoints" and "Ensembles"; docs/security.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
@@ -154,20 +155,24 @@ def checkpoint_model_config(ckpt: dict[str, Any], where: str) -> tuple[str, dict
             f"checkpoint {where}: data.image_size is {str(size)[:40]}; "
             f"expected an integer in 8..{MAX_INPUT_SIDE}"
         )
-    for key in ("input_size", "img_size"):
-        v = options.get(key)
-        sides = v if isinstance(v, list) else [v]
-        if v is not None and not all(isinstance(x, int) and 8 <= x <= MAX_INPUT_SIDE for x in sides):
+    # an ensemble's members are bounded like a single backbone (safe_backbone_config checked their keys)
+    for section, label in [(options, "model.backbone")] + [
+        (m, f"model.backbone.members[{i}]") for i, m in enumerate(options.get("members") or ())
+    ]:
+        for key in ("input_size", "img_size"):
+            v = section.get(key)
+            sides = v if isinstance(v, list) else [v]
+            if v is not None and not all(isinstance(x, int) and 8 <= x <= MAX_INPUT_SIDE for x in sides):
+                raise FaceforgeError(
+                    f"checkpoint {where}: {label}.{key} is {v!r}; expected sides in 8..{MAX_INPUT_SIDE}"
+                )
+        emb = section.get("embedding_size")
+        if emb is not None and (
+            not isinstance(emb, int) or isinstance(emb, bool) or not 1 <= emb <= MAX_EMBEDDING
+        ):
             raise FaceforgeError(
-                f"checkpoint {where}: model.backbone.{key} is {v!r}; expected sides in 8..{MAX_INPUT_SIDE}"
+                f"checkpoint {where}: {label}.embedding_size is {emb!r}; expected 1..{MAX_EMBEDDING}"
             )
-    emb = options.get("embedding_size")
-    if emb is not None and (
-        not isinstance(emb, int) or isinstance(emb, bool) or not 1 <= emb <= MAX_EMBEDDING
-    ):
-        raise FaceforgeError(
-            f"checkpoint {where}: model.backbone.embedding_size is {emb!r}; expected 1..{MAX_EMBEDDING}"
-        )
     return name, options, size
 
 
@@ -233,3 +238,71 @@ def load_checkpoint(path: str | os.PathLike[str], ckpt: dict[str, Any] | None = 
         )
     config = ckpt["hyper_parameters"]["config"]
     return LoadedModel(backbone, face_cfg, config, dict(calibration), str(path))
+
+
+def fuse_checkpoints(
+    paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], out: str | os.PathLike[str]
+) -> tuple[Path, FaceConfig]:
+    """Write one faceforge checkpoint whose backbone is the ensemble of the given checkpoints' backbones.
+
+    Each input is loaded and checked as :func:`load_checkpoint` does; an input that is itself an
+    ensemble contributes its members. The members must read the same crop (input size, colour order,
+    mean/std, template). The file holds ``backbone.members.<i>.*`` tensors, the members' checked
+    sections under ``model.backbone`` (``name: ensemble``), the shared ``face_cfg`` with the joined
+    embedding size and no calibration (evaluate the fused model to calibrate it); it is written
+    atomically. Returns the path and the ensemble's preprocessing.
+    """
+    import io
+
+    from faceforge.fileio import atomic_write_bytes
+    from faceforge.models.backbones.ensemble import MAX_MEMBERS, common_face_cfg
+
+    if not paths:
+        raise FaceforgeError("models fuse: name two or more checkpoints to fuse")
+    sections: list[dict[str, Any]] = []
+    state: dict[str, torch.Tensor] = {}
+    cfgs: list[FaceConfig] = []
+    names: list[str] = []
+    sizes: set[int] = set()
+    for p in paths:
+        raw = read_checkpoint(p)
+        name, options, size = checkpoint_model_config(raw, str(p))
+        loaded = load_checkpoint(p, ckpt=raw)
+        sizes.add(size)
+        if name == "ensemble":  # its members join the new ensemble, with the preprocessing it stored
+            parts = [
+                (sec, dataclasses.replace(loaded.face_cfg, embedding_size=m.face_cfg.embedding_size), m)
+                for sec, m in zip(options["members"], loaded.backbone.members, strict=True)
+            ]
+        else:
+            parts = [({"name": name, **options}, loaded.face_cfg, loaded.backbone)]
+        for sec, cfg, module in parts:
+            i = len(sections)
+            if i >= MAX_MEMBERS:
+                raise FaceforgeError(f"models fuse: more than {MAX_MEMBERS} members; fuse fewer checkpoints")
+            sections.append(sec)
+            cfgs.append(cfg)
+            names.append(f"{p}" + (f" [{sec['name']}]" if name == "ensemble" else ""))
+            state.update(
+                {f"backbone.members.{i}.{k}": v.detach().clone() for k, v in module.state_dict().items()}
+            )
+    if len(sizes) != 1:
+        raise FaceforgeError(
+            f"models fuse: the checkpoints were trained at different data.image_size ({sorted(sizes)}); "
+            "members must read the same crop"
+        )
+    cfg = common_face_cfg(cfgs, names)
+    ckpt = {
+        "state_dict": state,
+        "hyper_parameters": {
+            "config": {
+                "model": {"backbone": {"name": "ensemble", "members": sections}},
+                "data": {"image_size": sizes.pop()},
+            }
+        },
+        "face_cfg": cfg.to_dict(),
+        "calibration": {},
+    }
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return atomic_write_bytes(out, buf.getvalue()), cfg
