@@ -52,6 +52,21 @@ def test_missing_model_file_says_what_to_fetch(tmp_path, monkeypatch):
         create_detector("scrfd", model_path=tmp_path / "missing.onnx")
 
 
+def test_auto_prefers_scrfd_and_needs_onnxruntime_for_it(model_dirs, monkeypatch):
+    """``auto``: SCRFD (nearer landmarks, faster) before YuNet; without onnxruntime its file cannot run."""
+    import importlib.util
+
+    from faceforge.align.choose import auto_detector_name
+
+    pytest.importorskip("onnxruntime")
+    assert auto_detector_name() == "scrfd"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else real(n, *a)
+    )
+    assert auto_detector_name() == "yunet"
+
+
 def test_to_rgb_uint8():
     g = np.arange(100, dtype=np.uint8).reshape(10, 10)
     assert to_rgb_uint8(g).shape == (10, 10, 3)

@@ -55,7 +55,9 @@ def test_v2_landmarks_hit_the_rendered_features() -> None:
     pupil centre, nose tip, mouth corners); the disc's centroid on screen is where the renderer drew
     the feature. Rendered at 448 px (the template scales with the size) so each feature covers
     enough pixels to locate; errors are reported in 112-px units. The mouth is held open so the
-    corners' band between the lips is visible. Worst case measured: 0.57 px.
+    corners' band between the lips is visible. A feature drawn with fewer than 10 pixels (a full disc
+    covers 50-70 here) is mostly hidden behind the lips or the nose: the centroid of its visible
+    sliver is not its centre, so it is not counted (9 of 148). Worst case measured: 0.85 px.
     """
     synth = SynthFacesV2(seed=11, size=448)
     worst, checked = 0.0, 0
@@ -67,11 +69,13 @@ def test_v2_landmarks_hit_the_rendered_features() -> None:
                     continue
                 ys, xs = np.nonzero(parts == k + 1)
                 assert len(xs) > 0, f"id {ident} img {idx}: visible landmark {k} was not drawn"
+                if len(xs) < 10:
+                    continue
                 err = float(np.hypot(xs.mean() - lms[k, 0], ys.mean() - lms[k, 1])) * 112 / 448
                 worst = max(worst, err)
                 checked += 1
                 assert err <= 1.0, f"id {ident} img {idx} landmark {k}: {err:.2f} px off"
-    assert checked >= 100 and worst > 0.0
+    assert checked >= 130 and worst > 0.0
 
 
 def test_v2_aligned_landmarks_sit_near_the_arcface_template(synth: SynthFacesV2) -> None:
@@ -81,12 +85,18 @@ def test_v2_aligned_landmarks_sit_near_the_arcface_template(synth: SynthFacesV2)
 
 
 def test_v2_alignment_is_the_one_real_photos_get(synth: SynthFacesV2) -> None:
-    """The renderer's similarity is faceforge.align's Umeyama estimate of the same 5 points."""
+    """The renderer's similarity is faceforge.align's Umeyama estimate of the same 5 points, to ArcFace's
+    template shifted by a detector's mean offset (the framing a detected photo gets)."""
+    from faceforge.data.synth.render_v2 import ALIGN_TEMPLATE_112, SCRFD_OFFSET_64
+
     _, lms, info = synth.image_info(3, 1, lm_jitter=np.zeros((5, 2)))
     lm_cam = (lms - info["matrix"][:, 2]) @ np.linalg.inv(info["matrix"][:, :2]).T  # camera plane
-    m = estimate_similarity(lm_cam, ARCFACE_112)
+    m = estimate_similarity(lm_cam, ALIGN_TEMPLATE_112)
     assert np.allclose(m, info["matrix"], atol=1e-6)
     assert np.allclose(lms, ARCFACE_112, atol=8)
+    # the nose target sits lower, as the detector's nose point sits higher on the face
+    shift = ALIGN_TEMPLATE_112 - ARCFACE_112
+    assert np.allclose(shift, -SCRFD_OFFSET_64 * 112 / 64, atol=1e-4) and shift[2, 1] > 3.0
 
 
 def _fields_equal(a: object, b: object, skip: set[str]) -> list[str]:

@@ -202,13 +202,15 @@ def test_find_in_a_gallery(rec) -> None:
 
 
 def test_raw_photo_astronaut_vs_flipped_crop(trained_checkpoint, detectors) -> None:
+    import importlib.util
+
     from skimage import data
 
-    rec = FaceRecognizer.from_checkpoint(trained_checkpoint)  # detector="auto" → yunet from the store
+    rec = FaceRecognizer.from_checkpoint(trained_checkpoint)  # detector="auto": SCRFD, else YuNet
     photo = data.astronaut()
     crop = np.ascontiguousarray(photo[0:300, 100:350][:, ::-1])
     r = rec.verify(photo, crop)
-    assert rec.info()["detector"] == "yunet"
+    assert rec.info()["detector"] == ("scrfd" if importlib.util.find_spec("onnxruntime") else "yunet")
     assert r["verified"] is True and r["similarity"] >= 0.9
     # The detected faces are where the geometry says: the crop's box is the photo's box mirrored.
     x1, y1, x2, y2 = r["faces"]["a"]["bbox"]

@@ -31,7 +31,7 @@ instead takes the newest run under that folder (its ``checkpoints/best.ckpt``, e
 Several verification sets get a ``mean`` row (their average) in the table and the report.
 
 Images of pair lists and folders that are not already aligned crops are detected and aligned to the
-model's template like ``faceforge verify`` does (``--detector auto``: YuNet, else SCRFD; ``none`` for
+model's template like ``faceforge verify`` does (``--detector auto``: SCRFD, else YuNet; ``none`` for
 pre-aligned sets; a detector name, with ``--detector-model FILE`` for its file). Images where no face
 is found are cropped at the typical face position and counted in the report. Detected crops and
 embeddings are cached under ``$FACEFORGE_HOME/cache`` (``--cache-dir``, ``--no-cache``).

@@ -394,7 +394,7 @@ class FaceRecognizer:
     # ---------------------------------------------------------------------------------- detection
     @property
     def detector(self) -> Detector:
-        """The face detector, built on first use (``detector="auto"``: YuNet, else SCRFD, else dlib)."""
+        """The face detector, built on first use (``detector="auto"``: SCRFD, else YuNet, else dlib)."""
         from faceforge.align.choose import resolve_detector
 
         with self._detect_lock:

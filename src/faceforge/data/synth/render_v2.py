@@ -36,8 +36,19 @@ YAW_SIGMA, YAW_CLIP, PITCH_SIGMA, PITCH_CLIP = 24.0, 60.0, 9.0, 30.0
 _MAX_HEADS = 64
 #: the v2 look: bumped whenever image ``(seed, identity, index)`` changes, and recorded in a written
 #: set's ``synthfaces.json``, so a folder rendered by an earlier v2 is not mistaken for this one
-#: (2: ``FEATURE_LOOK``; 1: sets written before the revision was recorded)
-REVISION = 2
+#: (3: aligned to :data:`ALIGN_TEMPLATE_112`; 2: ``FEATURE_LOOK``; 1: sets written before the revision
+#: was recorded)
+REVISION = 3
+#: SCRFD's mean offset from the exact landmarks on v2 renders (x, y in pixels of a 64×64 ArcFace crop;
+#: 400 renders, ``benchmarks/detector_landmarks.py``): a detector puts the nose tip 2 pixels higher
+#: than the rendered one, the other points up to 0.7 pixels off. Photos are aligned by such points.
+SCRFD_OFFSET_64 = np.array(
+    [[0.058, -0.418], [0.347, -0.407], [0.187, -1.988], [0.718, -0.405], [-0.072, -0.303]]
+)
+#: the template renders are aligned to: ArcFace's minus :data:`SCRFD_OFFSET_64`, so a training crop is
+#: framed as SCRFD (``--detector auto``) frames a photo of the same face rather than by the exact
+#: points (+1.0 point on LFW at the demo's budget, docs/synthfaces.md)
+ALIGN_TEMPLATE_112 = (ARCFACE_112 - SCRFD_OFFSET_64 * (112 / 64)).astype(np.float32)
 #: radii (face units, texture space) of the landmark discs of ``part_map``
 PART_RADIUS = np.array(
     [0.02, 0.02, 0.012, 0.02, 0.02]
@@ -304,7 +315,7 @@ def _geometry(head: Head, var: Variation2, size: int, ss: float) -> Frame:
     # Landmarks: barycentric combinations of projected vertices, exactly what the rasteriser draws.
     lm_proj = np.einsum("kj,kjd->kd", head.lm_weights, proj[head.lm_vertices])
     iod = max(float(np.linalg.norm(lm_proj[1] - lm_proj[0])), 0.25 * float(np.ptp(lm_proj[:, 0])) + 1e-6)
-    m = umeyama_similarity(lm_proj + var.lm_jitter * iod, ARCFACE_112 * (size / 112.0))
+    m = umeyama_similarity(lm_proj + var.lm_jitter * iod, ALIGN_TEMPLATE_112 * (size / 112.0))
     mss = m * ss
     mss[:, 2] += (ss - 1) / 2.0
     px = proj @ mss[:, :2].T + mss[:, 2]
@@ -803,5 +814,14 @@ def _apply_variation(var: Variation2, over: dict[str, Any], synth: SynthFacesV2,
 
 
 __all__ = [
-    "REVISION", "S_HALF", "TEX_RES", "Y_TOP", "SynthFacesV2", "Variation2", "render2", "sample_variation2",
+    "ALIGN_TEMPLATE_112",
+    "REVISION",
+    "SCRFD_OFFSET_64",
+    "S_HALF",
+    "TEX_RES",
+    "Y_TOP",
+    "SynthFacesV2",
+    "Variation2",
+    "render2",
+    "sample_variation2",
 ]  # fmt: skip
