@@ -185,16 +185,19 @@ def test_auto_takes_aligned_sets_as_they_are_and_detects_photos(synth_data, wild
     assert plan_alignment(aligned, FaceConfig(input_size=(64, 64)), "none").method == "aligned"
 
 
-def test_auto_uses_yunet_from_the_store(wild, monkeypatch) -> None:
+def test_auto_uses_the_stores_detector_scrfd_first(wild, monkeypatch) -> None:
+    import importlib.util
+
     from faceforge import hub as store
 
     shared = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "detectors"
     if not (shared / "yunet_s_640_640.onnx").is_file():
         pytest.skip(f"YuNet not found in {shared}")
     monkeypatch.setenv("FACEFORGE_MODEL_DIRS", str(shared))
-    assert store.find("yunet") is not None
+    assert store.find("yunet") is not None and store.find("scrfd") is not None
     plan = plan_alignment(wild["paths"], FaceConfig(input_size=(64, 64)))
-    assert plan.method == "detected" and plan.detector == "yunet"
+    want = "scrfd" if importlib.util.find_spec("onnxruntime") else "yunet"
+    assert plan.method == "detected" and plan.detector == want
     assert len(plan.identity["files"]["model_path"]) == 64  # the file's SHA-256 keys the crop cache
 
 
