@@ -12,8 +12,8 @@ No photo is involved, so the choice it supports is not fitted to a benchmark.
     python benchmarks/detector_landmarks.py [--n 400] [--detectors yunet,scrfd,retinaface,yolo5face,dlib]
         [--model-dir ../shared/models/detectors]
 
-Measured (AMD EPYC 2-vCPU VM, 400 renders): YuNet 0.135, RetinaFace 0.100, SCRFD 0.084, dlib 0.079
-(57 profile faces missed), YOLO5-Face 0.071; on LFW a SynthFaces model scores 0.6-1.4 points more
+Measured (AMD EPYC 2-vCPU VM, 400 renders, 41 s): YuNet 0.132, RetinaFace 0.100, SCRFD 0.088, dlib
+0.084 (40 profile faces missed), YOLO5-Face 0.075; on LFW a SynthFaces model scores 0.6-1.4 points more
 with any of the last four than with YuNet (docs/synthfaces.md).
 """
 

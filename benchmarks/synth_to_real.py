@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 #: detectors found in ../shared for ``--detector auto``, SCRFD first: its points lie nearest the renders'
-#: exact landmarks (benchmarks/detector_landmarks.py: NME 0.084 against YuNet's 0.135), and a SynthFaces
+#: exact landmarks (benchmarks/detector_landmarks.py: NME 0.088 against YuNet's 0.132), and a SynthFaces
 #: model scores 1.4 points more on LFW through it than through YuNet (docs/synthfaces.md)
 _SHARED_DETECTORS = (
     ("scrfd", "models/detectors/scrfd_500m_bnkps.onnx"),

@@ -27,8 +27,8 @@ __all__ = [
 #: ``auto`` takes the first of these that can run here: SCRFD (with onnxruntime) or YuNet when their
 #: model file is in the store, else dlib's HOG detector + 68-point shape predictor when dlib and
 #: ``face-recognition-models`` are installed (no file to fetch: what a fresh ``pip install
-#: 'faceforge[detectors]'`` can run). SCRFD comes first: its 5 points lie nearer the true ones (NME 0.084
-#: against YuNet's 0.135 on rendered faces with exact landmarks, ``benchmarks/detector_landmarks.py``),
+#: 'faceforge[detectors]'`` can run). SCRFD comes first: its 5 points lie nearer the true ones (NME 0.088
+#: against YuNet's 0.132 on rendered faces with exact landmarks, ``benchmarks/detector_landmarks.py``),
 #: it is faster on a CPU and as accurate for a real-trained recogniser (docs/align.md).
 AUTO_ORDER = ("scrfd", "yunet", "dlib")
 

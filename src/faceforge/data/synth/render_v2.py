@@ -40,8 +40,9 @@ _MAX_HEADS = 64
 #: was recorded)
 REVISION = 3
 #: SCRFD's mean offset from the exact landmarks on v2 renders (x, y in pixels of a 64×64 ArcFace crop;
-#: 400 renders, ``benchmarks/detector_landmarks.py``): a detector puts the nose tip 2 pixels higher
-#: than the rendered one, the other points up to 0.7 pixels off. Photos are aligned by such points.
+#: 400 renders of identities 5000-5399, measured as ``benchmarks/detector_landmarks.py`` does, whose
+#: own sample gives the nose -2.2 instead of -2.0): a detector puts the nose tip 2 pixels higher than
+#: the rendered one, the other points up to 0.7 pixels off. Photos are aligned by such points.
 SCRFD_OFFSET_64 = np.array(
     [[0.058, -0.418], [0.347, -0.407], [0.187, -1.988], [0.718, -0.405], [-0.072, -0.303]]
 )
