@@ -16,10 +16,17 @@ from faceforge.models.checkpoint import fuse_checkpoints, load_checkpoint
 
 
 def _write(
-    path: Path, seed: int, size: int = 32, emb: int = 16, template: str = "arcface", scale: float = 1.0
+    path: Path,
+    seed: int,
+    size: int = 32,
+    emb: int = 16,
+    template: str = "arcface",
+    scale: float = 1.0,
+    section: dict | None = None,
 ) -> Path:
-    """A faceforge checkpoint of a tiny GhostFaceNet with weights from ``seed`` (last layer ×``scale``)."""
-    cfg = {"name": "ghostfacenetv1", "width": 0.25, "stride": 2, "embedding_size": emb}
+    """A faceforge checkpoint of a tiny GhostFaceNet with weights from ``seed`` (last layer ×``scale``);
+    ``template``: the stored preprocessing's; ``section``: extra backbone-section options."""
+    cfg = {"name": "ghostfacenetv1", "width": 0.25, "stride": 2, "embedding_size": emb, **(section or {})}
     torch.manual_seed(seed)
     net = build_backbone(cfg, size)
     with torch.no_grad():  # random BatchNorm statistics, so members differ in eval mode too
@@ -94,6 +101,29 @@ def test_members_that_read_another_crop_are_refused(tmp_path) -> None:
         msg = str(ei.value)
         assert "\n" not in msg and ("image_size" in msg or "template" in msg), msg
         assert not (tmp_path / f"x_{name}.ckpt").exists()
+
+
+def test_stored_preprocessing_decides_not_the_architectures_defaults(tmp_path, crops) -> None:
+    from faceforge.infer.loading import load_model
+
+    # Both files stored the dlib template; b's section also sets it, a's architecture default is
+    # ArcFace's. They read the same crop, so they fuse, and the fused file must load as it was fused.
+    a = _write(tmp_path / "a.ckpt", 1, template="dlib")
+    b = _write(tmp_path / "b.ckpt", 2, template="dlib", section={"template": "dlib"})
+    out, cfg = fuse_checkpoints([a, b], tmp_path / "fused.ckpt")
+    assert cfg.template == "dlib"
+    fused = load_model(out)
+    assert fused.face_cfg.template == "dlib" and fused.face_cfg.embedding_size == 32
+    e = fused.embed_uint8(crops)
+    members = [_unit(load_model(p).embed_uint8(crops)) for p in (a, b)]
+    np.testing.assert_allclose(e @ e.T, np.mean([m @ m.T for m in members], axis=0), atol=1e-4)
+    # a config (no stored preprocessing) still has only the defaults to go by, and they disagree
+    sections = [
+        {"name": "ghostfacenetv1", "width": 0.25},
+        {"name": "ghostfacenetv1", "width": 0.25, "template": "dlib"},
+    ]
+    with pytest.raises(FaceforgeError, match="template"):
+        build_backbone({"name": "ensemble", "members": sections}, 32)
 
 
 def test_models_fuse_command(tmp_path, capsys) -> None:

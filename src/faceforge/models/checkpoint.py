@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from faceforge.errors import FaceforgeError
-from faceforge.models.build import build_backbone, safe_backbone_config
+from faceforge.models.build import ENSEMBLE, build_backbone, safe_backbone_config
 from faceforge.models.face_cfg import FaceConfig
 
 #: input sides a stored preprocessing contract may name (ONNX metadata too)
@@ -176,11 +176,22 @@ def checkpoint_model_config(ckpt: dict[str, Any], where: str) -> tuple[str, dict
     return name, options, size
 
 
-def _meta_shapes(name: str, options: dict[str, Any], size: int) -> dict[str, tuple[int, ...]] | None:
+def _build(name: str, options: dict[str, Any], size: int, stored: FaceConfig | None) -> torch.nn.Module:
+    """The checkpoint's backbone; an ensemble goes by the preprocessing the file stored, if any."""
+    if name == ENSEMBLE and stored is not None:
+        from faceforge.models.backbones.ensemble import build_ensemble
+
+        return build_ensemble(options["members"], size, face_cfg=stored)
+    return build_backbone({"name": name, **options}, size)
+
+
+def _meta_shapes(
+    name: str, options: dict[str, Any], size: int, stored: FaceConfig | None = None
+) -> dict[str, tuple[int, ...]] | None:
     """Parameter/buffer shapes of the backbone built on the ``meta`` device (nothing allocated)."""
     try:
         with torch.device("meta"):
-            m = build_backbone({"name": name, **options}, size)
+            m = _build(name, options, size, stored)
     except FaceforgeError:
         raise
     except Exception:  # a model that cannot be built on meta: the real build is still bounded by options
@@ -208,7 +219,8 @@ def load_checkpoint(path: str | os.PathLike[str], ckpt: dict[str, Any] | None = 
         raise FaceforgeError(
             f"checkpoint {path}: the backbone's state_dict holds values that are not tensors"
         )
-    want = _meta_shapes(name, options, size)
+    stored = check_face_cfg(ckpt["face_cfg"], f"checkpoint {path}") if "face_cfg" in ckpt else None
+    want = _meta_shapes(name, options, size, stored)
     if want is not None:
         missing = sorted(set(want) - set(sd))
         unexpected = sorted(set(sd) - set(want))
@@ -218,7 +230,7 @@ def load_checkpoint(path: str | os.PathLike[str], ckpt: dict[str, Any] | None = 
                 f"checkpoint {path} does not match backbone {name!r}: missing keys {missing[:5]}, unexpected "
                 f"keys {unexpected[:5]}, wrong shapes {wrong[:5]}"
             )
-    backbone = build_backbone({"name": name, **options}, size)
+    backbone = _build(name, options, size, stored)
     missing, unexpected = backbone.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise FaceforgeError(
@@ -226,11 +238,7 @@ def load_checkpoint(path: str | os.PathLike[str], ckpt: dict[str, Any] | None = 
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
     backbone.eval()
-    face_cfg = (
-        check_face_cfg(ckpt["face_cfg"], f"checkpoint {path}")
-        if "face_cfg" in ckpt
-        else getattr(backbone, "face_cfg", FaceConfig())
-    )
+    face_cfg = stored if stored is not None else getattr(backbone, "face_cfg", FaceConfig())
     calibration = ckpt.get("calibration") or {}
     if not isinstance(calibration, dict):
         raise FaceforgeError(

@@ -21,7 +21,7 @@ from torch import nn
 from faceforge.errors import FaceforgeError
 from faceforge.models.face_cfg import FaceConfig
 
-__all__ = ["MAX_MEMBERS", "Ensemble", "common_face_cfg", "ensemble"]
+__all__ = ["MAX_MEMBERS", "Ensemble", "build_ensemble", "common_face_cfg", "ensemble"]
 
 #: an ensemble joins at most this many members (each one a full forward pass per face)
 MAX_MEMBERS = 8
@@ -70,7 +70,24 @@ class Ensemble(nn.Module):
 
 
 def ensemble(members: Sequence[Mapping[str, Any]] = (), input_size: int | Sequence[int] = 112) -> Ensemble:
-    """Build each member section (``{"name": ..., **options}``) at ``input_size`` and join them."""
+    """Build each member section (``{"name": ..., **options}``) at ``input_size`` and join them.
+
+    With no stored preprocessing to go by (a config, not a checkpoint), the members' own defaults
+    must agree; :func:`build_ensemble` is the path for fused checkpoints.
+    """
+    return build_ensemble(members, input_size)
+
+
+def build_ensemble(
+    members: Sequence[Mapping[str, Any]], input_size: int | Sequence[int], face_cfg: FaceConfig | None = None
+) -> Ensemble:
+    """Build and join the member sections; ``face_cfg``: the checked preprocessing a checkpoint stored.
+
+    A checkpoint's stored preprocessing is what its members were trained and fused on
+    (:func:`faceforge.models.checkpoint.fuse_checkpoints` checked that they agree), so with it the
+    architectures' *default* preprocessing is not compared: an imported BGR member and an RGB one
+    that both stored the same facts load. Without it, the members' defaults must agree.
+    """
     from faceforge.models.build import build_backbone  # lazy: build imports this registry
 
     if isinstance(members, (str, bytes)) or not isinstance(members, Sequence) or not members:
@@ -91,6 +108,9 @@ def ensemble(members: Sequence[Mapping[str, Any]] = (), input_size: int | Sequen
         built.append(build_backbone(dict(sec), size))
         names.append(f"{i} ({sec.get('name')})")
     model = Ensemble(built)
-    cfgs = [getattr(m, "face_cfg", None) or FaceConfig(input_size=(size, size)) for m in built]
-    model.face_cfg = common_face_cfg(cfgs, names)
+    if face_cfg is not None:
+        model.face_cfg = face_cfg
+    else:
+        cfgs = [getattr(m, "face_cfg", None) or FaceConfig(input_size=(size, size)) for m in built]
+        model.face_cfg = common_face_cfg(cfgs, names)
     return model
