@@ -455,5 +455,8 @@ class _Augmented(torch.utils.data.Dataset):
         if sample_seed is None:
             return self.transform(img), label
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed % 2**63)
+            # The CPU generator only, as fork_rng saves: torch.manual_seed would also queue a seed
+            # for every accelerator backend, recording a stack trace each time (1.1 ms per image,
+            # more than the augmentation itself on a 64-pixel crop). The draws are the same.
+            torch.default_generator.manual_seed(sample_seed % 2**63)
             return self.transform(img), label
