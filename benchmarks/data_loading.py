@@ -4,6 +4,11 @@ Writes N synthetic 112x112 JPEGs to a temporary folder, packs the same bytes int
 times shuffled epochs (best of ``--repeats``, interleaved) through a DataLoader for each reader and
 each worker count (the first batch, which includes worker start-up, is not timed). Prints img/s and
 the RecordIO / folder ratio (target >= 1.0). Small by default; ``--images`` and ``--workers`` scale it up.
+Then the training path's per-sample seeding (each image's augmentation drawn from its own seed, so
+it does not depend on workers or resume): 64x64 crops through ``DIGIFACE_AUGMENT`` unseeded, seeded
+as training does, and seeded through ``torch.manual_seed`` (the earlier way, which also queues a seed
+for every accelerator backend); target: seeded / unseeded >= 0.8 (saving and restoring the
+global generator is the rest).
 
     python benchmarks/data_loading.py [--images 1500] [--workers 0 1 2] [--batch 64]
 """
@@ -21,7 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from faceforge.data.recordio import FaceRecordDataset, decode_image, write_face_rec
-from faceforge.data.transforms import build_transforms
+from faceforge.data.transforms import DIGIFACE_AUGMENT, build_transforms
+from faceforge.train.datamodule import _Augmented
 
 AUG = [
     {"name": "flip", "p": 0.5},
@@ -79,6 +85,52 @@ def images_per_second(ds: Dataset, workers: int, batch: int, seed: int = 0) -> f
     return n / dt if dt > 0 else float("nan")
 
 
+class _Crops(Dataset):
+    """Cached 64x64 CHW uint8 crops, as ``data.cache: true`` holds them."""
+
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], 0
+
+
+class _GlobalSeeded(_Augmented):
+    """The baseline: each sample seeded through ``torch.manual_seed`` (every backend's generator)."""
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, sample_seed = key
+        img, label = self.base[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed % 2**63)
+            return self.transform(img), label
+
+
+def seeding(n: int, repeats: int) -> None:
+    """Augmented 64x64 crops per second: unseeded, seeded as training does, seeded the old way."""
+    tf = build_transforms(list(DIGIFACE_AUGMENT))
+    base = _Crops(n)
+    seeded, old = _Augmented(base, tf), _GlobalSeeded(base, tf)
+    runs = {
+        "unseeded": lambda: [tf(base[i][0]) for i in range(n)],
+        "seeded (training)": lambda: [seeded[(i, 7 * i + 1)] for i in range(n)],
+        "torch.manual_seed": lambda: [old[(i, 7 * i + 1)] for i in range(n)],
+    }
+    best = dict.fromkeys(runs, 0.0)
+    for _ in range(repeats):  # interleaved, best of N
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            best[name] = max(best[name], n / (time.perf_counter() - t0))
+    print(f"\nper-sample seeding, {n} crops 64x64, DIGIFACE_AUGMENT, 1 thread")
+    for name, v in best.items():
+        print(f"{name:>18} {v:>8.0f} img/s {v / best['unseeded']:>6.2f}x of unseeded")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=1500)
@@ -108,6 +160,7 @@ def main() -> None:
                 r = max(r, images_per_second(rec_ds, w, args.batch, seed=rep))
                 f = max(f, images_per_second(folder_ds, w, args.batch, seed=rep))
             print(f"{w:>7} {r:>15.0f} {f:>13.0f} {r / f:>6.2f}")
+    seeding(args.images, args.repeats + 1)
 
 
 if __name__ == "__main__":
