@@ -112,12 +112,14 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     share = f"_share{args.appearance_share}" if version == 2 and args.appearance_share > 1 else ""
     mix = args.mixup_identities if version == 2 else 0
     share += f"_mix{mix}" if mix else ""
+    share += f"_tail{args.tail_identities}x{args.tail_images_per_id}" if args.tail_identities else ""
     data = work / f"data_v{version}_{args.identities}x{args.images_per_id}{share}"
     t0 = time.perf_counter()
     write_dataset(
         data, identities=args.identities, images_per_id=args.images_per_id, val_identities=20,
         test_identities=20, seed=args.seed, workers=args.workers, version=version,
         appearance_share=args.appearance_share if version == 2 else 1, mixup_identities=mix,
+        tail_identities=args.tail_identities, tail_images_per_id=args.tail_images_per_id,
     )  # fmt: skip
     t_data = time.perf_counter() - t0
     from faceforge.data.transforms import DIGIFACE_AUGMENT
@@ -186,6 +188,13 @@ def main() -> None:
         default=0,
         help="v2: N mixed identities with soft labels (SynFace identity mixup; default 0)",
     )
+    ap.add_argument(
+        "--tail-identities",
+        type=int,
+        default=0,
+        help="N more training identities with --tail-images-per-id images each (DigiFace's long tail)",
+    )
+    ap.add_argument("--tail-images-per-id", type=int, default=5)
     ap.add_argument(
         "--checkpoint",
         choices=["last", "best"],

@@ -386,3 +386,49 @@ def test_a_set_from_an_earlier_v2_renderer_is_not_taken_for_this_one(tmp_path) -
         write_dataset(out, version=2, **small)
     again = write_dataset(out, version=2, overwrite=True, **small)
     assert again["params"]["renderer"] == REVISION
+
+
+def test_a_long_tail_adds_few_image_identities_and_keeps_the_head(tmp_path) -> None:
+    """``tail_identities`` adds training identities with ``tail_images_per_id`` images, numbered after
+    the held-out ones: the head, val and test identities and their images are those of the same call
+    without a tail, and the summary and the training folder count both."""
+    from faceforge.errors import FaceforgeError
+
+    small = {"identities": 3, "images_per_id": 3, "val_identities": 0, "test_identities": 20, "workers": 1,
+             "version": 2, "test_pairs_per_fold": 5}  # fmt: skip
+    plain = write_dataset(tmp_path / "plain", **small)
+    tailed = write_dataset(tmp_path / "tail", tail_identities=4, tail_images_per_id=2, **small)
+    train = tmp_path / "tail" / "train"
+    counts = {d.name: len(list(d.glob("*.jpg"))) for d in train.iterdir()}
+    assert counts == {**{f"id{i:05d}": 3 for i in range(3)}, **{f"id{i:05d}": 2 for i in range(23, 27)}}
+    assert tailed["splits"] == {"train": 7, "val": 0, "test": 20} and plain["splits"]["train"] == 3
+    assert tailed["images"] == plain["images"] + 8 and tailed["params"]["tail_identities"] == 4
+    assert "tail_identities" not in plain["params"]
+    for rel in ("train/id00002/id00002_0003.jpg", "test/id00022/id00022_0001.jpg", "test_pairs.txt"):
+        assert (tmp_path / "tail" / rel).read_bytes() == (tmp_path / "plain" / rel).read_bytes(), rel
+    lm = (tmp_path / "tail" / "landmarks.csv").read_text()
+    assert "train/id00026/id00026_0002.jpg," in lm and "id00026_0003" not in lm
+    with pytest.raises(FaceforgeError, match=r"\(tail_identities 0 -> 4"):
+        write_dataset(tmp_path / "plain", tail_identities=4, tail_images_per_id=2, **small)
+    with pytest.raises(FaceforgeError, match="tail_images_per_id >= 2"):
+        write_dataset(tmp_path / "bad", tail_identities=2, tail_images_per_id=1, **small)
+
+
+def test_cli_tail_flags(tmp_path, monkeypatch, capsys) -> None:
+    import faceforge.data.synth as synth_pkg
+    from faceforge.cli.main import main
+
+    seen: list[dict] = []
+    monkeypatch.setattr(synth_pkg, "write_dataset", lambda **kw: seen.append(kw) or {})
+    base = ["data", "synth", "--out", str(tmp_path / "x"), "--workers", "1"]
+    assert main([*base, "--tail-identities", "300"]) == 0
+    assert main([*base, "--tail-identities", "30", "--tail-images-per-id", "4"]) == 0
+    assert main(base) == 0
+    assert (seen[0]["tail_identities"], seen[0]["tail_images_per_id"]) == (300, 5)
+    assert (seen[1]["tail_identities"], seen[1]["tail_images_per_id"]) == (30, 4)
+    assert "tail_identities" not in seen[2]
+    for extra in (["--tail-images-per-id", "4"], ["--kind", "objects", "--tail-identities", "3"]):
+        assert main(base + extra) != 0
+        err = capsys.readouterr().err
+        assert "--tail-" in err and "Traceback" not in err
+    assert len(seen) == 3

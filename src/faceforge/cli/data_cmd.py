@@ -44,6 +44,12 @@ def _faces_version(args: argparse.Namespace) -> dict[str, int]:
         opts["appearance_share"] = share
     if mix not in (None, 0):
         opts["mixup_identities"] = mix
+    tail = getattr(args, "tail_identities", None)
+    if tail not in (None, 0):
+        opts["tail_identities"] = tail
+        opts["tail_images_per_id"] = getattr(args, "tail_images_per_id", None) or 5
+    elif getattr(args, "tail_images_per_id", None) is not None:
+        raise FaceforgeError("synth: --tail-images-per-id needs --tail-identities N (N > 0)")
     return opts
 
 
@@ -56,10 +62,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
             getattr(args, "version", None) not in (None, 1)
             or getattr(args, "appearance_share", None) is not None
             or getattr(args, "mixup_identities", None) is not None
+            or getattr(args, "tail_identities", None) is not None
+            or getattr(args, "tail_images_per_id", None) is not None
         ):
             raise FaceforgeError(
-                "synth: --version, --appearance-share and --mixup-identities choose how SynthFaces are "
-                "drawn; they do not apply to --kind objects"
+                "synth: --version, --appearance-share, --mixup-identities and --tail-identities choose how "
+                "SynthFaces are drawn; they do not apply to --kind objects"
             )
         opts = {k: d if getattr(args, k) is None else getattr(args, k) for k, d in _OBJECT_OPTIONS}
         summary = write_objects(
@@ -158,6 +166,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="v2: also render N mixed identities (two training identities interpolated, SynFace's "
         "identity mixup) into train_mix/ with soft labels in train_mix.csv; train with "
         "--data.mixup train_mix.csv (default 0)",
+    )
+    p.add_argument(
+        "--tail-identities",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="also render N training identities with few images each (--tail-images-per-id): "
+        "DigiFace-1M's long tail beside the head of --identities x --images-per-id (default 0)",
+    )
+    p.add_argument(
+        "--tail-images-per-id",
+        type=_positive,
+        default=None,
+        metavar="K",
+        help="images of each tail identity, at least 2 (default 5)",
     )
     p.add_argument("--workers", type=_non_negative, default=0, help="processes (0 = all cores)")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier identical run)")

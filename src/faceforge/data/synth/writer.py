@@ -109,6 +109,8 @@ def write_dataset(
     version: int = 1,
     appearance_share: int = 1,
     mixup_identities: int = 0,
+    tail_identities: int = 0,
+    tail_images_per_id: int = 5,
 ) -> dict[str, Any]:
     """Render SynthFaces into ``out`` (layout: docs/synthfaces.md, "Writer") and return its summary dict.
 
@@ -121,7 +123,10 @@ def write_dataset(
     ``mixup_identities`` (v2): this many mixed training identities (SynFace's identity mixup: two
     training identities interpolated with weight phi in [0.5, 1)), ``images_per_id`` images each, in
     ``train_mix/`` with their soft labels in ``train_mix.csv`` (``name,a,b,phi``); training reads them
-    with ``data.mixup: train_mix.csv``.
+    with ``data.mixup: train_mix.csv``. ``tail_identities``: this many more training identities with
+    ``tail_images_per_id`` images each (DigiFace-1M's mix of a head of many-image identities and a
+    long tail of few-image ones; Bae et al., WACV 2023), numbered after the held-out ones so the head,
+    validation and test identities are those of the same call without a tail.
     """
     out = Path(out)
     params = {
@@ -144,6 +149,9 @@ def write_dataset(
         params["appearance_share"] = appearance_share
     if mixup_identities:  # only written when used, so earlier folders are still recognised
         params["mixup_identities"] = mixup_identities
+    if tail_identities:  # only written when used, so earlier folders are still recognised
+        params["tail_identities"] = tail_identities
+        params["tail_images_per_id"] = tail_images_per_id
     if version not in (1, 2):
         raise FaceforgeError(f"synth: version must be 1 or 2, got {version!r}")
     if mixup_identities < 0 or (mixup_identities and (version != 2 or identities < 2)):
@@ -155,6 +163,11 @@ def write_dataset(
         raise FaceforgeError(
             f"synth: appearance_share must be >= 1, and above 1 only with version 2; got "
             f"{appearance_share!r} with version {version}"
+        )
+    if tail_identities < 0 or (tail_identities and tail_images_per_id < 2):
+        raise FaceforgeError(
+            f"synth: need tail_identities >= 0 and, with a tail, tail_images_per_id >= 2 (a class needs "
+            f"two images); got {tail_identities!r} and {tail_images_per_id!r}"
         )
     if version == 2 and mode != "aligned":
         raise FaceforgeError("synth: version 2 renders aligned crops only (--mode aligned)")
@@ -183,6 +196,10 @@ def write_dataset(
         split_names[split] = [identity_name(i) for i in ids]
         tasks += [(str(out), i, images_per_id, split) for i in ids]
         start += counts[split]
+    # The tail after every split, so adding one leaves the identities of the head, val and test as they were.
+    tail = range(start, start + tail_identities)
+    split_names["train"] += [identity_name(i) for i in tail]
+    tasks += [(str(out), i, tail_images_per_id, "train") for i in tail]
     tasks += [(str(out), m, images_per_id, identities, "mix") for m in range(mixup_identities)]
     out.mkdir(parents=True, exist_ok=True)
     if mixup_identities:
@@ -218,7 +235,10 @@ def write_dataset(
             groups = {n: list(range(1, images_per_id + 1)) for n in split_names[split]}
             folds = make_pairs(groups, 10, min(per_fold, cap), seed=seed + (split == "test"))
             write_lfw_pairs(out / f"{split}_pairs.txt", folds)
-    summary = {"params": params, "images": len(rows), "splits": {s: counts[s] for s in SPLITS}}
+    splits = {s: len(split_names[s]) for s in SPLITS}
+    summary = {"params": params, "images": len(rows), "splits": splits}
+    if tail_identities:
+        summary["tail_identities"] = tail_identities
     if mixup_identities:
         summary["mixup_identities"] = mixup_identities
     tmp = meta_path.with_suffix(".tmp")
@@ -241,7 +261,7 @@ def _implied(params: dict[str, Any], key: str) -> Any:
     sets written before the revision was recorded (1)."""
     if key == "renderer":
         return 1 if params.get("version") == 2 else None
-    return {"version": 1, "appearance_share": 1, "mixup_identities": 0}.get(key)
+    return {"version": 1, "appearance_share": 1, "mixup_identities": 0, "tail_identities": 0}.get(key)
 
 
 def _claim(
