@@ -10,7 +10,10 @@ View-2 pairs of raw photos, detected and aligned exactly as ``faceforge eval --p
 With two or more versions it adds a fused row: each image's unit embeddings of every model joined
 (the pair score is the mean of the models' cosines; its training time is the sum of theirs), since
 models trained on different renderers err on different pairs; the fused model is written as one
-checkpoint (``faceforge models fuse``) that every ``--model`` option loads.
+checkpoint (``faceforge models fuse``) that every ``--model`` option loads. ``--adapt N`` adds rows for
+each model adapted without labels (``faceforge models adapt``: BatchNorm statistics only) on N photos of
+the LFW people who appear in no pair, so no test person is among them; those rows use real photos and
+are reported apart from the rows trained on SynthFaces alone.
 
     python benchmarks/synth_to_real.py --lfw ../shared/data/lfw [--identities 600] [--images-per-id 20]
         [--epochs 2] [--augment digiface|none] [--versions 1,2] [--threads 1] [--work runs/synth_to_real]
@@ -147,6 +150,10 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     )  # fmt: skip
     t_eval = time.perf_counter() - t0
     lfw = rows["lfw"]
+    adapted = None
+    if args.adapt:
+        out = work / f"v{version}_adapted_{args.adapt}.ckpt"
+        adapted = adapt_and_score(str(ckpt), args, out, det, det_model)
     return {
         "version": version,
         "lfw": lfw,
@@ -156,7 +163,32 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
         "detector": lfw.get("detector"),
         "no_face_images": lfw.get("no_face_images"),
         "embeddings": keep.kept,
+        "adapted": adapted,
     }
+
+
+def adapt_and_score(
+    ckpt: str, args: argparse.Namespace, out: Path, det: str, det_model: str | None
+) -> dict[str, Any]:
+    """``faceforge models adapt`` on ``args.adapt`` photos of LFW people in no pair, scored on LFW."""
+    from faceforge.data.pairs import photos_outside_pairs, read_pairs
+    from faceforge.eval.cache import CropCache
+    from faceforge.eval.suite import ModelInfo, evaluate_sets
+    from faceforge.infer.adapt import adapt_checkpoint
+    from faceforge.infer.loading import load_model
+
+    root = args.lfw / "lfw-deepfunneled"
+    photos = photos_outside_pairs(read_pairs(args.lfw / "pairs.txt", root), root)
+    r = adapt_checkpoint(
+        ckpt, photos, out, detector=det, detector_model=det_model, max_images=args.adapt, seed=args.seed,
+        warn=lambda _m: None,
+    )  # fmt: skip
+    keep = _keeping_cache()
+    rows = evaluate_sets(
+        [_lfw_spec(args.lfw)], ModelInfo.from_model(load_model(str(r.path))), "sum", cache=keep,
+        detector=det, detector_model=det_model, crop_cache=CropCache(out.parent / "crops"),
+    )  # fmt: skip
+    return {"lfw": rows["lfw"], "faces": r.faces, "checkpoint": str(r.path), "embeddings": keep.kept}
 
 
 def main() -> None:
@@ -204,6 +236,13 @@ def main() -> None:
     ap.add_argument(
         "--detector", default="auto", help="LFW face detector (auto: SCRFD, else YuNet, from ../shared)"
     )
+    ap.add_argument(
+        "--adapt",
+        type=int,
+        default=0,
+        help="also adapt each model (AdaBN, `faceforge models adapt`) on N unlabeled photos of LFW people "
+        "in no pair and score it (default 0: off)",
+    )
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=Path("runs/synth_to_real"))
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -227,6 +266,14 @@ def main() -> None:
     names = " + ".join(f"v{r['version']}" for r in results)
     if fused is not None:
         table[f"LFW, {names} fused (mean cosine)"] = fused
+    fused_adapted = None
+    if args.adapt:
+        for r in results:
+            a = r["adapted"]
+            table[f"LFW, v{r['version']} adapted on {a['faces']} photos of others (AdaBN)"] = a["lfw"]
+        fused_adapted = fused_row([r["adapted"] for r in results], args.lfw)
+        if fused_adapted is not None:
+            table[f"LFW, {names} adapted, fused"] = fused_adapted
     print(format_table(table))
     print(
         f"{args.identities} identities x {args.images_per_id} images, {args.epochs} epochs, "
@@ -258,10 +305,15 @@ def main() -> None:
         )
     for r in results:
         r.pop("embeddings", None)
+        if r.get("adapted"):
+            r["adapted"].pop("embeddings", None)
     if fused is not None:
         results.append(
             {"fused": [r["version"] for r in results], "lfw": fused, "checkpoint": str(fused_ckpt)}
         )
+    if fused_adapted is not None:
+        results.append({"fused": [r["version"] for r in results if "version" in r], "adapted": True,
+                        "lfw": fused_adapted})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
 

@@ -107,6 +107,7 @@ def _cases(b: dict[str, str]) -> dict[str, tuple[list[str], str]]:
         "models info": (["models", "info", "nosuchnet"], "nosuchnet"),
         "models import": (["models", "import", b["txt"], "--out", b["out"] + ".ckpt"], "notes.txt"),
         "models fuse": (["models", "fuse", b["txt"], b["txt"], "--out", b["out"] + ".ckpt"], "notes.txt"),
+        "models adapt": (["models", "adapt", b["txt"], b["empty"], "--out", b["out"] + ".ckpt"], "notes.txt"),
         "models fetch": (["models", "fetch", "nosuchfile"], "nosuchfile"),
         "models files": (["models", "files", "--bogus"], "--bogus"),
         "detect": (["detect", b["jpg"], "--detector", "nodet"], "nodet"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceforge.data.pairs import Pairs, read_pairs, write_lfw_pairs, write_pairs_csv
+from faceforge.data.pairs import Pairs, photos_outside_pairs, read_pairs, write_lfw_pairs, write_pairs_csv
 from faceforge.errors import FaceforgeError
 
 
@@ -39,6 +39,24 @@ def test_write_then_read_view2(tmp_path: Path) -> None:
     assert pairs.paths_a[0] == str(tmp_path / "imgs" / "id0_0" / "id0_0_0001.jpg")
     assert pairs.paths_b[4] == str(tmp_path / "imgs" / "id0_1" / "id0_1_0002.jpg")
     assert pairs.n_folds == 3
+
+
+def test_photos_outside_pairs_are_the_people_no_pair_uses(tmp_path: Path) -> None:
+    folds = _folds(2, 3)
+    root = tmp_path / "imgs"
+    # a pair uses only images 1 and 2, but image 3 of the same person is still that person's
+    _touch_lfw(root, {f"id{f}_{k}": 3 for f in range(2) for k in range(3)})
+    _touch_lfw(root, {"Zed_Other": 2, "Amy_Else": 1})
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "x.jpg").write_bytes(b"x")
+    (root / "Amy_Else" / "notes.txt").write_text("not an image")
+    pairs = read_pairs(write_lfw_pairs(tmp_path / "pairs.txt", folds), root)
+    got = photos_outside_pairs(pairs, root)
+    assert got == [
+        str((root / "Amy_Else" / "Amy_Else_0001.jpg").resolve()),
+        str((root / "Zed_Other" / "Zed_Other_0001.jpg").resolve()),
+        str((root / "Zed_Other" / "Zed_Other_0002.jpg").resolve()),
+    ]
 
 
 def test_write_lfw_pairs_rejects_unequal(tmp_path: Path) -> None:

@@ -82,9 +82,9 @@ def _detector_options(p: argparse.ArgumentParser, sub: bool) -> None:
     p.add_argument(
         "--detector",
         default=d("auto"),
-        help="how images become crops: auto (aligned crops as they are, else detect with yunet, then "
-        "scrfd), none (pre-aligned sets: resize only), a detector name (faceforge.align.list_detectors) "
-        "or a detector model file",
+        help="how images become crops: auto (aligned crops as they are, else detect with scrfd, yunet or "
+        "dlib, the first one installed), none (pre-aligned sets: resize only), a detector name "
+        "(faceforge.align.list_detectors) or a detector model file",
     )
     p.add_argument(
         "--detector-model",

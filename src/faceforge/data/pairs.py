@@ -25,6 +25,7 @@ __all__ = [
     "lfw_image_path",
     "make_pairs",
     "parse_label",
+    "photos_outside_pairs",
     "read_pairs",
     "write_folder_pairs",
     "write_lfw_pairs",
@@ -84,6 +85,23 @@ class Pairs:
 def lfw_image_path(root: str | os.PathLike[str], name: str, num: int) -> str:
     """Path of LFW image number ``num`` (1-based) of ``name``: ``root/name/name_%04d.jpg``."""
     return os.path.join(os.fspath(root), name, f"{name}_{num:04d}.jpg")
+
+
+def photos_outside_pairs(pairs: Pairs, root: str | os.PathLike[str]) -> list[str]:
+    """The images under ``root`` of people who appear in no pair: identity folders (``root/<person>/``,
+    the LFW and ImageFolder layout) none of whose images a pair uses. A disjoint, unlabeled set of the
+    same domain, e.g. for ``faceforge models adapt`` without touching the evaluation's people; sorted.
+    """
+    from faceforge.imageio import list_images
+
+    base = Path(root).resolve()
+    used = {Path(p).resolve().parent for p in pairs.unique_paths()}
+    return [
+        str(f)
+        for d in sorted(base.iterdir())
+        if d.is_dir() and not d.name.startswith(".") and d.resolve() not in used
+        for f in list_images(d, recursive=False)
+    ]
 
 
 def parse_label(value: str, where: str) -> bool:

@@ -344,7 +344,13 @@ def load_model(
         name = str((loaded.config.get("model") or {}).get("backbone", {}).get("name", p.stem))
         facts = {"preprocessing": "stored in the checkpoint", **given}
         calibration = dict(loaded.calibration)
-        if not calibration:
+        adapted = raw.get("adaptation")  # data only: shown, never acted on
+        if isinstance(adapted, dict):
+            n = adapted.get("faces")
+            ok = isinstance(n, int) and not isinstance(n, bool)
+            facts["adapted"] = f"BatchNorm statistics from {n if ok else 'some'} unlabeled photos (AdaBN)"
+        elif not calibration:
+            # not for an adapted copy: a report beside it scored the model it was adapted from
             calibration = _report_calibration(p)
         return EmbeddingModel(
             runner(loaded.backbone, cfg, facts), cfg, name, str(p), "torch", "checkpoint", calibration,
