@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "faceforge.cli.data_io_cmd",
     "faceforge.cli.data_cmd",
     "faceforge.cli.models_cmd",
+    "faceforge.cli.adapt_cmd",  # models adapt: after models_cmd, which makes the verb
     "faceforge.cli.align_cmd",
     "faceforge.cli.infer_cmd",
     "faceforge.cli.gallery_cmd",

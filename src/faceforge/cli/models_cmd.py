@@ -15,13 +15,7 @@ from typing import Any
 
 import torch
 
-from faceforge.cli._common import (
-    add_override_options,
-    add_progress_option,
-    model_overrides,
-    positive_count,
-    show_progress,
-)
+from faceforge.cli._common import add_override_options, add_progress_option, model_overrides, show_progress
 from faceforge.errors import FaceforgeError, MissingExtraError
 
 
@@ -143,39 +137,6 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_adapt(args: argparse.Namespace) -> int:
-    """Write a copy of a checkpoint with BatchNorm statistics of the user's unlabeled photos (AdaBN)."""
-    from faceforge.infer.adapt import adapt_checkpoint
-
-    r = adapt_checkpoint(
-        args.checkpoint,
-        args.images,
-        args.out,
-        detector=args.detector,
-        detector_model=args.detector_model,
-        strength=args.strength,
-        max_images=args.max_images,
-        seed=args.seed,
-        progress=show_progress(args),
-    )
-    left = []
-    if r.no_face:
-        left.append(f"{r.no_face} without a face")
-    if r.unreadable:
-        left.append(f"{len(r.unreadable)} unreadable (e.g. {r.unreadable[0]})")
-    sampled = f" (an even sample of {r.sampled_from})" if r.sampled_from > r.images else ""
-    print(
-        f"wrote {r.path}: {r.layers} BatchNorm layers re-estimated on {r.faces} faces from {r.images} photos"
-        f"{sampled}"
-        + (f"; left out: {', '.join(left)}" if left else "")
-        + f"; detector {r.detector or 'none'}"
-        f"\n  weights unchanged; no verification threshold yet: `faceforge eval --model {r.path} "
-        "--pairs PAIRS --root DIR --write-calibration` stores one (people of the evaluation must not be "
-        "among the photos adapted to)"
-    )
-    return 0
-
-
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download a known model file into the store (verified by SHA-256)."""
     from faceforge import hub as store
@@ -240,9 +201,9 @@ def cmd_files(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``models``: ``list``, ``info``, ``import``, ``fuse``, ``adapt``, ``fetch`` and ``files``."""
+    """Add the ``models`` command with ``list``, ``info``, ``import``, ``fuse``, ``fetch`` and ``files``
+    (``adapt`` comes from :mod:`faceforge.cli.adapt_cmd`)."""
     from faceforge.hub import KNOWN_FILES
-    from faceforge.infer.adapt import DEFAULT_MAX_IMAGES, MAX_IMAGES
 
     p = sub.add_parser("models", help="recognition backbones, pretrained models and detector model files")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
@@ -273,36 +234,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("checkpoints", nargs="+", help="faceforge checkpoints trained on the same crop")
     q.add_argument("--out", required=True, help="checkpoint to write (.ckpt)")
     q.set_defaults(func=cmd_fuse)
-
-    q = msub.add_parser(
-        "adapt",
-        help="a copy of a checkpoint with BatchNorm statistics from your unlabeled face photos (AdaBN)",
-    )
-    q.add_argument("checkpoint", help="faceforge checkpoint (trained, fused or `models import`ed)")
-    q.add_argument("images", nargs="+", help="unlabeled photos of the target domain: image files or folders")
-    q.add_argument("--out", required=True, help="checkpoint to write (.ckpt)")
-    q.add_argument(
-        "--detector",
-        default="auto",
-        help="how photos become crops, as in `faceforge eval`: auto, none (aligned crops), a name or a file",
-    )
-    q.add_argument("--detector-model", default=None, metavar="FILE", help="model file of --detector NAME")
-    q.add_argument(
-        "--strength",
-        type=float,
-        default=1.0,
-        help="1 (default): the photos' statistics alone; 0..1 blends them with the trained ones",
-    )
-    q.add_argument(
-        "--max-images",
-        type=positive_count,
-        default=DEFAULT_MAX_IMAGES,
-        help=f"photos used at most, an even seeded sample of more (default {DEFAULT_MAX_IMAGES}; "
-        f"at most {MAX_IMAGES})",
-    )
-    q.add_argument("--seed", type=int, default=0, help="seed of the sample and of the batch order")
-    add_progress_option(q)
-    q.set_defaults(func=cmd_adapt)
 
     q = msub.add_parser("fetch", help="download a model file into $FACEFORGE_HOME/models (SHA-256 verified)")
     q.add_argument("name", help="one of: " + ", ".join(KNOWN_FILES))
