@@ -185,6 +185,12 @@ def test_sampling_and_too_few_faces(tmp_path) -> None:
     assert not (tmp_path / "b.ckpt").exists()
     with pytest.raises(FaceforgeError, match="max_images"):
         adapt_checkpoint(src, [str(photos)], tmp_path / "b.ckpt", detector="none", max_images=0)
+    with pytest.raises(FaceforgeError, match="strength"):
+        adapt_checkpoint(src, [str(photos)], tmp_path / "b.ckpt", detector="none", strength=float("nan"))
+    before = src.read_bytes()
+    with pytest.raises(FaceforgeError, match="the checkpoint itself"):
+        adapt_checkpoint(src, [str(photos)], src, detector="none")
+    assert src.read_bytes() == before
 
 
 def test_models_adapt_command(tmp_path, capsys) -> None:

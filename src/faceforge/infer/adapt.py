@@ -170,8 +170,12 @@ def adapt_checkpoint(
 
     if isinstance(max_images, bool) or not isinstance(max_images, int) or not 1 <= max_images <= MAX_IMAGES:
         raise FaceforgeError(f"max_images is {max_images!r}; expected an integer in 1..{MAX_IMAGES}")
+    if not 0.0 <= strength <= 1.0:
+        raise FaceforgeError(f"strength {strength} is outside 0..1 (1: statistics of the new photos only)")
     if not images:
         raise FaceforgeError("name the photos to adapt to (image files or folders)")
+    if Path(out).expanduser().resolve() == Path(checkpoint).expanduser().resolve():
+        raise FaceforgeError(f"--out {out} is the checkpoint itself; write the adapted copy to another file")
     raw = read_checkpoint(checkpoint)
     loaded = load_checkpoint(checkpoint, ckpt=raw)  # checks the stored config before anything is built
     found = expand_image_inputs([os.fspath(p) for p in images])
