@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from faceforge.errors import FaceforgeError
-from faceforge.eval.metrics import equal_error_rate, evaluate_pairs, roc_curve, tar_at_far
+from faceforge.eval.metrics import _MAX_ROC_POINTS, equal_error_rate, evaluate_pairs, roc_curve, tar_at_far
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -293,8 +293,18 @@ def test_roc_downsampled_to_true_operating_points():
     full_fpr, full_tpr, _ = roc_curve(same, _cosine(a, b))
     full = set(zip(full_fpr.round(12), full_tpr.round(12)))
     assert all(p in full for p in zip(fpr.round(12), tpr.round(12)))
-    # The low-FAR end (log-scale plots) keeps its resolution.
-    assert np.sum((fpr > 0) & (fpr < 0.01)) >= 20
+    # The low-FAR end (log-scale plots) keeps its resolution: below FAR 0.01 every distinct FAR level
+    # of the full curve is kept (its last, highest-TAR point), because the log-spaced targets (ratio
+    # r between neighbours) are denser there than the levels k/n (ratio (k+1)/k > r while k < 1/(r-1)).
+    n_imp = int((~same).sum())
+    r = (1.0 / full_fpr[full_fpr > 0][0]) ** (1.0 / (_MAX_ROC_POINTS // 2 - 2))
+    assert 0.01 * n_imp < 1.0 / (r - 1.0)  # the premise holds for this problem's size
+    low = (full_fpr > 0) & (full_fpr < 0.01)
+    levels = np.unique(full_fpr[low])
+    assert levels.size > 20
+    kept = dict(zip(fpr.round(12), tpr.round(12)))
+    for v in levels:
+        assert kept.get(round(float(v), 12)) == round(float(full_tpr[full_fpr == v].max()), 12), v
 
 
 def test_normalises_embeddings_and_accepts_int_labels():

@@ -164,20 +164,26 @@ def test_each_worker_builds_its_own_detector_from_the_spec(files, monkeypatch) -
     import faceforge.align.choose as choose
 
     built: list[StubDetector] = []
+    builders: list[int] = []  # the thread that built each detector
 
     def fake_resolve(spec, model_path=None):
         assert spec == "yunet"
         det = StubDetector(0.001)
         built.append(det)
+        builders.append(threading.get_ident())
         return det, "stub"
 
     monkeypatch.setattr(choose, "resolve_detector", fake_resolve)
     rec = FaceRecognizer(_model(), detector="yunet", threshold=0.3)
+    calls_before = StubDetector.calls
     res = embed_folder(rec, files, workers=3, batch_size=4)
     assert res.counts["ok"] == 13
-    assert 1 <= len(built) <= 3
-    assert all(len(d.threads) == 1 for d in built)  # never shared between threads
-    assert len({next(iter(d.threads)) for d in built}) == len(built)
+    # Built lazily, once per worker thread that met an image: never per image, never twice in a thread.
+    assert len(builders) == len(set(builders)) and len(built) <= 3
+    assert threading.get_ident() not in builders  # built in the workers, not by the caller
+    # Each detector was used by exactly the thread that built it, and they detected every image.
+    assert [d.threads for d in built] == [{t} for t in builders]
+    assert StubDetector.calls - calls_before == 13
 
 
 def test_a_detector_instance_is_shared_one_call_at_a_time(files) -> None:
