@@ -21,47 +21,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-
-def other_people_photos(lfw: Path) -> list[str]:
-    """The photos of LFW people who appear in no pair of ``pairs.txt`` (View 2), sorted."""
-    from faceforge.data.pairs import photos_outside_pairs, read_pairs
-
-    root = lfw / "lfw-deepfunneled"
-    return photos_outside_pairs(read_pairs(lfw / "pairs.txt", root), root)
-
-
-def score(ckpt: str, lfw: Path, det: str, det_model: str | None, crops: Path) -> tuple[dict[str, Any], Any]:
-    """LFW metrics of one checkpoint and its per-image embeddings."""
-    from faceforge.eval.cache import CropCache, EmbeddingCache
-    from faceforge.eval.suite import ModelInfo, SetSpec, evaluate_sets
-    from faceforge.infer.loading import load_model
-
-    class Keep(EmbeddingCache):
-        kept: Any = None
-
-        def put(self, parts: Any, array: Any, extra: Any = None) -> None:
-            self.kept = array
-
-    keep = Keep(None)
-    spec = SetSpec("lfw", lfw / "pairs.txt", "pairs", lfw / "lfw-deepfunneled")
-    rows = evaluate_sets(
-        [spec], ModelInfo.from_model(load_model(ckpt)), "sum", cache=keep, detector=det,
-        detector_model=det_model, crop_cache=CropCache(crops),
-    )  # fmt: skip
-    return rows["lfw"], keep.kept
-
-
-def fused(embs: list[Any], lfw: Path) -> dict[str, Any]:
-    """10-fold metrics of the joined unit embeddings (a pair scores the mean cosine)."""
-    import numpy as np
-
-    from faceforge.eval.metrics import evaluate_pairs
-    from faceforge.eval.suite import SetSpec, open_set
-
-    units = [np.asarray(e, np.float64) / np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12) for e in embs]
-    joined = np.concatenate(units, axis=1)
-    o = open_set(SetSpec("lfw", lfw / "pairs.txt", "pairs", lfw / "lfw-deepfunneled"))
-    return evaluate_pairs(joined[o.index_a], joined[o.index_b], o.issame)
+# LFW scoring, the adaptation photos and the fused row are synth_to_real.py's (this script's folder is
+# on sys.path when it runs).
+from synth_to_real import fused_row, lfw_other_people, score_lfw
 
 
 def main() -> None:
@@ -99,14 +61,14 @@ def main() -> None:
         f = args.lfw.parents[1] / "models/detectors/scrfd_500m_bnkps.onnx"
         det_model = str(f) if f.is_file() else None
     args.work.mkdir(parents=True, exist_ok=True)
-    photos = other_people_photos(args.lfw)
+    photos = lfw_other_people(args.lfw)
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"adaptation photos: {len(photos)} of LFW people in no pair of pairs.txt")
     table: dict[str, Any] = {}
     results: list[dict[str, Any]] = []
     embs: dict[int, list[Any]] = {}
     for i, ck in enumerate(args.checkpoints):
-        row, e = score(ck, args.lfw, args.detector, det_model, args.work / "crops")
+        row, e = score_lfw(ck, args.lfw, args.detector, det_model, args.work / "crops")
         table[f"model {i} ({Path(ck).name})"] = row
         embs.setdefault(-1, []).append(e)
         results.append({"checkpoint": ck, "adapt_photos": None, "lfw": row})
@@ -117,13 +79,13 @@ def main() -> None:
                 ck, photos, out, detector=args.detector, detector_model=det_model, max_images=k,
                 seed=args.seed, warn=lambda _m: None,
             )  # fmt: skip
-            row, e = score(str(out), args.lfw, args.detector, det_model, args.work / "crops")
+            row, e = score_lfw(str(out), args.lfw, args.detector, det_model, args.work / "crops")
             table[f"model {i}, adapted on {r.faces} photos"] = row
             embs.setdefault(k, []).append(e)
             results.append({"checkpoint": ck, "adapt_photos": r.faces, "lfw": row, "adapted": str(out)})
     if len(args.checkpoints) > 1:
         for k, es in embs.items():
-            row = fused(es, args.lfw)
+            row = fused_row([{"embeddings": e} for e in es], args.lfw)
             table["fused" + ("" if k < 0 else f", adapted on {k} photos")] = row
             results.append({"fused": args.checkpoints, "adapt_photos": None if k < 0 else k, "lfw": row})
     print(format_table(table))

@@ -84,6 +84,32 @@ def _lfw_spec(lfw: Path) -> Any:
     return SetSpec("lfw", lfw / "pairs.txt", "pairs", lfw / "lfw-deepfunneled")
 
 
+def score_lfw(
+    ckpt: str, lfw: Path, det: str, det_model: str | None, crop_dir: Path
+) -> tuple[dict[str, Any], Any]:
+    """LFW's metrics of one checkpoint, scored as ``faceforge eval --pairs --root`` does, and its
+    per-image embeddings (for fused rows). Aligned crops are cached in ``crop_dir``."""
+    from faceforge.eval.cache import CropCache
+    from faceforge.eval.suite import ModelInfo, evaluate_sets
+    from faceforge.infer.loading import load_model
+
+    keep = _keeping_cache()
+    rows = evaluate_sets(
+        [_lfw_spec(lfw)], ModelInfo.from_model(load_model(str(ckpt))), "sum", cache=keep, detector=det,
+        detector_model=det_model, crop_cache=CropCache(crop_dir),
+    )  # fmt: skip
+    return rows["lfw"], keep.kept
+
+
+def lfw_other_people(lfw: Path) -> list[str]:
+    """The photos of LFW people who appear in no pair of ``pairs.txt`` (View 2), sorted: the
+    adaptation photos (no label read, nobody of the test pairs among them)."""
+    from faceforge.data.pairs import photos_outside_pairs, read_pairs
+
+    root = lfw / "lfw-deepfunneled"
+    return photos_outside_pairs(read_pairs(lfw / "pairs.txt", root), root)
+
+
 def fused_row(results: list[dict[str, Any]], lfw: Path) -> dict[str, Any] | None:
     """10-fold metrics of the models' joined unit embeddings (mean cosine), or None without them all."""
     import numpy as np
@@ -105,9 +131,6 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     import torch
 
     from faceforge.data.synth import write_dataset
-    from faceforge.eval.cache import CropCache
-    from faceforge.eval.suite import ModelInfo, evaluate_sets
-    from faceforge.infer.loading import load_model
     from faceforge.train.config import load_config
     from faceforge.train.run import train
 
@@ -140,16 +163,10 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     result = train(cfg)
     t_train = time.perf_counter() - t0
     ckpt = result.last_checkpoint if args.checkpoint == "last" else result.best_checkpoint
-    info = ModelInfo.from_model(load_model(str(ckpt)))
     det, det_model = _detector(args.lfw, args.detector)
-    keep = _keeping_cache()
     t0 = time.perf_counter()
-    rows = evaluate_sets(
-        [_lfw_spec(args.lfw)], info, "sum", cache=keep, detector=det, detector_model=det_model,
-        crop_cache=CropCache(work / "crops"),
-    )  # fmt: skip
+    lfw, embeddings = score_lfw(str(ckpt), args.lfw, det, det_model, work / "crops")
     t_eval = time.perf_counter() - t0
-    lfw = rows["lfw"]
     adapted = None
     if args.adapt:
         out = work / f"v{version}_adapted_{args.adapt}.ckpt"
@@ -162,7 +179,7 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
         "checkpoint": str(ckpt),
         "detector": lfw.get("detector"),
         "no_face_images": lfw.get("no_face_images"),
-        "embeddings": keep.kept,
+        "embeddings": embeddings,
         "adapted": adapted,
     }
 
@@ -171,24 +188,14 @@ def adapt_and_score(
     ckpt: str, args: argparse.Namespace, out: Path, det: str, det_model: str | None
 ) -> dict[str, Any]:
     """``faceforge models adapt`` on ``args.adapt`` photos of LFW people in no pair, scored on LFW."""
-    from faceforge.data.pairs import photos_outside_pairs, read_pairs
-    from faceforge.eval.cache import CropCache
-    from faceforge.eval.suite import ModelInfo, evaluate_sets
     from faceforge.infer.adapt import adapt_checkpoint
-    from faceforge.infer.loading import load_model
 
-    root = args.lfw / "lfw-deepfunneled"
-    photos = photos_outside_pairs(read_pairs(args.lfw / "pairs.txt", root), root)
     r = adapt_checkpoint(
-        ckpt, photos, out, detector=det, detector_model=det_model, max_images=args.adapt, seed=args.seed,
-        warn=lambda _m: None,
+        ckpt, lfw_other_people(args.lfw), out, detector=det, detector_model=det_model, max_images=args.adapt,
+        seed=args.seed, warn=lambda _m: None,
     )  # fmt: skip
-    keep = _keeping_cache()
-    rows = evaluate_sets(
-        [_lfw_spec(args.lfw)], ModelInfo.from_model(load_model(str(r.path))), "sum", cache=keep,
-        detector=det, detector_model=det_model, crop_cache=CropCache(out.parent / "crops"),
-    )  # fmt: skip
-    return {"lfw": rows["lfw"], "faces": r.faces, "checkpoint": str(r.path), "embeddings": keep.kept}
+    row, embeddings = score_lfw(str(r.path), args.lfw, det, det_model, out.parent / "crops")
+    return {"lfw": row, "faces": r.faces, "checkpoint": str(r.path), "embeddings": embeddings}
 
 
 def main() -> None:

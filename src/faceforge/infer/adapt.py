@@ -43,6 +43,11 @@ class AdaptResult:
     detector: str | None = None
 
 
+def _check_strength(strength: float) -> None:
+    if not 0.0 <= strength <= 1.0:
+        raise FaceforgeError(f"strength {strength} is outside 0..1 (1: statistics of the new photos only)")
+
+
 def batchnorm_layers(module: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers of ``module`` (1-, 2- and 3-d) that track running statistics."""
     return [
@@ -66,8 +71,7 @@ def adapt_batchnorm(
     BatchNorm layers run in training mode, so dropout and the like stay off; weights are not touched.
     The module is left in eval mode. Returns the number of layers re-estimated.
     """
-    if not 0.0 <= strength <= 1.0:
-        raise FaceforgeError(f"strength {strength} is outside 0..1 (1: statistics of the new photos only)")
+    _check_strength(strength)
     layers = batchnorm_layers(module)
     if not layers:
         raise FaceforgeError(
@@ -170,8 +174,7 @@ def adapt_checkpoint(
 
     if isinstance(max_images, bool) or not isinstance(max_images, int) or not 1 <= max_images <= MAX_IMAGES:
         raise FaceforgeError(f"max_images is {max_images!r}; expected an integer in 1..{MAX_IMAGES}")
-    if not 0.0 <= strength <= 1.0:
-        raise FaceforgeError(f"strength {strength} is outside 0..1 (1: statistics of the new photos only)")
+    _check_strength(strength)
     if not images:
         raise FaceforgeError("name the photos to adapt to (image files or folders)")
     if Path(out).expanduser().resolve() == Path(checkpoint).expanduser().resolve():
