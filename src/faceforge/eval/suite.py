@@ -500,25 +500,19 @@ def evaluate_retrieval_folders(
 def write_checkpoint_calibration(checkpoint: str | os.PathLike[str], calibration: dict[str, Any]) -> Path:
     """Store ``calibration`` as ``checkpoint["calibration"]``, keeping every other key.
 
-    Written to a temporary file next to the checkpoint and moved over it with ``os.replace``, so a
+    Written to a temporary file next to the checkpoint, fsync'd and moved over it with ``os.replace``, so a
     crash never leaves a truncated checkpoint; only plain types are added, so the file still loads
     with ``torch.load(weights_only=True)``.
     """
-    import tempfile
+    import io
 
+    from faceforge.fileio import atomic_write_bytes
     from faceforge.models.checkpoint import read_checkpoint
 
     p = Path(checkpoint)
     ckpt = read_checkpoint(p)
     ckpt["calibration"] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in calibration.items()}
-    mode = p.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        torch.save(ckpt, tmp)
-        os.chmod(tmp, mode)  # mkstemp makes 0600; keep the checkpoint's own permissions
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    buf = io.BytesIO()  # serialised in memory first: a full disk is then an OSError (ENOSPC), one line
+    torch.save(ckpt, buf)
+    # fsync'd temporary + rename; keeps the checkpoint's own permissions
+    return atomic_write_bytes(p, buf.getvalue(), mode=p.stat().st_mode & 0o7777)
