@@ -170,6 +170,21 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """``Path(path).write_bytes(data)`` whose ``OSError`` names the file.
+
+    A failed ``write`` (a full disk: ``ENOSPC``, a quota) raises an ``OSError`` without a file name,
+    so the CLI's one-line error could not say where; this one carries ``path`` (also across a worker
+    process, where the error is pickled).
+    """
+    try:
+        Path(path).write_bytes(data)
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), os.fspath(path)) from e
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` so a crash leaves the old file or the new one, never a torn one.
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from faceforge.data.pairs import Pairs, write_pairs_csv
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import env_limit
+from faceforge.fileio import env_limit, write_bytes
 from faceforge.imageio import check_encoded, extension_for
 
 __all__ = [
@@ -380,7 +380,7 @@ def bin_to_pairs(
     paths = []
     for i, data in enumerate(bs.images):
         p = out / "images" / f"{i:0{width}d}{extension_for(data)}"
-        p.write_bytes(data)
+        write_bytes(p, data)
         paths.append(str(p))
     n = len(bs.issame)
     k = max(1, min(n_folds, n))

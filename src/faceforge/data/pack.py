@@ -163,7 +163,7 @@ def unpack_rec(
 ) -> tuple[Path, int, int]:
     """Unpack a ``.rec`` into the folder ``out``; returns (folder, images written, records skipped)."""
     from faceforge.data.recordio import FaceRecordDataset, rec_paths
-    from faceforge.fileio import check_inside
+    from faceforge.fileio import check_inside, write_bytes
 
     ds = FaceRecordDataset(rec_path)
     rec, _, _ = rec_paths(rec_path)
@@ -188,6 +188,6 @@ def unpack_rec(
         # symlinks already in OUT must not lead a name of the .lst outside it
         check_inside(dest, dst, f"{rec.with_suffix('.lst')} (record {key})", allow_outside_root)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
+        write_bytes(dest, data)
         written += 1
     return dst, written, skipped + ds.num_truncated

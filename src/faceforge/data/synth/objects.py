@@ -18,7 +18,7 @@ import numpy as np
 
 from faceforge.data.synth.writer import _PARTIAL, _claim, _read_json
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import atomic_write_bytes
+from faceforge.fileio import atomic_write_bytes, write_bytes
 from faceforge.progress import progress_bar
 
 __all__ = ["MANIFEST", "OBJECT_CLASSES", "SynthObjects", "object_name", "write_objects"]
@@ -399,7 +399,7 @@ def write_objects(
                 ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
                 if not ok:
                     raise RuntimeError(f"JPEG encoding failed for {cls} object {obj} view {v}")
-                (out / cls / f"{object_name(cls, obj)}_{v + 1}.jpg").write_bytes(buf.tobytes())
+                write_bytes(out / cls / f"{object_name(cls, obj)}_{v + 1}.jpg", buf.tobytes())
                 n += 1
             bar.update(1)
     bar.close()

@@ -21,6 +21,7 @@ from faceforge.data.pairs import make_pairs, write_lfw_pairs
 from faceforge.data.synth.render import SynthFaces
 from faceforge.data.workers import fork_pool, opencv_single_threaded
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import write_bytes
 from faceforge.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
@@ -61,7 +62,7 @@ def _render_mix(task: tuple[str, int, int, int]) -> tuple[list[str], str]:
         img, lms = v2.mixed_image(mix, k, identities)
         q = int(np.random.default_rng([v2.seed, mix, k, 37]).integers(55, 96))
         rel = f"{MIX_DIR}/mix{mix:05d}_{k + 1:04d}.jpg"
-        (Path(out) / rel).write_bytes(_encode_jpeg(img, q, rel))
+        write_bytes(Path(out) / rel, _encode_jpeg(img, q, rel))
         rows.append(rel + "," + ",".join(f"{v:.3f}" for v in lms.reshape(-1)))
     return rows, f"mix{mix:05d},{identity_name(a)},{identity_name(b)},{phi!r}"
 
@@ -88,7 +89,7 @@ def _render_identity(task: tuple[str, int, int, str]) -> list[str]:
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {name} image {k}")
         rel = f"{split}/{name}/{name}_{k + 1:04d}.jpg"
-        (Path(out) / rel).write_bytes(buf.tobytes())
+        write_bytes(Path(out) / rel, buf.tobytes())
         rows.append(rel + "," + ",".join(f"{v:.3f}" for v in lms.reshape(-1)))
     return rows
 

@@ -1,0 +1,58 @@
+"""A write that fails (a full disk) names the file it was writing, in the CLI's one line too: a plain
+``OSError`` from ``write`` carries no file name, and one raised in a worker process is pickled."""
+
+from __future__ import annotations
+
+import errno
+import pickle
+from pathlib import Path
+
+import pytest
+
+from faceforge.cli.main import EXIT_ERROR, main
+from faceforge.fileio import write_bytes
+
+_real_write_bytes = Path.write_bytes
+
+
+def _disk_full_under(folder: str):
+    def write(self: Path, data: bytes) -> int:
+        if folder in self.parts:
+            raise OSError(errno.ENOSPC, "No space left on device")  # as write(2) reports it: no name
+        return _real_write_bytes(self, data)
+
+    return write
+
+
+def test_write_bytes_names_the_file_and_keeps_it_across_processes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(Path, "write_bytes", _disk_full_under("full"))
+    target = tmp_path / "full" / "a.jpg"
+    with pytest.raises(OSError) as e:
+        write_bytes(target, b"x")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(target))
+    back = pickle.loads(pickle.dumps(e.value))  # what a worker pool hands the parent
+    assert (back.errno, back.filename, back.strerror) == (
+        errno.ENOSPC,
+        str(target),
+        "No space left on device",
+    )
+    write_bytes(tmp_path / "ok.bin", b"y")  # other writes are untouched
+    assert (tmp_path / "ok.bin").read_bytes() == b"y"
+
+
+def test_write_bytes_keeps_an_error_that_already_names_its_file(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError) as e:  # a missing folder: open() names the file itself
+        write_bytes(tmp_path / "no" / "such" / "f", b"x")
+    assert e.value.filename == str(tmp_path / "no" / "such" / "f") and e.value.__cause__ is None
+
+
+def test_synth_on_a_full_disk_says_which_file(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(Path, "write_bytes", _disk_full_under("train"))
+    out = tmp_path / "s"
+    code = main(["data", "synth", "--identities", "2", "--images-per-id", "2", "--val-identities", "20",
+                 "--test-identities", "20", "--workers", "1", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_ERROR, err
+    assert err[-1].startswith(f"faceforge: error: {out}/train/") and err[-1].endswith(
+        ".jpg: No space left on device"
+    ), err[-1]
