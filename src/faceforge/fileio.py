@@ -170,19 +170,26 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """``Path(path).write_bytes(data)`` whose ``OSError`` names the file.
+@contextlib.contextmanager
+def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise an ``OSError`` that names no file as one that names ``path``.
 
-    A failed ``write`` (a full disk: ``ENOSPC``, a quota) raises an ``OSError`` without a file name,
-    so the CLI's one-line error could not say where; this one carries ``path`` (also across a worker
-    process, where the error is pickled).
+    A failed ``write`` (a full disk: ``ENOSPC``, a quota, an I/O error) raises an ``OSError`` without a
+    file name, so the CLI's one-line error could not say where; the re-raised one carries ``path``
+    (also across a worker process, where the error is pickled).
     """
     try:
-        Path(path).write_bytes(data)
+        yield
     except OSError as e:
         if e.filename is not None or e.errno is None:
             raise
         raise OSError(e.errno, e.strerror or os.strerror(e.errno), os.fspath(path)) from e
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """``Path(path).write_bytes(data)`` whose ``OSError`` names the file (:func:`naming_errors`)."""
+    with naming_errors(path):
+        Path(path).write_bytes(data)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
@@ -194,7 +201,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | No
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with naming_errors(out), os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

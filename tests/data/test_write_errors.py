@@ -56,3 +56,23 @@ def test_synth_on_a_full_disk_says_which_file(tmp_path, monkeypatch, capsys) -> 
     assert err[-1].startswith(f"faceforge: error: {out}/train/") and err[-1].endswith(
         ".jpg: No space left on device"
     ), err[-1]
+
+
+def _fsync_fails(fd: int) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")  # a delayed-allocation file system reports it here
+
+
+def test_atomic_writes_name_the_file_and_keep_the_old_one(tmp_path, monkeypatch) -> None:
+    from faceforge import fileio
+    from faceforge.eval import report
+
+    target = tmp_path / "model.ckpt"
+    fileio.atomic_write_bytes(target, b"old")
+    monkeypatch.setattr(fileio.os, "fsync", _fsync_fails)  # the same os module report.py uses
+    with pytest.raises(OSError) as e:
+        fileio.atomic_write_bytes(target, b"new")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(target))
+    with pytest.raises(OSError) as e:
+        report.write_json({"accuracy": 0.5}, tmp_path / "report.json")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / "report.json"))
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]

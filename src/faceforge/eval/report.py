@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import naming_errors
 
 __all__ = [
     "RESERVED_KEYS",
@@ -322,7 +323,10 @@ def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> Non
     # either the old file or the complete new one, never a partial write.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        with (
+            naming_errors(path),
+            os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f,
+        ):
             write(f)
             f.flush()
             os.fsync(f.fileno())
