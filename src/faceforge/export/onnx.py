@@ -8,9 +8,11 @@ for Efficient Integer-Arithmetic-Only Inference", CVPR 2018). Entry points: :fun
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import fsync_dir, fsync_file, public_file_mode
+from faceforge.fileio import fsync_dir, fsync_file, naming_errors, public_file_mode
 from faceforge.models.face_cfg import FaceConfig, preprocess
 from faceforge.onnx_io import create_session, metadata_props
 
@@ -144,36 +146,40 @@ def export_onnx(
             # not a dependency); its tracer warnings are about Python control flow the models lack.
             warnings.simplefilter("ignore")
             try:
-                torch.onnx.export(
-                    module,
-                    (x,),
-                    str(tmp),
-                    dynamo=False,
-                    opset_version=int(opset),
-                    input_names=["input"],
-                    output_names=["embedding"],
-                    dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}
-                    if dynamic_batch
-                    else None,
-                    do_constant_folding=True,
-                )
+                with naming_errors(out):  # a full disk: the one-line error says which file
+                    torch.onnx.export(
+                        module,
+                        (x,),
+                        str(tmp),
+                        dynamo=False,
+                        opset_version=int(opset),
+                        input_names=["input"],
+                        output_names=["embedding"],
+                        dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}
+                        if dynamic_batch
+                        else None,
+                        do_constant_folding=True,
+                    )
+            except OSError:
+                raise  # the disk, not the model
             except Exception as e:  # the exporter raises many types; the user needs the model name
                 raise FaceforgeError(
                     f"ONNX export of {name or name0 or type(module).__name__} failed: {type(e).__name__}: {e}"
                 ) from None
-        proto = onnx.load(str(tmp))
-        if precision == "fp16":
-            proto = _weights_to_fp16(proto)
-        elif precision == "int8":
-            proto = _quantize_int8(proto, tmp)
-        del proto.metadata_props[:]
-        for k, v in metadata_dict(cfg, cal, name or name0, precision).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        proto.doc_string = f"faceforge {name or name0 or type(module).__name__} face embedding"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        fsync_file(tmp)
+        with naming_errors(out):  # a full disk: the one-line error says which file
+            proto = onnx.load(str(tmp))
+            if precision == "fp16":
+                proto = _weights_to_fp16(proto)
+            elif precision == "int8":
+                proto = _quantize_int8(proto, tmp)
+            del proto.metadata_props[:]
+            for k, v in metadata_dict(cfg, cal, name or name0, precision).items():
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = k, v
+            proto.doc_string = f"faceforge {name or name0 or type(module).__name__} face embedding"
+            onnx.checker.check_model(proto)
+            onnx.save(proto, str(tmp))
+            fsync_file(tmp)
         os.chmod(tmp, public_file_mode())  # mkstemp made it 0600; the user's umask decides
         os.replace(tmp, out)
         fsync_dir(out.parent)
@@ -215,20 +221,39 @@ def _quantize_int8(proto: Any, tmp: Path) -> Any:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise FaceforgeError("int8 export needs onnxruntime: pip install onnxruntime") from None
-    q = tmp.with_name(tmp.stem + ".int8.onnx")
+    # quantize_dynamic writes beside its input (a shape-inferred copy) and leaves that behind when it
+    # fails: all of it happens in a private folder next to the output, removed in every case.
+    work = Path(tempfile.mkdtemp(prefix=f".{tmp.name}.", dir=tmp.parent))
+    src, q = work / "fp32.onnx", work / "int8.onnx"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # quantize_dynamic logs a "consider pre-processing" advice on the root logger each call.
-            logging.disable(logging.WARNING)
-            try:
-                quantize_dynamic(str(tmp), str(q), weight_type=QuantType.QInt8)
-            finally:
-                logging.disable(logging.NOTSET)
-        return onnx.load(str(q))
+        os.replace(tmp, src)
+        # a shape-inferred fp32 copy plus the int8 model (about a quarter of it) while both exist
+        need, free = int(1.3 * src.stat().st_size) + (1 << 20), shutil.disk_usage(work).free
+        no_space = OSError(
+            errno.ENOSPC,
+            f"no space left for int8 quantisation: it needs about {need / 1e6:.1f} MB of temporary "
+            f"space beside the output, {free / 1e6:.1f} MB free",
+        )
+        if free < need:
+            raise no_space
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # quantize_dynamic logs a "consider pre-processing" advice on the root logger each call.
+                logging.disable(logging.WARNING)
+                try:
+                    quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8)
+                finally:
+                    logging.disable(logging.NOTSET)
+            return onnx.load(str(q))
+        except OSError:
+            raise
+        except Exception as e:  # a truncated write surfaces as a protobuf DecodeError when read back
+            if shutil.disk_usage(work).free < (1 << 20):
+                raise no_space from e
+            raise FaceforgeError(f"int8 quantisation failed: {type(e).__name__}: {e}") from e
     finally:
-        if q.exists():
-            q.unlink()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
