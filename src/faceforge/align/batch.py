@@ -8,9 +8,11 @@ the run, and a re-run skips files whose crop exists and, unless ``retry_failed``
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import fsync_dir, naming_errors
 from faceforge.progress import progress_bar
 
 __all__ = [
@@ -36,6 +39,11 @@ __all__ = [
 
 #: the per-file failure log in the output folder of :func:`align_folder`
 FAILURES = "failures.jsonl"
+#: why a run stops when the disk fills: the crops already written are whole (written then renamed)
+DISK_FULL = (
+    "no space left on the disk for the aligned crops; those written so far are kept and a re-run "
+    "continues after them"
+)
 #: crop file types :func:`align_folder` writes
 CROP_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: a range note is given when a detector cannot see faces this small (pixels) in the image
@@ -164,9 +172,17 @@ def _align_one(job: tuple[str, str]) -> tuple[str, str | None, int]:
             # re-run would take as finished.
             tmp = o.with_name(o.stem + ".tmp" + o.suffix)
             if not cv2.imwrite(str(tmp), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
+                tmp.unlink(missing_ok=True)
+                if shutil.disk_usage(o.parent).free < crop.nbytes + (1 << 16):
+                    # not this photo's fault: every later one would fail the same way
+                    raise OSError(errno.ENOSPC, DISK_FULL, str(o))
                 return rel, f"cannot write {o}", 0
             os.replace(tmp, o)
         return rel, None, len(outs)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        return rel, f"{type(e).__name__}: {e}", 0
     except FaceforgeError as e:
         return rel, str(e), 0
     except Exception as e:  # a per-file outcome, never a crash of the whole run
@@ -296,6 +312,7 @@ def align_folder(
     n_ok = n_crops = 0
     bar = progress_bar(len(jobs), "align", enabled=progress)
     pool = None
+    finished = False
     try:
         if n_workers == 1:
             _init_worker(detector, kw, settings)
@@ -311,6 +328,7 @@ def align_folder(
             else:
                 new_failures[rel] = reason
             bar.update(1)
+        finished = True
     finally:
         if pool is not None:
             pool.terminate()
@@ -318,10 +336,18 @@ def align_folder(
         # Failures are rewritten whole: old ones still skipped + this run's, none of the now-fixed.
         allf = {**kept_failures, **new_failures}
         tmp = failures_path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            for k in sorted(allf):
-                f.write(json.dumps({"file": k, "reason": allf[k]}) + "\n")
-        os.replace(tmp, failures_path)
+        try:
+            with naming_errors(failures_path), open(tmp, "w") as f:
+                for k in sorted(allf):
+                    f.write(json.dumps({"file": k, "reason": allf[k]}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, failures_path)
+            fsync_dir(dst)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            if finished:  # else the error that stopped the run (a full disk, usually) is the one to see
+                raise
     return AlignResult(
         src=src,
         aligned=n_ok,
