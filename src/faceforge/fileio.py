@@ -11,6 +11,7 @@ import contextvars
 import ctypes
 import errno
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -181,9 +182,25 @@ def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if e.filename is not None or e.errno is None:
+        if e.filename is not None:
             raise
-        raise OSError(e.errno, e.strerror or os.strerror(e.errno), os.fspath(path)) from e
+        code, why = e.errno, e.strerror or (os.strerror(e.errno) if e.errno is not None else None)
+        if code is None:  # numpy's short write ("N requested and M written") has no errno
+            why = str(e) or type(e).__name__
+            if _free_bytes_near(path) < (1 << 20):
+                code, why = errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({why})"
+        raise OSError(code, why, os.fspath(path)) from e
+
+
+def _free_bytes_near(path: str | os.PathLike[str]) -> int:
+    """Free bytes on the disk of ``path``'s nearest existing folder (a large number if unknown)."""
+    p = Path(path).parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return 1 << 62
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -218,3 +218,23 @@ def test_manifest_model_file_is_never_followed(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "pass --model" in err and "never followed" in err and len(err.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+def test_a_full_disk_while_saving_names_the_file_and_keeps_the_old_version(tmp_path, monkeypatch) -> None:
+    old, new = _versions()
+    g_dir = tmp_path / "G"
+    old.save(g_dir)
+    real_save = np.save
+
+    def short_write(f, arr, **kw) -> None:  # what numpy raises when the disk fills mid-array
+        if str(f).endswith("ids.npy"):
+            raise OSError("539648 requested and 20448 written")
+        real_save(f, arr, **kw)
+
+    monkeypatch.setattr(gallery.np, "save", short_write)
+    monkeypatch.setattr("faceforge.fileio._free_bytes_near", lambda p: 0)
+    with pytest.raises(OSError) as e:
+        new.save(g_dir)
+    assert e.value.filename == str(g_dir / "ids.npy")
+    assert e.value.strerror == "No space left on device (539648 requested and 20448 written)"
+    assert _same(Gallery.load(g_dir), old) and _leftovers(g_dir) == []

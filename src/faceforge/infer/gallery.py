@@ -25,7 +25,7 @@ from faceforge.errors import FaceforgeError
 # default_nprobe is re-exported: the rule lives in eval.ivf, callers still find it beside Gallery
 from faceforge.eval.ivf import build_ivf, default_nlist
 from faceforge.eval.ivf import default_nprobe as default_nprobe
-from faceforge.fileio import dir_lock, exchange_paths, fsync_dir, fsync_file
+from faceforge.fileio import dir_lock, exchange_paths, fsync_dir, fsync_file, naming_errors
 
 __all__ = ["FORMAT", "INDEX_KINDS", "Gallery", "choose_index"]
 
@@ -372,10 +372,11 @@ class Gallery:
             switched = False
             try:
                 for name, write in writers:
-                    _step(f"write {name}")
-                    write(new / name)
-                    _step(f"fsync {name}")
-                    fsync_file(new / name)
+                    with naming_errors(dest / name):  # a full disk: the one-line error says which file
+                        _step(f"write {name}")
+                        write(new / name)
+                        _step(f"fsync {name}")
+                        fsync_file(new / name)
                 _step("fsync folder")
                 fsync_dir(new)
                 if not dest.exists():
