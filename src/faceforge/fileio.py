@@ -187,20 +187,25 @@ def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
         code, why = e.errno, e.strerror or (os.strerror(e.errno) if e.errno is not None else None)
         if code is None:  # numpy's short write ("N requested and M written") has no errno
             why = str(e) or type(e).__name__
-            if _free_bytes_near(path) < (1 << 20):
+            if free_bytes(Path(path).parent) < (1 << 20):
                 code, why = errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({why})"
         raise OSError(code, why, os.fspath(path)) from e
 
 
-def _free_bytes_near(path: str | os.PathLike[str]) -> int:
-    """Free bytes on the disk of ``path``'s nearest existing folder (a large number if unknown)."""
-    p = Path(path).parent
+def free_bytes(folder: str | os.PathLike[str]) -> int:
+    """Bytes free on the disk holding ``folder``, or on its nearest existing parent.
+
+    A file system that reports no size (some FUSE and network mounts: total 0) or cannot be asked
+    counts as unbounded, so no check built on this refuses a write such a mount would take.
+    """
+    p = Path(folder)
     while not p.exists() and p != p.parent:
         p = p.parent
     try:
-        return shutil.disk_usage(p).free
+        usage = shutil.disk_usage(p)
     except OSError:
         return 1 << 62
+    return usage.free if usage.total > 0 else 1 << 62
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

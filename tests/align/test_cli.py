@@ -123,13 +123,10 @@ def test_store_commands(env, capsys):
 def test_align_stops_on_a_full_disk_and_resumes(photos, env, capsys, monkeypatch):
     """A full disk stops the run with one line naming the crop (not one failure per remaining photo);
     the crops written are whole, no temporary is left, and a re-run continues after them."""
-    import shutil
-    from collections import namedtuple
-
     from faceforge.align import batch
 
     dst, writes = env / "dst_full", []
-    real_imwrite = batch.cv2.imwrite
+    real_imwrite, real_free_bytes = batch.cv2.imwrite, batch.free_bytes
 
     def imwrite(path, img, *a):  # the disk fills after two crops: a truncated file, then False
         if len(writes) >= 2:
@@ -139,15 +136,15 @@ def test_align_stops_on_a_full_disk_and_resumes(photos, env, capsys, monkeypatch
         return real_imwrite(path, img, *a)
 
     monkeypatch.setattr(batch.cv2, "imwrite", imwrite)
-    monkeypatch.setattr(batch.shutil, "disk_usage", lambda p: namedtuple("U", "total used free")(1, 1, 0))
+    monkeypatch.setattr(batch, "free_bytes", lambda folder: 0)
     assert main(["align", str(photos), str(dst), "--workers", "1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"faceforge: error: {dst}/"), err
     assert err[0].endswith(f".jpg: {batch.DISK_FULL}"), err
     crops = sorted(p for p in dst.rglob("*") if p.is_file() and p.name != "failures.jsonl")
     assert len(crops) == 2 and all(Image.open(p).size == (112, 112) for p in crops), crops
-    monkeypatch.setattr(batch.cv2, "imwrite", real_imwrite)
-    monkeypatch.setattr(batch.shutil, "disk_usage", shutil.disk_usage)
+    monkeypatch.setattr(batch.cv2, "imwrite", real_imwrite)  # not undo(): that would drop env's settings
+    monkeypatch.setattr(batch, "free_bytes", real_free_bytes)
     assert main(["align", str(photos), str(dst), "--workers", "1", "--json", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["aligned"], summary["skipped"], summary["failed"]) == (3, 2, 4)

@@ -76,3 +76,18 @@ def test_atomic_writes_name_the_file_and_keep_the_old_one(tmp_path, monkeypatch)
         report.write_json({"accuracy": 0.5}, tmp_path / "report.json")
     assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / "report.json"))
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
+
+
+def test_free_bytes_asks_the_nearest_existing_folder_and_trusts_no_sizeless_mount(
+    tmp_path, monkeypatch
+) -> None:
+    from collections import namedtuple
+
+    from faceforge import fileio
+
+    usage = namedtuple("usage", "total used free")
+    asked = []
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: asked.append(p) or usage(100, 60, 40))
+    assert fileio.free_bytes(tmp_path / "not" / "yet") == 40 and asked == [tmp_path]
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(0, 0, 0))  # a FUSE mount without sizes
+    assert fileio.free_bytes(tmp_path) >= 1 << 60

@@ -232,7 +232,7 @@ def test_a_full_disk_while_saving_names_the_file_and_keeps_the_old_version(tmp_p
         real_save(f, arr, **kw)
 
     monkeypatch.setattr(gallery.np, "save", short_write)
-    monkeypatch.setattr("faceforge.fileio._free_bytes_near", lambda p: 0)
+    monkeypatch.setattr("faceforge.fileio.free_bytes", lambda folder: 0)
     with pytest.raises(OSError) as e:
         new.save(g_dir)
     assert e.value.filename == str(g_dir / "ids.npy")

@@ -12,7 +12,6 @@ import errno
 import json
 import multiprocessing as mp
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import fsync_dir, naming_errors
+from faceforge.fileio import free_bytes, fsync_dir, naming_errors
 from faceforge.progress import progress_bar
 
 __all__ = [
@@ -173,7 +172,7 @@ def _align_one(job: tuple[str, str]) -> tuple[str, str | None, int]:
             tmp = o.with_name(o.stem + ".tmp" + o.suffix)
             if not cv2.imwrite(str(tmp), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
                 tmp.unlink(missing_ok=True)
-                if shutil.disk_usage(o.parent).free < crop.nbytes + (1 << 16):
+                if free_bytes(o.parent) < crop.nbytes + (1 << 16):
                     # not this photo's fault: every later one would fail the same way
                     raise OSError(errno.ENOSPC, DISK_FULL, str(o))
                 return rel, f"cannot write {o}", 0

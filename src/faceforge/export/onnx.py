@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import fsync_dir, fsync_file, naming_errors, public_file_mode
+from faceforge.fileio import free_bytes, fsync_dir, fsync_file, naming_errors, public_file_mode
 from faceforge.models.face_cfg import FaceConfig, preprocess
 from faceforge.onnx_io import create_session, metadata_props
 
@@ -228,7 +228,7 @@ def _quantize_int8(proto: Any, tmp: Path) -> Any:
     try:
         os.replace(tmp, src)
         # a shape-inferred fp32 copy plus the int8 model (about a quarter of it) while both exist
-        need, free = int(1.3 * src.stat().st_size) + (1 << 20), shutil.disk_usage(work).free
+        need, free = int(1.3 * src.stat().st_size) + (1 << 20), free_bytes(work)
         no_space = OSError(
             errno.ENOSPC,
             f"no space left for int8 quantisation: it needs about {need / 1e6:.1f} MB of temporary "
@@ -249,7 +249,7 @@ def _quantize_int8(proto: Any, tmp: Path) -> Any:
         except OSError:
             raise
         except Exception as e:  # a truncated write surfaces as a protobuf DecodeError when read back
-            if shutil.disk_usage(work).free < (1 << 20):
+            if free_bytes(work) < (1 << 20):
                 raise no_space from e
             raise FaceforgeError(f"int8 quantisation failed: {type(e).__name__}: {e}") from e
     finally:

@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from faceforge.fileio import fsync_dir
+from faceforge.fileio import free_bytes, fsync_dir
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -138,8 +137,8 @@ def _tensor_bytes(obj: Any, seen: set[int] | None = None) -> int:
 
 
 def _free_bytes(folder: Path) -> int:
-    """Bytes free on the disk holding ``folder`` (one place, so tests can stand in a full disk)."""
-    return shutil.disk_usage(folder).free
+    """:func:`faceforge.fileio.free_bytes` (one name here, so tests can stand in a full disk)."""
+    return free_bytes(folder)
 
 
 def _gb(n: float) -> str:
