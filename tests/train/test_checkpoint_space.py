@@ -15,6 +15,10 @@ from faceforge.cli.main import EXIT_ERROR, main
 from faceforge.train import _lightning
 from faceforge.train._lightning import AtomicCheckpointIO
 
+#: a small GhostFaceNet on 32x32 crops, no validation: seconds to train
+TINY = ["--data.image_size", "32", "--data.batch_size", "8", "--model.backbone.width", "0.25",
+        "--model.backbone.embedding_size", "32", "--trainer.num_threads", "1", "--data.val_pairs", "null",
+        "--data.test_pairs", "null", "--trainer.enable_progress_bar", "false"]  # fmt: skip
 CKPT = {"w": torch.zeros(1000, 250), "opt": {"m": torch.zeros(1000, 250)}}  # 2 x 1 MB of tensors
 
 
@@ -76,15 +80,37 @@ def test_train_on_a_full_disk_ends_with_one_line_not_an_internal_error(
     synth_8x6, tmp_path, monkeypatch, capsys
 ) -> None:
     monkeypatch.setattr(_lightning, "_free_bytes", lambda folder: 1000)
-    args = ["--data.root", str(synth_8x6), "--run_root", str(tmp_path), "--data.image_size", "32",
-            "--data.batch_size", "8", "--model.backbone.width", "0.25",
-            "--model.backbone.embedding_size", "32", "--trainer.max_epochs", "1",
-            "--trainer.num_threads", "1", "--data.val_pairs", "null", "--data.test_pairs", "null",
-            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    monkeypatch.setattr(_lightning, "free_bytes", lambda folder: 1000)
+    args = ["--data.root", str(synth_8x6), "--run_root", str(tmp_path), *TINY, "--trainer.max_epochs", "1"]
     code = main(["train", *args])
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert code == EXIT_ERROR, err
+    # warned before the first step, with the size and how many files the run keeps at once
+    warning = [ln for ln in captured.out.splitlines() if ln.startswith("warning: each checkpoint")]
+    assert len(warning) == 1 and "up to 3 exist at once" in warning[0] and "0.0 MB free" in warning[0]
     assert err[-1].startswith("faceforge: error: ") and re.search(
         r"/checkpoints/\w+\.ckpt: no space left on the disk", err[-1]
     ), err[-1]
     assert "internal error" not in "\n".join(err) and "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize("optimizer", [["--optimizer.name", "sgd"], ["--optimizer.name", "adamw"],
+                                       ["--optimizer.name", "sgd", "--optimizer.momentum", "0"]],
+                         ids=["sgd-momentum", "adamw", "sgd-plain"])  # fmt: skip
+def test_the_size_estimate_matches_the_checkpoint_written(synth_8x6, tmp_path, optimizer) -> None:
+    from faceforge.train.config import load_config
+    from faceforge.train.module import FaceRecognitionModule
+    from faceforge.train.run import train
+
+    args = ["--data.root", str(synth_8x6), "--run_root", str(tmp_path), *TINY, "--trainer.max_steps", "2",
+            "--checkpoint.keep", "last", *optimizer]  # fmt: skip
+    cfg = load_config(None, args)
+    r = train(cfg, evaluate_test=False)
+    written = _lightning._tensor_bytes(torch.load(r.last_checkpoint, weights_only=True))
+    module = FaceRecognitionModule(cfg, num_classes=8)
+    estimate = _lightning.checkpoint_bytes(module, cfg) - AtomicCheckpointIO.OVERHEAD
+    assert abs(estimate - written) <= 0.02 * written, (estimate, written)
+    assert (
+        _lightning.checkpoint_files_at_peak("last", 9) == 2 and _lightning.checkpoint_files_at_peak(2, 9) == 5
+    )

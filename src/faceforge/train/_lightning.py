@@ -26,7 +26,10 @@ __all__ = [
     "AtomicCheckpointIO",
     "LaunchHandover",
     "batches_processed",
+    "checkpoint_bytes",
     "checkpoint_epochs",
+    "checkpoint_files_at_peak",
+    "disk_warning",
     "is_last_batch",
     "quiet_lightning",
     "rank",
@@ -152,6 +155,47 @@ def _no_space(path: Path, need: int, free: int) -> OSError:
         f"no space left on the disk to write this checkpoint: it needs about {_gb(need)}, "
         f"{_gb(free)} free; an earlier checkpoint is kept (free space, or set run_root to another disk)",
         str(path),
+    )
+
+
+def checkpoint_bytes(module: torch.nn.Module, cfg: dict[str, Any]) -> int:
+    """About the size of one checkpoint of ``module`` trained with ``cfg`` (a training config).
+
+    Its state (weights, buffers, class centres) plus the optimizer's per-parameter buffers (SGD with
+    momentum: one, AdamW: two moments) and, with ``trainer.ema_decay``, the backbone's moving average.
+    """
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    o = cfg["optimizer"]
+    slots = 2 if o["name"] == "adamw" else int(float(o.get("momentum") or 0.0) > 0.0)
+    ema = module.backbone if cfg["trainer"].get("ema_decay") and hasattr(module, "backbone") else None
+    extra = _tensor_bytes(ema.state_dict()) if ema is not None else 0
+    return _tensor_bytes(module.state_dict()) + slots * params + extra + AtomicCheckpointIO.OVERHEAD
+
+
+def checkpoint_files_at_peak(keep: str | int, max_epochs: int) -> int:
+    """How many checkpoint files a run with ``checkpoint.keep`` holds at once, counting the one being
+    written beside the file it replaces (``last.ckpt``; ``best.ckpt``; the N best; one per epoch)."""
+    if keep == "last":
+        return 2
+    if keep == "best":
+        return 3
+    if keep == "all":
+        return max(1, int(max_epochs)) + 3
+    return int(keep) + 3
+
+
+def disk_warning(module: torch.nn.Module, cfg: dict[str, Any], ckpt_dir: Path) -> str | None:
+    """A line to print before training when the checkpoints will not fit on ``ckpt_dir``'s disk
+    (the save that does not fit stops the run, possibly hours in), else None."""
+    size = checkpoint_bytes(module, cfg)
+    files = checkpoint_files_at_peak(cfg["checkpoint"]["keep"], cfg["trainer"]["max_epochs"])
+    free = free_bytes(ckpt_dir)
+    if free >= size * files:
+        return None
+    return (
+        f"warning: each checkpoint of this run is about {_gb(size)} and up to {files} exist at once "
+        f"({_gb(size * files)}), but {ckpt_dir} has {_gb(free)} free: the first save that does not fit "
+        "will stop the run (free space, set run_root to another disk, or checkpoint.keep: last)"
     )
 
 

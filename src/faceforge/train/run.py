@@ -277,7 +277,7 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     """
     import lightning as L
 
-    from faceforge.train._lightning import AtomicCheckpointIO, LaunchHandover, quiet_lightning
+    from faceforge.train._lightning import AtomicCheckpointIO, LaunchHandover, disk_warning, quiet_lightning
     from faceforge.train.callbacks import (
         EpochSummary,
         ResumeCheckpoint,
@@ -375,6 +375,8 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
         keep = cfg["checkpoint"]["keep"]
         what = "last.ckpt only" if keep == "last" else f"best.ckpt follows {monitor} ({mode})"
         print(f"checkpoint: {what}, keep {keep}", flush=True)
+        if (warning := disk_warning(module, cfg, ckpt_dir)) is not None:
+            print(warning, flush=True)
     callbacks += ckpt_cbs
     callbacks.append(ResumeCheckpoint(ckpt_dir / "last.ckpt", int(tcfg["checkpoint_every_n_steps"])))
     strategy = tcfg["strategy"]
