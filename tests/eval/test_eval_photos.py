@@ -340,3 +340,20 @@ def test_embedding_cache_disables_itself_on_write_errors(tmp_path) -> None:
     assert c.put({"a": 1}, np.zeros(3)) is None and c.directory is None
     assert c.put({"a": 2}, np.zeros(3)) is None
     assert len(warned) == 1 and "not writable" in warned[0]
+
+
+def test_embedding_cache_on_a_full_disk_says_so_and_leaves_no_temporary(tmp_path, monkeypatch) -> None:
+    import faceforge.eval.cache as cache_mod
+
+    def short_write(fh, arr, **kw) -> None:  # numpy's error when the disk fills mid-array: no errno
+        raise OSError("1021440 requested and 4064 written")
+
+    warned: list[str] = []
+    c = EmbeddingCache(tmp_path / "emb", warn=warned.append)
+    monkeypatch.setattr(cache_mod.np, "save", short_write)
+    monkeypatch.setattr("faceforge.fileio.free_bytes", lambda folder: 0)
+    assert c.put({"a": 1}, np.zeros(3)) is None and c.directory is None
+    assert len(warned) == 1 and "not writable (No space left on device (1021440 requested" in warned[0], (
+        warned
+    )
+    assert not [p for p in (tmp_path / "emb").rglob("*") if p.name.endswith(".tmp")]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import naming_errors
 
 __all__ = [
     "CropCache",
@@ -173,7 +174,7 @@ class EmbeddingCache(_Writable):
 def _atomic_bytes(target: Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with naming_errors(target), os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
     except BaseException:
@@ -185,7 +186,7 @@ def _atomic_bytes(target: Path, data: bytes) -> Path:
 def _atomic_npy(target: Path, array: np.ndarray) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with naming_errors(target), os.fdopen(fd, "wb") as fh:  # a full disk says so (numpy's does not)
             np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
         os.replace(tmp, target)
     except BaseException:
@@ -247,7 +248,7 @@ class CropCache(_Writable):
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent)
             try:
-                with os.fdopen(fd, "wb") as fh:
+                with naming_errors(target), os.fdopen(fd, "wb") as fh:
                     np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
                 os.replace(tmp, target)
             except BaseException:
