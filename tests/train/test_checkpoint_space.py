@@ -37,7 +37,7 @@ def test_size_estimate_counts_every_storage_once() -> None:
 
 def test_refused_before_writing_when_the_disk_is_too_full(tmp_path, monkeypatch) -> None:
     path = _previous(tmp_path)
-    monkeypatch.setattr(_lightning, "_free_bytes", lambda folder: 1_500_000)  # less than 2 MB + overhead
+    monkeypatch.setattr(_lightning, "free_bytes", lambda folder: 1_500_000)  # less than 2 MB + overhead
     monkeypatch.setattr(_lightning.torch, "save", lambda *a, **k: pytest.fail("wrote despite the check"))
     with pytest.raises(OSError) as e:
         AtomicCheckpointIO().save_checkpoint(CKPT, path)
@@ -79,7 +79,6 @@ def test_other_write_errors_pass_through_unchanged(tmp_path, monkeypatch) -> Non
 def test_train_on_a_full_disk_ends_with_one_line_not_an_internal_error(
     synth_8x6, tmp_path, monkeypatch, capsys
 ) -> None:
-    monkeypatch.setattr(_lightning, "_free_bytes", lambda folder: 1000)
     monkeypatch.setattr(_lightning, "free_bytes", lambda folder: 1000)
     args = ["--data.root", str(synth_8x6), "--run_root", str(tmp_path), *TINY, "--trainer.max_epochs", "1"]
     code = main(["train", *args])

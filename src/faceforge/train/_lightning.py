@@ -139,11 +139,6 @@ def _tensor_bytes(obj: Any, seen: set[int] | None = None) -> int:
     return 0
 
 
-def _free_bytes(folder: Path) -> int:
-    """:func:`faceforge.fileio.free_bytes` (one name here, so tests can stand in a full disk)."""
-    return free_bytes(folder)
-
-
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
@@ -219,7 +214,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         need = _tensor_bytes(checkpoint) + self.OVERHEAD
-        free = _free_bytes(path.parent)
+        free = free_bytes(path.parent)
         if free < need:
             raise _no_space(path, need, free)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -234,7 +229,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if not full:
                 raise
             tmp.unlink(missing_ok=True)  # what it held counts as free again
-            raise _no_space(path, need, _free_bytes(path.parent)) from e
+            raise _no_space(path, need, free_bytes(path.parent)) from e
         finally:
             if tmp.exists():
                 tmp.unlink()
