@@ -171,28 +171,29 @@ class EmbeddingCache(_Writable):
             return None
 
 
-def _atomic_bytes(target: Path, data: bytes) -> Path:
+def _atomic_write(target: Path, write: Callable[[Any], Any]) -> Path:
+    """``write(fh)`` into a temporary file beside ``target``, then rename it over ``target``.
+
+    A reader sees a whole entry or none. No fsync: a cache entry lost in a power cut is recomputed.
+    A failed write names ``target`` (numpy's short write has no errno; a full disk says so).
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with naming_errors(target), os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def _atomic_bytes(target: Path, data: bytes) -> Path:
+    return _atomic_write(target, lambda fh: fh.write(data))
 
 
 def _atomic_npy(target: Path, array: np.ndarray) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with naming_errors(target), os.fdopen(fd, "wb") as fh:  # a full disk says so (numpy's does not)
-            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return _atomic_write(target, lambda fh: np.save(fh, np.ascontiguousarray(array), allow_pickle=False))
 
 
 class CropCache(_Writable):
@@ -246,14 +247,7 @@ class CropCache(_Writable):
         target = self._file(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent)
-            try:
-                with naming_errors(target), os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            _atomic_write(target, lambda fh: np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()}))
         except OSError as e:
             self._disable(e)
             return None
