@@ -122,6 +122,24 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def file_size_limit():
+    """``limit(n)`` caps every file this process writes at ``n`` bytes until the test ends: a ``write``
+    past it fails with ``EFBIG`` and no file name, as a full disk fails with ``ENOSPC`` (SIGXFSZ ignored)."""
+    import resource
+    import signal
+
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def limit(n: int) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n, old_limit[1]))
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+    signal.signal(signal.SIGXFSZ, old_handler)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The ../shared folder (reference vectors, LFW, detector files); skip the test when absent."""

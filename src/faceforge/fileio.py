@@ -36,6 +36,8 @@ __all__ = [
     "public_file_mode",
     "set_outside_root_allowed",
     "umask",
+    "write_bytes",
+    "write_text",
 ]
 
 
@@ -212,6 +214,12 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """``Path(path).write_bytes(data)`` whose ``OSError`` names the file (:func:`naming_errors`)."""
     with naming_errors(path):
         Path(path).write_bytes(data)
+
+
+def write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """``Path(path).write_text(text)`` whose ``OSError`` names the file (:func:`naming_errors`)."""
+    with naming_errors(path):
+        Path(path).write_text(text, encoding=encoding)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from faceforge.errors import FaceforgeError, did_you_mean
+from faceforge.fileio import naming_errors
 
 __all__ = [
     "KNOWN_FILES",
@@ -398,7 +399,8 @@ def fetch(
                         chunk = resp.read(1 << 16)
                         if not chunk:
                             break
-                        out.write(chunk)
+                        with naming_errors(dest):  # a full disk is not a network error
+                            out.write(chunk)
                         h.update(chunk)
                         done += len(chunk)
                         if progress is not None:
@@ -408,6 +410,8 @@ def fetch(
                     f"downloading {spec.name} from {spec.url} was cut off after {done} bytes"
                 ) from None
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+                if isinstance(e, OSError) and e.filename == os.fspath(dest):  # our disk, not the network
+                    raise FaceforgeError(f"{dest}: cannot write the download: {e.strerror}") from None
                 raise FaceforgeError(
                     f"downloading {spec.name} from {spec.url} failed: {e}; check the network, or "
                     f"download the file yourself into {dest_dir} (sha256 {spec.sha256})"

@@ -143,8 +143,12 @@ def test_align_stops_on_a_full_disk_and_resumes(photos, env, capsys, monkeypatch
     assert err[0].endswith(f".jpg: {batch.DISK_FULL}"), err
     crops = sorted(p for p in dst.rglob("*") if p.is_file() and p.name != "failures.jsonl")
     assert len(crops) == 2 and all(Image.open(p).size == (112, 112) for p in crops), crops
+    assert not [p for p in dst.rglob(".*")], "a temporary crop was left"
+    # what a worker killed between its write and its rename leaves behind:
+    (dst / ".truncated.partial.jpg").write_bytes(b"\xff\xd8")
     monkeypatch.setattr(batch.cv2, "imwrite", real_imwrite)  # not undo(): that would drop env's settings
     monkeypatch.setattr(batch, "free_bytes", real_free_bytes)
     assert main(["align", str(photos), str(dst), "--workers", "1", "--json", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["aligned"], summary["skipped"], summary["failed"]) == (3, 2, 4)
+    assert not [p for p in dst.rglob(".*")], "the killed run's temporary was kept"

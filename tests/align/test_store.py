@@ -93,6 +93,15 @@ def test_fetch_http_error(server, home):
     assert _leftovers(home) == []
 
 
+def test_fetch_onto_a_full_disk_blames_the_disk_not_the_network(server, home, file_size_limit):
+    file_size_limit(4096)  # a write past it fails as a full disk does: no file name, not a network error
+    with pytest.raises(FaceforgeError) as e:
+        store.fetch(_spec(server + "/good.bin"))
+    assert str(e.value).startswith(f"{home / 'models' / 'test.bin'}: cannot write the download: "), e.value
+    assert "network" not in str(e.value)
+    assert _leftovers(home) == []
+
+
 def test_resolve_missing_says_how_to_fetch(home):
     with pytest.raises(FaceforgeError, match="faceforge models fetch scrfd"):
         store.resolve("scrfd")

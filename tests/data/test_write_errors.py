@@ -91,3 +91,45 @@ def test_free_bytes_asks_the_nearest_existing_folder_and_trusts_no_sizeless_moun
     assert fileio.free_bytes(tmp_path / "not" / "yet") == 40 and asked == [tmp_path]
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(0, 0, 0))  # a FUSE mount without sizes
     assert fileio.free_bytes(tmp_path) >= 1 << 60
+
+
+def test_small_writers_name_their_file(tmp_path, file_size_limit) -> None:
+    """Record files, their index, pair lists and text side files: each write that fails says where."""
+    import errno as _errno
+
+    from faceforge.data.pairs import Pairs, write_lfw_pairs, write_pairs_csv
+    from faceforge.data.recordio import IndexedRecordWriter
+    from faceforge.fileio import write_text
+
+    rec = tmp_path / "t.rec"
+    paths = [f"/x/a{i}.jpg" for i in range(400)]
+    pairs = Pairs(paths, paths[::-1], [True] * 400, [0] * 400)
+    folds = [([(f"n{f}", 1, 2)] * 300, [(f"n{f}", 1, f"m{f}", 2)] * 300) for f in range(10)]
+    file_size_limit(4096)
+    cases = [
+        (rec, lambda: _records(rec)),
+        (tmp_path / "p.csv", lambda: write_pairs_csv(tmp_path / "p.csv", pairs)),
+        (tmp_path / "pairs.txt", lambda: write_lfw_pairs(tmp_path / "pairs.txt", folds)),
+        (tmp_path / "n.txt", lambda: write_text(tmp_path / "n.txt", "x" * 10_000)),
+    ]
+    for target, write in cases:
+        with pytest.raises(OSError) as e:
+            write()
+        assert (e.value.errno, e.value.filename) == (_errno.EFBIG, str(target)), (target, e.value)
+
+    def _idx_only() -> None:  # the records fit; their index does not
+        with IndexedRecordWriter(tmp_path / "u.rec", tmp_path / "u.idx") as w:
+            for k in range(300):  # 2,400 bytes of frames, about 5,700 of index lines
+                w.write(10**12 + k, b"")
+
+    with pytest.raises(OSError) as e:
+        _idx_only()
+    assert e.value.filename == str(tmp_path / "u.idx"), e.value
+
+
+def _records(rec: Path) -> None:
+    from faceforge.data.recordio import IndexedRecordWriter
+
+    with IndexedRecordWriter(rec) as w:
+        for k in range(100):
+            w.write(k, bytes(100))

@@ -141,11 +141,32 @@ def _init_worker(detector: str, kw: dict[str, Any], settings: dict[str, Any]) ->
     _WORKER.update(settings)
 
 
+_TEMP_MARK = ".partial"
+
+
 def _outputs(rel: Path, n: int, dst: Path, ext: str, all_faces: bool) -> list[Path]:
     base = dst / rel.parent / rel.stem
     if not all_faces:
         return [base.with_name(base.name + ext)]
     return [base.with_name(f"{base.name}_{i}{ext}") for i in range(n)]
+
+
+def _temp_crop(out: Path) -> Path:
+    """Where a crop is written before its rename: hidden (never a source name, see :func:`_scan`), and
+    ending in the crop's extension, which is how OpenCV picks the encoder."""
+    return out.with_name(f".{out.stem}{_TEMP_MARK}{out.suffix}")
+
+
+def _remove_temp_crops(dst: Path) -> int:
+    """Delete the temporaries a stopped or killed run left under ``dst`` (a worker can be terminated between
+    its write and its rename); returns how many."""
+    n = 0
+    for root, _dirs, files in os.walk(dst):
+        for fn in files:
+            if fn.startswith(".") and _TEMP_MARK + "." in fn:
+                Path(root, fn).unlink(missing_ok=True)
+                n += 1
+    return n
 
 
 def _align_one(job: tuple[str, str]) -> tuple[str, str | None, int]:
@@ -169,7 +190,7 @@ def _align_one(job: tuple[str, str]) -> tuple[str, str | None, int]:
             crop = warp(rgb, similarity_matrix(f.landmarks, s["template"], s["size"]), s["size"])
             # Write to a temp name then rename, so an interrupted run never leaves a half crop that a
             # re-run would take as finished.
-            tmp = o.with_name(o.stem + ".tmp" + o.suffix)
+            tmp = _temp_crop(o)
             if not cv2.imwrite(str(tmp), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
                 tmp.unlink(missing_ok=True)
                 if free_bytes(o.parent) < crop.nbytes + (1 << 16):
@@ -288,6 +309,7 @@ def align_folder(
     kw = dict(detector_kwargs or {})
     create_detector(detector, **kw)  # fail early (missing model/dependency) before forking
     dst.mkdir(parents=True, exist_ok=True)
+    _remove_temp_crops(dst)  # from a run that was killed
 
     failures_path = dst / FAILURES
     old_failures = read_failures(failures_path)
@@ -331,6 +353,9 @@ def align_folder(
     finally:
         if pool is not None:
             pool.terminate()
+            pool.join()  # no worker is between a write and its rename any more
+        if not finished:
+            _remove_temp_crops(dst)
         bar.close()
         # Failures are rewritten whole: old ones still skipped + this run's, none of the now-fixed.
         allf = {**kept_failures, **new_failures}

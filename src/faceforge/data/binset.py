@@ -25,7 +25,7 @@ import numpy as np
 
 from faceforge.data.pairs import Pairs, write_pairs_csv
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import env_limit, write_bytes
+from faceforge.fileio import env_limit, naming_errors, write_bytes
 from faceforge.imageio import check_encoded, extension_for
 
 __all__ = [
@@ -326,7 +326,7 @@ def write_bin(
     if len(imgs) != 2 * len(same):
         raise FaceforgeError(f"write_bin({p}): {len(imgs)} images for {len(same)} labels; need 2 per label")
     p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "wb") as fh:
+    with naming_errors(p), open(p, "wb") as fh:
         pickler = pickle.Pickler(fh, protocol=4)
         # No memo: an image used by several pairs is stored once per use, as insightface's files are,
         # so the file never needs the memo fan-out that read_bin refuses.

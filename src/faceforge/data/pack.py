@@ -19,6 +19,7 @@ import numpy as np
 
 from faceforge.data.workers import fork_pool, opencv_single_threaded
 from faceforge.errors import FaceforgeError
+from faceforge.fileio import naming_errors, write_text
 from faceforge.imageio import extension_for
 from faceforge.progress import track
 
@@ -130,12 +131,10 @@ def pack_folder(
             info = write_face_rec(rec, items(results), header=header, num_classes=len(classes))
     if sizes and (0, 0) not in sizes:
         (h, w), _ = sizes.most_common(1)[0]
-        info["property"].write_text(f"{len(classes)},{h},{w}\n", encoding="utf-8")
-    with open(rec.with_suffix(".lst"), "w", encoding="utf-8") as fh:
-        for key, label, rel in lst:
-            fh.write(f"{key}\t{label}\t{rel}\n")
-    with open(rec.with_suffix(".classes"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(classes) + "\n")
+        write_text(info["property"], f"{len(classes)},{h},{w}\n")
+    with naming_errors(rec.with_suffix(".lst")), open(rec.with_suffix(".lst"), "w", encoding="utf-8") as fh:
+        fh.writelines(f"{key}\t{label}\t{rel}\n" for key, label, rel in lst)
+    write_text(rec.with_suffix(".classes"), "\n".join(classes) + "\n")
     return PackResult(rec, int(info["num_images"]), len(classes), found, skipped)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import check_inside
+from faceforge.fileio import check_inside, naming_errors, write_text
 
 __all__ = [
     "Pairs",
@@ -453,7 +453,7 @@ def write_lfw_pairs(
             _check_entry(out, f, n2, j, j)
             lines.append(f"{n1}\t{int(i)}\t{n2}\t{int(j)}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(out, "\n".join(lines) + "\n")
     return out
 
 
@@ -476,7 +476,7 @@ def write_pairs_csv(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     base = os.fspath(relative_to) if relative_to is not None else None
-    with open(out, "w", newline="", encoding="utf-8") as fh:
+    with naming_errors(out), open(out, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["path_a", "path_b", "label", "fold"])
         for a, b, s, f in zip(pairs.paths_a, pairs.paths_b, pairs.issame, pairs.folds):

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from faceforge.data.folder import decode_image
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import env_limit
+from faceforge.fileio import env_limit, naming_errors, write_text
 from faceforge.imageio import probe
 
 __all__ = [
@@ -146,7 +146,8 @@ class IndexedRecordWriter:
         if key in self.offsets:
             raise FaceforgeError(f"{self.rec_path}: key {key} written twice")
         self.offsets[key] = self._fh.tell()
-        self._fh.write(_frame(record))
+        with naming_errors(self.rec_path):
+            self._fh.write(_frame(record))
 
     def overwrite(self, key: int, record: bytes) -> None:
         """Replace an already written record by one that frames to exactly the same size."""
@@ -159,7 +160,8 @@ class IndexedRecordWriter:
             self._fh.seek(end)
             raise FaceforgeError(f"{self.rec_path}: cannot overwrite key {key} with a record of another size")
         self._fh.seek(off)
-        self._fh.write(framed)
+        with naming_errors(self.rec_path):
+            self._fh.write(framed)
         self._fh.seek(end)
 
     def _read_frame_size(self, off: int) -> int:
@@ -180,10 +182,10 @@ class IndexedRecordWriter:
         """Flush the ``.rec`` and write the ``.idx``."""
         if self._fh.closed:
             return
-        self._fh.close()
-        with open(self.idx_path, "w", encoding="ascii") as fh:
-            for k, off in self.offsets.items():
-                fh.write(f"{k}\t{off}\n")
+        with naming_errors(self.rec_path):
+            self._fh.close()  # flushes what is buffered: a full disk can surface here
+        with naming_errors(self.idx_path), open(self.idx_path, "w", encoding="ascii") as fh:
+            fh.writelines(f"{k}\t{off}\n" for k, off in self.offsets.items())
 
     def __enter__(self) -> IndexedRecordWriter:
         return self
@@ -487,7 +489,7 @@ def write_face_rec(
             with contextlib.suppress(FaceforgeError):  # the header says the size: nothing decoded
                 header = probe(first_img, source=f"{rec} first image")
                 image_size = (header.height, header.width)
-    prop.write_text(f"{ncls},{image_size[0]},{image_size[1]}\n", encoding="utf-8")
+    write_text(prop, f"{ncls},{image_size[0]},{image_size[1]}\n")
     return {"rec": rec, "idx": idx, "property": prop, "num_images": n, "num_classes": ncls}
 
 

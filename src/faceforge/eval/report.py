@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import naming_errors
+from faceforge.fileio import naming_errors, write_text
 
 __all__ = [
     "RESERVED_KEYS",
@@ -514,7 +514,7 @@ def write_report(
         except FaceforgeError as e:
             # Every curve is error-free: a log-log DET has nothing to show, so say so in the report.
             md += ["", f"DET plot omitted: {e}"]
-    (out / "report.md").write_text("\n".join(md) + "\n")
+    write_text(out / "report.md", "\n".join(md) + "\n")
     paths["md"] = out / "report.md"
     return paths
 

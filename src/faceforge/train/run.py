@@ -345,7 +345,7 @@ def train(cfg: dict[str, Any], evaluate_test: bool = True) -> RunResult:
     retrieval_data = dm.retrieval_data(rcfg["split"]) if rcfg is not None else None
     run_dir = resolve_run_dir(cfg, resume)
     if rank0:
-        (run_dir / "config.yaml").write_text(dump_config({**cfg, "resume": None}))
+        atomic_write_bytes(run_dir / "config.yaml", dump_config({**cfg, "resume": None}).encode("utf-8"))
     ckpt_dir = run_dir / "checkpoints"
     if rank0:
         for stale in clean_stale_temps(ckpt_dir):

@@ -21,7 +21,7 @@ from faceforge.data.pairs import make_pairs, write_lfw_pairs
 from faceforge.data.synth.render import SynthFaces
 from faceforge.data.workers import fork_pool, opencv_single_threaded
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import write_bytes
+from faceforge.fileio import write_bytes, write_text
 from faceforge.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
@@ -225,10 +225,10 @@ def write_dataset(
             bar.update(1)
     if mixup_identities:
         tmp_csv = out / (MIX_CSV + ".tmp")
-        tmp_csv.write_text("name,a,b,phi\n" + "\n".join(mix_rows) + "\n")
+        write_text(tmp_csv, "name,a,b,phi\n" + "\n".join(mix_rows) + "\n")
         os.replace(tmp_csv, out / MIX_CSV)
     bar.close()
-    (out / "landmarks.csv").write_text("path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5\n" + "\n".join(rows) + "\n")
+    write_text(out / "landmarks.csv", "path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5\n" + "\n".join(rows) + "\n")
     for split, per_fold in (("val", val_pairs_per_fold), ("test", test_pairs_per_fold)):
         if counts[split] >= 20:
             # Small sets cannot fill the requested pairs: cap at the distinct genuine pairs of a fold.
@@ -243,7 +243,7 @@ def write_dataset(
     if mixup_identities:
         summary["mixup_identities"] = mixup_identities
     tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
+    write_text(tmp, json.dumps(summary, indent=2))
     os.replace(tmp, meta_path)
     (out / _PARTIAL).unlink(missing_ok=True)
     return summary
@@ -312,4 +312,4 @@ def _claim(
             else:
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / _PARTIAL).write_text(json.dumps({"params": params}))
+    write_text(out / _PARTIAL, json.dumps({"params": params}))

@@ -16,6 +16,7 @@ import numpy as np
 
 from faceforge.errors import FaceforgeError
 from faceforge.eval.align_bench.recognizers import _EMBED_BATCH, Recognizer, _crops_for
+from faceforge.fileio import naming_errors, write_text
 
 #: identities (columns) of the sample sheet aligned_samples.png
 SAMPLE_IDENTITIES = 8
@@ -110,7 +111,7 @@ def write_outputs(
 
     (``aligned_samples.png`` is written by :func:`bench_align`, which has the crops.)
     """
-    with open(out / "results.csv", "w", newline="") as f:
+    with naming_errors(out / "results.csv"), open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=_CSV_COLS)
         w.writeheader()
         for r in rows:
@@ -122,9 +123,9 @@ def write_outputs(
         "failed detections use the fallback crop (see faceforge.eval.align_bench).\n\n"
     )
     head += "".join(f"**Warning:** {w}\n\n" for w in meta.get("warnings", []))
-    (out / "results.md").write_text(head + to_markdown(rows, outcomes))
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=float))
-    with open(out / "outcomes.jsonl", "w") as f:
+    write_text(out / "results.md", head + to_markdown(rows, outcomes))
+    write_text(out / "results.json", json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=float))
+    with naming_errors(out / "outcomes.jsonl"), open(out / "outcomes.jsonl", "w") as f:
         for o in outcomes:
             f.write(json.dumps(o) + "\n")
     plot_metrics(rows, out / "align_bench.png")
