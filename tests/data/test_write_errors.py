@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from faceforge.cli.main import EXIT_ERROR, main
+from faceforge.data.recordio import IndexedRecordWriter
 from faceforge.fileio import write_bytes
 
 _real_write_bytes = Path.write_bytes
@@ -98,7 +99,6 @@ def test_small_writers_name_their_file(tmp_path, file_size_limit) -> None:
     import errno as _errno
 
     from faceforge.data.pairs import Pairs, write_lfw_pairs, write_pairs_csv
-    from faceforge.data.recordio import IndexedRecordWriter
     from faceforge.fileio import write_text
 
     rec = tmp_path / "t.rec"
@@ -127,9 +127,23 @@ def test_small_writers_name_their_file(tmp_path, file_size_limit) -> None:
     assert e.value.filename == str(tmp_path / "u.idx"), e.value
 
 
-def _records(rec: Path) -> None:
-    from faceforge.data.recordio import IndexedRecordWriter
+def test_a_record_file_that_does_not_fit_keeps_the_earlier_one(tmp_path, file_size_limit) -> None:
+    from faceforge.data.recordio import IndexedRecordReader
 
+    rec = tmp_path / "t.rec"
+    with IndexedRecordWriter(rec) as w:  # the pair a user packed before
+        w.write(0, b"old")
+    before = (rec.read_bytes(), rec.with_suffix(".idx").read_bytes())
+    file_size_limit(4096)
+    with pytest.raises(OSError) as e:
+        _records(rec)
+    assert e.value.filename == str(rec)
+    assert (rec.read_bytes(), rec.with_suffix(".idx").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.idx", "t.rec"]  # no temporary left
+    assert IndexedRecordReader(rec).read(0) == b"old"
+
+
+def _records(rec: Path) -> None:
     with IndexedRecordWriter(rec) as w:
         for k in range(100):
             w.write(k, bytes(100))

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from faceforge.data.folder import decode_image
 from faceforge.errors import FaceforgeError
-from faceforge.fileio import env_limit, naming_errors, write_text
+from faceforge.fileio import env_limit, fsync_dir, naming_errors, write_text
 from faceforge.imageio import probe
 
 __all__ = [
@@ -132,13 +132,19 @@ def _frame(payload: bytes) -> bytes:
 
 
 class IndexedRecordWriter:
-    """Write an indexed RecordIO pair (``.rec`` + ``.idx``); use as a context manager."""
+    """Write an indexed RecordIO pair (``.rec`` + ``.idx``); use as a context manager.
+
+    Both are written under hidden temporary names and renamed by :meth:`close`: a run that fails (a full
+    disk) or is killed leaves any earlier pair as it was and no half file a reader would take.
+    """
 
     def __init__(self, rec_path: str | os.PathLike[str], idx_path: str | os.PathLike[str] | None = None):
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
         self.rec_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.rec_path, "wb")
+        self._tmp_rec = self.rec_path.with_name(f".{self.rec_path.name}.partial")
+        self._tmp_idx = self.idx_path.with_name(f".{self.idx_path.name}.partial")
+        self._fh = open(self._tmp_rec, "wb")
         self.offsets: dict[int, int] = {}
 
     def write(self, key: int, record: bytes) -> None:
@@ -166,7 +172,7 @@ class IndexedRecordWriter:
 
     def _read_frame_size(self, off: int) -> int:
         self._fh.flush()
-        with open(self.rec_path, "rb") as fh:
+        with open(self._tmp_rec, "rb") as fh:
             fh.seek(off)
             total = 0
             while True:
@@ -179,19 +185,40 @@ class IndexedRecordWriter:
                     return total
 
     def close(self) -> None:
-        """Flush the ``.rec`` and write the ``.idx``."""
+        """Flush the ``.rec``, write the ``.idx`` and put both in place."""
         if self._fh.closed:
             return
-        with naming_errors(self.rec_path):
-            self._fh.close()  # flushes what is buffered: a full disk can surface here
-        with naming_errors(self.idx_path), open(self.idx_path, "w", encoding="ascii") as fh:
-            fh.writelines(f"{k}\t{off}\n" for k, off in self.offsets.items())
+        try:
+            with naming_errors(self.rec_path):
+                self._fh.flush()  # what is buffered: a full disk can surface here
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+            with naming_errors(self.idx_path), open(self._tmp_idx, "w", encoding="ascii") as fh:
+                fh.writelines(f"{k}\t{off}\n" for k, off in self.offsets.items())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(self._tmp_rec, self.rec_path)
+            os.replace(self._tmp_idx, self.idx_path)
+        except BaseException:
+            self.abort()
+            raise
+        fsync_dir(self.rec_path.parent)
+
+    def abort(self) -> None:
+        """Drop what was written: the temporaries are removed, an earlier pair at the paths is kept."""
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        for p in (self._tmp_rec, self._tmp_idx):
+            p.unlink(missing_ok=True)
 
     def __enter__(self) -> IndexedRecordWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the error that stopped the writing is the one to see, not a second one from the index
+            self.abort()
 
 
 class IndexedRecordReader:
