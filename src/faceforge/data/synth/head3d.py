@@ -218,23 +218,25 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
         neck_w=u(0.32, 0.38) + 0.05 * masc,
         eye_y=eye_y,
         eye_dx=u(0.29, 0.345),
-        eye_w=u(0.12, 0.15),
-        eye_h=u(0.046, 0.064),
+        # Features since REVISION 4 (x1.2-1.3 eyes, x0.7 brow height, x4 brow ridge, x1.3 nose): the
+        # proportions whose renders a SynthFaces model embeds most like photos (docs/synthfaces.md).
+        eye_w=u(0.144, 0.18),
+        eye_h=u(0.0598, 0.0832),
         eye_tilt=u(-0.08, 0.14),
         socket=u(0.05, 0.09) + 0.02 * masc,
         iris=np.clip(iris, 0, 1),
         iris_r=u(0.052, 0.062),
-        brow_dy=u(0.15, 0.21),
+        brow_dy=u(0.105, 0.147),
         brow_thick=u(0.036, 0.06) + 0.015 * masc,
         brow_len=u(0.13, 0.18),
         brow_arch=u(0.0, 0.04) + 0.02 * (1 - masc),
         brow_tilt=u(-0.04, 0.05),
         brow_density=au(0.75, 1.0),
-        brow_ridge=u(0.01, 0.03) + 0.035 * masc,
+        brow_ridge=u(0.04, 0.12) + 0.14 * masc,
         nose_y=nose_y,
         nose_len=u(0.85, 1.0),
-        nose_protrude=u(0.17, 0.27) + 0.03 * masc,
-        nose_w=u(0.11, 0.155) + 0.02 * dark,
+        nose_protrude=u(0.221, 0.351) + 0.039 * masc,
+        nose_w=u(0.143, 0.2015) + 0.026 * dark,
         nose_bridge=u(0.04, 0.065),
         nose_tip=u(0.04, 0.06),
         nose_hump=u(-0.005, 0.03) * masc,
@@ -770,17 +772,20 @@ _FACE_S, _FACE_Y = (-1.0, 1.0), (-1.0, 1.45)
 #: and round the mouth, where the earlier renders showed a small dark iris in bright skin (a 6 px
 #: dip, the skin under the eye at 109-120 %). Brows here are thicker (x1.8), longer (x1.35), more
 #: solid and darker; the eye surround more pigmented, the upper lid shaded, a shadow under the eye,
-#: a heavier lash line; lips painted 1.4x fuller and darker. The geometry is unchanged. Measured at
-#: the demo's budget: LFW 74.9 -> 75.8 % (docs/synthfaces.md).
+#: a heavier lash line; lips painted 1.4x fuller and darker. Measured at the demo's budget: LFW 74.9
+#: -> 75.8 % (docs/synthfaces.md). Since ``REVISION`` 4 the lids (0.35 -> 0.6), the shadow under the
+#: eye (0.2 -> 0.4) and the brows (0.3 -> 0.5) are darker, with the geometry of
+#: :func:`sample_identity2` (lower brows on a heavier ridge, larger eyes, a larger nose), chosen as
+#: the renders whose deep features lie nearest real faces' (docs/synthfaces.md, nineteenth session).
 FEATURE_LOOK: Mapping[str, float] = MappingProxyType(
     {
         "brow_thick": 1.8,
         "brow_len": 1.35,
         "brow_solid": 0.5,
-        "brow_dark": 0.3,
+        "brow_dark": 0.5,
         "eye_mel": 0.6,
-        "lid_shadow": 0.35,
-        "under_eye": 0.2,
+        "lid_shadow": 0.6,
+        "under_eye": 0.4,
         "lash": 2.6,
         "lip": 1.4,
         "lip_dark": 0.25,
