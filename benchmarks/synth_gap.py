@@ -254,7 +254,8 @@ def main() -> None:
     people = lfw_other_people(args.lfw)
     pick = sorted(np.random.default_rng(0).choice(len(people), min(args.n, len(people)), replace=False))
     got = cropper.crops([people[i] for i in pick], name="photos")
-    keep = [i for i, p in enumerate(pick) if people[p] not in set(got.no_face_paths) | set(got.bad_paths)]
+    left_out = {str(p) for p in got.no_face_paths} | {str(p) for p in got.bad_paths}
+    keep = [i for i, p in enumerate(pick) if str(people[p]) not in left_out]
     photo = got.images[keep].permute(0, 2, 3, 1).numpy()
     stats = DeepStats(loaded.backbone, cfg)
     ref = stats(photo)
