@@ -161,7 +161,9 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
     n = rng.normal
     u = rng.uniform
     an, au = ap.normal, ap.uniform
-    width = 0.74 * (1 + n(0, 0.04)) + 0.03 * masc
+    w0 = 0.74 * (1 + n(0, 0.04)) + 0.03 * masc
+    # REVISION 5: temples and jaw 0.885x as wide as before, the cheeks unchanged (see eye_w below)
+    width = 0.885 * w0
     # Pigments: log-uniform melanin covers very light to very dark skin; blood varies less.
     melanin = float(math.exp(au(math.log(0.12), math.log(2.6))))
     blood = au(0.25, 0.75)
@@ -205,30 +207,32 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
         masc=masc,
         age=age,
         width=width,
-        cheek_w=width * u(0.95, 1.04),
+        cheek_w=w0 * u(0.95, 1.04),
         jaw_w=width * (u(0.70, 0.86) + 0.06 * masc),
         chin_w=u(0.26, 0.36) + 0.05 * masc,
         chin_y=1.1 * (1 + n(0, 0.035)) + 0.03 * masc,
         face_depth=0.9 * (1 + n(0, 0.035)),
         back_depth=1.0 * (1 + n(0, 0.05)),
-        q_front=u(2.0, 2.45),
+        q_front=u(2.6, 3.185),
         q_back=u(2.0, 2.3),
         crown=u(0.78, 0.92),
         forehead_slope=u(0.08, 0.28),
         neck_w=u(0.32, 0.38) + 0.05 * masc,
         eye_y=eye_y,
         eye_dx=u(0.29, 0.345),
-        # Features since REVISION 4 (x1.2-1.3 eyes, x0.7 brow height, x4 brow ridge, x1.3 nose): the
-        # proportions whose renders a SynthFaces model embeds most like photos (docs/synthfaces.md).
-        eye_w=u(0.144, 0.18),
-        eye_h=u(0.0598, 0.0832),
+        # Features since REVISION 4 (x0.7 brow height, x4 brow ridge, x1.3 nose) and REVISION 5 (eyes
+        # back to x0.92 / x1.0 of REVISION 3's, brows x0.77 as thick and x1.3 as long, cheekbones x1.3,
+        # a flatter face front, q_front x1.3): the proportions whose renders a SynthFaces model embeds
+        # most like photos, found by benchmarks/synth_gap.py's screen (docs/synthfaces.md).
+        eye_w=u(0.1108, 0.1385),
+        eye_h=u(0.046, 0.064),
         eye_tilt=u(-0.08, 0.14),
         socket=u(0.05, 0.09) + 0.02 * masc,
         iris=np.clip(iris, 0, 1),
         iris_r=u(0.052, 0.062),
         brow_dy=u(0.105, 0.147),
-        brow_thick=u(0.036, 0.06) + 0.015 * masc,
-        brow_len=u(0.13, 0.18),
+        brow_thick=u(0.0277, 0.0461) + 0.0115 * masc,
+        brow_len=u(0.169, 0.234),
         brow_arch=u(0.0, 0.04) + 0.02 * (1 - masc),
         brow_tilt=u(-0.04, 0.05),
         brow_density=au(0.75, 1.0),
@@ -245,7 +249,7 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
         lip_up=u(0.032, 0.058) + 0.012 * dark,
         lip_low=u(0.045, 0.075) + 0.012 * dark,
         lip_colour=np.clip(lip_colour, 0, 1),
-        cheekbone=u(0.0, 0.05),
+        cheekbone=u(0.0, 0.065),
         cheek_y=u(0.14, 0.28),
         chin_bump=u(0.0, 0.04),
         bumps=bumps,
@@ -777,15 +781,18 @@ _FACE_S, _FACE_Y = (-1.0, 1.0), (-1.0, 1.45)
 #: eye (0.2 -> 0.4) and the brows (0.3 -> 0.5) are darker, with the geometry of
 #: :func:`sample_identity2` (lower brows on a heavier ridge, larger eyes, a larger nose), chosen as
 #: the renders whose deep features lie nearest real faces' (docs/synthfaces.md, nineteenth session).
+#: ``REVISION`` 5 (the screen's coordinate search, twentieth session): brows painted thinner (1.8 ->
+#: 1.38), the eye surround more pigmented (0.6 -> 0.78), the lids lighter again (0.6 -> 0.46) and
+#: the shadow under the eye darker (0.4 -> 0.52).
 FEATURE_LOOK: Mapping[str, float] = MappingProxyType(
     {
-        "brow_thick": 1.8,
+        "brow_thick": 1.3846,
         "brow_len": 1.35,
         "brow_solid": 0.5,
         "brow_dark": 0.5,
-        "eye_mel": 0.6,
-        "lid_shadow": 0.6,
-        "under_eye": 0.4,
+        "eye_mel": 0.78,
+        "lid_shadow": 0.4615,
+        "under_eye": 0.52,
         "lash": 2.6,
         "lip": 1.4,
         "lip_dark": 0.25,
