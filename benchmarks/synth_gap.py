@@ -7,13 +7,15 @@ the renders'. This script measures that difference directly. For every BatchNorm
 half of the network it compares the per-channel mean and variance of its input over real face crops
 (photos of LFW people in no pair of pairs.txt; no label read) with those over renders:
 ``mean((mu_p - mu_r)^2 / ((var_p + var_r) / 2)) + mean(log(var_p / var_r)^2)``, averaged over layers
-(0: the same statistics). Renderer variants (scaled identity parameters, ``FEATURE_LOOK`` changes) are
-rendered and measured the same way, so a variant can be screened in seconds before it is trained.
+(0: the same statistics). Renderer variants (scaled identity parameters, ``FEATURE_LOOK`` and
+``SHADING`` changes) are rendered and measured the same way, so a variant can be screened in seconds
+before it is trained.
 
 ``--search`` runs the screen as a greedy coordinate search: every field of :data:`SEARCH_FIELDS` and
-every ``FEATURE_LOOK`` entry scaled by each step's factor and its inverse, a change kept when it
-lowers the gap by more than 0.002; the result is re-measured on a second set of photos and renders
-it was not chosen on (the twentieth session's ``REVISION`` 5 came from it).
+every ``FEATURE_LOOK`` and ``SHADING`` entry scaled by each step's factor and its inverse (an entry
+at 0 set to the factor minus one), a change kept when it lowers the gap by more than 0.002; the
+result is re-measured on a second set of photos and renders it was not chosen on (the twentieth
+session's ``REVISION`` 5 came from it).
 
 ``--probe`` adds the AdaBN decomposition: the model's LFW accuracy after AdaBN on hybrids of photos
 and renders (the photo's face on a render's background and the reverse, the photo's low spatial
@@ -41,7 +43,7 @@ import numpy as np
 # the adaptation photos are synth_to_real.py's (this script's folder is on sys.path when it runs)
 from synth_to_real import lfw_other_people
 
-#: renderer variants: identity fields scaled, FEATURE_LOOK entries replaced
+#: renderer variants: identity fields scaled, FEATURE_LOOK and SHADING entries replaced
 VARIANTS: dict[str, dict[str, dict[str, float]]] = {
     "as committed": {},
     "brow ridge x2": {"scale": {"brow_ridge": 2.0}},
@@ -54,6 +56,10 @@ VARIANTS: dict[str, dict[str, dict[str, float]]] = {
     "mouth 1.15x wide": {"scale": {"mouth_hw": 1.15}},
     "face 1.1x wide": {"scale": {"width": 1.1, "cheek_w": 1.1, "jaw_w": 1.1}},
     "darker lids and brows": {"look": {"lid_shadow": 0.8, "under_eye": 0.5, "brow_dark": 0.6}},
+    "lights occluded as the ambient (ao_direct 1)": {"shading": {"ao_direct": 1.0}},
+    "lights half occluded (ao_direct 0.5)": {"shading": {"ao_direct": 0.5}},
+    "occlusion x2 (ao_gain 18 and ao_max 0.7)": {"shading": {"ao_gain": 18.0, "ao_max": 0.7}},
+    "occlusion x2 and lights occluded": {"shading": {"ao_gain": 18.0, "ao_max": 0.7, "ao_direct": 1.0}},
     "no painted features": {
         "look": {
             "brow_thick": 1.0,
@@ -81,19 +87,25 @@ SEARCH_FIELDS = (
 )  # fmt: skip
 
 
+#: the renderer's module constants a variant may change (read when a head is built or shaded)
+TABLES = {"look": "FEATURE_LOOK", "shading": "SHADING"}
+
+
 @contextlib.contextmanager
-def _look(changes: dict[str, float]) -> Iterator[None]:
-    """FEATURE_LOOK with ``changes`` while rendering (it is read when a head's texture is painted)."""
+def _tables(variant: dict[str, dict[str, float]]) -> Iterator[None]:
+    """FEATURE_LOOK and SHADING with the variant's changes while rendering."""
     from types import MappingProxyType
 
     import faceforge.data.synth.head3d as h3
 
-    old = h3.FEATURE_LOOK
-    h3.FEATURE_LOOK = MappingProxyType({**dict(old), **changes})
+    old = {name: getattr(h3, name) for name in TABLES.values()}
+    for kind, name in TABLES.items():
+        setattr(h3, name, MappingProxyType({**dict(old[name]), **variant.get(kind, {})}))
     try:
         yield
     finally:
-        h3.FEATURE_LOOK = old
+        for name, table in old.items():
+            setattr(h3, name, table)
 
 
 def render_set(
@@ -107,7 +119,7 @@ def render_set(
     synth = SynthFacesV2(seed=seed, size=112)
     scale = variant.get("scale", {})
     out = []
-    with _look(variant.get("look", {})):
+    with _tables(variant):
         for k in range(n):
             ident = synth.identity(k // 2)
             ident = dataclasses.replace(ident, **{f: getattr(ident, f) * v for f, v in scale.items()})
@@ -231,19 +243,24 @@ def search(
     score: Callable[[dict[str, dict[str, float]]], float], steps: list[float], tol: float = 0.002
 ) -> tuple[dict[str, dict[str, float]], float]:
     """Greedy coordinate search for the variant with the lowest ``score``: each step factor ``f``
-    tries every field and ``FEATURE_LOOK`` entry at ``x f`` then ``/ f`` from the current variant."""
-    from faceforge.data.synth.head3d import FEATURE_LOOK
+    tries every field and ``FEATURE_LOOK`` and ``SHADING`` entry at ``x f`` then ``/ f`` from the
+    current variant (an entry at 0 steps to ``f - 1`` instead: a share switched on)."""
+    import faceforge.data.synth.head3d as h3
 
-    cur: dict[str, dict[str, float]] = {"scale": {}, "look": {}}
+    kinds = ("scale", *TABLES)
+    cur: dict[str, dict[str, float]] = {kind: {} for kind in kinds}
     best = score(cur)
     print(f"  search from {best:.4f}", flush=True)
-    keys = [("scale", k) for k in SEARCH_FIELDS] + [("look", k) for k in FEATURE_LOOK]
+    keys = [("scale", k) for k in SEARCH_FIELDS]
+    keys += [(kind, k) for kind, name in TABLES.items() for k in getattr(h3, name)]
     for f in steps:
         for kind, k in keys:
             for g in (f, 1 / f):
-                v = {"scale": dict(cur["scale"]), "look": dict(cur["look"])}
-                base = v[kind].get(k, 1.0 if kind == "scale" else FEATURE_LOOK[k])
-                v[kind][k] = base * g
+                v = {kind_: dict(cur[kind_]) for kind_ in kinds}
+                base = v[kind].get(k, 1.0 if kind == "scale" else getattr(h3, TABLES[kind])[k])
+                if base == 0 and g < 1:
+                    continue
+                v[kind][k] = base * g if base else f - 1
                 s = score(v)
                 if s < best - tol:
                     print(f"    {kind} {k} x{g:.3f}: {s:.4f}", flush=True)

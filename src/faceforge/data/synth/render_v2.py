@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceforge.data.synth import head3d
 from faceforge.data.synth.head3d import (
     EXPRESSIONS2,
     HAIR_STYLES,
@@ -36,11 +37,13 @@ YAW_SIGMA, YAW_CLIP, PITCH_SIGMA, PITCH_CLIP = 24.0, 60.0, 9.0, 30.0
 _MAX_HEADS = 64
 #: the v2 look: bumped whenever image ``(seed, identity, index)`` changes, and recorded in a written
 #: set's ``synthfaces.json``, so a folder rendered by an earlier v2 is not mistaken for this one
-#: (5: thinner, longer brows, smaller eyes, narrower temples and jaw, a flatter face front, stronger
-#: cheekbones, a lighter lid and a darker shadow under the eye; 4: lower brows on a heavier brow
-#: ridge, larger eyes, a wider and more prominent nose, darker lids and brows; 3: aligned to
+#: (6: narrower temples, taller eyes with smaller irises, shallower sockets, a wider nose, a darker
+#: eye surround and under-eye shadow; 5: thinner, longer brows, smaller eyes, narrower temples and
+#: jaw, a flatter face front, stronger cheekbones, a lighter lid and a darker shadow under the eye;
+#: 4: lower brows on a heavier brow ridge, larger eyes, a wider and more prominent nose, darker lids
+#: and brows; 3: aligned to
 #: :data:`ALIGN_TEMPLATE_112`; 2: ``FEATURE_LOOK``; 1: sets written before the revision was recorded)
-REVISION = 5
+REVISION = 6
 #: SCRFD's mean offset from the exact landmarks on v2 renders (x, y in pixels of a 64×64 ArcFace crop;
 #: 400 renders of identities 5000-5399, measured as ``benchmarks/detector_landmarks.py`` does, whose
 #: own sample gives the nose -2.2 instead of -2.0): a detector puts the nose tip 2 pixels higher than
@@ -327,11 +330,13 @@ def _geometry(head: Head, var: Variation2, size: int, ss: float) -> Frame:
     # Lambert (skin scatters light round the terminator) and Blinn-Phong specular.
     ncam = np.concatenate([nrm, st["ear_n"]]) @ rot.T
     light = ((0.75 - 0.25 * ncam[:, 1]) * st["ao"])[:, None] * var.ambient
+    # read through the module: benchmarks/synth_gap.py screens other SHADING values
+    direct = 1.0 - head3d.SHADING["ao_direct"] * (1.0 - st["ao"])
     spec = np.zeros(len(allv))
     wrap = 0.25
     for lt in var.lights:
         ndl = ncam @ lt[:3]
-        light += np.maximum((ndl + wrap) / (1 + wrap), 0.0)[:, None] * lt[3:]
+        light += (np.maximum((ndl + wrap) / (1 + wrap), 0.0) * direct)[:, None] * lt[3:]
         hv = _unit(lt[:3] + np.array([0.0, 0.0, 1.0]))
         spec += (np.maximum(ncam @ hv, 0.0) * (ndl > 0)) ** 32 * float(lt[3:].mean())
     light_img = np.zeros((st["rows_total"], head.cols, 4), np.float32)
