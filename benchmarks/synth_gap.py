@@ -56,6 +56,11 @@ VARIANTS: dict[str, dict[str, dict[str, float]]] = {
     "mouth 1.15x wide": {"scale": {"mouth_hw": 1.15}},
     "face 1.1x wide": {"scale": {"width": 1.1, "cheek_w": 1.1, "jaw_w": 1.1}},
     "darker lids and brows": {"look": {"lid_shadow": 0.8, "under_eye": 0.5, "brow_dark": 0.6}},
+    # the twenty-first session's search from a REVISION 5 model (trained: -0.8 points, not kept)
+    "second search": {
+        "scale": {"width": 1 / 1.3, "eye_h": 1.3, "socket": 1 / 1.3, "iris_r": 1 / 1.3, "nose_w": 1.3},
+        "look": {"eye_mel": 1.014, "under_eye": 0.676},
+    },
     "lights occluded as the ambient (ao_direct 1)": {"shading": {"ao_direct": 1.0}},
     "lights half occluded (ao_direct 0.5)": {"shading": {"ao_direct": 0.5}},
     "occlusion x2 (ao_gain 18 and ao_max 0.7)": {"shading": {"ao_gain": 18.0, "ao_max": 0.7}},

@@ -206,7 +206,7 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
     return Identity2(
         masc=masc,
         age=age,
-        width=width / 1.3,  # REVISION 6: the temples alone narrower again (the jaw follows `width` above)
+        width=width,
         cheek_w=w0 * u(0.95, 1.04),
         jaw_w=width * (u(0.70, 0.86) + 0.06 * masc),
         chin_w=u(0.26, 0.36) + 0.05 * masc,
@@ -222,15 +222,14 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
         eye_dx=u(0.29, 0.345),
         # Features since REVISION 4 (x0.7 brow height, x4 brow ridge, x1.3 nose) and REVISION 5 (eyes
         # back to x0.92 / x1.0 of REVISION 3's, brows x0.77 as thick and x1.3 as long, cheekbones x1.3,
-        # a flatter face front, q_front x1.3) and REVISION 6 (eyes x1.3 as tall with x0.77 the iris,
-        # sockets x0.77 as deep, the nose x1.3 as wide): the proportions whose renders a SynthFaces
-        # model embeds most like photos, found by benchmarks/synth_gap.py's screen (docs/synthfaces.md).
+        # a flatter face front, q_front x1.3): the proportions whose renders a SynthFaces model embeds
+        # most like photos, found by benchmarks/synth_gap.py's screen (docs/synthfaces.md).
         eye_w=u(0.1108, 0.1385),
-        eye_h=1.3 * u(0.046, 0.064),
+        eye_h=u(0.046, 0.064),
         eye_tilt=u(-0.08, 0.14),
-        socket=(u(0.05, 0.09) + 0.02 * masc) / 1.3,
+        socket=u(0.05, 0.09) + 0.02 * masc,
         iris=np.clip(iris, 0, 1),
-        iris_r=u(0.052, 0.062) / 1.3,
+        iris_r=u(0.052, 0.062),
         brow_dy=u(0.105, 0.147),
         brow_thick=u(0.0277, 0.0461) + 0.0115 * masc,
         brow_len=u(0.169, 0.234),
@@ -241,7 +240,7 @@ def sample_identity2(rng: np.random.Generator, appearance: np.random.Generator |
         nose_y=nose_y,
         nose_len=u(0.85, 1.0),
         nose_protrude=u(0.221, 0.351) + 0.039 * masc,
-        nose_w=1.3 * (u(0.143, 0.2015) + 0.026 * dark),
+        nose_w=u(0.143, 0.2015) + 0.026 * dark,
         nose_bridge=u(0.04, 0.065),
         nose_tip=u(0.04, 0.06),
         nose_hump=u(-0.005, 0.03) * masc,
@@ -790,18 +789,16 @@ SHADING: Mapping[str, float] = MappingProxyType({"ao_gain": 9.0, "ao_max": 0.5, 
 #: the renders whose deep features lie nearest real faces' (docs/synthfaces.md, nineteenth session).
 #: ``REVISION`` 5 (the screen's coordinate search, twentieth session): brows painted thinner (1.8 ->
 #: 1.38), the eye surround more pigmented (0.6 -> 0.78), the lids lighter again (0.6 -> 0.46) and
-#: the shadow under the eye darker (0.4 -> 0.52). ``REVISION`` 6 (the search again, from a
-#: ``REVISION`` 5 model, twenty-first session): the eye surround (0.78 -> 1.01) and the shadow under
-#: the eye (0.52 -> 0.68) darker still.
+#: the shadow under the eye darker (0.4 -> 0.52).
 FEATURE_LOOK: Mapping[str, float] = MappingProxyType(
     {
         "brow_thick": 1.3846,
         "brow_len": 1.35,
         "brow_solid": 0.5,
         "brow_dark": 0.5,
-        "eye_mel": 1.014,
+        "eye_mel": 0.78,
         "lid_shadow": 0.4615,
-        "under_eye": 0.676,
+        "under_eye": 0.52,
         "lash": 2.6,
         "lip": 1.4,
         "lip_dark": 0.25,

@@ -37,13 +37,11 @@ YAW_SIGMA, YAW_CLIP, PITCH_SIGMA, PITCH_CLIP = 24.0, 60.0, 9.0, 30.0
 _MAX_HEADS = 64
 #: the v2 look: bumped whenever image ``(seed, identity, index)`` changes, and recorded in a written
 #: set's ``synthfaces.json``, so a folder rendered by an earlier v2 is not mistaken for this one
-#: (6: narrower temples, taller eyes with smaller irises, shallower sockets, a wider nose, a darker
-#: eye surround and under-eye shadow; 5: thinner, longer brows, smaller eyes, narrower temples and
-#: jaw, a flatter face front, stronger cheekbones, a lighter lid and a darker shadow under the eye;
-#: 4: lower brows on a heavier brow ridge, larger eyes, a wider and more prominent nose, darker lids
-#: and brows; 3: aligned to
+#: (5: thinner, longer brows, smaller eyes, narrower temples and jaw, a flatter face front, stronger
+#: cheekbones, a lighter lid and a darker shadow under the eye; 4: lower brows on a heavier brow
+#: ridge, larger eyes, a wider and more prominent nose, darker lids and brows; 3: aligned to
 #: :data:`ALIGN_TEMPLATE_112`; 2: ``FEATURE_LOOK``; 1: sets written before the revision was recorded)
-REVISION = 6
+REVISION = 5
 #: SCRFD's mean offset from the exact landmarks on v2 renders (x, y in pixels of a 64×64 ArcFace crop;
 #: 400 renders of identities 5000-5399, measured as ``benchmarks/detector_landmarks.py`` does, whose
 #: own sample gives the nose -2.2 instead of -2.0): a detector puts the nose tip 2 pixels higher than
