@@ -213,3 +213,17 @@ def test_a_closed_output_pipe_is_one_line(tmp_path) -> None:
     assert err.strip().splitlines() == [
         "faceforge: error: the output pipe was closed before all output was written"
     ]
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_a_missing_model_names_what_this_machine_has(installed, monkeypatch, capsys) -> None:
+    """`faceforge verify a.jpg b.jpg` without --model: one line that names a pretrained model whose file
+    is here (or says none is and where to look), never a download."""
+    import faceforge.models.pretrained as pretrained
+
+    rows = [{"name": "other", "available": False}, {"name": "dlib", "available": installed}]
+    monkeypatch.setattr(pretrained, "status", lambda: rows)
+    assert main(["verify", "a.jpg", "b.jpg"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "required: --model" in lines[0], lines
+    assert ("--model dlib" in lines[0]) is installed and ("none is installed" in lines[0]) is not installed

@@ -78,6 +78,20 @@ def add_model_options(p: argparse.ArgumentParser, required: bool = True, default
     add_override_options(p)
 
 
+def model_hint() -> str:
+    """What ``--model`` can be on this machine: the first pretrained model whose verified file is here,
+    else how to get one (nothing is downloaded)."""
+    from faceforge.models.pretrained import status
+
+    here = [r["name"] for r in status() if r["available"]]
+    if here:
+        return f" (e.g. --model {here[0]}: pretrained, its file is installed here; `faceforge models list`)"
+    return (
+        " (a trained .ckpt, an ONNX file or a pretrained name; none is installed here: "
+        "`faceforge models list` says how to get one)"
+    )
+
+
 def add_precision_option(p: argparse.ArgumentParser) -> None:
     """``--precision fp32|bf16|auto`` for PyTorch models on the CPU (auto: bf16 only when it pays)."""
     p.add_argument(

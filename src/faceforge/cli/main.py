@@ -47,6 +47,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``faceforge VERB: error: ... (see faceforge VERB --help)``)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if "required" in message and "--model" in message:  # a newcomer's first verify/embed call
+            from faceforge.cli._common import model_hint
+
+            message += model_hint()
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
