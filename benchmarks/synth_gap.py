@@ -14,8 +14,10 @@ before it is trained.
 ``--search`` runs the screen as a greedy coordinate search: every field of :data:`SEARCH_FIELDS` and
 every ``FEATURE_LOOK`` and ``SHADING`` entry scaled by each step's factor and its inverse (an entry
 at 0 set to the factor minus one), a change kept when it lowers the gap by more than 0.002; the
-result is re-measured on a second set of photos and renders it was not chosen on (the twentieth
-session's ``REVISION`` 5 came from it).
+result is re-measured on a second set of photos and renders it was not chosen on, as is each kept
+step alone, and a step that widens the gap there is dropped from a pruned variant (the twentieth
+session's ``REVISION`` 5 came from the search; the twenty-first session's second search fitted its
+sample, docs/synthfaces.md).
 
 ``--probe`` adds the AdaBN decomposition: the model's LFW accuracy after AdaBN on hybrids of photos
 and renders (the photo's face on a render's background and the reverse, the photo's low spatial
@@ -362,9 +364,24 @@ def main() -> None:
             lambda v: gap(ref, stats(render_set(v, args.n, size))), [float(f) for f in args.search.split(",")]
         )
         ref2 = stats(photos(1))  # other people and other identities: the search never saw them
-        before, after = (gap(ref2, stats(render_set(v, args.n, size, seed=78))) for v in ({}, found))
+
+        def unseen(v: dict[str, dict[str, float]]) -> float:
+            return gap(ref2, stats(render_set(v, args.n, size, seed=78)))
+
+        before, after = unseen({}), unseen(found)
         print(f"  found {found}\n  on other photos and renders: {before:.4f} -> {after:.4f}")
         print(held_out_verdict(start, best, before, after))
+        # each kept step alone on the unseen sets: a step that widens the gap there was fitted to the
+        # search's sample (the twenty-first session's narrower temples)
+        pruned: dict[str, dict[str, float]] = {kind: {} for kind in found}
+        for kind, changes in found.items():
+            for k, val in changes.items():
+                d = unseen({kind: {k: val}}) - before
+                print(f"    {kind} {k} {val:.4g} alone on the unseen sets: {d:+.4f}", flush=True)
+                if d < 0:
+                    pruned[kind][k] = val
+        if pruned != found:
+            print(f"  without the steps that widen it: {pruned}: {before:.4f} -> {unseen(pruned):.4f}")
     if args.probe:
         probe(loaded, photo, render_set({}, args.n, size), cropper, args.lfw)
 
