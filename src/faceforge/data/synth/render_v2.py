@@ -329,7 +329,8 @@ def _geometry(head: Head, var: Variation2, size: int, ss: float) -> Frame:
     ncam = np.concatenate([nrm, st["ear_n"]]) @ rot.T
     light = ((0.75 - 0.25 * ncam[:, 1]) * st["ao"])[:, None] * var.ambient
     # read through the module: benchmarks/synth_gap.py screens other SHADING values
-    direct = 1.0 - head3d.SHADING["ao_direct"] * (1.0 - st["ao"])
+    share = head3d.SHADING["ao_direct"]
+    direct = 1.0 - share * (1.0 - st["ao"]) if share else 1.0
     spec = np.zeros(len(allv))
     wrap = 0.25
     for lt in var.lights:
