@@ -463,6 +463,7 @@ class Head:
 
     def __init__(self, ident: Identity2, texture: bool = True) -> None:
         self.ident = ident
+        self.shading = dict(SHADING)  # fixed when the head is built: its occlusion and how lights take it
         i = ident
         y_phys, y_uv, psi, n_dome = _rows(i)
         y_c = y_phys[n_dome]
@@ -651,7 +652,8 @@ class Head:
         gs, gy = np.meshgrid(np.arange(-1.2, 1.2 + 1e-9, step), np.arange(-1.0, 1.5 + 1e-9, step))
         d = self._displacement(gs, gy).astype(np.float32)
         hollow = cv2.GaussianBlur(d, (0, 0), 3.0) - d
-        ao = (1.0 - np.clip(hollow * SHADING["ao_gain"], 0.0, SHADING["ao_max"])).astype(np.float32)
+        sh = self.shading
+        ao = (1.0 - np.clip(hollow * sh["ao_gain"], 0.0, sh["ao_max"])).astype(np.float32)
         mx = ((s + 1.2) / step).astype(np.float32)
         my = ((np.minimum(y, 1.5) + 1.0) / step).astype(np.float32)
         out = cv2.remap(ao, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -16,7 +16,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceforge.data.synth import head3d
 from faceforge.data.synth.head3d import (
     EXPRESSIONS2,
     HAIR_STYLES,
@@ -328,8 +327,7 @@ def _geometry(head: Head, var: Variation2, size: int, ss: float) -> Frame:
     # Lambert (skin scatters light round the terminator) and Blinn-Phong specular.
     ncam = np.concatenate([nrm, st["ear_n"]]) @ rot.T
     light = ((0.75 - 0.25 * ncam[:, 1]) * st["ao"])[:, None] * var.ambient
-    # read through the module: benchmarks/synth_gap.py screens other SHADING values
-    share = head3d.SHADING["ao_direct"]
+    share = head.shading["ao_direct"]
     direct = 1.0 - share * (1.0 - st["ao"]) if share else 1.0
     spec = np.zeros(len(allv))
     wrap = 0.25
