@@ -33,10 +33,9 @@ Measured results: docs/synthfaces.md (nineteenth and twentieth sessions).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,25 +93,15 @@ SEARCH_FIELDS = (
 )  # fmt: skip
 
 
-#: the renderer's module constants a variant may change (read when a head is built or shaded)
-TABLES = {"look": "FEATURE_LOOK", "shading": "SHADING"}
+#: the renderer tables a variant may change (``SynthFacesV2(look=..., shading=...)``)
+TABLES = ("look", "shading")
 
 
-@contextlib.contextmanager
-def _tables(variant: dict[str, dict[str, float]]) -> Iterator[None]:
-    """FEATURE_LOOK and SHADING with the variant's changes while rendering."""
-    from types import MappingProxyType
-
+def table(kind: str) -> dict[str, float]:
+    """The committed entries of renderer table ``kind`` (``FEATURE_LOOK`` or ``SHADING``)."""
     import faceforge.data.synth.head3d as h3
 
-    old = {name: getattr(h3, name) for name in TABLES.values()}
-    for kind, name in TABLES.items():
-        setattr(h3, name, MappingProxyType({**dict(old[name]), **variant.get(kind, {})}))
-    try:
-        yield
-    finally:
-        for name, table in old.items():
-            setattr(h3, name, table)
+    return dict({"look": h3.FEATURE_LOOK, "shading": h3.SHADING}[kind])
 
 
 def render_set(
@@ -123,15 +112,17 @@ def render_set(
     from faceforge.align.transform import resize_to
     from faceforge.data.synth.render_v2 import SynthFacesV2, render2
 
-    synth = SynthFacesV2(seed=seed, size=112)
+    synth = SynthFacesV2(seed=seed, size=112, look=variant.get("look"), shading=variant.get("shading"))
     scale = variant.get("scale", {})
     out = []
-    with _tables(variant):
-        for k in range(n):
+    for k in range(n):
+        if k % 2 == 0:
             ident = synth.identity(k // 2)
-            ident = dataclasses.replace(ident, **{f: getattr(ident, f) * v for f, v in scale.items()})
-            img, _, _ = render2(ident, synth.variation(k // 2, k % 2), 112)
-            out.append(resize_to(img, size))
+            head = synth.build(
+                dataclasses.replace(ident, **{f: getattr(ident, f) * v for f, v in scale.items()})
+            )
+        img, _, _ = render2(head, synth.variation(k // 2, k % 2), 112)
+        out.append(resize_to(img, size))
     return np.stack(out)
 
 
@@ -252,19 +243,17 @@ def search(
     """Greedy coordinate search for the variant with the lowest ``score``: each step factor ``f``
     tries every field and ``FEATURE_LOOK`` and ``SHADING`` entry at ``x f`` then ``/ f`` from the
     current variant (an entry at 0 steps to ``f - 1`` instead: a share switched on)."""
-    import faceforge.data.synth.head3d as h3
-
     kinds = ("scale", *TABLES)
     cur: dict[str, dict[str, float]] = {kind: {} for kind in kinds}
     best = score(cur)
     print(f"  search from {best:.4f}", flush=True)
     keys = [("scale", k) for k in SEARCH_FIELDS]
-    keys += [(kind, k) for kind, name in TABLES.items() for k in getattr(h3, name)]
+    keys += [(kind, k) for kind in TABLES for k in table(kind)]
     for f in steps:
         for kind, k in keys:
             for g in (f, 1 / f):
                 v = {kind_: dict(cur[kind_]) for kind_ in kinds}
-                base = v[kind].get(k, 1.0 if kind == "scale" else getattr(h3, TABLES[kind])[k])
+                base = v[kind].get(k, 1.0 if kind == "scale" else table(kind)[k])
                 if base == 0 and g < 1:
                     continue
                 v[kind][k] = base * g if base else f - 1

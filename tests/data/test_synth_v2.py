@@ -434,17 +434,11 @@ def test_cli_tail_flags(tmp_path, monkeypatch, capsys) -> None:
     assert len(seen) == 3
 
 
-def test_shading_occludes_the_lights_in_the_hollows_only(synth: SynthFacesV2, monkeypatch) -> None:
-    """``SHADING["ao_direct"]`` darkens the lights where the relief is hollow (beside the nose at the
-    inner eye corners) far more than on the open cheek, never brightens, and at 0 leaves the image as
-    it was; for every one of 8 identities, frontal, under one light from above."""
-    from types import MappingProxyType
-
-    import faceforge.data.synth.head3d as h3
-
-    committed = h3.SHADING
+def test_shading_occludes_the_lights_in_the_hollows_only(synth: SynthFacesV2) -> None:
+    """``shading={"ao_direct": 1}`` darkens the lights where the relief is hollow (beside the nose at
+    the inner eye corners) far more than on the open cheek, never brightens, and at 0 leaves the image
+    as it was; for every one of 8 identities, frontal, under one light from above."""
     for i in range(8):
-        monkeypatch.setattr(h3, "SHADING", committed)
         ident = synth.identity(i)
         var = dataclasses.replace(
             synth.variation(i, 0), yaw=0.0, pitch=0.0, roll=0.0, glasses=False, hat=False, blur=0.0,
@@ -454,8 +448,7 @@ def test_shading_occludes_the_lights_in_the_hollows_only(synth: SynthFacesV2, mo
         base, lms, _ = render2(ident, var)
         shades = {}
         for share in (0.0, 1.0):
-            monkeypatch.setattr(h3, "SHADING", MappingProxyType({**dict(h3.SHADING), "ao_direct": share}))
-            shades[share] = render2(ident, var)[0].astype(float)
+            shades[share] = render2(Head(ident, shading={"ao_direct": share}), var)[0].astype(float)
         assert np.array_equal(shades[0.0], base)
         drop = (shades[0.0] - shades[1.0]).mean(2) / np.maximum(shades[0.0].mean(2), 1.0)
         assert drop.min() >= 0.0  # occluding light never adds any
@@ -469,3 +462,33 @@ def test_shading_occludes_the_lights_in_the_hollows_only(synth: SynthFacesV2, mo
             [mean_drop(lms[k, 0] - s * 0.15 * iod, lms[k, 1] + 0.5 * iod) for k, s in ((0, 1), (1, -1))]
         )
         assert inner > 0.03 and inner > 2 * cheek, (i, inner, cheek)
+
+
+def test_renderer_tables_are_arguments_of_the_head_and_the_set() -> None:
+    """``SynthFacesV2(look=..., shading=...)`` renders a variant without touching the module: the
+    committed tables given explicitly draw the same pixels as none, a changed ``look`` entry changes
+    the painted face (darker brows darken the brow band more than the mouth) and leaves the landmarks,
+    and an unknown entry or a negative value is refused by name before anything is rendered."""
+    from faceforge.data.synth.head3d import FEATURE_LOOK, SHADING
+
+    plain = SynthFacesV2(seed=5, size=64)
+    same = SynthFacesV2(seed=5, size=64, look=dict(FEATURE_LOOK), shading=dict(SHADING))
+    dark = SynthFacesV2(seed=5, size=64, look={"brow_dark": 0.95, "brow_solid": 1.0})
+    assert plain.build(plain.identity(0)).look == dict(FEATURE_LOOK)
+    for ident in range(3):
+        a, la = plain.image(ident, 0, pose=(0, 0), glasses=False, hat=False)
+        b, lb = same.image(ident, 0, pose=(0, 0), glasses=False, hat=False)
+        c, lc = dark.image(ident, 0, pose=(0, 0), glasses=False, hat=False)
+        assert np.array_equal(a, b) and np.array_equal(la, lb) and np.array_equal(la, lc)
+        diff = a.astype(float).mean(2) - c.astype(float).mean(2)  # > 0 where the variant is darker
+        iod = float(la[1, 0] - la[0, 0])
+        top = int(la[0, 1] - 0.75 * iod)
+        brow_band = diff[max(top, 0) : int(la[0, 1] - 0.15 * iod), int(la[0, 0]) - 3 : int(la[1, 0]) + 4]
+        mouth = diff[int(la[3, 1]) - 2 : int(la[3, 1]) + 3, int(la[3, 0]) : int(la[4, 0]) + 1]
+        assert brow_band.max() > 20 and brow_band.mean() > 3 * max(abs(mouth.mean()), 0.5), ident
+    for kw, name in (
+        ({"look": {"brow_colour": 1.0}}, "brow_colour"),
+        ({"shading": {"ao_max": -1}}, "ao_max"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            SynthFacesV2(seed=5, **kw)

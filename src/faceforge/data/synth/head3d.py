@@ -461,9 +461,18 @@ class Head:
     expression; ``texture`` is RGBA uint8 (RGB albedo, A specular strength) indexed by ``uv``.
     """
 
-    def __init__(self, ident: Identity2, texture: bool = True) -> None:
+    def __init__(
+        self,
+        ident: Identity2,
+        texture: bool = True,
+        look: Mapping[str, float] | None = None,
+        shading: Mapping[str, float] | None = None,
+    ) -> None:
         self.ident = ident
-        self.shading = dict(SHADING)  # fixed when the head is built: its occlusion and how lights take it
+        # Fixed when the head is built: how its features are painted (:data:`FEATURE_LOOK` with
+        # ``look``'s entries replaced), its occlusion and how the lights take it (:data:`SHADING`).
+        self.look = render_table(FEATURE_LOOK, look, "look")
+        self.shading = render_table(SHADING, shading, "shading")
         i = ident
         y_phys, y_uv, psi, n_dome = _rows(i)
         y_c = y_phys[n_dome]
@@ -808,6 +817,19 @@ FEATURE_LOOK: Mapping[str, float] = MappingProxyType(
 )
 
 
+def render_table(base: Mapping[str, float], over: Mapping[str, float] | None, what: str) -> dict[str, float]:
+    """``base`` (:data:`FEATURE_LOOK` or :data:`SHADING`) with ``over``'s entries replaced, checked: an
+    unknown entry or a value that is not a finite number >= 0 raises ``ValueError`` naming it."""
+    out = dict(base)
+    for k, v in (over or {}).items():
+        if k not in base:
+            raise ValueError(f"unknown SynthFaces v2 {what} entry {k!r}; expected one of {', '.join(base)}")
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"SynthFaces v2 {what} entry {k!r} must be a finite number >= 0, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
 def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
     """The identity's RGBA uint8 atlas [TEX_H, TEX_W, 4]: albedo RGB and specular strength.
 
@@ -815,6 +837,7 @@ def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
     face window only; hair and the collar cover the whole atlas.
     """
     i = ident
+    look = head.look
     rng = np.random.default_rng(i.tex_seed)
     H, W = TEX_H, TEX_W
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -830,7 +853,7 @@ def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
     red = np.zeros((h2, w2), np.float32)
     for sg in (-1, 1):
         red += 0.35 * _gauss(s2, y2, sg * 0.42, i.nose_y - 0.02, 0.15, 0.12)
-        mel = mel * (1 + FEATURE_LOOK["eye_mel"] * _gauss(s2, y2, sg * i.eye_dx, i.eye_y + 0.04, 0.14, 0.08))
+        mel = mel * (1 + look["eye_mel"] * _gauss(s2, y2, sg * i.eye_dx, i.eye_y + 0.04, 0.14, 0.08))
     red += 0.3 * _gauss(s2, y2, 0, i.nose_y - 0.03, 0.07, 0.1)
     blood = i.blood * (1 + red + 0.15 * _noise(rng, (h2, w2), (16, 28)))
     tex = cv2.resize(skin_albedo(mel, blood).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
@@ -910,7 +933,7 @@ def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
     lips = local()
     t = np.linspace(-1, 1, 25)
     hw = i.mouth_hw
-    lip_up, lip_low = i.lip_up * FEATURE_LOOK["lip"], i.lip_low * FEATURE_LOOK["lip"]
+    lip_up, lip_low = i.lip_up * look["lip"], i.lip_low * look["lip"]
     bow = 0.25 * lip_up * np.exp(-(((np.abs(t) - 0.22) / 0.14) ** 2)) - 0.2 * lip_up * np.exp(
         -((t / 0.08) ** 2)
     )
@@ -924,7 +947,7 @@ def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
         ),
     )
     lips = cv2.GaussianBlur(lips, (3, 3), 0)
-    _blend(ft, lips * 0.9, i.lip_colour * (1 - FEATURE_LOOK["lip_dark"]))
+    _blend(ft, lips * 0.9, i.lip_colour * (1 - look["lip_dark"]))
     fsp[:] = fsp * (1 - lips) + 0.35 * lips
     # Mouth interior between the seam rows: teeth near the lips, darkness between.
     rel = (fy - i.mouth_y) / SEAM_UV  # -1 at the upper lip ... +1 at the lower lip
@@ -934,26 +957,26 @@ def paint_texture(ident: Identity2, head: Head) -> np.ndarray:
     _blend(ft, band, inner.astype(np.float32))
     # Eyes: sclera, iris, pupil inside the almond between the lids, lash lines and lid crease.
     for sg in (-1, 1):
-        _paint_eye(tex, spec, i, sg, s, y)
+        _paint_eye(tex, spec, i, sg, s, y, look)
     # Brows.
     brows = local()
     for sg in (-1, 1):
         t = np.linspace(0, 1, 10)
-        blen = i.brow_len * FEATURE_LOOK["brow_len"]
+        blen = i.brow_len * look["brow_len"]
         inner_s = sg * (i.eye_dx - blen * 0.75)
         bx = inner_s + sg * t * 2 * blen
         by = i.eye_y - i.brow_dy - i.brow_arch * np.sin(np.pi * t**0.8) + i.brow_tilt * t
-        th = i.brow_thick * FEATURE_LOOK["brow_thick"] * (1.1 - 0.6 * t)
+        th = i.brow_thick * look["brow_thick"] * (1.1 - 0.6 * t)
         pts = np.concatenate([np.stack([bx, by - th / 2], 1), np.stack([bx, by + th / 2], 1)[::-1]])
         _poly(brows, to_win(_px(pts[:, 0], pts[:, 1])))
     strands = np.clip(0.55 + 0.5 * _noise(rng, (fh, fw), (fh // 2, fw // 6)), 0, 1)
-    strands = strands * (1 - FEATURE_LOOK["brow_solid"]) + FEATURE_LOOK["brow_solid"]
+    strands = strands * (1 - look["brow_solid"]) + look["brow_solid"]
     brows = cv2.GaussianBlur(brows, (3, 3), 0) * strands * i.brow_density
     brow_col = np.minimum(i.hair_colour, 0.4) * 0.6 + skin_albedo(i.melanin * 4 + 1.5, i.blood) * 0.4
-    _blend(ft, brows, brow_col * (1 - FEATURE_LOOK["brow_dark"]))
+    _blend(ft, brows, brow_col * (1 - look["brow_dark"]))
     # The shaded upper lid (under the brow ridge) and the shadow under the eye, baked into the albedo
     # as in photographed skin textures.
-    lid, under = FEATURE_LOOK["lid_shadow"], FEATURE_LOOK["under_eye"]
+    lid, under = look["lid_shadow"], look["under_eye"]
     if lid or under:
         shade = np.ones((fh, fw), np.float32)
         for sg in (-1, 1):
@@ -1011,7 +1034,13 @@ def _beard_region(i: Identity2, s: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _paint_eye(
-    tex: np.ndarray, spec: np.ndarray, i: Identity2, sg: int, s: np.ndarray, y: np.ndarray
+    tex: np.ndarray,
+    spec: np.ndarray,
+    i: Identity2,
+    sg: int,
+    s: np.ndarray,
+    y: np.ndarray,
+    look: Mapping[str, float],
 ) -> None:
     """Paint one eye (``sg`` -1 left, +1 right) centred on its landmark (the iris centre)."""
     cx, cy = sg * i.eye_dx, i.eye_y
@@ -1041,7 +1070,7 @@ def _paint_eye(
     _blend(sub, pupil, np.array([0.03, 0.02, 0.02]))
     subspec[:] = subspec * (1 - inside) + 0.5 * inside
     # Lash line along the upper lid, a thin lower lid line, the crease above.
-    lash = _smoothstep(FEATURE_LOOK["lash"] - np.abs(yy - upper) * TEX_RES) * (np.abs(u) < 1.08)
+    lash = _smoothstep(look["lash"] - np.abs(yy - upper) * TEX_RES) * (np.abs(u) < 1.08)
     _blend(sub, lash * 0.85, np.array([0.06, 0.04, 0.035]))
     low = _smoothstep(1.0 - np.abs(yy - lower) * TEX_RES) * (np.abs(u) < 1.0)
     _blend(sub, low * 0.35, sub * 0.5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -18,14 +19,17 @@ import numpy as np
 
 from faceforge.data.synth.head3d import (
     EXPRESSIONS2,
+    FEATURE_LOOK,
     HAIR_STYLES,
     S_HALF,
+    SHADING,
     TEX_RES,
     Y_TOP,
     Head,
     Identity2,
     _smoothstep,
     mix_identities,
+    render_table,
     sample_identity2,
     skin_albedo,
 )
@@ -688,6 +692,10 @@ class SynthFacesV2:
     ``lighting=INDEX`` (the lights of image INDEX of the same identity) and any expression name of
     :data:`EXPRESSIONS2` (``smile=1.0``); everything not overridden is what ``image(identity, index)``
     draws.
+
+    ``look`` and ``shading`` replace entries of :data:`~faceforge.data.synth.head3d.FEATURE_LOOK` and
+    :data:`~faceforge.data.synth.head3d.SHADING` for every head this instance builds (renderer
+    variants, ``benchmarks/synth_gap.py``); ``None``: the committed renderer.
     """
 
     def __init__(
@@ -698,11 +706,16 @@ class SynthFacesV2:
         supersample: float = 1,
         antialias: bool = True,
         appearance_share: int = 1,
+        look: Mapping[str, float] | None = None,
+        shading: Mapping[str, float] | None = None,
     ) -> None:
         if appearance_share < 1:
             raise ValueError(f"appearance_share must be >= 1, got {appearance_share!r}")
         self.seed, self.size, self.difficulty, self.supersample = seed, size or 112, difficulty, supersample
         self.antialias, self.appearance_share = antialias, appearance_share
+        # checked now, so a bad entry fails here rather than in a worker's first render
+        self.look = render_table(FEATURE_LOOK, look, "look")
+        self.shading = render_table(SHADING, shading, "shading")
         self._heads: OrderedDict[int, Head] = OrderedDict()
 
     def identity(self, ident: int) -> Identity2:
@@ -719,11 +732,15 @@ class SynthFacesV2:
         if ident in self._heads:
             self._heads.move_to_end(ident)
             return self._heads[ident]
-        h = Head(self.identity(ident))
+        h = self.build(self.identity(ident))
         self._heads[ident] = h
         if len(self._heads) > _MAX_HEADS:
             self._heads.popitem(last=False)
         return h
+
+    def build(self, ident: Identity2) -> Head:
+        """A head of ``ident`` painted and shaded as this instance renders (its ``look`` and ``shading``)."""
+        return Head(ident, look=self.look, shading=self.shading)
 
     def variation(self, ident: int, index: int) -> Variation2:
         """The per-image draw of image ``index`` of identity ``ident``."""
@@ -748,7 +765,7 @@ class SynthFacesV2:
         head = self._heads.get(key)
         if head is None:
             a, b, phi = self.mixup(mix, identities)
-            head = Head(mix_identities(self.identity(a), self.identity(b), phi))
+            head = self.build(mix_identities(self.identity(a), self.identity(b), phi))
             self._heads[key] = head
             if len(self._heads) > _MAX_HEADS:
                 self._heads.popitem(last=False)
@@ -770,7 +787,7 @@ class SynthFacesV2:
             if "skin" in id_over:
                 id_over["melanin"] = float(id_over.pop("skin"))
                 id_over.setdefault("lip_colour", skin_albedo(id_over["melanin"], ident_p.blood + 0.8))
-            head = Head(replace(ident_p, **id_over))
+            head = self.build(replace(ident_p, **id_over))
         else:
             head = self.head(ident)
         var = self.variation(ident, index)
