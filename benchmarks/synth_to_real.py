@@ -139,6 +139,8 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     mix = args.mixup_identities if version == 2 else 0
     share += f"_mix{mix}" if mix else ""
     share += f"_tail{args.tail_identities}x{args.tail_images_per_id}" if args.tail_identities else ""
+    jitter = args.landmark_jitter if version == 2 else None
+    share += f"_jitter{jitter:g}" if jitter is not None else ""
     data = work / f"data_v{version}_{args.identities}x{args.images_per_id}{share}"
     t0 = time.perf_counter()
     write_dataset(
@@ -146,6 +148,7 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
         test_identities=20, seed=args.seed, workers=args.workers, version=version,
         appearance_share=args.appearance_share if version == 2 else 1, mixup_identities=mix,
         tail_identities=args.tail_identities, tail_images_per_id=args.tail_images_per_id,
+        landmark_jitter=jitter,
     )  # fmt: skip
     t_data = time.perf_counter() - t0
     from faceforge.data.transforms import DIGIFACE_AUGMENT
@@ -234,6 +237,13 @@ def main() -> None:
         help="N more training identities with --tail-images-per-id images each (DigiFace's long tail)",
     )
     ap.add_argument("--tail-images-per-id", type=int, default=5)
+    ap.add_argument(
+        "--landmark-jitter",
+        type=float,
+        default=None,
+        help="v2: noise on the points the renders are aligned by, in inter-ocular distances (default: "
+        "the renderer's, 0 since revision 7; 0.025 before)",
+    )
     ap.add_argument(
         "--checkpoint",
         choices=["last", "best"],

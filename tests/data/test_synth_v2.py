@@ -492,3 +492,55 @@ def test_renderer_tables_are_arguments_of_the_head_and_the_set() -> None:
     ):
         with pytest.raises(ValueError, match=name):
             SynthFacesV2(seed=5, **kw)
+
+
+def test_landmark_jitter_moves_the_framing_only() -> None:
+    """Since ``REVISION`` 7 crops are aligned by the exact points (``LANDMARK_JITTER`` 0); a set with
+    ``landmark_jitter`` draws the same pose, light and background (the same random numbers) and only
+    frames the face differently, by about the σ asked for; out-of-range values are refused."""
+    from faceforge.data.synth.render_v2 import LANDMARK_JITTER, REVISION
+
+    assert LANDMARK_JITTER == 0.0 and REVISION >= 7
+    exact, noisy = SynthFacesV2(seed=3, size=112), SynthFacesV2(seed=3, size=112, landmark_jitter=0.05)
+    moved = []
+    for ident, index in ((0, 0), (1, 3), (2, 5), (4, 1)):
+        a, b = exact.variation(ident, index), noisy.variation(ident, index)
+        assert not a.lm_jitter.any() and b.lm_jitter.any()
+        assert (a.yaw, a.pitch, a.bg_seed, a.glasses) == (b.yaw, b.pitch, b.bg_seed, b.glasses)
+        la, lb = exact.image(ident, index)[1], noisy.image(ident, index)[1]
+        iod = float(np.linalg.norm(la[1] - la[0]))
+        moved.append(float(np.abs(la - lb).mean()) / iod)
+    assert 0.005 < float(np.mean(moved)) < 0.1, moved
+    for bad in (-0.01, 0.6, float("nan")):
+        with pytest.raises(ValueError, match="landmark_jitter"):
+            SynthFacesV2(landmark_jitter=bad)
+
+
+def test_landmark_jitter_is_recorded_and_checked_by_the_writer_and_the_cli(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    import faceforge.data.synth as synth_pkg
+    from faceforge.cli.main import main
+    from faceforge.errors import FaceforgeError
+
+    small = {"identities": 2, "images_per_id": 2, "val_identities": 0, "test_identities": 0, "workers": 1}
+    assert "landmark_jitter" not in write_dataset(tmp_path / "a", version=2, **small)["params"]
+    assert (
+        write_dataset(tmp_path / "b", version=2, landmark_jitter=0.025, **small)["params"]["landmark_jitter"]
+        == 0.025
+    )
+    with pytest.raises(FaceforgeError, match=r"\(landmark_jitter None -> 0.025\)"):
+        write_dataset(tmp_path / "a", version=2, landmark_jitter=0.025, **small)
+    for kw in ({"version": 1, "landmark_jitter": 0.0}, {"version": 2, "landmark_jitter": 0.7}):
+        with pytest.raises(FaceforgeError, match="landmark_jitter"):
+            write_dataset(tmp_path / "c", **{**small, **kw})
+    seen: list[dict] = []
+    monkeypatch.setattr(synth_pkg, "write_dataset", lambda **kw: seen.append(kw) or {})
+    base = ["data", "synth", "--out", str(tmp_path / "x"), "--workers", "1"]
+    assert main([*base, "--landmark-jitter", "0.025"]) == 0 and main(base) == 0
+    assert seen[0]["landmark_jitter"] == 0.025 and "landmark_jitter" not in seen[1]
+    for extra in (["--version", "1"], ["--kind", "objects"]):
+        assert main(base + extra + ["--landmark-jitter", "0.025"]) != 0
+        err = capsys.readouterr().err
+        assert "--landmark-jitter" in err and "Traceback" not in err
+    assert len(seen) == 2

@@ -39,7 +39,12 @@ def _faces_version(args: argparse.Namespace) -> dict[str, int]:
         raise FaceforgeError(
             f"synth: --mixup-identities applies to --version 2 only (this run is v{version})"
         )
+    jitter = getattr(args, "landmark_jitter", None)
+    if jitter is not None and version != 2:
+        raise FaceforgeError(f"synth: --landmark-jitter applies to --version 2 only (this run is v{version})")
     opts = {} if version == 1 else {"version": version}
+    if jitter is not None:
+        opts["landmark_jitter"] = jitter
     if share not in (None, 1):
         opts["appearance_share"] = share
     if mix not in (None, 0):
@@ -64,10 +69,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
             or getattr(args, "mixup_identities", None) is not None
             or getattr(args, "tail_identities", None) is not None
             or getattr(args, "tail_images_per_id", None) is not None
+            or getattr(args, "landmark_jitter", None) is not None
         ):
             raise FaceforgeError(
-                "synth: --version, --appearance-share, --mixup-identities and --tail-identities choose how "
-                "SynthFaces are drawn; they do not apply to --kind objects"
+                "synth: --version, --appearance-share, --mixup-identities, --tail-identities and "
+                "--landmark-jitter choose how SynthFaces are drawn; they do not apply to --kind objects"
             )
         opts = {k: d if getattr(args, k) is None else getattr(args, k) for k, d in _OBJECT_OPTIONS}
         summary = write_objects(
@@ -181,6 +187,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="K",
         help="images of each tail identity, at least 2 (default 5)",
+    )
+    p.add_argument(
+        "--landmark-jitter",
+        type=float,
+        default=None,
+        metavar="S",
+        help="v2: σ of the noise on the five points each crop is aligned by, in inter-ocular distances, "
+        "0 to 0.5 (default 0: exact points; 0.025 before renderer revision 7)",
     )
     p.add_argument("--workers", type=_non_negative, default=0, help="processes (0 = all cores)")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier identical run)")

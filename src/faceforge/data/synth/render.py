@@ -624,6 +624,8 @@ class SynthFaces:
             heads with texture, lighting and perspective: :mod:`faceforge.data.synth.render_v2`).
         appearance_share: version 2: consecutive groups of this many identities share skin, hair,
             eyes, beard and accessories and differ only in head geometry (1: every identity its own).
+        landmark_jitter: version 2: σ of the noise on the points each crop is aligned by, in
+            inter-ocular distances (``None``: ``render_v2.LANDMARK_JITTER``, exact points).
     """
 
     def __init__(
@@ -634,6 +636,7 @@ class SynthFaces:
         difficulty: float = 1.0,
         version: int = 1,
         appearance_share: int = 1,
+        landmark_jitter: float | None = None,
     ) -> None:
         if mode not in ("aligned", "wild"):
             raise ValueError(f"SynthFaces mode must be 'aligned' or 'wild', got {mode!r}")
@@ -648,11 +651,12 @@ class SynthFaces:
         if version == 2:
             from faceforge.data.synth.render_v2 import SynthFacesV2
 
+            jitter = {} if landmark_jitter is None else {"landmark_jitter": landmark_jitter}
             self._v2 = SynthFacesV2(
-                seed=seed, size=size, difficulty=difficulty, appearance_share=appearance_share
+                seed=seed, size=size, difficulty=difficulty, appearance_share=appearance_share, **jitter
             )
-        elif appearance_share != 1:
-            raise ValueError("SynthFaces appearance_share needs version 2")
+        elif appearance_share != 1 or landmark_jitter is not None:
+            raise ValueError("SynthFaces appearance_share and landmark_jitter need version 2")
 
     def identity(self, ident: int) -> Any:
         """The parameters of identity ``ident`` (:class:`Identity`, or ``Identity2`` for version 2)."""

@@ -40,9 +40,17 @@ def identity_name(i: int) -> str:
     return f"id{i:05d}"
 
 
-def _init_worker(seed: int, mode: str, version: int = 1, appearance_share: int = 1) -> None:
+def _init_worker(
+    seed: int, mode: str, version: int = 1, appearance_share: int = 1, landmark_jitter: float | None = None
+) -> None:
     cv2.setNumThreads(1)
-    _WORKER["synth"] = SynthFaces(seed=seed, mode=mode, version=version, appearance_share=appearance_share)
+    _WORKER["synth"] = SynthFaces(
+        seed=seed,
+        mode=mode,
+        version=version,
+        appearance_share=appearance_share,
+        landmark_jitter=landmark_jitter,
+    )
 
 
 def _encode_jpeg(img: np.ndarray, quality: int, what: str) -> bytes:
@@ -112,6 +120,7 @@ def write_dataset(
     mixup_identities: int = 0,
     tail_identities: int = 0,
     tail_images_per_id: int = 5,
+    landmark_jitter: float | None = None,
 ) -> dict[str, Any]:
     """Render SynthFaces into ``out`` (layout: docs/synthfaces.md, "Writer") and return its summary dict.
 
@@ -127,7 +136,9 @@ def write_dataset(
     with ``data.mixup: train_mix.csv``. ``tail_identities``: this many more training identities with
     ``tail_images_per_id`` images each (DigiFace-1M's mix of a head of many-image identities and a
     long tail of few-image ones; Bae et al., WACV 2023), numbered after the held-out ones so the head,
-    validation and test identities are those of the same call without a tail.
+    validation and test identities are those of the same call without a tail. ``landmark_jitter``
+    (v2): σ of the noise on the points each crop is aligned by, in inter-ocular distances (``None``:
+    the renderer's default, exact points since ``REVISION`` 7).
     """
     out = Path(out)
     params = {
@@ -153,8 +164,15 @@ def write_dataset(
     if tail_identities:  # only written when used, so earlier folders are still recognised
         params["tail_identities"] = tail_identities
         params["tail_images_per_id"] = tail_images_per_id
+    if landmark_jitter is not None:  # only written when set, so earlier folders are still recognised
+        params["landmark_jitter"] = landmark_jitter
     if version not in (1, 2):
         raise FaceforgeError(f"synth: version must be 1 or 2, got {version!r}")
+    if landmark_jitter is not None and (version != 2 or not 0 <= landmark_jitter <= 0.5):
+        raise FaceforgeError(
+            f"synth: landmark_jitter applies to version 2 only and must lie in [0, 0.5] inter-ocular "
+            f"distances; got {landmark_jitter!r} with version {version}"
+        )
     if mixup_identities < 0 or (mixup_identities and (version != 2 or identities < 2)):
         raise FaceforgeError(
             f"synth: mixup_identities must be >= 0, and above 0 only with version 2 and at least 2 "
@@ -212,10 +230,10 @@ def write_dataset(
     with contextlib.ExitStack() as stack:
         if workers == 1:
             stack.enter_context(opencv_single_threaded())  # the caller's OpenCV threads come back after
-            _init_worker(seed, mode, version, appearance_share)
+            _init_worker(seed, mode, version, appearance_share, landmark_jitter)
             done: Any = map(_render_task, tasks)
         else:
-            init = (seed, mode, version, appearance_share)
+            init = (seed, mode, version, appearance_share, landmark_jitter)
             pool = stack.enter_context(fork_pool(workers, _init_worker, init))
             done = pool.imap(_render_task, tasks, chunksize=4)
         for r, mix_row in done:
