@@ -651,9 +651,12 @@ class SynthFaces:
         if version == 2:
             from faceforge.data.synth.render_v2 import SynthFacesV2
 
-            jitter = {} if landmark_jitter is None else {"landmark_jitter": landmark_jitter}
             self._v2 = SynthFacesV2(
-                seed=seed, size=size, difficulty=difficulty, appearance_share=appearance_share, **jitter
+                seed=seed,
+                size=size,
+                difficulty=difficulty,
+                appearance_share=appearance_share,
+                landmark_jitter=landmark_jitter,
             )
         elif appearance_share != 1 or landmark_jitter is not None:
             raise ValueError("SynthFaces appearance_share and landmark_jitter need version 2")

@@ -707,7 +707,7 @@ class SynthFacesV2:
     draws.
 
     ``landmark_jitter``: σ of the noise on the points each crop is aligned by, in inter-ocular
-    distances (:data:`LANDMARK_JITTER`, 0: exact points). ``look`` and ``shading`` replace entries
+    distances (``None``: :data:`LANDMARK_JITTER`, exact points). ``look`` and ``shading`` replace entries
     of :data:`~faceforge.data.synth.head3d.FEATURE_LOOK` and
     :data:`~faceforge.data.synth.head3d.SHADING` for every head this instance builds (renderer
     variants, ``benchmarks/synth_gap.py``); ``None``: the committed renderer.
@@ -723,10 +723,12 @@ class SynthFacesV2:
         appearance_share: int = 1,
         look: Mapping[str, float] | None = None,
         shading: Mapping[str, float] | None = None,
-        landmark_jitter: float = LANDMARK_JITTER,
+        landmark_jitter: float | None = None,
     ) -> None:
         if appearance_share < 1:
             raise ValueError(f"appearance_share must be >= 1, got {appearance_share!r}")
+        if landmark_jitter is None:
+            landmark_jitter = LANDMARK_JITTER
         if not (math.isfinite(landmark_jitter) and 0 <= landmark_jitter <= 0.5):
             raise ValueError(
                 f"landmark_jitter must be in [0, 0.5] inter-ocular distances, got {landmark_jitter!r}"
