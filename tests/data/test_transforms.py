@@ -142,3 +142,59 @@ def test_random_conv_option_errors() -> None:
         build_transforms([{"name": "random_conv", "kernel_sizes": [2]}])
     with pytest.raises(FaceforgeError, match="mix"):
         build_transforms([{"name": "random_conv", "mix": [0.2, 1.5]}])
+
+
+def _coords(n: int = 64) -> np.ndarray:
+    """A float image whose first two channels hold each pixel's own x and y (divided by n)."""
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    return np.ascontiguousarray(np.stack([xs, ys, np.zeros_like(xs)], axis=2))
+
+
+def test_elastic_warp_moves_parts_against_each_other_within_its_bound() -> None:
+    n, mag = 64, 0.05
+    op = build_transforms([{"name": "elastic_warp", "magnitude": mag, "grid": 4, "p": 1.0}])
+    x = _coords(n)
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float64)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        y = op(x)
+        assert y.shape == x.shape and y.dtype == np.float32
+        dx, dy = y[..., 0] * n - xs, y[..., 1] * n - ys  # where each output pixel was sampled from
+        # the border replicates: only pixels whose source cannot leave the crop say where it lay
+        m = int(np.ceil(mag * n)) + 1
+        dx, dy = dx[m:-m, m:-m], dy[m:-m, m:-m]
+        assert np.abs(dx).max() <= mag * n + 1e-3 and np.abs(dy).max() <= mag * n + 1e-3
+        assert np.abs(dx).max() > 0.3 * mag * n
+        # not one affine map for the whole crop (what corner_warp's similarity would be)
+        a = np.stack([xs[m:-m, m:-m].ravel(), ys[m:-m, m:-m].ravel(), np.ones(dx.size)], axis=1)
+        for d in (dx, dy):
+            resid = d.ravel() - a @ np.linalg.lstsq(a, d.ravel(), rcond=None)[0]
+            assert resid.std() > 0.12 * mag * n  # a corner warp's is about 0.06
+        # smooth: neighbouring pixels move nearly alike
+        assert np.abs(np.diff(dx, axis=1)).max() < 0.25 * mag * n
+
+
+def test_elastic_warp_zero_is_identity_and_seeded() -> None:
+    img = _img()
+    still = build_transforms([{"name": "elastic_warp", "magnitude": 0.0, "p": 1.0}])
+    assert np.array_equal(still(img), img)
+    op = build_transforms([{"name": "elastic_warp", "magnitude": 0.04, "grid": 3, "p": 1.0}])
+    torch.manual_seed(3)
+    a = op(img)
+    torch.manual_seed(3)
+    assert np.array_equal(a, op(img))
+    torch.manual_seed(4)
+    assert not np.array_equal(a, op(img))
+    t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    torch.manual_seed(3)
+    assert torch.equal(op(t), torch.from_numpy(a).permute(2, 0, 1))  # tensors warp alike
+
+
+@pytest.mark.parametrize(
+    ("opts", "word"),
+    [({"magnitude": -0.1}, "magnitude"), ({"magnitude": 0.5}, "magnitude"), ({"grid": 1}, "grid"),
+     ({"grid": 2.5}, "grid"), ({"grid": True}, "grid"), ({"p": 2}, "p=2")],
+)  # fmt: skip
+def test_elastic_warp_option_errors(opts: dict, word: str) -> None:
+    with pytest.raises(FaceforgeError, match=f"transforms\\[0\\].*{word}"):
+        build_transforms([{"name": "elastic_warp", **opts}])

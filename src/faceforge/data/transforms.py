@@ -26,6 +26,7 @@ __all__ = [
     "ColorJitter",
     "Compose",
     "CornerWarp",
+    "ElasticWarp",
     "Flip",
     "GaussianBlur",
     "GaussianNoise",
@@ -382,6 +383,49 @@ class CornerWarp(_Op):
         return _keep_channels(out, img)
 
 
+class ElasticWarp(_Op):
+    """A smooth random displacement field: each of ``grid × grid`` control points, spread evenly
+    over the image, moves by up to ``magnitude`` of the side in x and y (uniform), and the field
+    between them is a bicubic interpolation (Simard et al., "Best Practices for Convolutional Neural
+    Networks Applied to Visual Document Analysis", ICDAR 2003, with a coarse grid in place of a
+    smoothed per-pixel field). Where :class:`CornerWarp` moves the whole crop, this moves its parts
+    against each other (the eyes, nose and mouth by different amounts), so a model cannot lean on
+    the exact proportions of the faces it was trained on. Borders are replicated."""
+
+    name = "elastic_warp"
+
+    def __init__(self, magnitude: float = 0.03, grid: int = 4, p: float = 0.5) -> None:
+        super().__init__(p)
+        if not 0.0 <= float(magnitude) <= 0.25:
+            raise FaceforgeError(f"transform 'elastic_warp': magnitude={magnitude} must be in [0, 0.25]")
+        if isinstance(grid, bool) or not isinstance(grid, int) or not 2 <= grid <= 16:
+            raise FaceforgeError(f"transform 'elastic_warp': grid={grid!r} must be an integer in [2, 16]")
+        self.magnitude, self.grid = float(magnitude), grid
+
+    def apply(self, img: np.ndarray, rng: _Draw) -> np.ndarray:
+        h, w = img.shape[:2]
+        g = self.grid
+        d = np.array([rng.uniform(-1.0, 1.0) for _ in range(2 * g * g)], np.float32).reshape(2, g, g)
+        # Control points on the corner pixels and evenly between them, so the border moves too
+        # (replicated) and no part of the crop is left rigid.
+        # Bicubic interpolation overshoots its control values by up to about a third; the clip
+        # keeps the documented bound.
+        mx, my = self.magnitude * w, self.magnitude * h
+        dx = np.clip(_smooth_field(d[0] * mx, h, w), -mx, mx)
+        dy = np.clip(_smooth_field(d[1] * my, h, w), -my, my)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        out = cv2.remap(img, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return _keep_channels(out, img)
+
+
+def _smooth_field(ctrl: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bicubic interpolation of control values on a regular grid whose outer points lie on the
+    image's corner pixels (``align_corners`` semantics)."""
+    t = torch.from_numpy(np.ascontiguousarray(ctrl))[None, None]
+    f = torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=True)
+    return f[0, 0].numpy()
+
+
 class RandomConv(_Op):
     """RandConv (Xu et al., "Robust and Generalizable Visual Representation Learning via Random
     Convolutions", ICLR 2021): a convolution with random weights, ``k×k`` with ``k`` drawn from
@@ -514,6 +558,7 @@ TRANSFORMS: dict[str, Callable[..., _Op]] = {
         GaussianNoise,
         Jpeg,
         CornerWarp,
+        ElasticWarp,
         RandomConv,
         Normalize,
     )
