@@ -119,6 +119,9 @@ class OptimizerConfig:
     )
     weight_decay: float = 5.0e-4  # backbone weights (never BatchNorm/PReLU/bias)
     head_weight_decay: float | None = None  # class centres; null: same as weight_decay
+    # class centres learn at lr × this: Adam moves every coordinate by about lr per step, a large
+    # turn for centres initialised at norm ~0.2 (docs/training.md, "Optimizer and schedules")
+    head_lr_scale: float = 1.0
     clip_grad_norm: float | None = None  # max L2 norm of the backbone's gradient
 
 
@@ -727,8 +730,9 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if d["num_workers"] != "auto":
         _at_least(cfg, "data.num_workers", 0)
     for key in ("optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "optimizer.head_weight_decay",
-                "optimizer.clip_grad_norm", "scheduler.warmup_epochs", "scheduler.min_lr_ratio",
-                "scheduler.power", "scheduler.gamma", "scheduler.restart_epochs", "scheduler.patience",
+                "optimizer.head_lr_scale", "optimizer.clip_grad_norm", "scheduler.warmup_epochs",
+                "scheduler.min_lr_ratio", "scheduler.power", "scheduler.gamma", "scheduler.restart_epochs",
+                "scheduler.patience",
                 "trainer.freeze_backbone_epochs", "trainer.checkpoint_every_n_steps", "trainer.ema_decay",
                 "trainer.num_threads"):  # fmt: skip
         _at_least(cfg, key, 0)

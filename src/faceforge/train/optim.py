@@ -20,16 +20,22 @@ __all__ = ["build_optimizer", "lr_factor", "param_groups"]
 
 
 def param_groups(
-    backbone: nn.Module, head: nn.Module, weight_decay: float, head_weight_decay: float
+    backbone: nn.Module,
+    head: nn.Module,
+    weight_decay: float,
+    head_weight_decay: float,
+    head_lr: float | None = None,
 ) -> list[dict]:
-    """Three groups: backbone weights (decay), backbone 1-D parameters (no decay), head (head decay)."""
+    """Three groups: backbone weights (decay), backbone 1-D parameters (no decay), head (head decay;
+    its own learning rate ``head_lr`` when given, else the optimizer's)."""
     decay, no_decay = [], []
     for p in backbone.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay, "name": "backbone"},
         {"params": no_decay, "weight_decay": 0.0, "name": "backbone_no_decay"},
-        {"params": list(head.parameters()), "weight_decay": head_weight_decay, "name": "head"},
+        {"params": list(head.parameters()), "weight_decay": head_weight_decay, "name": "head"}
+        | ({} if head_lr is None else {"lr": head_lr}),
     ]
 
 
