@@ -7,6 +7,7 @@ numbers come from torch's default generator. Details: docs/data.md, "Augmentatio
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from abc import ABC, abstractmethod
@@ -411,19 +412,31 @@ class ElasticWarp(_Op):
         # Bicubic interpolation overshoots its control values by up to about a third; the clip
         # keeps the documented bound.
         mx, my = self.magnitude * w, self.magnitude * h
-        dx = np.clip(_smooth_field(d[0] * mx, h, w), -mx, mx)
-        dy = np.clip(_smooth_field(d[1] * my, h, w), -my, my)
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        out = cv2.remap(img, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        d[0] *= mx
+        d[1] *= my
+        dx, dy = _smooth_field(d, h, w)  # both fields in one interpolation
+        xs, ys = _pixel_grid(h, w)
+        out = cv2.remap(
+            img, xs + np.clip(dx, -mx, mx), ys + np.clip(dy, -my, my), cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
         return _keep_channels(out, img)
 
 
 def _smooth_field(ctrl: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Bicubic interpolation of control values on a regular grid whose outer points lie on the
-    image's corner pixels (``align_corners`` semantics)."""
-    t = torch.from_numpy(np.ascontiguousarray(ctrl))[None, None]
+    """Bicubic interpolation of ``(C, g, g)`` control values on a regular grid whose outer points lie
+    on the image's corner pixels (``align_corners`` semantics); ``(C, h, w)``, each channel alone."""
+    t = torch.from_numpy(np.ascontiguousarray(ctrl))[None]
     f = torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=True)
-    return f[0, 0].numpy()
+    return f[0].numpy()
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only x and y coordinates of every pixel (cached: a training set has one or two sizes)."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs.flags.writeable = ys.flags.writeable = False
+    return xs, ys
 
 
 class RandomConv(_Op):
