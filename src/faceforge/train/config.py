@@ -119,8 +119,8 @@ class OptimizerConfig:
     )
     weight_decay: float = 5.0e-4  # backbone weights (never BatchNorm/PReLU/bias)
     head_weight_decay: float | None = None  # class centres; null: same as weight_decay
-    # class centres learn at lr × this: Adam moves every coordinate by about lr per step, a large
-    # turn for centres initialised at norm ~0.2 (docs/training.md, "Optimizer and schedules")
+    # class centres learn at lr × this: > 1 lets a new head catch up with a pretrained backbone
+    # being fine-tuned (docs/training.md, "Optimizer and schedules")
     head_lr_scale: float = 1.0
     clip_grad_norm: float | None = None  # max L2 norm of the backbone's gradient
 
