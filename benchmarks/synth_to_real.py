@@ -7,16 +7,19 @@ budget, since the model and input size are the same — and evaluates the last c
 View-2 pairs of raw photos, detected and aligned exactly as ``faceforge eval --pairs --root`` does
 (crops are cached, so the second model reuses the detections). LFW is never trained on. Prints
 10-fold accuracy, AUC and EER side by side, and the synthetic held-out accuracy for reference.
-With two or more versions it adds a fused row: each image's unit embeddings of every model joined
-(the pair score is the mean of the models' cosines; its training time is the sum of theirs), since
-models trained on different renderers err on different pairs; the fused model is written as one
-checkpoint (``faceforge models fuse``) that every ``--model`` option loads. ``--adapt N`` adds rows for
-each model adapted without labels (``faceforge models adapt``: BatchNorm statistics only) on N photos of
-the LFW people who appear in no pair, so no test person is among them; those rows use real photos and
-are reported apart from the rows trained on SynthFaces alone.
+``--seeds 0,1,2`` trains one model per seed (each on its own rendered set) and ``--recipes
+quickstart,edgeface_xs`` one per training recipe (``RECIPES``: GhostFaceNetV1 as configured, EdgeFace-XS
+with AdamW). With two or more models it adds a fused row: each image's unit embeddings of every model
+joined (the pair score is the mean of the models' cosines; its training time is the sum of theirs),
+since models trained on different renderers or architectures err on different pairs; the fused model
+is written as one checkpoint (``faceforge models fuse``) that every ``--model`` option loads.
+``--adapt N`` adds rows for each model adapted without labels (``faceforge models adapt``: BatchNorm
+statistics only) on N photos of the LFW people who appear in no pair, so no test person is among them;
+those rows use real photos and are reported apart from the rows trained on SynthFaces alone.
 
     python benchmarks/synth_to_real.py --lfw ../shared/data/lfw [--identities 600] [--images-per-id 20]
         [--epochs 2] [--augment digiface|none] [--versions 1,2] [--threads 1] [--work runs/synth_to_real]
+        [--seeds 0,1,2] [--recipes quickstart,edgeface_xs]
 
 DigiFace-1M (Bae et al., WACV 2023) trains on rendered faces only; its augmentation (blur, noise,
 colour, JPEG, down-up sampling, affine and corner warping) is ``--augment digiface`` here.
@@ -38,6 +41,35 @@ _SHARED_DETECTORS = (
     ("scrfd", "models/detectors/scrfd_500m_bnkps.onnx"),
     ("yunet", "models/detectors/yunet_s_640_640.onnx"),
 )
+
+
+#: ``--recipes``: named training-config overrides on top of configs/quickstart.yaml. ``edgeface_xs``
+#: is the second architecture of the ensembles in docs/synthfaces.md (twenty-fourth session): EdgeFace-XS
+#: (γ 0.6) with AdamW at lr 1e-3 (2e-3 and above train worse or not at all at this budget).
+RECIPES: dict[str, list[str]] = {
+    "quickstart": [],
+    "edgeface_xs": ["--model.backbone.name", "edgeface_xs_gamma_06", "--optimizer.name", "adamw",
+                    "--optimizer.lr", "0.001", "--optimizer.weight_decay", "0.05"],
+}  # fmt: skip
+
+
+def plan(versions: str, seeds: list[int], recipes: str) -> list[tuple[int, int, str]]:
+    """The models to train, ``(version, seed, recipe)``, versions outermost; unknown recipes are one
+    line naming them."""
+    names = [r.strip() for r in recipes.split(",") if r.strip()]
+    bad = [r for r in names if r not in RECIPES]
+    if bad or not names:
+        raise SystemExit(f"--recipes {recipes!r}: expected a comma-separated list of {', '.join(RECIPES)}")
+    return [(int(v), seed, r) for v in versions.split(",") for seed in seeds for r in names]
+
+
+def label(version: int, seed: int, recipe: str, several_seeds: bool) -> str:
+    """``v2``, ``v2 edgeface_xs``, ``v2 s1``...: a model's name in the table and the fused row."""
+    return (
+        f"v{version}"
+        + (f" {recipe}" if recipe != "quickstart" else "")
+        + (f" s{seed}" if several_seeds else "")
+    )
 
 
 def _find_config() -> Path:
@@ -126,8 +158,11 @@ def fused_row(results: list[dict[str, Any]], lfw: Path) -> dict[str, Any] | None
     return evaluate_pairs(joined[opened.index_a], joined[opened.index_b], opened.issame)
 
 
-def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Write the set, train, evaluate on LFW; the row of the results table."""
+def run_version(
+    version: int, args: argparse.Namespace, work: Path, seed: int | None = None, recipe: str = "quickstart"
+) -> dict[str, Any]:
+    """Write the set (one per version and seed, shared by the recipes), train, evaluate on LFW; the
+    row of the results table."""
     import torch
 
     from faceforge.data.synth import write_dataset
@@ -135,17 +170,19 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     from faceforge.train.run import train
 
     torch.set_num_threads(args.threads)
+    seed = args.seed if seed is None else seed
     share = f"_share{args.appearance_share}" if version == 2 and args.appearance_share > 1 else ""
     mix = args.mixup_identities if version == 2 else 0
     share += f"_mix{mix}" if mix else ""
     share += f"_tail{args.tail_identities}x{args.tail_images_per_id}" if args.tail_identities else ""
     jitter = args.landmark_jitter if version == 2 else None
     share += f"_jitter{jitter:g}" if jitter is not None else ""
+    share += f"_s{seed}" if seed else ""  # seed 0 keeps the folder name of earlier runs
     data = work / f"data_v{version}_{args.identities}x{args.images_per_id}{share}"
     t0 = time.perf_counter()
     write_dataset(
         data, identities=args.identities, images_per_id=args.images_per_id, val_identities=20,
-        test_identities=20, seed=args.seed, workers=args.workers, version=version,
+        test_identities=20, seed=seed, workers=args.workers, version=version,
         appearance_share=args.appearance_share if version == 2 else 1, mixup_identities=mix,
         tail_identities=args.tail_identities, tail_images_per_id=args.tail_images_per_id,
         landmark_jitter=jitter,
@@ -158,9 +195,10 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
         "--data.root", str(data), "--trainer.max_epochs", str(args.epochs),
         "--trainer.num_threads", str(args.threads), "--trainer.enable_progress_bar", "false",
         "--trainer.logger", "null", "--run_root", str(work / "runs"),
-        "--name", f"v{version}_{args.augment}", "--data.augment", json.dumps(aug),
-        "--data.num_workers", "0", "--seed", str(args.seed),
-    ] + (["--data.mixup", "train_mix.csv"] if mix else [])  # fmt: skip
+        "--name", f"v{version}_{args.augment}" + (f"_{recipe}" if recipe != "quickstart" else "")
+        + (f"_s{seed}" if seed else ""), "--data.augment", json.dumps(aug),
+        "--data.num_workers", "0", "--seed", str(seed),
+    ] + (["--data.mixup", "train_mix.csv"] if mix else []) + RECIPES[recipe]  # fmt: skip
     cfg = load_config(str(args.config), overrides + list(args.overrides))
     t0 = time.perf_counter()
     result = train(cfg)
@@ -172,10 +210,12 @@ def run_version(version: int, args: argparse.Namespace, work: Path) -> dict[str,
     t_eval = time.perf_counter() - t0
     adapted = None
     if args.adapt:
-        out = work / f"v{version}_adapted_{args.adapt}.ckpt"
+        out = work / f"v{version}_{recipe}_s{seed}_adapted_{args.adapt}.ckpt"
         adapted = adapt_and_score(str(ckpt), args, out, det, det_model)
     return {
         "version": version,
+        "seed": seed,
+        "recipe": recipe,
         "lfw": lfw,
         "synth_heldout": result.test.get("model", {}),
         "seconds": {"data": t_data, "train": t_train, "eval": t_eval},
@@ -218,6 +258,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the budget is per thread)")
     ap.add_argument("--workers", type=int, default=1, help="processes that render the sets")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        help="train one model per seed (each its own rendered set and initialisation), e.g. 0,1,2; "
+        "default: --seed",
+    )
+    ap.add_argument(
+        "--recipes",
+        default="quickstart",
+        help=f"comma-separated training recipes per version and seed: {', '.join(RECIPES)} (default "
+        "quickstart: configs/quickstart.yaml as is)",
+    )
     ap.add_argument(
         "--appearance-share",
         type=int,
@@ -275,19 +327,24 @@ def main() -> None:
 
     cv2.setNumThreads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    results = [run_version(int(v), args, args.work) for v in args.versions.split(",")]
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    members = plan(args.versions, seeds, args.recipes)
+    results = [run_version(v, args, args.work, seed, r) for v, seed, r in members]
+    several = len(seeds) > 1
+    for r in results:
+        r["label"] = label(r["version"], r["seed"], r["recipe"], several)
     from faceforge.eval.report import format_table
 
-    table = {f"LFW, trained on SynthFaces v{r['version']}": r["lfw"] for r in results}
+    table = {f"LFW, trained on SynthFaces {r['label']}": r["lfw"] for r in results}
     fused = fused_row(results, args.lfw)
-    names = " + ".join(f"v{r['version']}" for r in results)
+    names = " + ".join(r["label"] for r in results)
     if fused is not None:
         table[f"LFW, {names} fused (mean cosine)"] = fused
     fused_adapted = None
     if args.adapt:
         for r in results:
             a = r["adapted"]
-            table[f"LFW, v{r['version']} adapted on {a['faces']} photos of others (AdaBN)"] = a["lfw"]
+            table[f"LFW, {r['label']} adapted on {a['faces']} photos of others (AdaBN)"] = a["lfw"]
         fused_adapted = fused_row([r["adapted"] for r in results], args.lfw)
         if fused_adapted is not None:
             table[f"LFW, {names} adapted, fused"] = fused_adapted
@@ -300,36 +357,37 @@ def main() -> None:
         s = r["seconds"]
         syn = r["synth_heldout"].get("accuracy")
         print(
-            f"v{r['version']}: LFW {100 * r['lfw']['accuracy']:.2f} % (AUC {r['lfw']['auc']:.4f}, EER "
+            f"{r['label']}: LFW {100 * r['lfw']['accuracy']:.2f} % (AUC {r['lfw']['auc']:.4f}, EER "
             f"{100 * r['lfw']['eer']:.2f} %); synthetic held-out {100 * syn:.2f} %; data {s['data']:.0f} s, "
             f"train {s['train']:.0f} s, LFW eval {s['eval']:.0f} s; faces by {r['detector']}, "
             f"no face in {r['no_face_images']}"
             if syn is not None
-            else f"v{r['version']}: LFW {100 * r['lfw']['accuracy']:.2f} %"
+            else f"{r['label']}: LFW {100 * r['lfw']['accuracy']:.2f} %"
         )
     fused_ckpt = None
     if fused is not None:
         from faceforge.models.checkpoint import fuse_checkpoints
 
         train_s = sum(r["seconds"]["train"] for r in results)
+        data_s = sum(r["seconds"]["data"] for r in results)
         # the same model as one file (the ensemble backbone scores exactly the row's mean cosine)
         fused_ckpt, _ = fuse_checkpoints(
-            [r["checkpoint"] for r in results], args.work / f"fused_{'_'.join(names.split(' + '))}.ckpt"
+            [r["checkpoint"] for r in results],
+            args.work / f"fused_{names.replace(' + ', '_').replace(' ', '-')}.ckpt",
         )
         print(
             f"{names} fused: LFW {100 * fused['accuracy']:.2f} % (AUC {fused['auc']:.4f}, EER "
-            f"{100 * fused['eer']:.2f} %); training {train_s:.0f} s in all; model {fused_ckpt}"
+            f"{100 * fused['eer']:.2f} %); training {train_s:.0f} s in all (rendering {data_s:.0f} s); "
+            f"model {fused_ckpt}"
         )
     for r in results:
         r.pop("embeddings", None)
         if r.get("adapted"):
             r["adapted"].pop("embeddings", None)
     if fused is not None:
-        results.append(
-            {"fused": [r["version"] for r in results], "lfw": fused, "checkpoint": str(fused_ckpt)}
-        )
+        results.append({"fused": [r["label"] for r in results], "lfw": fused, "checkpoint": str(fused_ckpt)})
     if fused_adapted is not None:
-        results.append({"fused": [r["version"] for r in results if "version" in r], "adapted": True,
+        results.append({"fused": [r["label"] for r in results if "version" in r], "adapted": True,
                         "lfw": fused_adapted})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))

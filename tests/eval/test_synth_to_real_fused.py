@@ -84,3 +84,21 @@ def test_fused_row_needs_every_models_embeddings(tmp_path: Path) -> None:
     e = np.ones((4, 3))
     assert bench.fused_row([{"embeddings": e}], lfw) is None
     assert bench.fused_row([{"embeddings": e}, {"embeddings": None}], lfw) is None
+
+
+def test_plan_trains_every_version_seed_and_recipe() -> None:
+    bench = _bench()
+    got = bench.plan("1,2", [0, 3], "quickstart,edgeface_xs")
+    assert got == [(v, s, r) for v in (1, 2) for s in (0, 3) for r in ("quickstart", "edgeface_xs")]
+    # the recipe is a real config: its overrides load and name a registered backbone
+    from faceforge.models.backbones import list_models
+    from faceforge.train.config import load_config
+
+    cfg = load_config(str(ROOT / "configs" / "quickstart.yaml"), bench.RECIPES["edgeface_xs"])
+    assert cfg["model"]["backbone"]["name"] in list_models() and cfg["optimizer"]["name"] == "adamw"
+    assert (
+        bench.label(2, 3, "edgeface_xs", True) == "v2 edgeface_xs s3"
+        and bench.label(1, 0, "quickstart", False) == "v1"
+    )
+    with pytest.raises(SystemExit, match="edgefase"):
+        bench.plan("2", [0], "quickstart,edgefase")
