@@ -72,6 +72,17 @@ def label(version: int, seed: int, recipe: str, several_seeds: bool) -> str:
     )
 
 
+def fused_name(labels: list[str]) -> str:
+    """The fused checkpoint's file name: the members' labels joined, or (past 100 characters, which
+    many seeds reach) their count and a digest of the labels, to stay within file-name limits."""
+    name = "fused_" + "_".join(lb.replace(" ", "-") for lb in labels)
+    if len(name) <= 100:
+        return name + ".ckpt"
+    import hashlib
+
+    return f"fused_{len(labels)}_models_{hashlib.sha256(' + '.join(labels).encode()).hexdigest()[:10]}.ckpt"
+
+
 def _find_config() -> Path:
     for base in (Path.cwd(), *Path(__file__).resolve().parents):
         c = base / "configs" / "quickstart.yaml"
@@ -373,7 +384,7 @@ def main() -> None:
         # the same model as one file (the ensemble backbone scores exactly the row's mean cosine)
         fused_ckpt, _ = fuse_checkpoints(
             [r["checkpoint"] for r in results],
-            args.work / f"fused_{names.replace(' + ', '_').replace(' ', '-')}.ckpt",
+            args.work / fused_name([r["label"] for r in results]),
         )
         print(
             f"{names} fused: LFW {100 * fused['accuracy']:.2f} % (AUC {fused['auc']:.4f}, EER "

@@ -100,5 +100,8 @@ def test_plan_trains_every_version_seed_and_recipe() -> None:
         bench.label(2, 3, "edgeface_xs", True) == "v2 edgeface_xs s3"
         and bench.label(1, 0, "quickstart", False) == "v1"
     )
+    assert bench.fused_name(["v1", "v2"]) == "fused_v1_v2.ckpt"
+    many = [bench.label(2, s, r, True) for s in range(12) for r in ("quickstart", "edgeface_xs")]
+    assert len(bench.fused_name(many)) < 60 and bench.fused_name(many) != bench.fused_name(many[:-1])
     with pytest.raises(SystemExit, match="edgefase"):
         bench.plan("2", [0], "quickstart,edgefase")
