@@ -280,8 +280,7 @@ class FaceRecognitionModule(L.LightningModule):
         wd = float(ocfg["weight_decay"])
         hwd = wd if ocfg.get("head_weight_decay") is None else float(ocfg["head_weight_decay"])
         assert self.head is not None
-        scale = float(ocfg.get("head_lr_scale", 1.0))
-        head_lr = None if scale == 1.0 else float(ocfg["lr"]) * scale
+        head_lr = float(ocfg["lr"]) * float(ocfg.get("head_lr_scale", 1.0))
         opt = build_optimizer(ocfg, param_groups(self.backbone, self.head, wd, hwd, head_lr))
         if scfg["name"] == "plateau":
             monitor, mode = resolve_monitor(self.config, scfg["monitor"])
