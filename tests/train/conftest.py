@@ -26,3 +26,11 @@ def synth_8x6(tmp_path_factory) -> Path:
     write_dataset(out, identities=8, images_per_id=6, val_identities=20, test_identities=20, workers=1,
                   progress=False, val_pairs_per_fold=6, test_pairs_per_fold=6)  # fmt: skip
     return out
+
+
+@pytest.fixture
+def tiny_args() -> list[str]:
+    """Training overrides for a small GhostFaceNet on 32x32 crops without validation: seconds to train."""
+    return ["--data.image_size", "32", "--data.batch_size", "8", "--model.backbone.width", "0.25",
+            "--model.backbone.embedding_size", "32", "--trainer.num_threads", "1", "--data.val_pairs", "null",
+            "--data.test_pairs", "null", "--trainer.enable_progress_bar", "false"]  # fmt: skip

@@ -15,10 +15,6 @@ from faceforge.cli.main import EXIT_ERROR, main
 from faceforge.train import _lightning
 from faceforge.train._lightning import AtomicCheckpointIO
 
-#: a small GhostFaceNet on 32x32 crops, no validation: seconds to train
-TINY = ["--data.image_size", "32", "--data.batch_size", "8", "--model.backbone.width", "0.25",
-        "--model.backbone.embedding_size", "32", "--trainer.num_threads", "1", "--data.val_pairs", "null",
-        "--data.test_pairs", "null", "--trainer.enable_progress_bar", "false"]  # fmt: skip
 CKPT = {"w": torch.zeros(1000, 250), "opt": {"m": torch.zeros(1000, 250)}}  # 2 x 1 MB of tensors
 
 
@@ -77,10 +73,18 @@ def test_other_write_errors_pass_through_unchanged(tmp_path, monkeypatch) -> Non
 
 
 def test_train_on_a_full_disk_ends_with_one_line_not_an_internal_error(
-    synth_8x6, tmp_path, monkeypatch, capsys
+    synth_8x6, tmp_path, monkeypatch, capsys, tiny_args
 ) -> None:
     monkeypatch.setattr(_lightning, "free_bytes", lambda folder: 1000)
-    args = ["--data.root", str(synth_8x6), "--run_root", str(tmp_path), *TINY, "--trainer.max_epochs", "1"]
+    args = [
+        "--data.root",
+        str(synth_8x6),
+        "--run_root",
+        str(tmp_path),
+        *tiny_args,
+        "--trainer.max_epochs",
+        "1",
+    ]
     code = main(["train", *args])
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
@@ -97,13 +101,13 @@ def test_train_on_a_full_disk_ends_with_one_line_not_an_internal_error(
 @pytest.mark.parametrize("optimizer", [["--optimizer.name", "sgd"], ["--optimizer.name", "adamw"],
                                        ["--optimizer.name", "sgd", "--optimizer.momentum", "0"]],
                          ids=["sgd-momentum", "adamw", "sgd-plain"])  # fmt: skip
-def test_the_size_estimate_matches_the_checkpoint_written(synth_8x6, tmp_path, optimizer) -> None:
+def test_the_size_estimate_matches_the_checkpoint_written(synth_8x6, tmp_path, optimizer, tiny_args) -> None:
     from faceforge.train.config import load_config
     from faceforge.train.module import FaceRecognitionModule
     from faceforge.train.run import train
 
-    args = ["--data.root", str(synth_8x6), "--run_root", str(tmp_path), *TINY, "--trainer.max_steps", "2",
-            "--checkpoint.keep", "last", *optimizer]  # fmt: skip
+    args = ["--data.root", str(synth_8x6), "--run_root", str(tmp_path), *tiny_args,
+            "--trainer.max_steps", "2", "--checkpoint.keep", "last", *optimizer]  # fmt: skip
     cfg = load_config(None, args)
     r = train(cfg, evaluate_test=False)
     written = _lightning._tensor_bytes(torch.load(r.last_checkpoint, weights_only=True))
@@ -113,44 +117,3 @@ def test_the_size_estimate_matches_the_checkpoint_written(synth_8x6, tmp_path, o
     assert (
         _lightning.checkpoint_files_at_peak("last", 9) == 2 and _lightning.checkpoint_files_at_peak(2, 9) == 5
     )
-
-
-def test_head_lr_scale_sets_the_class_centres_own_learning_rate(synth_8x6, tmp_path) -> None:
-    from faceforge.train.config import load_config
-    from faceforge.train.run import train
-
-    def states(scale: float, steps: int) -> dict[str, torch.Tensor]:
-        args = ["--data.root", str(synth_8x6), "--run_root", str(tmp_path / f"{scale}_{steps}"), *TINY,
-                "--trainer.max_steps", str(steps), "--checkpoint.keep", "last", "--optimizer.name", "adamw",
-                "--optimizer.lr", "0.01", "--optimizer.head_lr_scale", str(scale),
-                "--scheduler.warmup_epochs", "0"]  # fmt: skip
-        r = train(load_config(None, args), evaluate_test=False)
-        return torch.load(r.last_checkpoint, weights_only=True)["state_dict"]
-
-    frozen_1, frozen_3, moving_3 = states(0.0, 1), states(0.0, 3), states(1.0, 3)
-    head = [k for k in frozen_1 if k.startswith("head.")]
-    body = [k for k in frozen_1 if k.startswith("backbone.") and frozen_1[k].is_floating_point()]
-    assert head and body
-    # scale 0: the centres keep their initial values while the backbone trains; scale 1 moves them
-    assert all(torch.equal(frozen_1[k], frozen_3[k]) for k in head)
-    assert any(not torch.equal(frozen_1[k], frozen_3[k]) for k in body)
-    assert any(not torch.equal(frozen_1[k], moving_3[k]) for k in head)
-
-
-def test_head_lr_scale_follows_the_schedule() -> None:
-    from torch import nn
-
-    from faceforge.train.optim import build_optimizer, param_groups
-
-    groups = param_groups(nn.Linear(4, 4), nn.Linear(4, 2), 0.05, 0.05, head_lr=0.1 * 2e-3)
-    opt = build_optimizer({"name": "adamw", "lr": 2e-3}, groups)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5**step)
-    for _ in range(3):
-        lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-        assert (
-            lrs["head"] == pytest.approx(0.1 * lrs["backbone"])
-            and lrs["backbone"] == lrs["backbone_no_decay"]
-        )
-        opt.step()
-        sched.step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(2e-3 / 8)
