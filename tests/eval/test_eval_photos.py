@@ -219,6 +219,55 @@ def test_resolve_detector_errors() -> None:
         FaceCropper(FaceConfig(), "none", "x.onnx")
 
 
+class TwinOracle(OracleDetector):
+    """An oracle whose instances may run side by side; each one's first call waits for the other's."""
+
+    parallel_instances = True
+
+    def __init__(self, table, barrier, **kw) -> None:
+        super().__init__(table)
+        self._barrier = barrier
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        if self._calls == 0:
+            self._barrier.wait(timeout=20)  # raises unless a second instance runs meanwhile
+        return super()._detect(rgb)
+
+
+def test_detectors_that_run_side_by_side_detect_in_threads_with_the_same_crops(
+    wild, tmp_path, monkeypatch
+) -> None:
+    import threading
+
+    paths = [*wild["paths"], str(tmp_path / "missing.jpg")]  # an unreadable file too
+    cfg = FaceConfig(input_size=(64, 64))
+    one = FaceCropper(cfg, OracleDetector(wild["table"])).crops(paths)
+    made: list[TwinOracle] = []
+    barrier = threading.Barrier(2)
+    monkeypatch.setitem(
+        DETECTORS._factories,
+        "twin_test",
+        lambda model_path=None, **kw: made.append(TwinOracle(wild["table"], barrier)) or made[-1],
+    )
+    cropper = FaceCropper(cfg, "twin_test", threads=2)
+    two = cropper.crops(paths)
+    assert len(made) == 2 and min(d._calls for d in made) >= 1  # both instances detected (the barrier)
+    assert sum(d._calls for d in made) == len(wild["paths"]) == cropper.detect_calls
+    assert torch.equal(one.images, two.images)  # in the same order, whichever thread cut them
+    assert two.no_face_paths == one.no_face_paths and sorted(two.no_face_paths) == wild["unknown"]
+    assert two.bad_paths == one.bad_paths == [paths[-1]]
+    # The next set reuses the two instances; a detector given as an instance is never shared.
+    cropper.crops(paths[:3])
+    assert len(made) == 2
+    inst = TwinOracle(wild["table"], threading.Barrier(1))
+    solo = FaceCropper(cfg, inst, threads=2)
+    assert solo._thread_count(100) == 1 and torch.equal(solo.crops(paths).images, one.images)
+    assert FaceCropper(cfg, OracleDetector(wild["table"]))._thread_count(100) == 1  # not parallel: one
+    for bad in (0, -1, 1.5):
+        with pytest.raises(FaceforgeError, match="threads"):
+            FaceCropper(cfg, "twin_test", threads=bad)
+
+
 def test_bin_crops_are_realigned_for_another_template(synth_data, tmp_path) -> None:
     from faceforge.data.binset import pairs_to_bin
 

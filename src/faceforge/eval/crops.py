@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ NO_FACE_RULE = (
     "relative to the image size), i.e. a face of the typical size at the image centre; if no face "
     "was found in the whole set, the template fitted into the central 45% of the image"
 )
+#: one image's detection: (width, height), the kept face's 5 points and crop (None, None: no face)
+_Detected = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
 #: the face kept among several (align_bench.select_face mode)
 SELECT = "center"
 #: version of the crop rules; part of every cache key
@@ -157,6 +161,9 @@ class FaceCropper:
         cache: a :class:`~faceforge.eval.cache.CropCache` (None: no crop cache).
         warn: where warning lines go (default: stderr).
         progress: a bar while detecting (default: on a terminal only).
+        threads: images detected at once (default: up to 4 where the detector's instances can run
+            side by side, :attr:`~faceforge.align.detectors.base.Detector.parallel_instances`, and
+            it was named rather than passed as an instance; else 1). The crops do not depend on it.
     """
 
     def __init__(
@@ -167,7 +174,10 @@ class FaceCropper:
         cache: Any = None,
         warn: Callable[[str], None] | None = None,
         progress: bool | None = None,
+        threads: int | None = None,
     ) -> None:
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise FaceforgeError(f"threads={threads!r}: expected a positive integer or None (auto)")
         h, w = (int(v) for v in face_cfg.input_size)
         if h < 1 or w < 1:
             raise FaceforgeError(f"model input size {face_cfg.input_size} is not a valid (height, width)")
@@ -192,6 +202,8 @@ class FaceCropper:
         self._detector: Any = None
         self._detector_name: str | None = None
         self._identity: dict[str, Any] | None = None
+        self.threads = threads
+        self._spares: list[Any] = []  # more instances of the detector, one per extra thread
         self.detect_calls = 0
 
     # ------------------------------------------------------------------------------------ planning
@@ -266,10 +278,6 @@ class FaceCropper:
         return self.cache.key(parts)
 
     def _detected(self, paths: Sequence[str], plan: AlignPlan, name: str) -> Crops:
-        from faceforge.align import crop_face
-        from faceforge.align.io import read_image
-        from faceforge.eval.align_bench import select_face
-
         self._ensure_detector()
         h, w = self.size
         n = len(paths)
@@ -281,37 +289,34 @@ class FaceCropper:
         from_cache = detected = 0
         bar = progress_bar(n, f"{name}: detecting faces", enabled=self.progress, leave=False)
         caching = self.cache is not None and getattr(self.cache, "directory", None) is not None
+        todo: list[tuple[int, str | None]] = []
         try:
             for i, p in enumerate(paths):
-                bar.update(1)
                 key = self._key(p, plan) if caching else None
                 entry = self.cache.get(key) if key is not None else None
                 if entry is not None and _valid_entry(entry, (h, w)):
+                    bar.update(1)
                     sizes[i] = entry["image_size"]
                     if bool(entry["found"]):
                         arr[i], landmarks[i], found[i] = entry["crop"], entry["landmarks"], True
                     from_cache += 1
                     continue
-                try:
-                    rgb = read_image(p)
-                except FaceforgeError:
+                todo.append((i, key))
+            for (i, key), got in zip(todo, self._detect_each([paths[i] for i, _ in todo])):
+                bar.update(1)
+                if got is None:
                     readable[i] = False
                     continue
-                ih, iw = rgb.shape[:2]
-                sizes[i] = (iw, ih)
-                faces = self._detector.detect(rgb)
+                sizes[i], lm, crop = got
                 self.detect_calls += 1
                 detected += 1
-                store: dict[str, np.ndarray] = {"image_size": np.array([iw, ih], np.float64)}
-                if faces:
-                    f = select_face(faces, iw, ih, SELECT)
-                    landmarks[i] = np.asarray(f.landmarks, np.float32).reshape(5, 2)
-                    arr[i] = crop_face(rgb, landmarks[i], self.face_cfg)
-                    found[i] = True
+                store: dict[str, np.ndarray] = {"image_size": sizes[i].copy()}
+                if lm is not None:
+                    landmarks[i], arr[i], found[i] = lm, crop, True
                     store.update(found=np.array(True), crop=arr[i], landmarks=landmarks[i])
                 else:
                     store["found"] = np.array(False)
-                if key is not None:
+                if key is not None and self.cache is not None:
                     self.cache.put(key, store)
                     caching = getattr(self.cache, "directory", None) is not None
         finally:
@@ -322,6 +327,69 @@ class FaceCropper:
         bad = [str(paths[i]) for i in np.flatnonzero(~readable)]
         no_face_paths = [str(paths[i]) for i in np.flatnonzero(~found & readable)]
         return Crops(_nchw(arr), bad, plan, no_face_paths, from_cache, detected)
+
+    def _thread_count(self, n: int) -> int:
+        if self.threads is not None:
+            want = self.threads
+        elif getattr(self._detector, "parallel_instances", False) and not _is_instance(self.spec):
+            want = min(4, os.cpu_count() or 1)
+        else:
+            want = 1
+        if want > 1 and _is_instance(self.spec):
+            want = 1  # one instance given: it cannot be copied, and may not run in two threads at once
+        return max(1, min(want, n))
+
+    def _detect_each(self, paths: Sequence[str]) -> Iterator[_Detected | None]:
+        """Per path, in order: ``((width, height), landmarks or None, crop or None)``, or None where the
+        file cannot be decoded; detected in :meth:`_thread_count` threads, one detector each."""
+        threads = self._thread_count(len(paths))
+        if threads == 1:
+            yield from (self._detect_one(p, self._detector) for p in paths)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        from queue import SimpleQueue
+
+        from faceforge.align.choose import resolve_detector
+
+        while len(self._spares) < threads - 1:  # built once, kept for the cropper's next set
+            self._spares.append(resolve_detector(self.spec, self.detector_model)[0])
+        free: SimpleQueue[Any] = SimpleQueue()
+        for d in (self._detector, *self._spares[: threads - 1]):
+            free.put(d)
+
+        def work(p: str) -> _Detected | None:
+            det = free.get()
+            try:
+                return self._detect_one(p, det)
+            finally:
+                free.put(det)
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="faceforge-detect") as pool:
+            # A bounded window keeps a few images in flight, whatever the set's size.
+            ahead = iter(paths)
+            pending = deque(pool.submit(work, p) for p in islice(ahead, 8 * threads))
+            while pending:
+                got = pending.popleft().result()
+                for p in islice(ahead, 1):
+                    pending.append(pool.submit(work, p))
+                yield got
+
+    def _detect_one(self, path: str, detector: Any) -> _Detected | None:
+        from faceforge.align import crop_face
+        from faceforge.align.io import read_image
+        from faceforge.eval.align_bench import select_face
+
+        try:
+            rgb = read_image(path)
+        except FaceforgeError:
+            return None
+        ih, iw = rgb.shape[:2]
+        size = np.array([iw, ih], np.float64)
+        faces = detector.detect(rgb)
+        if not faces:
+            return size, None, None
+        lm = np.asarray(select_face(faces, iw, ih, SELECT).landmarks, np.float32).reshape(5, 2)
+        return size, lm, crop_face(rgb, lm, self.face_cfg)
 
     def _fallback(
         self,
@@ -350,6 +418,10 @@ class FaceCropper:
             ih, iw = rgb.shape[:2]
             lm = fallback_landmarks(landmarks[found], sizes[found], iw, ih, template)
             arr[i] = crop_face(rgb, lm, self.face_cfg)
+
+
+def _is_instance(spec: Any) -> bool:
+    return not isinstance(spec, (str, os.PathLike))
 
 
 def _valid_entry(entry: dict[str, np.ndarray], size: tuple[int, int]) -> bool:

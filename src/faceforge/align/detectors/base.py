@@ -147,6 +147,10 @@ class Detector(ABC):
     name = "base"
     #: smaller images give an empty list (no backend finds a face in fewer pixels).
     min_image_side = 16
+    #: True where separate instances may detect at once in threads, each keeping one core busy
+    #: (single-threaded native code that releases the GIL, as dlib's): evaluation then builds one per
+    #: thread. False for backends that already spread one image over every core (ONNX Runtime, OpenCV).
+    parallel_instances = False
 
     def __init__(self, score_threshold: float = 0.5, nms_threshold: float = 0.4) -> None:
         if not 0.0 <= score_threshold <= 1.0:

@@ -113,6 +113,7 @@ class DlibDetector(Detector):
     """
 
     name = "dlib"
+    parallel_instances = True  # HOG, MMOD and the shape predictor run on one thread without the GIL
 
     def __init__(
         self,
