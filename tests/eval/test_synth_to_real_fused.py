@@ -105,3 +105,31 @@ def test_plan_trains_every_version_seed_and_recipe() -> None:
     assert len(bench.fused_name(many)) < 60 and bench.fused_name(many) != bench.fused_name(many[:-1])
     with pytest.raises(SystemExit, match="edgefase"):
         bench.plan("2", [0], "quickstart,edgefase")
+
+
+def test_the_hour_preset_is_three_ghostfacenets_and_two_edgefaces_at_twelve_epochs() -> None:
+    from faceforge.models.backbones import list_models
+    from faceforge.train.config import load_config
+
+    bench = _bench()
+    got = bench.preset_plan("hour", "2")
+    assert got == [(2, 0, "quickstart"), (2, 0, "edgeface_xs_12ep"), (2, 1, "quickstart"),
+                   (2, 1, "edgeface_xs_12ep"), (2, 2, "quickstart")]  # fmt: skip
+    assert [m for m in bench.preset_plan("hour", "1,2") if m[0] == 1] == [(1, *m[1:]) for m in got]
+    # the 12-epoch recipe overrides --epochs (its overrides come after the benchmark's own)
+    base = ["--trainer.max_epochs", "8"]
+    cfg = load_config(str(ROOT / "configs" / "quickstart.yaml"), base + bench.RECIPES["edgeface_xs_12ep"])
+    assert cfg["trainer"]["max_epochs"] == 12 and cfg["model"]["backbone"]["name"] in list_models()
+    assert cfg["optimizer"]["lr"] == 0.001
+    # the preset's values are defaults: an option given still wins; it names its own models
+    args = bench.parse_args(["--preset", "hour"])
+    assert (args.versions, args.epochs, args.threads, args.checkpoint) == ("2", 8, 2, "best")
+    assert bench.parse_args(["--preset", "hour", "--epochs", "3", "--optimizer.lr", "0.2"]).epochs == 3
+    assert bench.parse_args(["--preset", "hour", "--optimizer.lr", "0.2"]).overrides == [
+        "--optimizer.lr",
+        "0.2",
+    ]
+    assert bench.parse_args([]).epochs == 2  # no preset: the script's own defaults
+    for extra in (["--seeds", "0,1"], ["--recipes", "edgeface_xs"]):
+        with pytest.raises(SystemExit, match="--preset hour names its models"):
+            bench.parse_args(["--preset", "hour", *extra])
