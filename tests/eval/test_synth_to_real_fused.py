@@ -123,7 +123,7 @@ def test_the_hour_preset_is_three_ghostfacenets_and_two_edgefaces_at_twelve_epoc
     assert cfg["optimizer"]["lr"] == 0.001
     # the preset's values are defaults: an option given still wins; it names its own models
     args = bench.parse_args(["--preset", "hour"])
-    assert (args.versions, args.epochs, args.threads, args.checkpoint) == ("2", 8, 2, "best")
+    assert (args.versions, args.epochs, args.threads, args.checkpoint) == ("1,2", 8, 2, "best")
     assert bench.parse_args(["--preset", "hour", "--epochs", "3", "--optimizer.lr", "0.2"]).epochs == 3
     assert bench.parse_args(["--preset", "hour", "--optimizer.lr", "0.2"]).overrides == [
         "--optimizer.lr",
