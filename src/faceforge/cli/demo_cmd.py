@@ -79,8 +79,12 @@ def _lfw_pairs(path: str) -> Path:
     return pairs
 
 
-def _real_rows(checkpoint: Path, pairs: Path, detector: Any) -> dict[str, Any]:
-    """The trained model's verification row on the real pairs (plus how their faces were found)."""
+def _real_rows(checkpoint: Path, pairs: Path, detector: str, detector_model: str | None) -> dict[str, Any]:
+    """The trained model's verification row on the real pairs (plus how their faces were found).
+
+    The detector goes by name: evaluation builds it now, after training (see :func:`run`), and one
+    instance per thread where the backend's instances can run side by side.
+    """
     from faceforge.eval.run import faces_lines, open_caches
     from faceforge.eval.suite import ModelInfo, SetSpec, evaluate_sets
     from faceforge.infer.loading import load_model
@@ -89,7 +93,7 @@ def _real_rows(checkpoint: Path, pairs: Path, detector: Any) -> dict[str, Any]:
     cache, crops = open_caches(None, False)
     rows = evaluate_sets(
         [SetSpec("LFW (real photos)", pairs, "pairs")], info, "sum", cache=cache, detector=detector,
-        crop_cache=crops,
+        detector_model=detector_model, crop_cache=crops,
     )  # fmt: skip
     for line in faces_lines(rows):
         print(line)
@@ -162,12 +166,7 @@ def run(args: argparse.Namespace) -> int:
         "SynthFaces held-out (raw pixels)": result.test["raw_pixels"],
     }
     if pairs is not None:
-        detector: Any = "none"
-        if args.detector != "none":
-            from faceforge.align.choose import resolve_detector
-
-            detector = resolve_detector(args.detector, args.detector_model)[0]
-        rows.update(_real_rows(Path(result.best_checkpoint), pairs, detector))
+        rows.update(_real_rows(Path(result.best_checkpoint), pairs, args.detector, args.detector_model))
     paths = write_report(rows, result.run_dir)
     print(format_table(rows))
     acc, base = result.test["model"]["accuracy"], result.test["raw_pixels"]["accuracy"]

@@ -329,14 +329,14 @@ class FaceCropper:
         return Crops(_nchw(arr), bad, plan, no_face_paths, from_cache, detected)
 
     def _thread_count(self, n: int) -> int:
+        if _is_instance(self.spec):
+            return 1  # one instance given: it cannot be copied, and may not run in two threads at once
         if self.threads is not None:
             want = self.threads
-        elif getattr(self._detector, "parallel_instances", False) and not _is_instance(self.spec):
+        elif getattr(self._detector, "parallel_instances", False):
             want = min(4, os.cpu_count() or 1)
         else:
             want = 1
-        if want > 1 and _is_instance(self.spec):
-            want = 1  # one instance given: it cannot be copied, and may not run in two threads at once
         return max(1, min(want, n))
 
     def _detect_each(self, paths: Sequence[str]) -> Iterator[_Detected | None]:
