@@ -316,7 +316,7 @@ class FaceCropper:
                     store.update(found=np.array(True), crop=arr[i], landmarks=landmarks[i])
                 else:
                     store["found"] = np.array(False)
-                if key is not None and self.cache is not None:
+                if key is not None:  # only made while caching
                     self.cache.put(key, store)
                     caching = getattr(self.cache, "directory", None) is not None
         finally:
